@@ -1,0 +1,266 @@
+"""Monte Carlo evaluation under device noise (SPEC §5, paper Algorithm 2).
+
+For each of R noise keys, one noise instance is drawn for every backbone
+kernel and held fixed over the whole test set (BatchNorm in inference mode);
+the run's accuracy is recorded. The computation is one jitted program:
+
+* the test set lives on the accelerator as ``(num_batches, batch, H, W, C)``;
+* keys are processed in chunks of ``chunk_size``: ``vmap`` within a chunk,
+  ``lax.scan`` across chunks; a ``lax.scan`` runs over test batches;
+* σ is a traced argument: a σ sweep compiles once.
+
+``vmap`` over parameters turns every conv into a grouped convolution, which
+XLA's CPU backend runs slowly, so the default chunk size is 1 on CPU (a scan
+over keys) and larger on GPU/TPU; :func:`autotune_chunk_size` measures.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neft_jax.device import DeviceModel
+from neft_jax.models import EXIT_PREFIX
+from neft_jax.perturb import Where, not_under, perturb
+
+#: Keys computed together (vmap) per backend, from experiments/bench.py measurements.
+DEFAULT_CHUNK_SIZE = {"cpu": 1, "gpu": 8, "tpu": 8}
+
+backbone_kernels = not_under(EXIT_PREFIX)
+
+
+class TestSet(NamedTuple):
+    """A test set laid out in equal batches on the device.
+
+    images ``(num_batches, batch, H, W, C)``, labels ``(num_batches, batch)``,
+    mask ``(num_batches, batch)`` (False on padding).
+    """
+
+    images: jax.Array
+    labels: jax.Array
+    mask: jax.Array
+
+    @property
+    def size(self) -> int:
+        return int(np.asarray(self.mask).sum())
+
+
+class MonteCarloResult(NamedTuple):
+    """accuracies ``(R,)`` (fractions in [0, 1]) and EKL (nats, averaged over inputs)."""
+
+    accuracies: np.ndarray
+    ekl: float
+
+
+def make_test_set(images: Any, labels: Any, batch_size: int = 500) -> TestSet:
+    """Pad and reshape ``images (N, H, W, C)``, ``labels (N,)`` into a :class:`TestSet`."""
+    images = np.asarray(images, np.float32)
+    labels = np.asarray(labels, np.int32)
+    if images.ndim != 4 or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"images must be (N, H, W, C) and labels (N,), got {images.shape} and {labels.shape}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(labels)
+    batch_size = min(batch_size, n)
+    num_batches = math.ceil(n / batch_size)
+    pad = num_batches * batch_size - n
+    mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
+    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), np.float32)])
+    labels = np.concatenate([labels, np.zeros(pad, np.int32)])
+    shape = (num_batches, batch_size)
+    return TestSet(
+        jnp.asarray(images.reshape(*shape, *images.shape[1:])),
+        jnp.asarray(labels.reshape(shape)),
+        jnp.asarray(mask.reshape(shape)),
+    )
+
+
+def inference_model(model: nn.Module) -> nn.Module:
+    """The backbone alone: exits are not used at inference."""
+    return model.clone(exits=False) if getattr(model, "exits", False) else model
+
+
+def _run_outputs(model, variables, test_set: TestSet, key, device, where):
+    """One noise instance over the whole test set.
+
+    Returns (correct count, probs ``(nb, B, K)``, entropies ``(nb, B)``).
+    """
+    params = perturb(variables["params"], key, device, where=where)
+    noisy = {**variables, "params": params}
+
+    def body(correct, batch):
+        images, labels, mask = batch
+        logits, _ = model.apply(noisy, images, train=False)
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+        probs = jnp.exp(log_probs)
+        entropy = -jnp.sum(probs * log_probs, axis=-1)
+        hits = (jnp.argmax(logits, -1) == labels) & mask
+        return correct + jnp.sum(hits, dtype=jnp.int32), (probs, entropy)
+
+    return jax.lax.scan(body, jnp.int32(0), tuple(test_set))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "chunk_size", "where"))
+def _monte_carlo_sums(model, variables, test_set, keys, run_mask, device, chunk_size, where):
+    """Correct counts ``(R,)``, Σ_r probs ``(nb, B, K)`` and Σ_r entropies ``(nb, B)``."""
+    one_run = functools.partial(
+        _run_outputs, model, variables, test_set, device=device, where=where
+    )
+
+    def chunk(carry, inputs):
+        sum_probs, sum_entropy = carry
+        chunk_keys, chunk_mask = inputs
+        if chunk_size == 1:
+            correct, (probs, entropy) = one_run(chunk_keys[0])
+            correct, probs, entropy = correct[None], probs[None], entropy[None]
+        else:
+            correct, (probs, entropy) = jax.vmap(one_run)(chunk_keys)
+        weight = chunk_mask.astype(jnp.float32)
+        sum_probs = sum_probs + jnp.einsum("r,rbnk->bnk", weight, probs)
+        sum_entropy = sum_entropy + jnp.einsum("r,rbn->bn", weight, entropy)
+        return (sum_probs, sum_entropy), correct
+
+    probe = jax.eval_shape(one_run, keys[0])[1]
+    init = tuple(jnp.zeros(s.shape, jnp.float32) for s in probe)
+    num_chunks = keys.shape[0] // chunk_size
+    inputs = (
+        keys.reshape(num_chunks, chunk_size, *keys.shape[1:]),
+        run_mask.reshape(num_chunks, chunk_size),
+    )
+    (sum_probs, sum_entropy), correct = jax.lax.scan(chunk, init, inputs)
+    return correct.reshape(-1), sum_probs, sum_entropy
+
+
+def epistemic_kl(sum_probs, sum_entropy, num_runs: int, mask) -> float:
+    """EKL = mean over inputs of mean_r KL(p_r ‖ p̄) = H(p̄) − mean_r H(p_r) (nats)."""
+    mean_probs = np.asarray(sum_probs, np.float64) / num_runs
+    entropy_of_mean = -np.sum(mean_probs * np.log(np.clip(mean_probs, 1e-30, None)), axis=-1)
+    mean_entropy = np.asarray(sum_entropy, np.float64) / num_runs
+    mask = np.asarray(mask)
+    return float(max(0.0, np.mean((entropy_of_mean - mean_entropy)[mask])))
+
+
+def resolve_chunk_size(chunk_size: int | None, num_runs: int) -> int:
+    """The chunk size to use: explicit, else the backend default, never more than R."""
+    if chunk_size is None:
+        chunk_size = DEFAULT_CHUNK_SIZE.get(jax.default_backend(), 1)
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    return min(chunk_size, num_runs)
+
+
+def monte_carlo(
+    model: nn.Module,
+    variables: dict,
+    test_set: TestSet,
+    keys: jax.Array,
+    device: DeviceModel,
+    *,
+    chunk_size: int | None = None,
+    where: Where = backbone_kernels,
+) -> MonteCarloResult:
+    """Accuracy of each of ``R = len(keys)`` noise instances over ``test_set``.
+
+    Args:
+      model: the trained linen module (exits are dropped for inference).
+      variables: ``{"params": ..., "batch_stats": ...}``.
+      test_set: from :func:`make_test_set`.
+      keys: a batch of ``R`` typed or raw ``jax.random`` keys.
+      device: the :class:`DeviceModel`; a concrete σ = 0 evaluates once.
+      chunk_size: keys vmapped together (default per backend).
+      where: which leaves are perturbed (default: backbone kernels).
+
+    Returns:
+      :class:`MonteCarloResult` with per-run accuracies ``(R,)`` (or ``(1,)``
+      at σ = 0) and the EKL.
+    """
+    keys = jnp.asarray(keys)
+    if keys.ndim == 0 or keys.shape[0] < 1:
+        raise ValueError("keys must be a non-empty batch of PRNG keys")
+    if device.is_noiseless:
+        keys = keys[:1]
+    num_runs = keys.shape[0]
+    chunk_size = resolve_chunk_size(chunk_size, num_runs)
+    padded = -(-num_runs // chunk_size) * chunk_size
+    if padded > num_runs:
+        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], padded - num_runs, axis=0)])
+    run_mask = jnp.arange(padded) < num_runs
+    model = inference_model(model)
+    variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    correct, sum_probs, sum_entropy = _monte_carlo_sums(
+        model, variables, test_set, keys, run_mask, device, chunk_size, where
+    )
+    accuracies = np.asarray(correct[:num_runs], np.float64) / test_set.size
+    ekl = epistemic_kl(sum_probs, sum_entropy, num_runs, test_set.mask)
+    return MonteCarloResult(accuracies, ekl)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "where"))
+def evaluate_one_run(model, variables, test_set, key, device, where=backbone_kernels):
+    """Correct predictions (int32) of one noise instance: the building block of a Python loop."""
+    correct, _ = _run_outputs(inference_model(model), variables, test_set, key, device, where)
+    return correct
+
+
+def monte_carlo_loop(model, variables, test_set, keys, device, where=backbone_kernels):
+    """Reference: a Python loop over keys, one jitted run each (the authors' protocol)."""
+    variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    counts = [int(evaluate_one_run(model, variables, test_set, k, device, where)) for k in keys]
+    return np.array(counts, np.float64) / test_set.size
+
+
+def summarize(accuracies: Sequence[float], ekl: float | None = None) -> dict:
+    """Mean, std (ddof = 1), 95 % / 99 % CI half-widths of run accuracies (same units)."""
+    acc = np.asarray(accuracies, np.float64)
+    runs = acc.size
+    std = float(np.std(acc, ddof=1)) if runs > 1 else 0.0
+    summary = {
+        "runs": runs,
+        "mean": float(np.mean(acc)),
+        "std": std,
+        "ci95": 1.96 * std / math.sqrt(runs),
+        "ci99": 2.576 * std / math.sqrt(runs),
+        "min": float(np.min(acc)),
+        "max": float(np.max(acc)),
+    }
+    if ekl is not None:
+        summary["ekl"] = float(ekl)
+    return summary
+
+
+def count_not_converged(accuracies: Sequence[float], tolerance: float = 0.05) -> int:
+    """Runs whose accuracy is more than ``tolerance`` (a fraction) from the mean (SPEC §5).
+
+    Non-finite entries (diverged runs) count as not converged.
+    """
+    acc = np.asarray(accuracies, np.float64)
+    finite = np.isfinite(acc)
+    if not finite.any():
+        return int(acc.size)
+    mean = np.mean(acc[finite])
+    return int(np.sum(~finite) + np.sum(np.abs(acc[finite] - mean) > tolerance))
+
+
+def autotune_chunk_size(
+    model, variables, test_set, device, candidates=(1, 2, 4, 8), num_runs: int = 8, key=None
+) -> tuple[int, dict[int, float]]:
+    """Time each chunk size on ``num_runs`` keys; return the fastest and every timing (s)."""
+    key = jax.random.key(0) if key is None else key
+    keys = jax.random.split(key, num_runs)
+    timings = {}
+    for chunk in candidates:
+        monte_carlo(model, variables, test_set, keys, device, chunk_size=chunk)  # compile
+        start = time.perf_counter()
+        monte_carlo(model, variables, test_set, keys, device, chunk_size=chunk)
+        timings[chunk] = time.perf_counter() - start
+    return min(timings, key=timings.get), timings

@@ -1,0 +1,70 @@
+"""Negative-feedback loss (SPEC §3, paper eq. 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy; logits ``(B, K)``, integer labels ``(B,)``."""
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def feedback_coefficients(num_feedback: int, decay: float = 0.1) -> list[float]:
+    """Coefficients ``decay^(i-1)`` of feedback logits i = 1..s (before α)."""
+    return [decay**i for i in range(num_feedback)]
+
+
+def combine_feedback_logits(
+    logits: jax.Array,
+    feedback_logits: Sequence[jax.Array],
+    alpha: jax.Array | float,
+    decay: float | Sequence[float] = 0.1,
+) -> jax.Array:
+    """``(z − α · Σ_i c_i · z_i) / (s + 1)``, shape ``(B, K)``.
+
+    ``decay`` is either the geometric factor (c_i = decay^(i−1)) or an explicit
+    sequence of coefficients c_1..c_s (e.g. all ones for "equal coefficients").
+    """
+    num_feedback = len(feedback_logits)
+    if isinstance(decay, (int, float)):
+        coefficients = feedback_coefficients(num_feedback, decay)
+    else:
+        coefficients = list(decay)
+        if len(coefficients) != num_feedback:
+            raise ValueError(
+                f"decay must give one coefficient per feedback logit ({num_feedback}), "
+                f"got {len(coefficients)}"
+            )
+    feedback = sum(
+        (c * z for c, z in zip(coefficients, feedback_logits, strict=True)),
+        jnp.zeros_like(logits),
+    )
+    return (logits - alpha * feedback) / (num_feedback + 1)
+
+
+def negative_feedback_loss(
+    logits: jax.Array,
+    feedback_logits: Sequence[jax.Array],
+    labels: jax.Array,
+    alpha: jax.Array | float,
+    decay: float | Sequence[float] = 0.1,
+) -> jax.Array:
+    """Eq. (1): ``CE((z − α · Σ_{i=1}^{s} decay^{i−1} · z_i) / (s + 1), y)``.
+
+    Args:
+      logits: backbone logits z, ``(B, K)``.
+      feedback_logits: s ≥ 0 arrays ``(B, K)``: exit logits (IRS, shallowest
+        first) or logits of extra noisier forward passes (OVF).
+      labels: integer labels ``(B,)``.
+      alpha: feedback strength α.
+      decay: geometric decay of the coefficients, or explicit coefficients.
+
+    Returns:
+      The scalar loss, averaged over the batch.
+    """
+    return cross_entropy(combine_feedback_logits(logits, feedback_logits, alpha, decay), labels)

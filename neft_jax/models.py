@@ -1,0 +1,208 @@
+"""Multi-exit VGG-8 and ResNet-18 (SPEC §2, paper Table I), Flax linen, NHWC.
+
+``model.apply(variables, x, train=...)`` with ``x`` of shape ``(B, 32, 32, C)``
+returns ``(logits, exit_logits)``: logits ``(B, K)`` and a tuple of exit
+logits ``(B, K)``, shallowest first (empty when ``exits=False``). Exits read
+the backbone's activations and never change them; their modules are named
+``exit_1``, ``exit_2``, … so that :func:`neft_jax.perturb.under` can select
+them.
+
+``width`` scales every channel count and hidden width (1.0 = the paper).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+#: Kaiming-normal, fan-out, ReLU gain (PyTorch ``kaiming_normal_(mode="fan_out")``).
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+EXIT_PREFIX = "exit_"
+
+
+def adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) averaging matrix of PyTorch's adaptive average pool.
+
+    Window i spans ``floor(i·in/out)`` to ``ceil((i+1)·in/out)`` (exclusive).
+    """
+    matrix = np.zeros((out_size, in_size), np.float32)
+    for i in range(out_size):
+        start = (i * in_size) // out_size
+        end = -((-(i + 1) * in_size) // out_size)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def adaptive_avg_pool(x: jnp.ndarray, output_size: int) -> jnp.ndarray:
+    """PyTorch-style adaptive average pooling of NHWC ``x`` to ``(B, s, s, C)``."""
+    rows = jnp.asarray(adaptive_pool_matrix(x.shape[1], output_size), x.dtype)
+    cols = jnp.asarray(adaptive_pool_matrix(x.shape[2], output_size), x.dtype)
+    return jnp.einsum("bhwc,ih,jw->bijc", x, rows, cols)
+
+
+def _channels(base: int, width: float) -> int:
+    return max(1, int(round(base * width)))
+
+
+class ExitHead(nn.Module):
+    """Exit MLP: adaptive avg-pool → flatten → dense hidden → ReLU → dense K."""
+
+    pool_size: int
+    hidden: int
+    num_classes: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = adaptive_avg_pool(x, self.pool_size)
+        x = x.reshape((x.shape[0], -1))
+        dense = functools.partial(nn.Dense, kernel_init=kaiming_fan_out, dtype=self.dtype)
+        x = nn.relu(dense(self.hidden)(x))
+        return dense(self.num_classes)(x)
+
+
+class ConvBN(nn.Module):
+    """conv (no bias) → BatchNorm → optional ReLU."""
+
+    features: int
+    kernel: int = 3
+    stride: int = 1
+    relu: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        pad = self.kernel // 2
+        x = nn.Conv(
+            self.features,
+            (self.kernel, self.kernel),
+            strides=(self.stride, self.stride),
+            padding=((pad, pad), (pad, pad)),
+            use_bias=False,
+            kernel_init=kaiming_fan_out,
+            dtype=self.dtype,
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
+        )(x)
+        return nn.relu(x) if self.relu else x
+
+
+def _max_pool(x):
+    return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+class VGG8(nn.Module):
+    """VGG-8 with three exits (Table I)."""
+
+    num_classes: int = 10
+    exits: bool = True
+    width: float = 1.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        c = functools.partial(_channels, width=self.width)
+        conv = functools.partial(ConvBN, dtype=self.dtype)
+        head = functools.partial(
+            ExitHead, hidden=c(512), num_classes=self.num_classes, dtype=self.dtype
+        )
+        x = x.astype(self.dtype)
+        taps = []
+        x = conv(c(64))(x, train)
+        taps.append((x, 6))
+        x = _max_pool(conv(c(128))(x, train))
+        taps.append((x, 4))
+        x = conv(c(256))(x, train)
+        x = _max_pool(conv(c(256))(x, train))
+        taps.append((x, 3))
+        x = conv(c(512))(x, train)
+        x = _max_pool(conv(c(512))(x, train))
+        x = x.reshape((x.shape[0], -1))
+        dense = functools.partial(nn.Dense, kernel_init=kaiming_fan_out, dtype=self.dtype)
+        x = nn.relu(dense(c(1024))(x))
+        logits = dense(self.num_classes)(x)
+        exit_logits = ()
+        if self.exits:
+            exit_logits = tuple(
+                head(pool_size=size, name=f"{EXIT_PREFIX}{i + 1}")(tap)
+                for i, (tap, size) in enumerate(taps)
+            )
+        return logits.astype(jnp.float32), tuple(z.astype(jnp.float32) for z in exit_logits)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block with identity or 1×1-conv shortcut."""
+
+    features: int
+    stride: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv = functools.partial(ConvBN, dtype=self.dtype)
+        y = conv(self.features, stride=self.stride)(x, train)
+        y = conv(self.features, relu=False)(y, train)
+        if self.stride != 1 or x.shape[-1] != self.features:
+            x = conv(self.features, kernel=1, stride=self.stride, relu=False)(x, train)
+        return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+    """CIFAR-style ResNet with exits after the stem and after stages 1–3."""
+
+    num_classes: int = 10
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    exits: bool = True
+    width: float = 1.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        c = functools.partial(_channels, width=self.width)
+        head = functools.partial(
+            ExitHead, hidden=c(512), num_classes=self.num_classes, dtype=self.dtype
+        )
+        x = ConvBN(c(64), dtype=self.dtype)(x.astype(self.dtype), train)
+        taps = [x]
+        for stage, num_blocks in enumerate(self.stage_sizes):
+            features = c(64 * 2**stage)
+            for block in range(num_blocks):
+                stride = 2 if stage > 0 and block == 0 else 1
+                x = BasicBlock(features, stride, dtype=self.dtype)(x, train)
+            taps.append(x)
+        x = jnp.mean(x, axis=(1, 2))
+        logits = nn.Dense(self.num_classes, kernel_init=kaiming_fan_out, dtype=self.dtype)(x)
+        exit_logits = ()
+        if self.exits:
+            exit_logits = tuple(
+                head(pool_size=_exit_pool_size(tap.shape[1]), name=f"{EXIT_PREFIX}{i + 1}")(tap)
+                for i, tap in enumerate(taps[:4])
+            )
+        return logits.astype(jnp.float32), tuple(z.astype(jnp.float32) for z in exit_logits)
+
+
+def _exit_pool_size(spatial: int) -> int:
+    """Exit pool size by tap resolution (Table I): 32→6, 16→4, 8→3 (for 32×32 inputs)."""
+    return {32: 6, 16: 4, 8: 3}.get(spatial, max(1, math.ceil(spatial * 3 / 8)))
+
+
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2))
+
+MODELS = {"vgg8": VGG8, "resnet18": ResNet18}
+
+
+def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """A model by name (``vgg8`` or ``resnet18``)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    return MODELS[name](num_classes=num_classes, **kwargs)

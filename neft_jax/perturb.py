@@ -1,0 +1,130 @@
+"""The drop-in weight-noise transform: ``perturb(params, key, device)``.
+
+Works on any params pytree (Flax linen / NNX, Equinox-style modules, plain
+dicts), under ``jit`` and under ``vmap`` over keys. Selected leaves become
+``W + stop_gradient(ΔW)``: the forward pass sees the noisy weight and the
+gradient flows straight through to the clean one (paper Algorithm 1).
+
+One Gaussian is drawn per weight: the bit-weighted sum of ``M/N`` independent
+Gaussian device errors (eq. 5) is itself Gaussian with the std that
+:meth:`DeviceModel.noise_std` gives, so this is exact in distribution and
+``M/N`` times cheaper than drawing every device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from neft_jax.device import STATE_BAND, DeviceModel
+
+Path = tuple[Any, ...]
+Where = Callable[[Path, Any], bool]
+
+#: Leaf names treated as conv/dense kernels by default (Flax: kernel; Equinox/PyTorch: weight).
+KERNEL_NAMES = ("kernel", "weight")
+#: Trailing path entries of variable wrappers (Flax NNX) that are skipped when naming a leaf.
+_WRAPPER_NAMES = ("value", "raw_value")
+
+
+def path_names(path) -> Path:
+    """A ``jax.tree_util`` key path as a tuple of plain names / indices."""
+    names = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                names.append(getattr(entry, attr))
+                break
+        else:
+            names.append(str(entry))
+    return tuple(names)
+
+
+def leaf_name(path: Path) -> Any:
+    """The name of a leaf: the last path entry that is not a variable wrapper."""
+    for name in reversed(path):
+        if name not in _WRAPPER_NAMES:
+            return name
+    return None
+
+
+def is_kernel(path: Path, leaf: Any) -> bool:
+    """Default selection: conv and dense kernels (named kernel/weight, ndim ≥ 2)."""
+    return leaf_name(path) in KERNEL_NAMES and jnp.ndim(leaf) >= 2
+
+
+def under(prefix: str, where: Where = is_kernel) -> Where:
+    """Selects the leaves ``where`` selects whose path has a module name starting with prefix."""
+
+    def select(path: Path, leaf: Any) -> bool:
+        return where(path, leaf) and any(str(p).startswith(prefix) for p in path)
+
+    return select
+
+
+def not_under(prefix: str, where: Where = is_kernel) -> Where:
+    """Selects the leaves ``where`` selects whose path has no module name starting with prefix."""
+
+    def select(path: Path, leaf: Any) -> bool:
+        return where(path, leaf) and not any(str(p).startswith(prefix) for p in path)
+
+    return select
+
+
+def weight_noise(
+    weight: jax.Array, key: jax.Array, device: DeviceModel, scale: jax.Array
+) -> jax.Array:
+    """ΔW for one tensor, shape and dtype of ``weight``; ``scale`` = max|W| (a scalar)."""
+    scale = jax.lax.stop_gradient(scale).astype(jnp.float32)
+    std = device.noise_std(scale)
+    noise = jax.random.normal(key, weight.shape, jnp.float32) * std
+    if device.state_factor != 1:
+        ratio = jnp.abs(jax.lax.stop_gradient(weight)).astype(jnp.float32) / jnp.where(
+            scale > 0, scale, 1.0
+        )
+        in_band = (ratio > STATE_BAND[0]) & (ratio < STATE_BAND[1])
+        noise = jnp.where(in_band, noise * device.state_factor, noise)
+    return noise.astype(weight.dtype)
+
+
+def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | None = None) -> Any:
+    """Return ``params`` with every selected weight replaced by ``W + stop_gradient(ΔW)``.
+
+    Args:
+      params: any pytree of arrays.
+      key: a ``jax.random`` key; each selected leaf gets ``fold_in(key, i)``
+        for its index i among the selected leaves, so leaves of equal shape
+        get independent noise and the same key gives the same noise.
+      device: the :class:`DeviceModel` (σ, bits, preset, normalisation, scale).
+      where: ``where(path, leaf) -> bool`` with ``path`` a tuple of key names;
+        default :func:`is_kernel` (conv and dense kernels only).
+
+    Returns:
+      A pytree of the same structure; unselected leaves are the same objects.
+    """
+    if device.is_noiseless:
+        return params
+    where = is_kernel if where is None else where
+    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    selected = [where(path_names(path), leaf) for path, leaf in leaves_with_paths]
+    leaves = [leaf for _, leaf in leaves_with_paths]
+    chosen = [leaf for leaf, sel in zip(leaves, selected, strict=True) if sel]
+    if not chosen:
+        return params
+    if device.scale == "model":
+        model_scale = jnp.max(jnp.stack([jnp.max(jnp.abs(w)).astype(jnp.float32) for w in chosen]))
+
+    out = []
+    index = 0
+    for leaf, sel in zip(leaves, selected, strict=True):
+        if not sel:
+            out.append(leaf)
+            continue
+        scale = model_scale if device.scale == "model" else jnp.max(jnp.abs(leaf))
+        noise = weight_noise(leaf, jax.random.fold_in(key, index), device, scale)
+        out.append(leaf + jax.lax.stop_gradient(noise))
+        index += 1
+    return jax.tree_util.tree_unflatten(treedef, out)

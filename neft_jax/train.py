@@ -1,0 +1,191 @@
+"""Training: state, optimiser and the jitted train step of each method (SPEC §3–4).
+
+Methods:
+  ``vanilla``  plain cross-entropy, clean weights.
+  ``noise``    cross-entropy at noisy weights (noise injection).
+  ``irs``      eq. (1) with the exits' logits as feedback (backbone and exit
+               kernels perturbed, exits with their own σ).
+  ``ovf``      eq. (1) with three extra backbone passes at σ + 0.15, + 0.10,
+               + 0.05 (fresh noise each) as feedback.
+
+The step is ``step(state, batch, key) -> (state, metrics)`` with
+``batch = {"image": (B, H, W, C) float, "label": (B,) int}``. σ, the exits'
+σ and α live in ``state.hparams`` as traced scalars, so changing them never
+recompiles the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from neft_jax.device import DeviceModel
+from neft_jax.losses import cross_entropy, negative_feedback_loss
+from neft_jax.models import EXIT_PREFIX
+from neft_jax.perturb import not_under, perturb, under
+
+METHODS = ("vanilla", "noise", "irs", "ovf")
+#: σ offsets of OVF's three extra forward passes, in the order of z_1, z_2, z_3.
+OVF_SIGMA_OFFSETS = (0.15, 0.10, 0.05)
+
+backbone_kernels = not_under(EXIT_PREFIX)
+exit_kernels = under(EXIT_PREFIX)
+
+
+class TrainState(train_state.TrainState):
+    """Flax train state with BatchNorm statistics and the traced hyper-parameters.
+
+    ``hparams``: ``{"sigma", "exit_sigma", "alpha"}`` float32 scalars.
+    """
+
+    batch_stats: Any
+    hparams: Any
+
+
+def uses_exits(method: str) -> bool:
+    """Whether a method trains the exits (only IRS)."""
+    return validate_method(method) == "irs"
+
+
+def validate_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; allowed: {list(METHODS)}")
+    return method
+
+
+def create_optimizer(learning_rate: float = 1e-3, total_steps: int | None = None):
+    """Adam with cosine decay of the learning rate to 0 over ``total_steps`` (SPEC §4)."""
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+    if total_steps is None:
+        return optax.adam(learning_rate)
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps!r}")
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, total_steps))
+
+
+def make_hparams(sigma: float, exit_sigma: float | None = None, alpha: float = 0.0) -> dict:
+    """The traced hyper-parameters of a train state."""
+    exit_sigma = sigma if exit_sigma is None else exit_sigma
+    DeviceModel(sigma=sigma)  # validates σ
+    DeviceModel(sigma=exit_sigma)
+    return {
+        "sigma": jnp.float32(sigma),
+        "exit_sigma": jnp.float32(exit_sigma),
+        "alpha": jnp.float32(alpha),
+    }
+
+
+def create_train_state(
+    model: nn.Module,
+    key: jax.Array,
+    input_shape: Sequence[int],
+    tx: optax.GradientTransformation,
+    hparams: dict | None = None,
+) -> TrainState:
+    """Initialise a model (input ``(B, H, W, C)``) and wrap it in a :class:`TrainState`."""
+    variables = model.init(key, jnp.zeros(tuple(input_shape), jnp.float32), train=False)
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        tx=tx,
+        hparams=make_hparams(0.0) if hparams is None else hparams,
+    )
+
+
+def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def make_train_step(
+    model: nn.Module,
+    method: str,
+    device: DeviceModel | None = None,
+    *,
+    decay: float | Sequence[float] = 0.1,
+    ovf_offsets: Sequence[float] = OVF_SIGMA_OFFSETS,
+    jit: bool = True,
+    donate: bool = False,
+) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+    """Build the train step of ``method``.
+
+    Args:
+      model: the linen module (with exits for ``irs``).
+      method: one of :data:`METHODS`.
+      device: backbone device template; its σ is replaced by
+        ``state.hparams["sigma"]`` at every step. Exits always use the RRAM1
+        model (same bits / normalisation / scale) with ``hparams["exit_sigma"]``.
+      decay: feedback coefficient decay of eq. (1), or explicit coefficients.
+      ovf_offsets: σ offsets of OVF's extra passes.
+      jit: return the jitted step (default) or the plain function.
+      donate: donate the input state's buffers (jit only).
+
+    Returns:
+      ``step(state, batch, key) -> (state, metrics)``; metrics hold ``loss``,
+      ``accuracy`` (backbone, at the noisy weights) and for IRS
+      ``exit_accuracy`` ``(num_exits,)``.
+    """
+    validate_method(method)
+    device = DeviceModel() if device is None else device
+    exit_template = device.replace(state_factor=1)
+
+    def forward(state, params, x, key, sigma, exit_sigma):
+        if sigma is not None:
+            backbone_key, exit_key = jax.random.split(key)
+            params = perturb(params, backbone_key, device.replace(sigma=sigma),
+                             where=backbone_kernels)
+            if exit_sigma is not None:
+                params = perturb(params, exit_key, exit_template.replace(sigma=exit_sigma),
+                                 where=exit_kernels)
+        (logits, exit_logits), updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats},
+            x, train=True, mutable=["batch_stats"],
+        )
+        return logits, exit_logits, updates["batch_stats"]
+
+    def loss_fn(params, state, batch, key):
+        x, y = batch["image"], batch["label"]
+        hp = state.hparams
+        sigma = None if method == "vanilla" else hp["sigma"]
+        exit_sigma = hp["exit_sigma"] if method == "irs" else None
+        keys = jax.random.split(key, 1 + len(ovf_offsets))
+        logits, exit_logits, batch_stats = forward(state, params, x, keys[0], sigma, exit_sigma)
+        aux = {}
+        if method == "irs":
+            if not exit_logits:
+                raise ValueError("method 'irs' needs a model built with exits=True")
+            loss = negative_feedback_loss(logits, exit_logits, y, hp["alpha"], decay)
+            aux["exit_accuracy"] = jnp.stack([_accuracy(z, y) for z in exit_logits])
+        elif method == "ovf":
+            feedback = [
+                forward(state, params, x, k, hp["sigma"] + offset, None)[0]
+                for k, offset in zip(keys[1:], ovf_offsets, strict=True)
+            ]
+            loss = negative_feedback_loss(logits, feedback, y, hp["alpha"], decay)
+        else:
+            loss = cross_entropy(logits, y)
+        aux["accuracy"] = _accuracy(logits, y)
+        return loss, (aux, batch_stats)
+
+    def step(state: TrainState, batch: dict, key: jax.Array):
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (aux, batch_stats)), grads = grad_fn(state.params, state, batch, key)
+        state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        return state, {"loss": loss, **aux}
+
+    if not jit:
+        return step
+    return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def step_key(run_key: jax.Array, step: jax.Array | int) -> jax.Array:
+    """The key of one train step: ``fold_in(run_key, step)``."""
+    return jax.random.fold_in(run_key, step)
+

@@ -1,0 +1,112 @@
+import math
+
+import chex
+import jax
+import numpy as np
+import pytest
+from synthetic import quadrant_task
+
+from neft_jax import DeviceModel, make_test_set, monte_carlo, summarize
+from neft_jax.evaluate import (
+    _monte_carlo_sums,
+    count_not_converged,
+    epistemic_kl,
+    monte_carlo_loop,
+)
+from neft_jax.models import VGG8, ResNet18
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = VGG8(4, width=0.125)
+    images, labels = quadrant_task(70, seed=3)
+    variables = model.init(jax.random.key(0), images[:1])
+    test_set = make_test_set(images, labels, batch_size=32)  # 3 batches, 26 padded
+    return model, variables, test_set
+
+
+def test_make_test_set_pads_and_masks():
+    images, labels = quadrant_task(70, seed=0)
+    ts = make_test_set(images, labels, batch_size=32)
+    chex.assert_shape(ts.images, (3, 32, 32, 32, 1))
+    chex.assert_shape(ts.labels, (3, 32))
+    assert ts.size == 70 and int(ts.mask.sum()) == 70
+    with pytest.raises(ValueError, match="labels"):
+        make_test_set(images, labels[:5])
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 4])
+def test_vectorised_equals_python_loop(setup, chunk_size):
+    model, variables, test_set = setup
+    keys = jax.random.split(jax.random.key(1), 7)
+    device = DeviceModel(0.5)
+    result = monte_carlo(model, variables, test_set, keys, device, chunk_size=chunk_size)
+    looped = monte_carlo_loop(model, variables, test_set, keys, device)
+    assert result.accuracies.shape == (7,)
+    np.testing.assert_allclose(result.accuracies, looped, atol=1.5 / 70)
+    # At most one borderline prediction may flip between the two programs' float roundings.
+    assert np.sum(np.abs(result.accuracies - looped) > 1e-9) <= 1
+    assert len(np.unique(result.accuracies)) > 1  # different keys, different noise
+
+
+def test_resnet_vectorised_equals_loop():
+    model = ResNet18(4, width=0.125)
+    images, labels = quadrant_task(20, seed=3)
+    variables = model.init(jax.random.key(0), images[:1])
+    test_set = make_test_set(images, labels, batch_size=10)
+    keys = jax.random.split(jax.random.key(1), 3)
+    device = DeviceModel.preset("FeFET2", 0.3)
+    result = monte_carlo(model, variables, test_set, keys, device, chunk_size=2)
+    np.testing.assert_allclose(result.accuracies,
+                               monte_carlo_loop(model, variables, test_set, keys, device),
+                               atol=1.5 / 20)
+
+
+def test_sigma_zero_evaluates_once_with_zero_ekl(setup):
+    model, variables, test_set = setup
+    keys = jax.random.split(jax.random.key(1), 5)
+    result = monte_carlo(model, variables, test_set, keys, DeviceModel(0.0))
+    assert result.accuracies.shape == (1,)
+    assert result.ekl == pytest.approx(0.0, abs=1e-6)
+    noisy = monte_carlo(model, variables, test_set, keys, DeviceModel(0.3))
+    assert noisy.ekl > 1e-3
+
+
+def test_sigma_is_traced_no_recompile(setup):
+    model, variables, test_set = setup
+    keys = jax.random.split(jax.random.key(1), 2)
+    monte_carlo(model, variables, test_set, keys, DeviceModel(0.1), chunk_size=1)
+    before = _monte_carlo_sums._cache_size()
+    for sigma in (0.2, 0.3, 0.4):
+        monte_carlo(model, variables, test_set, jax.random.split(jax.random.key(9), 2),
+                    DeviceModel(sigma), chunk_size=1)
+    assert _monte_carlo_sums._cache_size() == before
+
+
+def test_ekl_equals_mean_kl_to_mean_prediction():
+    rng = np.random.default_rng(0)
+    runs = rng.dirichlet(np.ones(4), size=(6, 1, 5))  # (R, batches, B, K)
+    entropy = -(runs * np.log(runs)).sum(-1)
+    ekl = epistemic_kl(runs.sum(0), entropy.sum(0), 6, np.ones((1, 5), bool))
+    mean = runs.mean(0)
+    kl = (runs * (np.log(runs) - np.log(mean))).sum(-1).mean(0)
+    assert ekl == pytest.approx(kl.mean(), rel=1e-9)
+
+
+def test_summary_statistics():
+    acc = [0.90, 0.92, 0.94, 0.96]
+    summary = summarize(acc, ekl=0.25)
+    std = np.std(acc, ddof=1)
+    assert summary["mean"] == pytest.approx(0.93)
+    assert summary["std"] == pytest.approx(std)
+    assert summary["ci95"] == pytest.approx(1.96 * std / 2)
+    assert summary["ci99"] == pytest.approx(2.576 * std / 2)
+    assert summary["runs"] == 4 and summary["ekl"] == 0.25
+    single = summarize([0.5])
+    assert single["std"] == 0.0 and single["ci95"] == 0.0
+
+
+def test_count_not_converged():
+    assert count_not_converged([0.9, 0.91, 0.89] * 3 + [0.5]) == 1
+    assert count_not_converged([0.9, 0.9, math.nan]) == 1
+    assert count_not_converged([0.9] * 10) == 0

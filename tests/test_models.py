@@ -1,0 +1,145 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from neft_jax.models import VGG8, ResNet18, adaptive_avg_pool, create_model
+
+
+def _param_shapes(model, channels=3):
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 32, 32, channels)))
+    return jax.tree.map(lambda a: a.shape, variables["params"])
+
+
+def _kernels(tree, prefix=()):
+    out = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_kernels(value, prefix + (name,)))
+        elif name == "kernel":
+            out["/".join(prefix)] = value
+    return out
+
+
+def test_vgg8_kernel_shapes_match_table_1():
+    kernels = _kernels(_param_shapes(VGG8(10), channels=1))
+    convs = [kernels[f"ConvBN_{i}/Conv_0"] for i in range(6)]
+    assert convs == [
+        (3, 3, 1, 64),
+        (3, 3, 64, 128),
+        (3, 3, 128, 256),
+        (3, 3, 256, 256),
+        (3, 3, 256, 512),
+        (3, 3, 512, 512),
+    ]
+    assert kernels["Dense_0"] == (8192, 1024) and kernels["Dense_1"] == (1024, 10)
+    assert kernels["exit_1/Dense_0"] == (2304, 512) and kernels["exit_1/Dense_1"] == (512, 10)
+    assert kernels["exit_2/Dense_0"] == (2048, 512)
+    assert kernels["exit_3/Dense_0"] == (2304, 512)
+    assert len(kernels) == 6 + 2 + 3 * 2
+
+
+def test_resnet18_kernel_shapes_match_table_1():
+    kernels = _kernels(_param_shapes(ResNet18(100)))
+    conv_kernels = {k: v for k, v in kernels.items() if len(v) == 4}
+    # stem + 8 blocks × 2 convs + 3 projection shortcuts
+    assert len(conv_kernels) == 1 + 16 + 3
+    assert kernels["ConvBN_0/Conv_0"] == (3, 3, 3, 64)
+    shortcuts = sorted(v for v in conv_kernels.values() if v[:2] == (1, 1))
+    assert shortcuts == [(1, 1, 64, 128), (1, 1, 128, 256), (1, 1, 256, 512)]
+    assert kernels["Dense_0"] == (512, 100)
+    for i, fan_in in enumerate((2304, 2304, 2048, 2304), start=1):
+        assert kernels[f"exit_{i}/Dense_0"] == (fan_in, 512)
+        assert kernels[f"exit_{i}/Dense_1"] == (512, 100)
+
+
+def test_parameter_counts():
+    def count(shapes):
+        return sum(
+            math.prod(s)
+            for s in jax.tree.leaves(
+                shapes, is_leaf=lambda x: isinstance(x, tuple)
+            )
+        )
+    backbone = count(_param_shapes(VGG8(10, exits=False), channels=1))
+    convs = 9 * (1 * 64 + 64 * 128 + 128 * 256 + 256 * 256 + 256 * 512 + 512 * 512)
+    bn = 2 * (64 + 128 + 256 + 256 + 512 + 512)
+    dense = 8192 * 1024 + 1024 + 1024 * 10 + 10
+    assert backbone == convs + bn + dense
+    exits = count(_param_shapes(VGG8(10), channels=1)) - backbone
+    assert exits == sum(f * 512 + 512 + 512 * 10 + 10 for f in (2304, 2048, 2304))
+
+
+def _pytorch_adaptive_pool(x, out):
+    """Direct loop over PyTorch's window rule."""
+    b, h, w, c = x.shape
+    y = np.zeros((b, out, out, c), np.float64)
+    for i in range(out):
+        h0, h1 = math.floor(i * h / out), math.ceil((i + 1) * h / out)
+        for j in range(out):
+            w0, w1 = math.floor(j * w / out), math.ceil((j + 1) * w / out)
+            y[:, i, j] = x[:, h0:h1, w0:w1].mean(axis=(1, 2))
+    return y
+
+
+@pytest.mark.parametrize("size, out", [(32, 6), (16, 4), (8, 3), (7, 3)])
+def test_adaptive_pool_matches_pytorch_rule(size, out):
+    x = np.random.default_rng(0).normal(size=(2, size, size, 5)).astype(np.float32)
+    np.testing.assert_allclose(
+        adaptive_avg_pool(jnp.asarray(x), out), _pytorch_adaptive_pool(x, out), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("model_cls, num_exits", [(VGG8, 3), (ResNet18, 4)])
+@pytest.mark.parametrize("exits", [True, False])
+def test_output_shapes(model_cls, num_exits, exits):
+    model = model_cls(7, exits=exits, width=0.125)
+    x = jnp.ones((3, 32, 32, 3))
+    variables = model.init(jax.random.key(0), x)
+    logits, exit_logits = model.apply(variables, x, train=False)
+    assert logits.shape == (3, 7) and logits.dtype == jnp.float32
+    assert isinstance(exit_logits, tuple)
+    assert len(exit_logits) == (num_exits if exits else 0)
+    assert all(z.shape == (3, 7) for z in exit_logits)
+    # train mode updates batch statistics
+    (_, _), updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(
+        variables["batch_stats"]
+    )
+
+
+def test_exits_do_not_change_backbone_output():
+    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 1))
+    with_exits = VGG8(10, width=0.125)
+    variables = with_exits.init(jax.random.key(0), x)
+    logits, _ = with_exits.apply(variables, x)
+    backbone_only = {
+        "params": {k: v for k, v in variables["params"].items() if not k.startswith("exit_")},
+        "batch_stats": variables["batch_stats"],
+    }
+    logits_plain, exits = VGG8(10, exits=False, width=0.125).apply(backbone_only, x)
+    np.testing.assert_allclose(logits, logits_plain, rtol=1e-6)
+    assert exits == ()
+
+
+def test_kaiming_fan_out_init_scale():
+    params = VGG8(10, exits=False).init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))["params"]
+    kernel = params["ConvBN_4"]["Conv_0"]["kernel"]  # 3×3×256×512
+    np.testing.assert_allclose(float(jnp.std(kernel)), math.sqrt(2 / (9 * 512)), rtol=0.02)
+    assert float(jnp.max(jnp.abs(kernel))) > 4 * math.sqrt(2 / (9 * 512))  # not truncated
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    model = VGG8(10, width=0.125, dtype=jnp.bfloat16)
+    x = jnp.ones((2, 32, 32, 1))
+    variables = model.init(jax.random.key(0), x)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
+    logits, _ = model.apply(variables, x)
+    assert logits.dtype == jnp.float32
+
+
+def test_create_model_rejects_unknown():
+    with pytest.raises(ValueError, match="vgg8"):
+        create_model("alexnet", 10)

@@ -1,0 +1,226 @@
+import dataclasses
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neft_jax import DeviceModel, perturb
+from neft_jax.perturb import under
+
+
+def _uniform_kernel(key, shape=(512, 1024)):
+    return jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
+
+
+@pytest.mark.parametrize("normalisation", ["range", "level"])
+@pytest.mark.parametrize("preset", ["RRAM1", "FeFET6"])
+def test_noise_std_matches_spec_inside_and_outside_band(normalisation, preset):
+    w = _uniform_kernel(jax.random.key(0)) * 0.5
+    device = DeviceModel.preset(preset, sigma=0.3, normalisation=normalisation)
+    noisy = perturb({"kernel": w}, jax.random.key(1), device)["kernel"]
+    delta = np.asarray(noisy - w)
+    scale = float(jnp.max(jnp.abs(w)))
+    ratio = np.abs(np.asarray(w)) / scale
+    in_band = (ratio > 0.25) & (ratio < 0.75)
+    k = device.state_factor
+    base = 0.3 / np.sqrt(0.4 * k * k + 0.6) * device.bit_weight_norm * scale
+    np.testing.assert_allclose(delta[in_band].std(), base * k, rtol=0.03)
+    np.testing.assert_allclose(delta[~in_band].std(), base, rtol=0.03)
+    np.testing.assert_allclose(delta.mean(), 0.0, atol=base * 0.02)
+
+
+def test_layer_and_model_scale():
+    params = {
+        "a": {"kernel": _uniform_kernel(jax.random.key(0)) * 0.1},
+        "b": {"kernel": _uniform_kernel(jax.random.key(1)) * 2.0},
+    }
+    for scale_mode in ("layer", "model"):
+        device = DeviceModel(0.2, scale=scale_mode)
+        noisy = perturb(params, jax.random.key(2), device)
+        model_scale = float(jnp.max(jnp.abs(params["b"]["kernel"])))
+        for name in ("a", "b"):
+            w = params[name]["kernel"]
+            layer_scale = float(jnp.max(jnp.abs(w)))
+            scale = layer_scale if scale_mode == "layer" else model_scale
+            std = float(jnp.std(noisy[name]["kernel"] - w))
+            np.testing.assert_allclose(std, 0.2 * 0.7776 * scale, rtol=0.03)
+
+
+def _flax_like_params(key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    return {
+        "Conv_0": {"kernel": jax.random.normal(k1, (3, 3, 4, 8))},
+        "Conv_1": {"kernel": jax.random.normal(k2, (3, 3, 4, 8))},
+        "BatchNorm_0": {"scale": jnp.ones(8), "bias": jnp.zeros(8)},
+        "Dense_0": {"kernel": jax.random.normal(k3, (16, 4)), "bias": jnp.ones(4)},
+    }
+
+
+def test_only_kernels_change_and_non_kernels_are_bit_identical():
+    params = _flax_like_params(jax.random.key(0))
+    noisy = perturb(params, jax.random.key(1), DeviceModel(0.3))
+    for module in ("Conv_0", "Conv_1", "Dense_0"):
+        assert not np.array_equal(noisy[module]["kernel"], params[module]["kernel"])
+    assert noisy["BatchNorm_0"]["scale"] is params["BatchNorm_0"]["scale"]
+    assert noisy["BatchNorm_0"]["bias"] is params["BatchNorm_0"]["bias"]
+    assert noisy["Dense_0"]["bias"] is params["Dense_0"]["bias"]
+
+
+def test_keys_determine_noise_and_equal_shaped_leaves_differ():
+    params = _flax_like_params(jax.random.key(0))
+    device = DeviceModel(0.3)
+    a = perturb(params, jax.random.key(7), device)
+    b = perturb(params, jax.random.key(7), device)
+    c = perturb(params, jax.random.key(8), device)
+    chex.assert_trees_all_equal(a, b)
+    assert not np.array_equal(a["Conv_0"]["kernel"], c["Conv_0"]["kernel"])
+    d0 = a["Conv_0"]["kernel"] - params["Conv_0"]["kernel"]
+    d1 = a["Conv_1"]["kernel"] - params["Conv_1"]["kernel"]
+    assert not np.allclose(
+        d0 / jnp.max(jnp.abs(params["Conv_0"]["kernel"])),
+        d1 / jnp.max(jnp.abs(params["Conv_1"]["kernel"])),
+    )
+
+
+def test_sigma_zero_is_identity():
+    params = _flax_like_params(jax.random.key(0))
+    assert perturb(params, jax.random.key(1), DeviceModel(0.0)) is params
+    traced = jax.jit(perturb)(params, jax.random.key(1), DeviceModel(0.0))
+    chex.assert_trees_all_equal(traced, params)
+
+
+class EqxLikeLinear(NamedTuple):
+    weight: jax.Array
+    bias: jax.Array
+
+
+@dataclasses.dataclass
+class Block:
+    layers: list
+
+
+jax.tree_util.register_dataclass(Block, data_fields=["layers"], meta_fields=[])
+
+
+def test_foreign_pytree_equinox_style():
+    params = Block(
+        [
+            EqxLikeLinear(jnp.ones((32, 64)), jnp.ones(64)),
+            EqxLikeLinear(jnp.ones((64, 8)), jnp.ones(8)),
+        ]
+    )
+    noisy = perturb(params, jax.random.key(0), DeviceModel(0.5))
+    assert isinstance(noisy, Block) and isinstance(noisy.layers[0], EqxLikeLinear)
+    assert not np.array_equal(noisy.layers[0].weight, params.layers[0].weight)
+    assert noisy.layers[1].bias is params.layers[1].bias
+
+
+def test_nnx_style_value_wrapper_path():
+    params = {"linear": {"kernel": {"value": jnp.ones((8, 8))}, "bias": {"value": jnp.ones(8)}}}
+    noisy = perturb(params, jax.random.key(0), DeviceModel(0.5))
+    assert not np.array_equal(
+        noisy["linear"]["kernel"]["value"], params["linear"]["kernel"]["value"]
+    )
+    assert noisy["linear"]["bias"]["value"] is params["linear"]["bias"]["value"]
+
+
+def test_custom_where():
+    params = _flax_like_params(jax.random.key(0))
+    noisy = perturb(params, jax.random.key(1), DeviceModel(0.3), where=under("Dense"))
+    assert noisy["Conv_0"]["kernel"] is params["Conv_0"]["kernel"]
+    assert not np.array_equal(noisy["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
+    only_bias = perturb(
+        params,
+        jax.random.key(1),
+        DeviceModel(0.3),
+        where=lambda path, leaf: path[-1] == "bias" and leaf.ndim == 1 and path[0] == "Dense_0",
+    )
+    assert not np.array_equal(only_bias["Dense_0"]["bias"], params["Dense_0"]["bias"])
+
+
+class TestJitAndVmap(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_jit_matches_eager(self):
+        params = _flax_like_params(jax.random.key(0))
+        device = DeviceModel.preset("FeFET2", 0.3)
+        fn = self.variant(lambda p, k, d: perturb(p, k, d))
+        eager = perturb(params, jax.random.key(3), device)
+        chex.assert_trees_all_close(
+            fn(params, jax.random.key(3), device), eager, rtol=1e-6, atol=1e-6
+        )
+
+    def test_vmap_over_keys_matches_loop(self):
+        params = _flax_like_params(jax.random.key(0))
+        device = DeviceModel(0.3)
+        keys = jax.random.split(jax.random.key(5), 4)
+        batched = jax.vmap(lambda k: perturb(params, k, device))(keys)
+        for i, key in enumerate(keys):
+            single = perturb(params, key, device)
+            chex.assert_trees_all_close(
+                jax.tree.map(lambda a, i=i: a[i], batched), single, rtol=1e-6, atol=1e-6
+            )
+
+    def test_sigma_traced_no_retrace(self):
+        params = _flax_like_params(jax.random.key(0))
+
+        @jax.jit
+        @chex.assert_max_traces(n=1)
+        def noisy(p, k, d):
+            return perturb(p, k, d)
+
+        for sigma in (0.1, 0.2, 0.3):
+            noisy(params, jax.random.key(0), DeviceModel(sigma))
+
+
+def test_straight_through_gradient():
+    params = {
+        "dense": {"kernel": jax.random.normal(jax.random.key(0), (6, 3)), "bias": jnp.zeros(3)}
+    }
+    x = jax.random.normal(jax.random.key(1), (5, 6))
+
+    def loss(p):
+        return jnp.sum(jnp.tanh(x @ p["dense"]["kernel"] + p["dense"]["bias"]) ** 2)
+
+    device = DeviceModel(0.5)
+    key = jax.random.key(2)
+    grad_through = jax.grad(lambda p: loss(perturb(p, key, device)))(params)
+    noisy = jax.lax.stop_gradient(perturb(params, key, device))
+    grad_at_noisy = jax.grad(loss)(noisy)
+    chex.assert_trees_all_close(grad_through, grad_at_noisy, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(
+        grad_at_noisy["dense"]["kernel"], jax.grad(loss)(params)["dense"]["kernel"]
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    c=st.floats(0.01, 100.0),
+    seed=st.integers(0, 2**16),
+    preset=st.sampled_from(["RRAM1", "FeFET2", "RRAM4", "FeFET6"]),
+)
+def test_perturb_is_positively_homogeneous(c, seed, preset):
+    w = jax.random.normal(jax.random.key(seed), (16, 16))
+    device = DeviceModel.preset(preset, 0.3)
+    key = jax.random.key(seed + 1)
+    scaled = perturb({"kernel": c * w}, key, device)["kernel"]
+    np.testing.assert_allclose(
+        scaled, c * perturb({"kernel": w}, key, device)["kernel"], rtol=1e-4, atol=1e-5 * c
+    )
+
+
+def test_band_edges_are_outside_the_band():
+    # |w|/scale exactly 0.25 and 0.75 get the base noise; 0.5 gets k times it.
+    n = 20000
+    w = jnp.concatenate([jnp.full(n, 0.25), jnp.full(n, 0.75), jnp.full(n, 0.5), jnp.ones(1)])
+    w = w.reshape(1, -1)
+    device = DeviceModel.preset("FeFET6", 0.3)
+    delta = np.asarray(perturb({"kernel": w}, jax.random.key(0), device)["kernel"] - w)[0]
+    base = device.noise_std(1.0)
+    np.testing.assert_allclose(delta[:n].std(), base, rtol=0.05)
+    np.testing.assert_allclose(delta[n : 2 * n].std(), base, rtol=0.05)
+    np.testing.assert_allclose(delta[2 * n : 3 * n].std(), 6 * base, rtol=0.05)

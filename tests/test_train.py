@@ -1,0 +1,131 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from synthetic import quadrant_task
+
+from neft_jax import DeviceModel, make_test_set, monte_carlo
+from neft_jax import train as T
+from neft_jax.models import VGG8
+
+STEPS = 120
+BATCH = 32
+
+
+def _train(method, steps=STEPS, sigma=0.1, alpha=0.01, seed=0):
+    model = VGG8(4, exits=T.uses_exits(method), width=0.125)
+    tx = T.create_optimizer(3e-3, steps)
+    key = jax.random.key(seed)
+    state = T.create_train_state(model, key, (1, 32, 32, 1), tx, T.make_hparams(sigma, alpha=alpha))
+    step = T.make_train_step(model, method, DeviceModel())
+    images, labels = quadrant_task(steps * BATCH, seed=1)
+    metrics = None
+    for i in range(steps):
+        batch = {"image": images[i * BATCH:(i + 1) * BATCH],
+                 "label": labels[i * BATCH:(i + 1) * BATCH]}
+        state, metrics = step(state, batch, T.step_key(key, i))
+    return model, state, metrics
+
+
+@pytest.mark.parametrize("method", T.METHODS)
+def test_each_method_learns_the_synthetic_task(method):
+    model, state, metrics = _train(method)
+    assert np.isfinite(float(metrics["loss"]))
+    images, labels = quadrant_task(400, seed=2)
+    test_set = make_test_set(images, labels, 200)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    result = monte_carlo(model, variables, test_set, jax.random.split(jax.random.key(0), 4),
+                         DeviceModel(0.1))
+    assert result.accuracies.mean() > 0.9, (method, result.accuracies)
+    if method == "irs":
+        assert metrics["exit_accuracy"].shape == (3,)
+
+
+def test_step_is_deterministic_given_key():
+    model = VGG8(4, width=0.125)
+    tx = T.create_optimizer()
+    state = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1), tx,
+                                 T.make_hparams(0.3, alpha=0.1))
+    step = T.make_train_step(model, "irs", DeviceModel())
+    images, labels = quadrant_task(16, seed=0)
+    batch = {"image": images, "label": labels}
+    a, ma = step(state, batch, jax.random.key(5))
+    b, mb = step(state, batch, jax.random.key(5))
+    c, _ = step(state, batch, jax.random.key(6))
+    chex.assert_trees_all_equal(a.params, b.params)
+    chex.assert_trees_all_equal(ma, mb)
+    assert not np.allclose(a.params["Dense_1"]["kernel"], c.params["Dense_1"]["kernel"])
+
+
+def test_vanilla_ignores_noise_and_key():
+    model = VGG8(4, exits=False, width=0.125)
+    state = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1), T.create_optimizer(),
+                                 T.make_hparams(0.5))
+    step = T.make_train_step(model, "vanilla")
+    images, labels = quadrant_task(8, seed=0)
+    batch = {"image": images, "label": labels}
+    a, _ = step(state, batch, jax.random.key(1))
+    b, _ = step(state, batch, jax.random.key(2))
+    chex.assert_trees_all_equal(a.params, b.params)
+
+
+def test_noise_gradient_is_straight_through_at_noisy_weights():
+    """Gradient of the step == gradient of the clean loss at perturb(params)."""
+    from neft_jax.losses import cross_entropy
+    from neft_jax.perturb import perturb
+
+    model = VGG8(4, exits=False, width=0.125)
+    state = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1),
+                                 T.create_optimizer(), T.make_hparams(0.3))
+    images, labels = quadrant_task(8, seed=0)
+    key = jax.random.key(3)
+    backbone_key = jax.random.split(jax.random.split(key, 4)[0])[0]
+    noisy = perturb(state.params, backbone_key, DeviceModel(0.3), where=T.backbone_kernels)
+
+    def loss_at(params):
+        (logits, _), _ = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                     images, train=True, mutable=["batch_stats"])
+        return cross_entropy(logits, labels)
+
+    expected = jax.grad(loss_at)(noisy)
+    captured = {}
+    tx = T.create_optimizer()
+
+    class Capture:
+        def init(self, params):
+            return tx.init(params)
+
+        def update(self, grads, opt_state, params=None):
+            captured["grads"] = grads
+            return tx.update(grads, opt_state, params)
+
+    state = state.replace(tx=Capture())
+    step = T.make_train_step(model, "noise", DeviceModel(), jit=False)
+    step(state, {"image": images, "label": labels}, key)
+    chex.assert_trees_all_close(captured["grads"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_changing_sigma_and_alpha_does_not_retrace():
+    model = VGG8(4, width=0.125)
+    state = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1), T.create_optimizer(),
+                                 T.make_hparams(0.1, alpha=0.1))
+    raw = T.make_train_step(model, "irs", DeviceModel(), jit=False)
+    step = jax.jit(chex.assert_max_traces(raw, n=1))
+    images, labels = quadrant_task(8, seed=0)
+    batch = {"image": images, "label": labels}
+    for sigma, alpha in ((0.1, 0.1), (0.4, 0.01), (0.0, 1.0)):
+        state = state.replace(hparams=T.make_hparams(sigma, alpha=alpha))
+        state, _ = step(state, batch, jax.random.key(0))
+
+
+def test_irs_requires_exits_and_unknown_method():
+    with pytest.raises(ValueError, match="vanilla"):
+        T.make_train_step(VGG8(4), "dropout")
+    model = VGG8(4, exits=False, width=0.125)
+    state = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1), T.create_optimizer(),
+                                 T.make_hparams(0.1, alpha=0.1))
+    step = T.make_train_step(model, "irs")
+    with pytest.raises(ValueError, match="exits=True"):
+        step(state, {"image": jnp.zeros((2, 32, 32, 1)), "label": jnp.zeros(2, jnp.int32)},
+             jax.random.key(0))
