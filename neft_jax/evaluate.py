@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -159,6 +159,17 @@ def resolve_chunk_size(chunk_size: int | None, num_runs: int) -> int:
     return min(chunk_size, num_runs)
 
 
+def block_layout(num_runs: int, chunk_size: int, max_block: int) -> tuple[int, int]:
+    """(number of blocks, runs per block): blocks of equal size, a multiple of the chunk size.
+
+    Equal blocks mean one compiled program per R; the padding is < one chunk per block.
+    """
+    num_blocks = -(-num_runs // max(max_block, chunk_size))
+    per_block = -(-num_runs // num_blocks)
+    per_block = -(-per_block // chunk_size) * chunk_size
+    return num_blocks, per_block
+
+
 def monte_carlo(
     model: nn.Module,
     variables: dict,
@@ -167,7 +178,9 @@ def monte_carlo(
     device: DeviceModel,
     *,
     chunk_size: int | None = None,
+    max_block: int = 32,
     where: Where = backbone_kernels,
+    progress: Callable[[int], None] | None = None,
 ) -> MonteCarloResult:
     """Accuracy of each of ``R = len(keys)`` noise instances over ``test_set``.
 
@@ -178,7 +191,9 @@ def monte_carlo(
       keys: a batch of ``R`` typed or raw ``jax.random`` keys.
       device: the :class:`DeviceModel`; a concrete σ = 0 evaluates once.
       chunk_size: keys vmapped together (default per backend).
+      max_block: at most this many runs per device call (progress granularity).
       where: which leaves are perturbed (default: backbone kernels).
+      progress: called with the number of runs finished after each block.
 
     Returns:
       :class:`MonteCarloResult` with per-run accuracies ``(R,)`` (or ``(1,)``
@@ -191,16 +206,25 @@ def monte_carlo(
         keys = keys[:1]
     num_runs = keys.shape[0]
     chunk_size = resolve_chunk_size(chunk_size, num_runs)
-    padded = -(-num_runs // chunk_size) * chunk_size
+    num_blocks, per_block = block_layout(num_runs, chunk_size, max_block)
+    padded = num_blocks * per_block
     if padded > num_runs:
         keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], padded - num_runs, axis=0)])
     run_mask = jnp.arange(padded) < num_runs
     model = inference_model(model)
     variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-    correct, sum_probs, sum_entropy = _monte_carlo_sums(
-        model, variables, test_set, keys, run_mask, device, chunk_size, where
-    )
-    accuracies = np.asarray(correct[:num_runs], np.float64) / test_set.size
+    counts, sum_probs, sum_entropy = [], 0.0, 0.0
+    for block in range(num_blocks):
+        part = slice(block * per_block, (block + 1) * per_block)
+        correct, block_probs, block_entropy = _monte_carlo_sums(
+            model, variables, test_set, keys[part], run_mask[part], device, chunk_size, where
+        )
+        counts.append(np.asarray(correct))
+        sum_probs = sum_probs + np.asarray(block_probs, np.float64)
+        sum_entropy = sum_entropy + np.asarray(block_entropy, np.float64)
+        if progress is not None:
+            progress(min(num_runs, (block + 1) * per_block))
+    accuracies = np.concatenate(counts)[:num_runs].astype(np.float64) / test_set.size
     ekl = epistemic_kl(sum_probs, sum_entropy, num_runs, test_set.mask)
     return MonteCarloResult(accuracies, ekl)
 

@@ -1,0 +1,137 @@
+"""Benchmark: train-step and Monte Carlo throughput on the current backend.
+
+    python experiments/bench.py                      # VGG-8 and ResNet-18, all methods
+    python experiments/bench.py --json --models vgg8 --methods noise --mc-runs 8
+
+For each model it prints train-step images/s per method, and Monte Carlo
+image-evaluations/s (runs × images / s) of the vectorised evaluator beside a
+naive Python loop over runs that re-draws the noise and evaluates the whole
+test set per run (the authors' protocol), measured in the same process.
+Compile time is reported separately from steady-state time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import jax
+import numpy as np
+
+from neft_jax import DeviceModel, make_test_set, monte_carlo
+from neft_jax import train as T
+from neft_jax.evaluate import monte_carlo_loop, resolve_chunk_size
+from neft_jax.models import create_model
+
+
+def _block(tree):
+    return jax.tree.map(lambda a: a.block_until_ready(), tree)
+
+
+def bench_train(model_name, method, args, rng):
+    model = create_model(model_name, 10, exits=T.uses_exits(method), width=args.width)
+    state = T.create_train_state(
+        model, jax.random.key(0), (1, 32, 32, args.channels),
+        T.create_optimizer(1e-3, 1000), T.make_hparams(0.4, alpha=0.01),
+    )
+    step = T.make_train_step(model, method, DeviceModel(), donate=True)
+    batch = {
+        "image": rng.normal(size=(args.batch_size, 32, 32, args.channels)).astype(np.float32),
+        "label": rng.integers(0, 10, args.batch_size).astype(np.int32),
+    }
+    batch = jax.device_put(batch)
+    start = time.perf_counter()
+    state, metrics = _block(step(state, batch, jax.random.key(0)))
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(args.steps):
+        state, metrics = step(state, batch, jax.random.key(i + 1))
+    _block(metrics)
+    elapsed = time.perf_counter() - start
+    return {
+        "bench": "train", "backend": jax.default_backend(), "model": model_name,
+        "method": method, "width": args.width, "batch_size": args.batch_size,
+        "images_per_s": args.steps * args.batch_size / elapsed,
+        "first_step_s": compile_s, "steps": args.steps,
+    }
+
+
+def bench_monte_carlo(model_name, args, rng):
+    model = create_model(model_name, 10, exits=False, width=args.width)
+    images = rng.normal(size=(args.mc_images, 32, 32, args.channels)).astype(np.float32)
+    labels = rng.integers(0, 10, args.mc_images)
+    variables = model.init(jax.random.key(0), images[:1])
+    test_set = make_test_set(images, labels, args.eval_batch_size)
+    device = DeviceModel(0.4)
+    keys = jax.random.split(jax.random.key(1), args.mc_runs)
+    chunk = resolve_chunk_size(args.chunk_size, args.mc_runs)
+    work = args.mc_runs * args.mc_images
+
+    start = time.perf_counter()
+    warmup_keys = jax.random.split(jax.random.key(2), args.mc_runs)  # same shapes: one compile
+    monte_carlo(model, variables, test_set, warmup_keys, device, chunk_size=chunk)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    vectorised = monte_carlo(model, variables, test_set, keys, device, chunk_size=chunk)
+    vector_s = time.perf_counter() - start
+
+    monte_carlo_loop(model, variables, test_set, keys[:1], device)  # compile
+    start = time.perf_counter()
+    looped = monte_carlo_loop(model, variables, test_set, keys, device)
+    loop_s = time.perf_counter() - start
+    return {
+        "bench": "monte_carlo", "backend": jax.default_backend(), "model": model_name,
+        "width": args.width, "runs": args.mc_runs, "images": args.mc_images,
+        "chunk_size": chunk, "first_call_s": compile_s,
+        "image_evals_per_s": work / vector_s,
+        "loop_image_evals_per_s": work / loop_s,
+        "speedup_vs_loop": loop_s / vector_s,
+        "max_abs_diff_vs_loop": float(np.max(np.abs(vectorised.accuracies - looped))),
+    }
+
+
+def _print(row, as_json):
+    if as_json:
+        print(json.dumps(row), flush=True)
+        return
+    if row["bench"] == "train":
+        print(f"train  {row['model']:9s} {row['method']:8s} {row['images_per_s']:10.1f} img/s"
+              f"   (first step incl. compile {row['first_step_s']:.1f} s)", flush=True)
+    else:
+        print(f"mc     {row['model']:9s} chunk={row['chunk_size']:<3d}"
+              f" {row['image_evals_per_s']:10.1f} img-evals/s   loop"
+              f" {row['loop_image_evals_per_s']:.1f}  (×{row['speedup_vs_loop']:.2f},"
+              f" first call {row['first_call_s']:.1f} s)", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="vgg8,resnet18")
+    parser.add_argument("--methods", default=",".join(T.METHODS))
+    parser.add_argument("--width", type=float, default=1.0, help="channel-width factor")
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3, help="timed train steps per method")
+    parser.add_argument("--mc-runs", type=int, default=4)
+    parser.add_argument("--mc-images", type=int, default=256)
+    parser.add_argument("--eval-batch-size", type=int, default=128)
+    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-mc", action="store_true")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    if not args.json:
+        print(f"backend={jax.default_backend()} devices={jax.devices()}", file=sys.stderr)
+    for model_name in args.models.split(","):
+        if not args.skip_mc:
+            _print(bench_monte_carlo(model_name, args, rng), args.json)
+        if not args.skip_train:
+            for method in args.methods.split(","):
+                _print(bench_train(model_name, method, args, rng), args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Train vanilla / noise-injection / IRS / OVF and print the paper's Monte Carlo table.
+
+    python experiments/run.py --sigma 0.4                      # VGG-8 on mnist5k
+    python experiments/run.py --sigma 0.4 --sweep 0.2,0.4,0.6,0.8 --model resnet18
+
+Without --profile, a GPU/TPU backend runs the paper's settings (200 epochs,
+full width) and a CPU runs the quick profile (fewer epochs, narrower model);
+explicit flags override the profile. Results go to --out (results.json,
+results.csv, accuracy_vs_sigma.png, checkpoints/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as error:
+        message = f"expected comma-separated numbers, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from error
+    for v in values:
+        if not math.isfinite(v) or v < 0:
+            raise argparse.ArgumentTypeError(f"σ values must be finite and >= 0, got {v}")
+    return values
+
+
+def _sigma(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from error
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from error
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be an integer > 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from error
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from neft_jax.data import DATASETS
+    from neft_jax.device import PRESETS
+    from neft_jax.experiment import PROFILES
+    from neft_jax.models import MODELS
+    from neft_jax.train import METHODS
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", choices=sorted(MODELS), default="vgg8")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist5k")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--sigma", type=_sigma, default=0.4,
+                   help="device variation σ_d for training and evaluation")
+    p.add_argument("--sweep", type=_floats, default=(),
+                   help="extra σ values to evaluate at, e.g. 0.2,0.4,0.6,0.8")
+    p.add_argument("--alpha", type=_positive_float, default=None,
+                   help="feedback strength α for IRS/OVF (default: the authors' α)")
+    p.add_argument("--alpha-search", action="store_true",
+                   help="five-step α search scored on a validation split of the training data")
+    p.add_argument("--exit-sigma", type=_sigma, default=None, help="σ of the exits (default σ)")
+    p.add_argument("--device-preset", choices=sorted(PRESETS), default="RRAM1")
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                   help="default: paper on GPU/TPU, quick on CPU")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=_positive_float)
+    p.add_argument("--mc-runs", type=_positive_int, help="Monte Carlo runs per σ")
+    p.add_argument("--width", type=_positive_float, help="channel-width factor (1 = paper)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default: a new one under runs/)")
+    p.add_argument("--data-dir", default=None, help="TFDS data dir holding prepared datasets")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace what is in --out")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of the training data held out for validation")
+    p.add_argument("--val-mc-runs", type=_positive_int, default=8,
+                   help="Monte Carlo runs of the per-epoch validation score")
+    p.add_argument("--eval-batch-size", type=_positive_int, default=500)
+    p.add_argument("--chunk-size", type=_positive_int, default=None,
+                   help="Monte Carlo keys vmapped together (default: per backend)")
+    p.add_argument("--max-train-steps", type=_positive_int, default=None,
+                   help="stop training after this many steps (smoke tests)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def config_from_args(args, backend: str):
+    """An ExperimentConfig from parsed flags, and a line saying which profile and why."""
+    from neft_jax.experiment import PROFILES, ExperimentConfig
+
+    if args.profile is None:
+        profile = "quick" if backend == "cpu" else "paper"
+        why = (f"backend is {backend}; " + ("pass --profile paper for the paper's settings"
+                                            if profile == "quick" else "pass --profile quick "
+                                            "for a short run"))
+    else:
+        profile, why = args.profile, "chosen with --profile"
+    settings = dict(PROFILES[profile])
+    for name in ("epochs", "batch_size", "lr", "mc_runs", "width"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    out = args.out or os.path.join(
+        "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{args.model}-{args.dataset}")
+    cfg = ExperimentConfig(
+        model=args.model, dataset=args.dataset,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        sigma=args.sigma, sweep=args.sweep, alpha=args.alpha, alpha_search=args.alpha_search,
+        exit_sigma=args.exit_sigma, device_preset=args.device_preset, profile=profile,
+        seed=args.seed, out=out, data_dir=args.data_dir, resume=args.resume,
+        overwrite=args.overwrite, val_fraction=args.val_fraction, val_mc_runs=args.val_mc_runs,
+        eval_batch_size=args.eval_batch_size, chunk_size=args.chunk_size,
+        max_train_steps=args.max_train_steps, **settings)
+    line = (f"profile: {profile} ({why}): {cfg.epochs} epochs, batch {cfg.batch_size}, "
+            f"lr {cfg.lr:g}, {cfg.mc_runs} Monte Carlo runs, width ×{cfg.width:g}"
+            + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else ""))
+    return cfg, line
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import jax
+
+    from neft_jax.data import DatasetUnavailableError
+    from neft_jax.experiment import format_table, run_experiment
+
+    try:
+        cfg, profile_line = config_from_args(args, jax.default_backend())
+    except ValueError as error:
+        parser.error(str(error))
+    print(profile_line, flush=True)
+    print(f"output: {cfg.out}", flush=True)
+    try:
+        results = run_experiment(cfg, show_progress=not args.no_progress)
+    except (ValueError, DatasetUnavailableError) as error:
+        print(f"run.py: error: {error}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    print(f"results: {os.path.join(cfg.out, 'results.json')}, results.csv, "
+          f"accuracy_vs_sigma.png  (wall time {results['wall_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

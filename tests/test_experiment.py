@@ -1,0 +1,150 @@
+import csv
+import json
+import os
+import sys
+import time
+
+import chex
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
+import run as run_cli  # noqa: E402
+
+from neft_jax.experiment import (  # noqa: E402
+    ExperimentConfig,
+    default_alpha,
+    run_experiment,
+)
+
+TINY = ["--epochs", "1", "--max-train-steps", "2", "--batch-size", "32", "--width", "0.0625",
+        "--mc-runs", "3", "--val-mc-runs", "2", "--no-progress"]
+
+
+def test_run_py_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_cli.main(TINY + ["--sigma", "0.3", "--sweep", "0.1,0.3", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].startswith("profile: quick (backend is cpu")
+    assert "REDUCED WIDTH" in printed and "σ=0.1" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"vanilla", "noise", "irs", "ovf"}
+    for method, entry in results["methods"].items():
+        assert set(entry["evaluations"]) == {"0.1", "0.3"}
+        for evaluation in entry["evaluations"].values():
+            assert len(evaluation["accuracies"]) == 3
+            assert all(0 <= a <= 100 for a in evaluation["accuracies"])
+            assert evaluation["summary"]["mean"] == pytest.approx(
+                np.mean(evaluation["accuracies"]), abs=1e-4)
+        assert entry["alpha"] == (default_alpha("vgg8", "mnist5k", method)
+                                  if method in ("irs", "ovf") else 0.0)
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and {r["method"] for r in rows} == set(results["methods"])
+    png = (out / "accuracy_vs_sigma.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert (out / "checkpoints" / "irs-alpha0.01" / "best").is_dir()
+
+
+def _tiny_config(out, **changes):
+    settings = dict(methods=("noise",), epochs=2, batch_size=64, width=0.0625, mc_runs=3,
+                    val_mc_runs=2, sigma=0.3, out=str(out))
+    settings.update(changes)
+    return ExperimentConfig(**settings)
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path):
+    full = run_experiment(_tiny_config(tmp_path / "full"), log=lambda m: None,
+                          show_progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first_epoch(message):
+        if "epoch 1/2" in message:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_experiment(_tiny_config(tmp_path / "cut"), log=stop_after_first_epoch,
+                       show_progress=False)
+    assert not (tmp_path / "cut" / "results.json").exists()
+    messages = []
+    resumed = run_experiment(_tiny_config(tmp_path / "cut", resume=True), log=messages.append,
+                             show_progress=False)
+    assert any("resumed noise from epoch 1" in m for m in messages)
+    a = full["methods"]["noise"]
+    b = resumed["methods"]["noise"]
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    assert a["evaluations"]["0.3"]["accuracies"] == b["evaluations"]["0.3"]["accuracies"]
+
+
+def test_same_seed_same_numbers_and_method_skipped_on_resume(tmp_path):
+    first = run_experiment(_tiny_config(tmp_path / "a", epochs=1), log=lambda m: None,
+                           show_progress=False)
+    second = run_experiment(_tiny_config(tmp_path / "b", epochs=1), log=lambda m: None,
+                            show_progress=False)
+    chex.assert_trees_all_equal(first["methods"]["noise"]["evaluations"],
+                                second["methods"]["noise"]["evaluations"])
+    messages = []
+    start = time.perf_counter()
+    run_experiment(_tiny_config(tmp_path / "a", epochs=1, resume=True), log=messages.append,
+                   show_progress=False)
+    assert any("already done" in m for m in messages)
+    assert time.perf_counter() - start < 60
+
+
+def test_refuses_non_empty_out_and_incompatible_resume(tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "something.txt").write_text("x")
+    with pytest.raises(ValueError, match="--resume"):
+        run_experiment(_tiny_config(out), log=lambda m: None, show_progress=False)
+    (out / "something.txt").unlink()
+    (out / "results.json").write_text(json.dumps({"settings": {"model": "resnet18"},
+                                                  "methods": {}}))
+    with pytest.raises(ValueError, match="model"):
+        run_experiment(_tiny_config(out, resume=True), log=lambda m: None, show_progress=False)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"sigma": -1.0}, "sigma"), ({"sigma": float("nan")}, "sigma"),
+    ({"model": "alexnet"}, "model"), ({"dataset": "imagenet"}, "dataset"),
+    ({"methods": ("dropout",)}, "methods"), ({"device_preset": "PCM"}, "device_preset"),
+    ({"alpha": 0.0}, "alpha"), ({"epochs": 0}, "epochs"), ({"batch_size": -2}, "batch_size"),
+    ({"mc_runs": 0}, "mc_runs"), ({"seed": 1.5}, "seed"),
+])
+def test_config_validation_names_the_field(tmp_path, changes, field):
+    with pytest.raises(ValueError, match=field):
+        _tiny_config(tmp_path, **changes)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--sigma", "-0.1"], "--sigma"), (["--sigma", "nan"], "--sigma"),
+    (["--model", "alexnet"], "--model"), (["--epochs", "0"], "--epochs"),
+    (["--mc-runs", "-3"], "--mc-runs"), (["--seed", "1.5"], "--seed"),
+    (["--alpha", "0"], "--alpha"), (["--device-preset", "PCM"], "--device-preset"),
+    (["--methods", "vanilla,dropout"], "methods"),
+])
+def test_cli_bad_input_exits_2_with_one_line(argv, flag, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli.main(argv + ["--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err
+
+
+def test_tfds_dataset_offline_fails_fast(tmp_path, capsys):
+    start = time.perf_counter()
+    code = run_cli.main(TINY + ["--dataset", "cifar10", "--data-dir", str(tmp_path / "tfds"),
+                                "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert time.perf_counter() - start < 30
+    err = capsys.readouterr().err
+    assert "--data-dir" in err and "mnist5k" in err
+
+
+def test_default_alpha_follows_authors_table():
+    assert default_alpha("vgg8", "mnist5k", "irs") == 1e-2
+    assert default_alpha("resnet18", "cifar100", "ovf") == 1e-1
+    assert default_alpha("vgg8", "cifar100", "irs") == 1e-1  # falls back to CIFAR-10
