@@ -54,8 +54,34 @@ def bench_train(model_name, method, args, rng):
         "bench": "train", "backend": jax.default_backend(), "model": model_name,
         "method": method, "width": args.width, "batch_size": args.batch_size,
         "images_per_s": args.steps * args.batch_size / elapsed,
-        "first_step_s": compile_s, "steps": args.steps,
+        "first_step_s": compile_s, "steps": args.steps, "peak_memory_mb": peak_memory_mb(),
     }
+
+
+def peak_memory_mb() -> float:
+    """Peak device memory on GPU/TPU; peak resident memory of the process on CPU (MiB)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_forward(model, variables, images):
+    """The practical roofline: a bare jitted clean forward, images/s and GFLOP per image."""
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
+    compiled = forward.lower(variables, images).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", float("nan"))) / images.shape[0]
+    _block(compiled(variables, images))
+    start = time.perf_counter()
+    repeats = 3
+    for _ in range(repeats):
+        out = compiled(variables, images)
+    _block(out)
+    return repeats * images.shape[0] / (time.perf_counter() - start), flops / 1e9
 
 
 def bench_monte_carlo(model_name, args, rng):
@@ -77,6 +103,8 @@ def bench_monte_carlo(model_name, args, rng):
     vectorised = monte_carlo(model, variables, test_set, keys, device, chunk_size=chunk)
     vector_s = time.perf_counter() - start
 
+    forward_ips, gflop = bench_forward(model, variables, test_set.images[0])
+
     monte_carlo_loop(model, variables, test_set, keys[:1], device)  # compile
     start = time.perf_counter()
     looped = monte_carlo_loop(model, variables, test_set, keys, device)
@@ -89,6 +117,10 @@ def bench_monte_carlo(model_name, args, rng):
         "loop_image_evals_per_s": work / loop_s,
         "speedup_vs_loop": loop_s / vector_s,
         "max_abs_diff_vs_loop": float(np.max(np.abs(vectorised.accuracies - looped))),
+        "bare_forward_images_per_s": forward_ips, "gflop_per_image": gflop,
+        "gflops_achieved": work / vector_s * gflop,
+        "fraction_of_bare_forward": work / vector_s / forward_ips,
+        "peak_memory_mb": peak_memory_mb(),
     }
 
 
@@ -103,7 +135,10 @@ def _print(row, as_json):
         print(f"mc     {row['model']:9s} chunk={row['chunk_size']:<3d}"
               f" {row['image_evals_per_s']:10.1f} img-evals/s   loop"
               f" {row['loop_image_evals_per_s']:.1f}  (×{row['speedup_vs_loop']:.2f},"
-              f" first call {row['first_call_s']:.1f} s)", flush=True)
+              f" first call {row['first_call_s']:.1f} s); bare forward"
+              f" {row['bare_forward_images_per_s']:.1f} img/s,"
+              f" {100 * row['fraction_of_bare_forward']:.0f} % of it,"
+              f" {row['gflops_achieved']:.1f} GFLOP/s", flush=True)
 
 
 def main(argv=None):

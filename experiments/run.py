@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="five-step α search scored on a validation split of the training data")
     p.add_argument("--exit-sigma", type=_sigma, default=None, help="σ of the exits (default σ)")
     p.add_argument("--device-preset", choices=sorted(PRESETS), default="RRAM1")
+    p.add_argument("--normalisation", choices=("range", "level"), default="range",
+                   help="range: σ relative to one device's range (authors' code, "
+                        "std 0.78·σ·max|W|); level: eq. (5) literally (3× smaller)")
     p.add_argument("--profile", choices=sorted(PROFILES), default=None,
                    help="default: paper on GPU/TPU, quick on CPU")
     p.add_argument("--epochs", type=_positive_int)
@@ -92,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float)
     p.add_argument("--mc-runs", type=_positive_int, help="Monte Carlo runs per σ")
     p.add_argument("--width", type=_positive_float, help="channel-width factor (1 = paper)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--seeds", type=_positive_int, default=1,
+                   help="independent runs (seed, seed+1, ...) aggregated over seeds")
     p.add_argument("--out", default=None, help="output folder (default: a new one under runs/)")
     p.add_argument("--data-dir", default=None, help="TFDS data dir holding prepared datasets")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -131,7 +136,8 @@ def config_from_args(args, backend: str):
         model=args.model, dataset=args.dataset,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         sigma=args.sigma, sweep=args.sweep, alpha=args.alpha, alpha_search=args.alpha_search,
-        exit_sigma=args.exit_sigma, device_preset=args.device_preset, profile=profile,
+        exit_sigma=args.exit_sigma, device_preset=args.device_preset,
+        normalisation=args.normalisation, profile=profile,
         seed=args.seed, out=out, data_dir=args.data_dir, resume=args.resume,
         overwrite=args.overwrite, val_fraction=args.val_fraction, val_mc_runs=args.val_mc_runs,
         eval_batch_size=args.eval_batch_size, chunk_size=args.chunk_size,
@@ -149,6 +155,7 @@ def main(argv=None) -> int:
 
     from neft_jax.data import DatasetUnavailableError
     from neft_jax.experiment import format_table, run_experiment
+    from neft_jax.multiseed import run_seeds
 
     try:
         cfg, profile_line = config_from_args(args, jax.default_backend())
@@ -157,7 +164,12 @@ def main(argv=None) -> int:
     print(profile_line, flush=True)
     print(f"output: {cfg.out}", flush=True)
     try:
-        results = run_experiment(cfg, show_progress=not args.no_progress)
+        if args.seeds > 1:
+            print(f"seeds: {args.seeds} independent runs ({cfg.seed}…{cfg.seed + args.seeds - 1})"
+                  " in sequence, each in its own seed-<n>/ folder", flush=True)
+            results = run_seeds(cfg, args.seeds, show_progress=not args.no_progress)
+        else:
+            results = run_experiment(cfg, show_progress=not args.no_progress)
     except (ValueError, DatasetUnavailableError) as error:
         print(f"run.py: error: {error}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ import numpy as np
 from neft_jax import data as data_lib
 from neft_jax import train as train_lib
 from neft_jax.checkpoints import RunCheckpoints
-from neft_jax.device import PRESETS, DeviceModel
+from neft_jax.device import NORMALISATIONS, PRESETS, DeviceModel
 from neft_jax.evaluate import make_test_set, monte_carlo, summarize
 from neft_jax.models import MODELS, create_model
 
@@ -55,7 +55,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 #: Fields a resumed run must share with the run it resumes.
-RESUME_KEYS = ("model", "dataset", "methods", "sigma", "exit_sigma", "device_preset", "epochs",
+RESUME_KEYS = ("model", "dataset", "methods", "sigma", "exit_sigma", "device_preset",
+               "normalisation", "epochs",
                "batch_size", "lr", "width", "seed", "val_fraction", "alpha_search")
 
 
@@ -84,6 +85,7 @@ class ExperimentConfig:
     alpha_search: bool = False
     exit_sigma: float | None = None
     device_preset: str = "RRAM1"
+    normalisation: str = "range"
     profile: str = "quick"
     epochs: int = 12
     batch_size: int = 128
@@ -118,7 +120,8 @@ class ExperimentConfig:
         return default_alpha(self.model, self.dataset, method) if self.alpha is None else self.alpha
 
     def device(self, sigma: float | None = None) -> DeviceModel:
-        return DeviceModel.preset(self.device_preset, self.sigma if sigma is None else sigma)
+        return DeviceModel.preset(self.device_preset, self.sigma if sigma is None else sigma,
+                                  normalisation=self.normalisation)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -155,6 +158,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
                                    and cfg.alpha > 0), "alpha", "a finite number > 0", cfg.alpha)
     _require(cfg.device_preset in PRESETS, "device_preset", f"one of {sorted(PRESETS)}",
              cfg.device_preset)
+    _require(cfg.normalisation in NORMALISATIONS, "normalisation", f"one of {NORMALISATIONS}",
+             cfg.normalisation)
     _require(cfg.profile in PROFILES, "profile", f"one of {sorted(PROFILES)}", cfg.profile)
     for name in ("epochs", "batch_size", "mc_runs", "val_mc_runs", "eval_batch_size"):
         _require(_is_positive_int(getattr(cfg, name)), name, "an integer > 0", getattr(cfg, name))
@@ -255,8 +260,11 @@ def format_table(results: dict) -> str:
     from rich.table import Table
 
     sigmas = results["settings"]["eval_sigmas"]
-    table = Table(title=f"Monte Carlo accuracy (%), {results['settings']['mc_runs']} runs: "
-                        "mean ± 95 % CI [std] (EKL)")
+    settings = results["settings"]
+    over = (f"mean ± 95 % CI over {len(settings['seeds'])} seeds of the per-seed means"
+            if "seeds" in settings else "mean ± 95 % CI")
+    table = Table(title=f"Monte Carlo accuracy (%), {settings['mc_runs']} runs per σ: "
+                        f"{over} [std] (EKL)")
     table.add_column("method")
     table.add_column("α")
     for sigma in sigmas:
@@ -555,6 +563,9 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
             log(f"{method}: Monte Carlo evaluation ({cfg.mc_runs} runs per σ)")
             entry["evaluations"] = evaluate_method(cfg, outcome, test_set, cfg.eval_sigmas,
                                                    show_progress)
+            if outcome.diverged:  # evaluated at its best epoch before the loss blew up
+                for evaluation in entry["evaluations"].values():
+                    evaluation["diverged"] = True
         results["methods"][method] = entry
         results["wall_seconds"] = time.perf_counter() - started + (
             previous.get("wall_seconds", 0.0) if previous else 0.0)

@@ -1,0 +1,209 @@
+"""Resumable grids of experiments: model × dataset × method × σ × α × seed.
+
+Each cell is one single-method, single-seed experiment in
+``out/cells/<cell-name>/``. A cell whose ``results.json`` is complete is skipped,
+so a sweep that was killed or re-launched finishes the remaining cells and never
+redoes a finished one. A half-finished cell resumes from its checkpoints. After
+every cell the combined table is rewritten: ``sweep.csv``, ``sweep.json``,
+``accuracy_vs_sigma.png`` (mean over seeds, per method, per model × dataset) and,
+when the grid has several α, ``alpha_search.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from neft_jax.evaluate import count_not_converged, summarize
+from neft_jax.experiment import (
+    ExperimentConfig,
+    run_experiment,
+    write_atomic,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    model: str
+    dataset: str
+    method: str
+    sigma: float
+    alpha: float | None
+    seed: int
+
+    @property
+    def name(self) -> str:
+        alpha = "default" if self.alpha is None else f"{self.alpha:g}"
+        if self.method not in ("irs", "ovf"):
+            alpha = "none"
+        return (f"{self.model}-{self.dataset}-{self.method}-sigma{self.sigma:g}"
+                f"-alpha{alpha}-seed{self.seed}")
+
+
+def grid_cells(models: Sequence[str], datasets: Sequence[str], methods: Sequence[str],
+               sigmas: Sequence[float], alphas: Sequence[float | None],
+               seeds: Sequence[int]) -> list[Cell]:
+    """Every cell of the grid; α only multiplies IRS/OVF cells."""
+    cells = []
+    for model, dataset, method, sigma, seed in itertools.product(models, datasets, methods,
+                                                                 sigmas, seeds):
+        for alpha in (alphas if method in ("irs", "ovf") else [None]):
+            cells.append(Cell(model, dataset, method, float(sigma), alpha, int(seed)))
+    return cells
+
+
+def cell_done(path: str, method: str) -> bool:
+    results_path = os.path.join(path, "results.json")
+    if not os.path.exists(results_path):
+        return False
+    with open(results_path) as f:
+        results = json.load(f)
+    entry = results.get("methods", {}).get(method)
+    sigmas = results.get("settings", {}).get("eval_sigmas", [])
+    return bool(entry) and (entry.get("diverged") or all(
+        f"{s:g}" in entry.get("evaluations", {}) for s in sigmas))
+
+
+def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
+              log: Callable[[str], None] = print, show_progress: bool = True) -> list[dict]:
+    """Run every unfinished cell; rewrite the combined table after each; return its rows."""
+    os.makedirs(os.path.join(out, "cells"), exist_ok=True)
+    for i, cell in enumerate(cells):
+        path = os.path.join(out, "cells", cell.name)
+        if cell_done(path, cell.method):
+            log(f"[{i + 1}/{len(cells)}] {cell.name}: done before, skipped")
+            continue
+        log(f"[{i + 1}/{len(cells)}] {cell.name}")
+        start = time.perf_counter()
+        cfg = dataclasses.replace(
+            base, model=cell.model, dataset=cell.dataset, methods=(cell.method,),
+            sigma=cell.sigma, alpha=cell.alpha, seed=cell.seed, out=path,
+            resume=os.path.isdir(path), overwrite=False)
+        run_experiment(cfg, log=log, show_progress=show_progress)
+        log(f"[{i + 1}/{len(cells)}] {cell.name}: {time.perf_counter() - start:.0f} s")
+        write_combined(cells, out)
+    return write_combined(cells, out)
+
+
+def collect_rows(cells: Sequence[Cell], out: str) -> list[dict]:
+    """One row per finished cell × evaluated σ."""
+    rows = []
+    for cell in cells:
+        path = os.path.join(out, "cells", cell.name, "results.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            results = json.load(f)
+        entry = results["methods"].get(cell.method)
+        if not entry:
+            continue
+        for label, evaluation in entry.get("evaluations", {}).items():
+            summary = evaluation.get("summary") or {}
+            rows.append({
+                **dataclasses.asdict(cell), "alpha": entry.get("alpha"),
+                "eval_sigma": float(label), "diverged": bool(entry.get("diverged")),
+                **{k: summary.get(k) for k in ("mean", "ci95", "std", "ekl", "runs")},
+            })
+    return rows
+
+
+def aggregate_over_seeds(rows: Sequence[dict]) -> list[dict]:
+    """Mean ± 95 % CI over seeds and non-converged count per cell without its seed."""
+    groups = defaultdict(list)
+    for row in rows:
+        key = (row["model"], row["dataset"], row["method"], row["sigma"], row["alpha"],
+               row["eval_sigma"])
+        groups[key].append(row)
+    table = []
+    for key, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        means = [m["mean"] if m["mean"] is not None and not m["diverged"] else float("nan")
+                 for m in members]
+        finite = [m for m in means if np.isfinite(m)]
+        summary = summarize(finite) if finite else {}
+        table.append({
+            **dict(zip(("model", "dataset", "method", "sigma", "alpha", "eval_sigma"), key,
+                       strict=True)),
+            "seeds": len(members), "mean": summary.get("mean"), "ci95": summary.get("ci95"),
+            "std_over_seeds": summary.get("std"),
+            "ekl": float(np.mean([m["ekl"] for m in members if m["ekl"] is not None]))
+            if any(m["ekl"] is not None for m in members) else None,
+            "not_converged": count_not_converged(np.asarray(means) / 100),
+        })
+    return table
+
+
+def write_combined(cells: Sequence[Cell], out: str) -> list[dict]:
+    """sweep.json, sweep.csv and the plots from every finished cell."""
+    import csv
+    import io
+
+    rows = collect_rows(cells, out)
+    table = aggregate_over_seeds(rows)
+    write_atomic(os.path.join(out, "sweep.json"),
+                 json.dumps({"cells": rows, "over_seeds": table}, indent=1))
+    buffer = io.StringIO()
+    if table:
+        writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    write_atomic(os.path.join(out, "sweep.csv"), buffer.getvalue())
+    if table:
+        plot_sweep(table, out)
+    return table
+
+
+def plot_sweep(table: Sequence[dict], out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["model"], r["dataset"]) for r in table})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), dpi=110,
+                             squeeze=False)
+    for ax, (model, dataset) in zip(axes[0], panels, strict=True):
+        lines = defaultdict(list)
+        for r in table:
+            if (r["model"], r["dataset"]) == (model, dataset) and r["sigma"] == r["eval_sigma"]:
+                label = r["method"] if r["alpha"] in (None, 0, 0.0) else (
+                    f"{r['method']} α={r['alpha']:g}")
+                lines[label].append(r)
+        for label, points in sorted(lines.items()):
+            points = [p for p in sorted(points, key=lambda p: p["sigma"]) if p["mean"] is not None]
+            ax.errorbar([p["sigma"] for p in points], [p["mean"] for p in points],
+                        yerr=[p["ci95"] or 0 for p in points], marker="o", capsize=3,
+                        label=label)
+        ax.set(title=f"{model} / {dataset}", xlabel="σ_d (train = eval)",
+               ylabel="Monte Carlo accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "accuracy_vs_sigma.png"))
+    plt.close(fig)
+
+    searched = [r for r in table if r["method"] in ("irs", "ovf") and r["alpha"]
+                and r["sigma"] == r["eval_sigma"] and r["mean"] is not None]
+    if len({r["alpha"] for r in searched}) > 1:
+        fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
+        curves = defaultdict(list)
+        for r in searched:
+            curves[(r["model"], r["dataset"], r["method"], r["sigma"])].append(r)
+        for (model, dataset, method, sigma), points in sorted(curves.items()):
+            points.sort(key=lambda p: p["alpha"])
+            ax.errorbar([p["alpha"] for p in points], [p["mean"] for p in points],
+                        yerr=[p["ci95"] or 0 for p in points], marker="o", capsize=3,
+                        label=f"{model}/{dataset} {method} σ={sigma:g}")
+        ax.set(xscale="log", xlabel="α", ylabel="Monte Carlo accuracy (%)",
+               title="α search")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "alpha_search.png"))
+        plt.close(fig)

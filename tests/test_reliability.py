@@ -1,0 +1,118 @@
+"""Crash safety, divergence handling and reproducibility of the experiment runner."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import pytest
+
+from neft_jax import train as T
+from neft_jax.checkpoints import RunCheckpoints
+from neft_jax.data import load_dataset
+from neft_jax.evaluate import count_not_converged
+from neft_jax.experiment import ExperimentConfig, run_experiment, write_atomic
+from neft_jax.models import create_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_PY = os.path.join(ROOT, "experiments", "run.py")
+CLI = ["--methods", "noise", "--epochs", "3", "--batch-size", "64", "--width", "0.0625",
+       "--mc-runs", "2", "--val-mc-runs", "1", "--sigma", "0.2", "--no-progress"]
+
+
+def test_divergence_is_reported_and_other_methods_carry_on(tmp_path):
+    cfg = ExperimentConfig(methods=("ovf", "noise"), alpha=1e38, epochs=1, batch_size=64,
+                           width=0.0625, mc_runs=2, val_mc_runs=1, sigma=0.2,
+                           out=str(tmp_path / "out"), max_train_steps=3)
+    messages = []
+    results = run_experiment(cfg, log=messages.append, show_progress=False)
+    ovf, noise = results["methods"]["ovf"], results["methods"]["noise"]
+    assert ovf["diverged"] is True
+    assert all(e["diverged"] for e in ovf["evaluations"].values())
+    assert any("NaN/inf" in m for m in messages)
+    assert noise["diverged"] is False
+    assert len(noise["evaluations"]["0.2"]["accuracies"]) == 2
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["methods"]["ovf"]["diverged"] is True
+
+
+def test_diverged_runs_count_as_not_converged():
+    assert count_not_converged([0.95, 0.96, float("nan"), 0.94]) == 1
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    write_atomic(str(path), '{"old": 1}')
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        write_atomic(str(path), '{"new": 2}')
+    assert json.loads(path.read_text()) == {"old": 1}
+
+
+def _final_params(out):
+    """Parameters of the latest checkpoint of the noise run in ``out``."""
+    dataset = load_dataset("mnist5k")
+    model = create_model("vgg8", dataset.num_classes, exits=False, width=0.0625)
+    target = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1),
+                                  T.create_optimizer(1e-3, 10), T.make_hparams(0.2))
+    checkpoints = RunCheckpoints(os.path.join(out, "checkpoints", "noise"))
+    state, meta = checkpoints.restore(target)
+    checkpoints.close()
+    return state.params, meta
+
+
+def _run(out, *extra, wait=True):
+    cmd = [sys.executable, RUN_PY, *CLI, "--out", str(out), *extra]
+    if wait:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_sigkill_then_resume_gives_identical_parameters(tmp_path):
+    full = _run(tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+
+    proc = _run(tmp_path / "killed", wait=False)
+    first_epoch = tmp_path / "killed" / "checkpoints" / "noise" / "latest" / "1"
+    deadline = time.time() + 300
+    while not first_epoch.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert first_epoch.exists(), "first epoch checkpoint never appeared"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "checkpoints" / "noise" / "latest" / "3").exists()
+
+    refused = _run(tmp_path / "killed")
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    resumed = _run(tmp_path / "killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    params_full, meta_full = _final_params(tmp_path / "full")
+    params_resumed, meta_resumed = _final_params(tmp_path / "killed")
+    assert meta_full["epoch"] == meta_resumed["epoch"] == 3
+    chex.assert_trees_all_equal(params_full, params_resumed)
+    a = json.loads((tmp_path / "full" / "results.json").read_text())
+    b = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert _strip_times(a) == _strip_times(b)
+
+
+def _strip_times(results):
+    evaluations = results["methods"]["noise"]["evaluations"]
+    return {s: {k: v for k, v in e.items() if k != "eval_seconds"}
+            for s, e in evaluations.items()}
+
+
+def test_unwritable_out_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = _run(blocker / "sub")
+    assert result.returncode == 2
+    assert "out" in result.stderr and "Traceback" not in result.stderr
