@@ -32,34 +32,25 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
-def _sigma(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from error
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+def _parser_of(cast, check, requirement: str):
+    """An argparse type: ``cast`` the text, then require ``check(value)``."""
+    expected = "an integer" if cast is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from error
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from error
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be an integer > 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from error
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+_sigma = _parser_of(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+_positive_int = _parser_of(int, lambda v: v > 0, "an integer > 0")
+_positive_float = _parser_of(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +144,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import jax
 
+    from neft_jax.parallel import maybe_initialize_distributed
+
+    maybe_initialize_distributed()
+
     from neft_jax.data import DatasetUnavailableError
     from neft_jax.experiment import format_table, run_experiment
     from neft_jax.multiseed import run_seeds
@@ -162,6 +157,10 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     print(profile_line, flush=True)
+    devices = jax.local_device_count()
+    print(f"devices: {devices} × {jax.default_backend()}"
+          + (" (data-parallel training, Monte Carlo keys split over devices)"
+             if devices > 1 else ""), flush=True)
     print(f"output: {cfg.out}", flush=True)
     try:
         if args.seeds > 1:

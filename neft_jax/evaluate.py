@@ -31,8 +31,13 @@ from neft_jax.device import DeviceModel
 from neft_jax.models import EXIT_PREFIX
 from neft_jax.perturb import Where, not_under, perturb
 
-#: Keys computed together (vmap) per backend, from experiments/bench.py measurements.
-DEFAULT_CHUNK_SIZE = {"cpu": 1, "gpu": 8, "tpu": 8}
+#: Keys computed together (vmap) per backend, measured with experiments/bench.py: on CPU a
+#: chunk of 8 ran 8.7× slower than 1 (grouped convolutions). Backends not listed here are
+#: measured on first use (:func:`autotune_chunk_size`) and the choice is cached per model.
+DEFAULT_CHUNK_SIZE = {"cpu": 1}
+#: Candidates tried by the automatic measurement on accelerators.
+AUTOTUNE_CANDIDATES = (1, 2, 4, 8, 16)
+_AUTOTUNED: dict = {}
 
 backbone_kernels = not_under(EXIT_PREFIX)
 
@@ -54,10 +59,12 @@ class TestSet(NamedTuple):
 
 
 class MonteCarloResult(NamedTuple):
-    """accuracies ``(R,)`` (fractions in [0, 1]) and EKL (nats, averaged over inputs)."""
+    """accuracies ``(R,)`` (fractions in [0, 1]), EKL (nats, averaged over inputs) and the
+    number of keys that were computed together (vmap chunk)."""
 
     accuracies: np.ndarray
     ekl: float
+    chunk_size: int = 1
 
 
 def make_test_set(images: Any, labels: Any, batch_size: int = 500) -> TestSet:
@@ -110,8 +117,7 @@ def _run_outputs(model, variables, test_set: TestSet, key, device, where):
     return jax.lax.scan(body, jnp.int32(0), tuple(test_set))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "chunk_size", "where"))
-def _monte_carlo_sums(model, variables, test_set, keys, run_mask, device, chunk_size, where):
+def _monte_carlo_sums_impl(model, variables, test_set, keys, run_mask, device, chunk_size, where):
     """Correct counts ``(R,)``, Σ_r probs ``(nb, B, K)`` and Σ_r entropies ``(nb, B)``."""
     one_run = functools.partial(
         _run_outputs, model, variables, test_set, device=device, where=where
@@ -139,6 +145,32 @@ def _monte_carlo_sums(model, variables, test_set, keys, run_mask, device, chunk_
     )
     (sum_probs, sum_entropy), correct = jax.lax.scan(chunk, init, inputs)
     return correct.reshape(-1), sum_probs, sum_entropy
+
+
+_monte_carlo_sums = jax.jit(_monte_carlo_sums_impl,
+                            static_argnames=("model", "chunk_size", "where"))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "chunk_size", "where", "mesh"))
+def _sharded_monte_carlo_sums(model, variables, test_set, keys, run_mask, device, chunk_size,
+                              where, mesh):
+    """:func:`_monte_carlo_sums` with the keys split over the devices of a 1-D ``mesh``.
+
+    Every device evaluates its own keys over the whole (replicated) test set; the
+    probability and entropy sums are added across devices with ``psum``.
+    """
+    from jax.sharding import PartitionSpec as P
+
+    (axis,) = mesh.axis_names
+
+    def local(variables, test_set, keys, run_mask, device):
+        correct, sum_probs, sum_entropy = _monte_carlo_sums_impl(
+            model, variables, test_set, keys, run_mask, device, chunk_size, where)
+        return correct, jax.lax.psum(sum_probs, axis), jax.lax.psum(sum_entropy, axis)
+
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(axis), P(axis), P()),
+                            out_specs=(P(axis), P(), P()), check_vma=False)
+    return sharded(variables, test_set, keys, run_mask, device)
 
 
 def epistemic_kl(sum_probs, sum_entropy, num_runs: int, mask) -> float:
@@ -181,6 +213,7 @@ def monte_carlo(
     max_block: int = 32,
     where: Where = backbone_kernels,
     progress: Callable[[int], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> MonteCarloResult:
     """Accuracy of each of ``R = len(keys)`` noise instances over ``test_set``.
 
@@ -194,6 +227,8 @@ def monte_carlo(
       max_block: at most this many runs per device call (progress granularity).
       where: which leaves are perturbed (default: backbone kernels).
       progress: called with the number of runs finished after each block.
+      mesh: a 1-D device mesh; the keys of each block are split over its devices
+        (each evaluates the whole test set for its keys). None: one device.
 
     Returns:
       :class:`MonteCarloResult` with per-run accuracies ``(R,)`` (or ``(1,)``
@@ -205,8 +240,17 @@ def monte_carlo(
     if device.is_noiseless:
         keys = keys[:1]
     num_runs = keys.shape[0]
+    if chunk_size is None and jax.default_backend() not in DEFAULT_CHUNK_SIZE and num_runs > 1:
+        chunk_size = _autotuned_chunk_size(model, variables, test_set, device)
     chunk_size = resolve_chunk_size(chunk_size, num_runs)
-    num_blocks, per_block = block_layout(num_runs, chunk_size, max_block)
+    num_devices = 1 if mesh is None else mesh.size
+    if num_devices > 1:  # each device takes per_block / num_devices keys, a multiple of chunk
+        chunk_size = min(chunk_size, -(-num_runs // num_devices))
+        num_blocks, per_device = block_layout(-(-num_runs // num_devices), chunk_size,
+                                              max(1, max_block // num_devices))
+        per_block = per_device * num_devices
+    else:
+        num_blocks, per_block = block_layout(num_runs, chunk_size, max_block)
     padded = num_blocks * per_block
     if padded > num_runs:
         keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], padded - num_runs, axis=0)])
@@ -216,9 +260,14 @@ def monte_carlo(
     counts, sum_probs, sum_entropy = [], 0.0, 0.0
     for block in range(num_blocks):
         part = slice(block * per_block, (block + 1) * per_block)
-        correct, block_probs, block_entropy = _monte_carlo_sums(
-            model, variables, test_set, keys[part], run_mask[part], device, chunk_size, where
-        )
+        if num_devices > 1:
+            correct, block_probs, block_entropy = _sharded_monte_carlo_sums(
+                model, variables, test_set, keys[part], run_mask[part], device, chunk_size,
+                where, mesh)
+        else:
+            correct, block_probs, block_entropy = _monte_carlo_sums(
+                model, variables, test_set, keys[part], run_mask[part], device, chunk_size, where
+            )
         counts.append(np.asarray(correct))
         sum_probs = sum_probs + np.asarray(block_probs, np.float64)
         sum_entropy = sum_entropy + np.asarray(block_entropy, np.float64)
@@ -226,7 +275,20 @@ def monte_carlo(
             progress(min(num_runs, (block + 1) * per_block))
     accuracies = np.concatenate(counts)[:num_runs].astype(np.float64) / test_set.size
     ekl = epistemic_kl(sum_probs, sum_entropy, num_runs, test_set.mask)
-    return MonteCarloResult(accuracies, ekl)
+    return MonteCarloResult(accuracies, ekl, chunk_size)
+
+
+def _autotuned_chunk_size(model, variables, test_set, device) -> int:
+    """Measure the chunk sizes once per (backend, model, test-set shape) and cache the best."""
+    key = (jax.default_backend(), inference_model(model), test_set.images.shape)
+    if key not in _AUTOTUNED:
+        best, timings = autotune_chunk_size(model, variables, test_set, device,
+                                            candidates=AUTOTUNE_CANDIDATES, num_runs=16)
+        _AUTOTUNED[key] = best
+        print(f"neft_jax: Monte Carlo chunk size {best} chosen by measurement on "
+              f"{jax.default_backend()} (s per 16 runs: "
+              + ", ".join(f"{c}: {t:.3f}" for c, t in timings.items()) + ")", flush=True)
+    return _AUTOTUNED[key]
 
 
 @functools.partial(jax.jit, static_argnames=("model", "where"))

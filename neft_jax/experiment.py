@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neft_jax import data as data_lib
+from neft_jax import parallel
 from neft_jax import train as train_lib
 from neft_jax.checkpoints import RunCheckpoints
 from neft_jax.device import NORMALISATIONS, PRESETS, DeviceModel
@@ -246,7 +247,8 @@ def plot_accuracy_vs_sigma(results: dict, path: str) -> None:
                  f"({settings['device_preset']}, {settings['mc_runs']} runs, "
                  f"width ×{settings['width']:g})", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     fig.tight_layout()
     tmp = f"{path}.tmp-{os.getpid()}.png"
     fig.savefig(tmp)
@@ -302,7 +304,12 @@ class TrainOutcome:
     train_seconds: float
 
 
-def _make_epoch_step(model, method, device, augment):
+def _make_epoch_step(model, method, device, augment, mesh=None):
+    """Jitted ``(state, images, labels, indices, key) -> (state, metrics)``.
+
+    With a multi-device ``mesh`` the batch (``indices``) is split over the data
+    axis and everything else is replicated: data-parallel training.
+    """
     step = train_lib.make_train_step(model, method, device, jit=False)
 
     def train_on_indices(state, images, labels, indices, key):
@@ -312,7 +319,19 @@ def _make_epoch_step(model, method, device, augment):
             batch_images = data_lib.augment_images(augment_key, batch_images)
         return step(state, {"image": batch_images, "label": labels[indices]}, noise_key)
 
-    return jax.jit(train_on_indices, donate_argnums=(0,))
+    if mesh is None or mesh.size == 1:
+        return jax.jit(train_on_indices, donate_argnums=(0,))
+    repl, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    return jax.jit(train_on_indices, donate_argnums=(0,),
+                   in_shardings=(repl, repl, repl, split, repl), out_shardings=(repl, repl))
+
+
+def local_mesh(batch_size: int):
+    """All local devices when there are several and they divide the batch; else None."""
+    count = jax.local_device_count()
+    if count > 1 and batch_size % count == 0:
+        return parallel.data_mesh(jax.local_devices())
+    return None
 
 
 def train_method(
@@ -340,7 +359,8 @@ def train_method(
     hparams = train_lib.make_hparams(cfg.sigma, cfg.effective_exit_sigma, alpha)
     state = train_lib.create_train_state(model, init_key, (1, *train_data.input_shape), tx, hparams)
     device = cfg.device()
-    epoch_step = _make_epoch_step(model, method, device, train_data.augment)
+    mesh = local_mesh(batch_size)
+    epoch_step = _make_epoch_step(model, method, device, train_data.augment, mesh)
     checkpoints = RunCheckpoints(checkpoint_dir)
     history, best_val, best_epoch, start_epoch, diverged = [], -1.0, None, 0, False
     if cfg.resume:
@@ -387,7 +407,7 @@ def train_method(
             log(f"  {method}: loss became NaN/inf in epoch {epoch + 1}; stopping this run")
         val_keys = jax.random.split(jax.random.fold_in(val_root, epoch), cfg.val_mc_runs)
         val = monte_carlo(model, {"params": state.params, "batch_stats": state.batch_stats},
-                          val_set, val_keys, device, chunk_size=cfg.chunk_size)
+                          val_set, val_keys, device, chunk_size=cfg.chunk_size, mesh=mesh)
         val_accuracy = 100 * float(val.accuracies.mean())
         record = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_done,
                   "train_accuracy": 100 * float(acc_sum) / steps_done,
@@ -442,12 +462,14 @@ def evaluate_method(cfg, outcome: TrainOutcome, test_set, sigmas: Sequence[float
                   disable=not show_progress) as bar:
             result = monte_carlo(outcome.model, variables, test_set, mc_keys(cfg.seed, sigma, runs),
                                  device, chunk_size=cfg.chunk_size,
+                                 mesh=local_mesh(jax.local_device_count()),
                                  progress=lambda done, bar=bar: bar.update(done - bar.n))
         accuracies = 100 * result.accuracies
         evaluations[f"{sigma:g}"] = {
             "sigma": sigma,
             "accuracies": [round(float(a), 6) for a in accuracies],
             "summary": summarize(accuracies, result.ekl),
+            "chunk_size": result.chunk_size,
             "eval_seconds": time.perf_counter() - start,
         }
     return evaluations

@@ -19,9 +19,9 @@ TINY = dict(epochs=1, batch_size=64, width=0.0625, mc_runs=3, val_mc_runs=1, sig
 
 def test_seeds_equal_separate_runs(tmp_path):
     cfg = ExperimentConfig(methods=("noise",), out=str(tmp_path / "multi"), seed=5, **TINY)
-    multi = run_seeds(cfg, 2, log=lambda m: None, show_progress=False)
+    multi = run_seeds(cfg, 3, log=lambda m: None, show_progress=False)
     evaluation = multi["methods"]["noise"]["evaluations"]["0.3"]
-    for i, seed in enumerate((5, 6)):
+    for i, seed in enumerate((5, 6, 7)):
         single = run_experiment(ExperimentConfig(methods=("noise",), seed=seed,
                                                  out=str(tmp_path / f"single{seed}"), **TINY),
                                 log=lambda m: None, show_progress=False)
@@ -30,8 +30,8 @@ def test_seeds_equal_separate_runs(tmp_path):
         )["methods"]["noise"]["evaluations"]["0.3"]["accuracies"]
         assert evaluation["seed_means"][i] == pytest.approx(
             single["methods"]["noise"]["evaluations"]["0.3"]["summary"]["mean"])
-    assert evaluation["summary"]["runs"] == 2
-    assert evaluation["not_converged"] in (0, 1, 2)
+    assert evaluation["summary"]["runs"] == 3
+    assert evaluation["not_converged"] in (0, 1, 2, 3)
     assert (tmp_path / "multi" / "results.csv").exists()
 
 

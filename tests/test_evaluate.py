@@ -110,3 +110,14 @@ def test_count_not_converged():
     assert count_not_converged([0.9, 0.91, 0.89] * 3 + [0.5]) == 1
     assert count_not_converged([0.9, 0.9, math.nan]) == 1
     assert count_not_converged([0.9] * 10) == 0
+
+
+def test_autotune_measures_every_candidate(setup):
+    from neft_jax.evaluate import autotune_chunk_size
+
+    model, variables, test_set = setup
+    best, timings = autotune_chunk_size(model, variables, test_set, DeviceModel(0.2),
+                                        candidates=(1, 2), num_runs=2)
+    assert set(timings) == {1, 2} and best in (1, 2)
+    assert all(t > 0 for t in timings.values())
+    assert timings[best] == min(timings.values())

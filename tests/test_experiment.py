@@ -162,3 +162,18 @@ def test_default_alpha_follows_authors_table():
     assert default_alpha("vgg8", "mnist5k", "irs") == 1e-2
     assert default_alpha("resnet18", "cifar100", "ovf") == 1e-1
     assert default_alpha("vgg8", "cifar100", "irs") == 1e-1  # falls back to CIFAR-10
+
+
+def test_alpha_search_picks_best_validation_score(tmp_path, monkeypatch):
+    import neft_jax.experiment as experiment
+
+    monkeypatch.setattr(experiment, "ALPHA_GRID", (1.0, 1e-3))
+    cfg = _tiny_config(tmp_path / "search", methods=("irs",), epochs=1, alpha_search=True,
+                       max_train_steps=2)
+    results = run_experiment(cfg, log=lambda m: None, show_progress=False)
+    entry = results["methods"]["irs"]
+    search = entry["alpha_search"]
+    assert set(search) == {"1", "0.001"}
+    assert entry["alpha"] == max((score, float(alpha)) for alpha, score in search.items())[1]
+    assert (tmp_path / "search" / "checkpoints" / "irs-alpha1" / "best").is_dir()
+    assert (tmp_path / "search" / "checkpoints" / "irs-alpha0.001" / "latest").is_dir()

@@ -1,0 +1,78 @@
+"""Several devices: data-parallel training and key-parallel Monte Carlo with ``jax.sharding``.
+
+* :func:`data_mesh` — a 1-D :class:`~jax.sharding.Mesh` over all (global) devices,
+  axis ``"data"``.
+* :func:`make_data_parallel_step` — jits a train step with the batch split along the
+  data axis and the state replicated. Under ``jit`` the program has global semantics,
+  so the loss, the gradients and BatchNorm's batch statistics are means over the
+  *global* batch: XLA inserts the cross-device reductions (all-reduce), nothing is
+  hand-written.
+* Monte Carlo: pass ``mesh=`` to :func:`neft_jax.monte_carlo` to split the noise
+  keys over devices.
+* :func:`maybe_initialize_distributed` — multi-host start through
+  ``jax.distributed.initialize`` when the usual environment variables are set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import jax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = "data"
+
+#: Environment variables that announce a multi-host job (JAX's own, SLURM, Open MPI).
+_DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_JOB_ID",
+                    "OMPI_COMM_WORLD_SIZE")
+
+
+def maybe_initialize_distributed(environ=os.environ) -> bool:
+    """Call ``jax.distributed.initialize()`` when a multi-host environment is detected."""
+    if not any(name in environ for name in _DISTRIBUTED_ENV):
+        return False
+    if environ.get("SLURM_NTASKS", "2") == "1" or environ.get("OMPI_COMM_WORLD_SIZE") == "1":
+        return False
+    jax.distributed.initialize()
+    return True
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all devices)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the data axis."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicate(tree, mesh: Mesh):
+    return jax.device_put(tree, replicated(mesh))
+
+
+def shard_batch(batch, mesh: Mesh):
+    """Put a batch pytree on the mesh, split along its leading axis (divisible by mesh size)."""
+    size = mesh.size
+    for leaf in jax.tree.leaves(batch):
+        if leaf.shape[0] % size:
+            raise ValueError(f"batch size {leaf.shape[0]} is not divisible by the "
+                             f"{size} devices of the mesh")
+    return jax.device_put(batch, batch_sharded(mesh))
+
+
+def make_data_parallel_step(step: Callable, mesh: Mesh, donate: bool = False) -> Callable:
+    """Jit ``step(state, batch, key)`` with state replicated and batch split over ``mesh``."""
+    return jax.jit(
+        step,
+        in_shardings=(replicated(mesh), batch_sharded(mesh), replicated(mesh)),
+        out_shardings=(replicated(mesh), replicated(mesh)),
+        donate_argnums=(0,) if donate else (),
+    )

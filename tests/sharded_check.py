@@ -1,0 +1,68 @@
+"""Run in a subprocess with 8 forced CPU devices: sharded vs single-device results."""
+
+import json
+import os
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from synthetic import quadrant_task  # noqa: E402
+
+from neft_jax import DeviceModel, make_test_set, monte_carlo  # noqa: E402
+from neft_jax import train as T  # noqa: E402
+from neft_jax.models import VGG8  # noqa: E402
+from neft_jax.parallel import data_mesh, make_data_parallel_step, replicate, shard_batch  # noqa: E402
+
+
+def main():
+    assert jax.device_count() == 8, jax.devices()
+    mesh = data_mesh()
+    model = VGG8(4, width=0.125)
+    state0 = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1),
+                                  T.create_optimizer(1e-3, 10), T.make_hparams(0.2, alpha=0.1))
+    raw = T.make_train_step(model, "irs", DeviceModel(), jit=False)
+    single = jax.jit(raw)
+    parallel = make_data_parallel_step(raw, mesh)
+    images, labels = quadrant_task(64 * 3, seed=0)
+    a, b = state0, replicate(state0, mesh)
+    for i in range(3):
+        batch = {"image": images[i * 64:(i + 1) * 64], "label": labels[i * 64:(i + 1) * 64]}
+        a, _ = single(a, batch, jax.random.key(i))
+        b, metrics = parallel(b, shard_batch(batch, mesh), jax.random.key(i))
+    diff = max(float(np.max(np.abs(x - y))) for x, y in
+               zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True))
+    stats_diff = max(float(np.max(np.abs(x - y))) for x, y in
+                     zip(jax.tree.leaves(a.batch_stats), jax.tree.leaves(b.batch_stats),
+                         strict=True))
+    scale = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(a.params))
+
+    test_images, test_labels = quadrant_task(50, seed=1)
+    test_set = make_test_set(test_images, test_labels, 25)
+    variables = {"params": a.params, "batch_stats": a.batch_stats}
+    keys = jax.random.split(jax.random.key(3), 20)
+    device = DeviceModel(0.3)
+    one = monte_carlo(model, variables, test_set, keys, device, chunk_size=1)
+    many = monte_carlo(model, variables, test_set, keys, device, chunk_size=1, mesh=mesh)
+    import sys
+    import tempfile
+
+    from neft_jax.experiment import ExperimentConfig, run_experiment
+
+    out = tempfile.mkdtemp()
+    cfg = ExperimentConfig(methods=("noise",), epochs=1, batch_size=64, width=0.0625,
+                           mc_runs=8, val_mc_runs=8, sigma=0.3, out=out + "/run",
+                           max_train_steps=3)
+    results = run_experiment(cfg, log=lambda m: print(m, file=sys.stderr), show_progress=False)
+    run_accuracies = results["methods"]["noise"]["evaluations"]["0.3"]["accuracies"]
+    print(json.dumps({
+        "run_experiment_accuracies": run_accuracies,
+        "param_max_abs_diff": diff, "param_scale": scale, "batch_stats_max_abs_diff": stats_diff,
+        "sharded_batch_devices": len(metrics["loss"].sharding.device_set),
+        "mc_single": one.accuracies.tolist(), "mc_sharded": many.accuracies.tolist(),
+        "ekl_single": one.ekl, "ekl_sharded": many.ekl,
+    }))
+
+
+if __name__ == "__main__":
+    main()

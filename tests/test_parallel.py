@@ -1,0 +1,48 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from neft_jax.parallel import maybe_initialize_distributed
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def sharded_results():
+    env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("XLA_FLAGS", None)
+    result = subprocess.run([sys.executable, os.path.join(HERE, "sharded_check.py")], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_data_parallel_training_matches_single_device(sharded_results):
+    r = sharded_results
+    assert r["param_max_abs_diff"] <= 1e-4 * max(1.0, r["param_scale"])
+    assert r["batch_stats_max_abs_diff"] <= 1e-4
+
+
+def test_sharded_monte_carlo_matches_single_device(sharded_results):
+    r = sharded_results
+    assert len(r["mc_single"]) == 20
+    np.testing.assert_allclose(r["mc_sharded"], r["mc_single"], atol=1e-12)
+    assert r["ekl_sharded"] == pytest.approx(r["ekl_single"], rel=1e-5)
+
+
+def test_distributed_initialize_only_with_environment(monkeypatch):
+    calls = []
+    monkeypatch.setattr("jax.distributed.initialize", lambda: calls.append(1))
+    assert maybe_initialize_distributed({}) is False
+    assert maybe_initialize_distributed({"SLURM_JOB_ID": "1", "SLURM_NTASKS": "1"}) is False
+    assert maybe_initialize_distributed({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}) is True
+    assert calls == [1]
+
+
+def test_run_experiment_on_eight_devices(sharded_results):
+    accuracies = sharded_results["run_experiment_accuracies"]
+    assert len(accuracies) == 8 and all(0 <= a <= 100 for a in accuracies)
