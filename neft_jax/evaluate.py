@@ -257,13 +257,22 @@ def monte_carlo(
     run_mask = jnp.arange(padded) < num_runs
     model = inference_model(model)
     variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    if num_devices > 1:  # the model and the test set are replicated on every device
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        variables, test_set = jax.device_put((variables, test_set), NamedSharding(mesh, P()))
     counts, sum_probs, sum_entropy = [], 0.0, 0.0
     for block in range(num_blocks):
         part = slice(block * per_block, (block + 1) * per_block)
         if num_devices > 1:
+            from jax.sharding import NamedSharding
+            from jax.sharding import PartitionSpec as P
+
+            split = NamedSharding(mesh, P(mesh.axis_names[0]))
             correct, block_probs, block_entropy = _sharded_monte_carlo_sums(
-                model, variables, test_set, keys[part], run_mask[part], device, chunk_size,
-                where, mesh)
+                model, variables, test_set, jax.device_put(keys[part], split),
+                jax.device_put(run_mask[part], split), device, chunk_size, where, mesh)
         else:
             correct, block_probs, block_entropy = _monte_carlo_sums(
                 model, variables, test_set, keys[part], run_mask[part], device, chunk_size, where

