@@ -34,13 +34,14 @@ def test_noise_std_matches_spec_inside_and_outside_band(normalisation, preset):
     np.testing.assert_allclose(delta.mean(), 0.0, atol=base * 0.02)
 
 
-def test_layer_and_model_scale():
+@pytest.mark.parametrize("normalisation", ["range", "level"])
+def test_layer_and_model_scale(normalisation):
     params = {
         "a": {"kernel": _uniform_kernel(jax.random.key(0)) * 0.1},
         "b": {"kernel": _uniform_kernel(jax.random.key(1)) * 2.0},
     }
     for scale_mode in ("layer", "model"):
-        device = DeviceModel(0.2, scale=scale_mode)
+        device = DeviceModel(0.2, scale=scale_mode, normalisation=normalisation)
         noisy = perturb(params, jax.random.key(2), device)
         model_scale = float(jnp.max(jnp.abs(params["b"]["kernel"])))
         for name in ("a", "b"):
@@ -48,7 +49,8 @@ def test_layer_and_model_scale():
             layer_scale = float(jnp.max(jnp.abs(w)))
             scale = layer_scale if scale_mode == "layer" else model_scale
             std = float(jnp.std(noisy[name]["kernel"] - w))
-            np.testing.assert_allclose(std, 0.2 * 0.7776 * scale, rtol=0.03)
+            factor = 0.7776 if normalisation == "range" else 0.2592
+            np.testing.assert_allclose(std, 0.2 * factor * scale, rtol=0.03)
 
 
 def _flax_like_params(key):
