@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from neft_jax.device import DeviceModel
 from neft_jax.models import EXIT_PREFIX
@@ -159,8 +161,6 @@ def _sharded_monte_carlo_sums(model, variables, test_set, keys, run_mask, device
     Every device evaluates its own keys over the whole (replicated) test set; the
     probability and entropy sums are added across devices with ``psum``.
     """
-    from jax.sharding import PartitionSpec as P
-
     (axis,) = mesh.axis_names
 
     def local(variables, test_set, keys, run_mask, device):
@@ -258,17 +258,11 @@ def monte_carlo(
     model = inference_model(model)
     variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
     if num_devices > 1:  # the model and the test set are replicated on every device
-        from jax.sharding import NamedSharding
-        from jax.sharding import PartitionSpec as P
-
         variables, test_set = jax.device_put((variables, test_set), NamedSharding(mesh, P()))
     counts, sum_probs, sum_entropy = [], 0.0, 0.0
     for block in range(num_blocks):
         part = slice(block * per_block, (block + 1) * per_block)
         if num_devices > 1:
-            from jax.sharding import NamedSharding
-            from jax.sharding import PartitionSpec as P
-
             split = NamedSharding(mesh, P(mesh.axis_names[0]))
             correct, block_probs, block_entropy = _sharded_monte_carlo_sums(
                 model, variables, test_set, jax.device_put(keys[part], split),

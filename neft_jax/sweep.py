@@ -159,6 +159,13 @@ def write_combined(cells: Sequence[Cell], out: str) -> list[dict]:
     return table
 
 
+def _plot_mean_ci(ax, points: Sequence[dict], x_key: str, label: str) -> None:
+    """Mean accuracy ± 95 % CI of table rows against ``x_key``."""
+    points = sorted(points, key=lambda p: p[x_key])
+    ax.errorbar([p[x_key] for p in points], [p["mean"] for p in points],
+                yerr=[p["ci95"] or 0 for p in points], marker="o", capsize=3, label=label)
+
+
 def plot_sweep(table: Sequence[dict], out: str) -> None:
     import matplotlib
 
@@ -176,10 +183,7 @@ def plot_sweep(table: Sequence[dict], out: str) -> None:
                     f"{r['method']} α={r['alpha']:g}")
                 lines[label].append(r)
         for label, points in sorted(lines.items()):
-            points = [p for p in sorted(points, key=lambda p: p["sigma"]) if p["mean"] is not None]
-            ax.errorbar([p["sigma"] for p in points], [p["mean"] for p in points],
-                        yerr=[p["ci95"] or 0 for p in points], marker="o", capsize=3,
-                        label=label)
+            _plot_mean_ci(ax, [p for p in points if p["mean"] is not None], "sigma", label)
         ax.set(title=f"{model} / {dataset}", xlabel="σ_d (train = eval)",
                ylabel="Monte Carlo accuracy (%)")
         ax.grid(alpha=0.3)
@@ -196,10 +200,7 @@ def plot_sweep(table: Sequence[dict], out: str) -> None:
         for r in searched:
             curves[(r["model"], r["dataset"], r["method"], r["sigma"])].append(r)
         for (model, dataset, method, sigma), points in sorted(curves.items()):
-            points.sort(key=lambda p: p["alpha"])
-            ax.errorbar([p["alpha"] for p in points], [p["mean"] for p in points],
-                        yerr=[p["ci95"] or 0 for p in points], marker="o", capsize=3,
-                        label=f"{model}/{dataset} {method} σ={sigma:g}")
+            _plot_mean_ci(ax, points, "alpha", f"{model}/{dataset} {method} σ={sigma:g}")
         ax.set(xscale="log", xlabel="α", ylabel="Monte Carlo accuracy (%)",
                title="α search")
         ax.grid(alpha=0.3)
