@@ -533,7 +533,8 @@ def environment() -> dict:
     }
 
 
-def _method_done(entry: dict | None, sigmas) -> bool:
+def method_done(entry: dict | None, sigmas) -> bool:
+    """Whether a method's results entry is final: diverged, or evaluated at every σ."""
     if not entry:
         return False
     if entry.get("diverged"):
@@ -561,7 +562,7 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
                            "accuracy_unit": "percent", "ekl_unit": "nats"}
     results["environment"] = environment()
     for method in cfg.methods:
-        if _method_done(results["methods"].get(method), cfg.eval_sigmas):
+        if method_done(results["methods"].get(method), cfg.eval_sigmas):
             log(f"{method}: already done in {cfg.out}, skipped")
             continue
         log(f"{method}: training")

@@ -24,6 +24,7 @@ import numpy as np
 from neft_jax.evaluate import count_not_converged, summarize
 from neft_jax.experiment import (
     ExperimentConfig,
+    method_done,
     run_experiment,
     write_atomic,
 )
@@ -65,10 +66,8 @@ def cell_done(path: str, method: str) -> bool:
         return False
     with open(results_path) as f:
         results = json.load(f)
-    entry = results.get("methods", {}).get(method)
-    sigmas = results.get("settings", {}).get("eval_sigmas", [])
-    return bool(entry) and (entry.get("diverged") or all(
-        f"{s:g}" in entry.get("evaluations", {}) for s in sigmas))
+    return method_done(results.get("methods", {}).get(method),
+                       results.get("settings", {}).get("eval_sigmas", []))
 
 
 def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
