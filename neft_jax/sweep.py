@@ -51,10 +51,14 @@ class Cell:
 def grid_cells(models: Sequence[str], datasets: Sequence[str], methods: Sequence[str],
                sigmas: Sequence[float], alphas: Sequence[float | None],
                seeds: Sequence[int]) -> list[Cell]:
-    """Every cell of the grid; α only multiplies IRS/OVF cells."""
+    """Every cell of the grid; α only multiplies IRS/OVF cells.
+
+    Seeds are the outermost loop, so a sweep stopped early has complete tables
+    (every model × dataset × σ × method) for its first seeds.
+    """
     cells = []
-    for model, dataset, method, sigma, seed in itertools.product(models, datasets, methods,
-                                                                 sigmas, seeds):
+    for seed, model, dataset, sigma, method in itertools.product(seeds, models, datasets,
+                                                                 sigmas, methods):
         for alpha in (alphas if method in ("irs", "ovf") else [None]):
             cells.append(Cell(model, dataset, method, float(sigma), alpha, int(seed)))
     return cells
