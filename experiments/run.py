@@ -53,6 +53,16 @@ _positive_int = _parser_of(int, lambda v: v > 0, "an integer > 0")
 _positive_float = _parser_of(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
+def _exit_numbers(text: str) -> tuple[int, ...]:
+    """Comma-separated exit numbers (1-based); the range is checked against the model later."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected exit numbers like 1 or 1,3, got {text!r}") \
+            from error
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     from neft_jax.data import DATASETS
     from neft_jax.device import PRESETS
@@ -74,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feedback strength α for IRS/OVF (default: the authors' α)")
     p.add_argument("--alpha-search", action="store_true",
                    help="five-step α search scored on a validation split of the training data")
+    p.add_argument("--drop-exit", type=_exit_numbers, default=(), metavar="I[,J]",
+                   help="IRS without these exits (1 = shallowest; Table V ablation)")
+    p.add_argument("--equal-coefficients", action="store_true",
+                   help="feedback coefficients all 1 instead of 0.1^(i-1) (Table V)")
     p.add_argument("--exit-sigma", type=_sigma, default=None, help="σ of the exits (default σ)")
     p.add_argument("--device-preset", choices=sorted(PRESETS), default="RRAM1")
     p.add_argument("--normalisation", choices=("range", "level"), default="range",
@@ -132,7 +146,8 @@ def config_from_args(args, backend: str):
         seed=args.seed, out=out, data_dir=args.data_dir, resume=args.resume,
         overwrite=args.overwrite, val_fraction=args.val_fraction, val_mc_runs=args.val_mc_runs,
         eval_batch_size=args.eval_batch_size, chunk_size=args.chunk_size,
-        max_train_steps=args.max_train_steps, **settings)
+        max_train_steps=args.max_train_steps, drop_exits=args.drop_exit,
+        equal_coefficients=args.equal_coefficients, **settings)
     line = (f"profile: {profile} ({why}): {cfg.epochs} epochs, batch {cfg.batch_size}, "
             f"lr {cfg.lr:g}, {cfg.mc_runs} Monte Carlo runs, width ×{cfg.width:g}"
             + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else ""))

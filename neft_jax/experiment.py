@@ -58,7 +58,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 #: Fields a resumed run must share with the run it resumes.
 RESUME_KEYS = ("model", "dataset", "methods", "sigma", "exit_sigma", "device_preset",
                "normalisation", "epochs",
-               "batch_size", "lr", "width", "seed", "val_fraction", "alpha_search")
+               "batch_size", "lr", "width", "seed", "val_fraction", "alpha_search",
+               "drop_exits", "equal_coefficients")
 
 
 def default_alpha(model: str, dataset: str, method: str) -> float:
@@ -103,6 +104,8 @@ class ExperimentConfig:
     eval_batch_size: int = 500
     chunk_size: int | None = None
     max_train_steps: int | None = None
+    drop_exits: tuple[int, ...] = ()
+    equal_coefficients: bool = False
 
     def __post_init__(self):
         validate_config(self)
@@ -119,6 +122,20 @@ class ExperimentConfig:
         if method not in ("irs", "ovf"):
             return 0.0
         return default_alpha(self.model, self.dataset, method) if self.alpha is None else self.alpha
+
+    def exits_for(self, method: str) -> bool | tuple[int, ...]:
+        """Exits the model of ``method`` is built with (IRS only; Table V ablation)."""
+        if not train_lib.uses_exits(method):
+            return False
+        if not self.drop_exits:
+            return True
+        return tuple(i for i in range(1, MODELS[self.model].num_exits + 1)
+                     if i not in self.drop_exits)
+
+    @property
+    def feedback_decay(self) -> float:
+        """Coefficient decay of eq. (1): 0.1 (paper), or 1 for equal coefficients (Table V)."""
+        return 1.0 if self.equal_coefficients else 0.1
 
     def device(self, sigma: float | None = None) -> DeviceModel:
         return DeviceModel.preset(self.device_preset, self.sigma if sigma is None else sigma,
@@ -175,6 +192,14 @@ def validate_config(cfg: ExperimentConfig) -> None:
              "an integer > 0", cfg.chunk_size)
     _require(cfg.max_train_steps is None or _is_positive_int(cfg.max_train_steps),
              "max_train_steps", "an integer > 0", cfg.max_train_steps)
+    num_exits = MODELS[cfg.model].num_exits
+    _require(isinstance(cfg.drop_exits, tuple)
+             and all(_is_positive_int(i) and i <= num_exits for i in cfg.drop_exits)
+             and len(set(cfg.drop_exits)) == len(cfg.drop_exits) < num_exits,
+             "drop_exits", f"distinct exit numbers in 1..{num_exits} of {cfg.model}, leaving "
+             "at least one exit", cfg.drop_exits)
+    _require(isinstance(cfg.equal_coefficients, bool), "equal_coefficients", "True or False",
+             cfg.equal_coefficients)
 
 
 # ----------------------------------------------------------------------------- files
@@ -304,13 +329,13 @@ class TrainOutcome:
     train_seconds: float
 
 
-def _make_epoch_step(model, method, device, augment, mesh=None):
+def _make_epoch_step(model, method, device, augment, mesh=None, decay=0.1):
     """Jitted ``(state, images, labels, indices, key) -> (state, metrics)``.
 
     With a multi-device ``mesh`` the batch (``indices``) is split over the data
     axis and everything else is replicated: data-parallel training.
     """
-    step = train_lib.make_train_step(model, method, device, jit=False)
+    step = train_lib.make_train_step(model, method, device, decay=decay, jit=False)
 
     def train_on_indices(state, images, labels, indices, key):
         noise_key, augment_key = jax.random.split(key)
@@ -347,7 +372,7 @@ def train_method(
     """Train one method; keep latest/best checkpoints; return the best state."""
     from tqdm.auto import tqdm
 
-    model = create_model(cfg.model, train_data.num_classes, exits=train_lib.uses_exits(method),
+    model = create_model(cfg.model, train_data.num_classes, exits=cfg.exits_for(method),
                          width=cfg.width)
     num_train = len(train_data.train_labels)
     batch_size = min(cfg.batch_size, num_train)
@@ -360,7 +385,8 @@ def train_method(
     state = train_lib.create_train_state(model, init_key, (1, *train_data.input_shape), tx, hparams)
     device = cfg.device()
     mesh = local_mesh(batch_size)
-    epoch_step = _make_epoch_step(model, method, device, train_data.augment, mesh)
+    epoch_step = _make_epoch_step(model, method, device, train_data.augment, mesh,
+                                  cfg.feedback_decay)
     checkpoints = RunCheckpoints(checkpoint_dir)
     history, best_val, best_epoch, start_epoch, diverged = [], -1.0, None, 0, False
     if cfg.resume:
@@ -515,8 +541,10 @@ def prepare_out_dir(cfg: ExperimentConfig) -> dict | None:
 
 
 def check_resume_compatible(cfg: ExperimentConfig, previous_settings: dict) -> None:
-    for key in RESUME_KEYS:
-        now, before = _jsonable(getattr(cfg, key)), previous_settings.get(key)
+    defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+    for key in RESUME_KEYS:  # runs made before a setting existed had its default
+        now = _jsonable(getattr(cfg, key))
+        before = previous_settings.get(key, _jsonable(defaults[key]))
         if now != before:
             raise ValueError(f"--resume: the run in {cfg.out!r} was made with {key}={before!r}, "
                              f"this command has {key}={now!r}; use a new --out or the same "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -95,15 +95,32 @@ class ConvBN(nn.Module):
         return nn.relu(x) if self.relu else x
 
 
+def exit_numbers(exits: bool | Sequence[int], num_exits: int) -> tuple[int, ...]:
+    """The 1-based exit numbers a model builds: all (True), none (False) or the given ones.
+
+    Exits keep their Table I numbers (``exit_1`` … ``exit_n``) when some are left
+    out, so ``exits=(1, 3)`` builds ``exit_1`` and ``exit_3`` (the Table V ablation).
+    """
+    if isinstance(exits, bool):
+        return tuple(range(1, num_exits + 1)) if exits else ()
+    chosen = tuple(exits)
+    if any(isinstance(i, bool) or not isinstance(i, int) or not 1 <= i <= num_exits
+           for i in chosen) or len(set(chosen)) != len(chosen):
+        raise ValueError(f"exits must be True, False or distinct exit numbers in "
+                         f"1..{num_exits}, got {exits!r}")
+    return tuple(sorted(chosen))
+
+
 def _max_pool(x):
     return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
 class VGG8(nn.Module):
-    """VGG-8 with three exits (Table I)."""
+    """VGG-8 with three exits (Table I); ``exits`` as in :func:`exit_numbers`."""
 
+    num_exits: ClassVar[int] = 3
     num_classes: int = 10
-    exits: bool = True
+    exits: bool | tuple[int, ...] = True
     width: float = 1.0
     dtype: Any = jnp.float32
 
@@ -129,12 +146,11 @@ class VGG8(nn.Module):
         dense = functools.partial(nn.Dense, kernel_init=kaiming_fan_out, dtype=self.dtype)
         x = nn.relu(dense(c(1024))(x))
         logits = dense(self.num_classes)(x)
-        exit_logits = ()
-        if self.exits:
-            exit_logits = tuple(
-                head(pool_size=size, name=f"{EXIT_PREFIX}{i + 1}")(tap)
-                for i, (tap, size) in enumerate(taps)
-            )
+        chosen = exit_numbers(self.exits, self.num_exits)
+        exit_logits = tuple(
+            head(pool_size=size, name=f"{EXIT_PREFIX}{i + 1}")(tap)
+            for i, (tap, size) in enumerate(taps) if i + 1 in chosen
+        )
         return logits.astype(jnp.float32), tuple(z.astype(jnp.float32) for z in exit_logits)
 
 
@@ -156,11 +172,15 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """CIFAR-style ResNet with exits after the stem and after stages 1–3."""
+    """CIFAR-style ResNet with exits after the stem and after stages 1–3.
 
+    ``exits`` as in :func:`exit_numbers`.
+    """
+
+    num_exits: ClassVar[int] = 4
     num_classes: int = 10
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
-    exits: bool = True
+    exits: bool | tuple[int, ...] = True
     width: float = 1.0
     dtype: Any = jnp.float32
 
@@ -180,12 +200,11 @@ class ResNet(nn.Module):
             taps.append(x)
         x = jnp.mean(x, axis=(1, 2))
         logits = nn.Dense(self.num_classes, kernel_init=kaiming_fan_out, dtype=self.dtype)(x)
-        exit_logits = ()
-        if self.exits:
-            exit_logits = tuple(
-                head(pool_size=_exit_pool_size(tap.shape[1]), name=f"{EXIT_PREFIX}{i + 1}")(tap)
-                for i, tap in enumerate(taps[:4])
-            )
+        chosen = exit_numbers(self.exits, self.num_exits)
+        exit_logits = tuple(
+            head(pool_size=_exit_pool_size(tap.shape[1]), name=f"{EXIT_PREFIX}{i + 1}")(tap)
+            for i, tap in enumerate(taps[:4]) if i + 1 in chosen
+        )
         return logits.astype(jnp.float32), tuple(z.astype(jnp.float32) for z in exit_logits)
 
 

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -177,3 +178,32 @@ def test_alpha_search_picks_best_validation_score(tmp_path, monkeypatch):
     assert entry["alpha"] == max((score, float(alpha)) for alpha, score in search.items())[1]
     assert (tmp_path / "search" / "checkpoints" / "irs-alpha1" / "best").is_dir()
     assert (tmp_path / "search" / "checkpoints" / "irs-alpha0.001" / "latest").is_dir()
+
+
+def test_table_v_ablation_flags_build_fewer_exits_and_equal_coefficients(tmp_path, capsys):
+    out = tmp_path / "ablation"
+    code = run_cli.main(TINY + ["--methods", "irs", "--drop-exit", "2", "--equal-coefficients",
+                                "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["drop_exits"] == [2]
+    assert results["settings"]["equal_coefficients"] is True
+    cfg = _tiny_config(tmp_path / "unused", methods=("irs",), drop_exits=(2,),
+                       equal_coefficients=True)
+    assert cfg.exits_for("irs") == (1, 3) and cfg.exits_for("noise") is False
+    assert cfg.feedback_decay == 1.0
+    from neft_jax import data as data_lib
+    from neft_jax.experiment import train_method
+
+    train, validation = data_lib.split_validation(data_lib.load_dataset("mnist5k"), 0.1, 0)
+    outcome = train_method(dataclasses.replace(cfg, epochs=1, max_train_steps=1), train,
+                           validation, "irs", 1.0, str(tmp_path / "ckpt"), log=lambda m: None,
+                           show_progress=False)
+    assert sorted(k for k in outcome.state.params if k.startswith("exit_")) == [
+        "exit_1", "exit_3"]
+
+
+@pytest.mark.parametrize("drop", [(4,), (1, 2, 3), (0,), (2, 2)])
+def test_drop_exits_must_name_exits_of_the_model_and_leave_one(tmp_path, drop):
+    with pytest.raises(ValueError, match="drop_exits"):
+        _tiny_config(tmp_path, drop_exits=drop)

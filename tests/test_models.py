@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neft_jax.models import VGG8, ResNet18, adaptive_avg_pool, create_model
+from neft_jax.models import VGG8, ResNet18, adaptive_avg_pool, create_model, exit_numbers
 
 
 def _param_shapes(model, channels=3):
@@ -143,3 +143,29 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
 def test_create_model_rejects_unknown():
     with pytest.raises(ValueError, match="vgg8"):
         create_model("alexnet", 10)
+
+
+@pytest.mark.parametrize("name,kept,expected_exits", [
+    ("vgg8", (1, 3), ["exit_1", "exit_3"]),
+    ("resnet18", (2, 4), ["exit_2", "exit_4"]),
+])
+def test_models_build_only_the_chosen_exits_with_their_table_numbers(name, kept, expected_exits):
+    model = create_model(name, 10, exits=kept, width=0.0625)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+    assert sorted(k for k in variables["params"] if k.startswith("exit_")) == expected_exits
+    full = create_model(name, 10, exits=True, width=0.0625)
+    full_vars = full.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 1))
+    _, all_exits = full.apply(full_vars, x)
+    chosen_params = {k: v for k, v in full_vars["params"].items()
+                     if not k.startswith("exit_") or k in expected_exits}
+    _, some_exits = model.apply({**full_vars, "params": chosen_params}, x)
+    assert len(some_exits) == len(kept)
+    for i, logits in zip(kept, some_exits, strict=True):
+        np.testing.assert_allclose(logits, all_exits[i - 1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("exits", [(0,), (4,), (1, 1), (True,), ("1",)])
+def test_bad_exit_numbers_are_rejected(exits):
+    with pytest.raises(ValueError, match="exit numbers in 1..3"):
+        exit_numbers(exits, 3)
