@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--seeds", type=_positive_int, default=1,
                    help="independent runs (seed, seed+1, ...) aggregated over seeds")
+    p.add_argument("--seed-mode", choices=("auto", "sequential", "vmap"), default="auto",
+                   help="how --seeds runs: one vmapped program or one run after another "
+                        "(auto: sequential on CPU or several devices, vmap on one GPU/TPU)")
     p.add_argument("--out", default=None, help="output folder (default: a new one under runs/)")
     p.add_argument("--data-dir", default=None, help="TFDS data dir holding prepared datasets")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -165,7 +168,7 @@ def main(argv=None) -> int:
 
     from neft_jax.data import DatasetUnavailableError
     from neft_jax.experiment import format_table, run_experiment
-    from neft_jax.multiseed import run_seeds
+    from neft_jax.multiseed import choose_seed_mode, run_seeds
 
     try:
         cfg, profile_line = config_from_args(args, jax.default_backend())
@@ -179,9 +182,12 @@ def main(argv=None) -> int:
     print(f"output: {cfg.out}", flush=True)
     try:
         if args.seeds > 1:
+            mode, why = choose_seed_mode(args.seed_mode, jax.default_backend(), devices)
+            how = "in one vmapped program per method" if mode == "vmap" else "in sequence"
             print(f"seeds: {args.seeds} independent runs ({cfg.seed}…{cfg.seed + args.seeds - 1})"
-                  " in sequence, each in its own seed-<n>/ folder", flush=True)
-            results = run_seeds(cfg, args.seeds, show_progress=not args.no_progress)
+                  f" {how} ({why}), each in its own seed-<n>/ folder", flush=True)
+            results = run_seeds(cfg, args.seeds, show_progress=not args.no_progress,
+                                seed_mode=mode)
         else:
             results = run_experiment(cfg, show_progress=not args.no_progress)
     except (ValueError, DatasetUnavailableError) as error:

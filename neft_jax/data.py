@@ -137,6 +137,20 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     )
 
 
+def validation_indices(labels: np.ndarray, fraction: float,
+                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays ``(kept, held_out)`` into the training set of :func:`split_validation`."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    labels = np.asarray(labels)
+    num_val = int(round(fraction * labels.shape[0]))
+    if not 0 < num_val < labels.shape[0]:
+        raise ValueError(
+            f"fraction={fraction} of {labels.shape[0]} training examples leaves an empty split"
+        )
+    return _stratified_split(labels, num_val, np.random.default_rng(seed))
+
+
 def split_validation(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Carves a stratified validation set out of the *training* data.
 
@@ -152,15 +166,8 @@ def split_validation(dataset: Dataset, fraction: float, seed: int) -> tuple[Data
         ``validation_part``'s test arrays are the held-out training examples.
         Deterministic given ``seed``.
     """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     labels = np.asarray(dataset.train_labels)
-    num_val = int(round(fraction * labels.shape[0]))
-    if not 0 < num_val < labels.shape[0]:
-        raise ValueError(
-            f"fraction={fraction} of {labels.shape[0]} training examples leaves an empty split"
-        )
-    train_idx, val_idx = _stratified_split(labels, num_val, np.random.default_rng(seed))
+    train_idx, val_idx = validation_indices(labels, fraction, seed)
     rest_images = _read_only(dataset.train_images[train_idx])
     rest_labels = _read_only(labels[train_idx])
     train_part = dataclasses.replace(dataset, train_images=rest_images, train_labels=rest_labels)

@@ -329,11 +329,9 @@ class TrainOutcome:
     train_seconds: float
 
 
-def _make_epoch_step(model, method, device, augment, mesh=None, decay=0.1):
-    """Jitted ``(state, images, labels, indices, key) -> (state, metrics)``.
-
-    With a multi-device ``mesh`` the batch (``indices``) is split over the data
-    axis and everything else is replicated: data-parallel training.
+def train_on_indices_fn(model, method, device, augment, decay=0.1):
+    """Plain ``(state, images, labels, indices, key) -> (state, metrics)``: one train step
+    on ``images[indices]`` (augmented when ``augment``), with the whole training set on device.
     """
     step = train_lib.make_train_step(model, method, device, decay=decay, jit=False)
 
@@ -344,11 +342,94 @@ def _make_epoch_step(model, method, device, augment, mesh=None, decay=0.1):
             batch_images = data_lib.augment_images(augment_key, batch_images)
         return step(state, {"image": batch_images, "label": labels[indices]}, noise_key)
 
+    return train_on_indices
+
+
+def _make_epoch_step(model, method, device, augment, mesh=None, decay=0.1):
+    """Jitted ``(state, images, labels, indices, key) -> (state, metrics)``.
+
+    With a multi-device ``mesh`` the batch (``indices``) is split over the data
+    axis and everything else is replicated: data-parallel training.
+    """
+    train_on_indices = train_on_indices_fn(model, method, device, augment, decay)
     if mesh is None or mesh.size == 1:
         return jax.jit(train_on_indices, donate_argnums=(0,))
     repl, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     return jax.jit(train_on_indices, donate_argnums=(0,),
                    in_shardings=(repl, repl, repl, split, repl), out_shardings=(repl, repl))
+
+
+@dataclasses.dataclass
+class RunProgress:
+    """Per-run training bookkeeping: history, best-by-validation, divergence, checkpoints.
+
+    Shared by sequential training (:func:`train_method`) and seeds trained together
+    in one vmapped program (:mod:`neft_jax.multiseed`), so both write the same files.
+    """
+
+    cfg: ExperimentConfig
+    method: str
+    alpha: float
+    checkpoints: RunCheckpoints
+    history: list = dataclasses.field(default_factory=list)
+    best_val: float = -1.0
+    best_epoch: int | None = None
+    start_epoch: int = 0
+    diverged: bool = False
+
+    def resume(self, state, log: Callable[[str], None]):
+        """Restore the latest checkpoint into ``state`` when resuming; return the state."""
+        restored = self.checkpoints.restore(state) if self.cfg.resume else None
+        if restored is None:
+            return state
+        state, meta = restored
+        self.history, self.start_epoch = meta["history"], meta["epoch"]
+        self.best_val, self.best_epoch = meta["best_val_accuracy"], meta["best_epoch"]
+        self.diverged = meta.get("diverged", False)
+        log(f"  resumed {self.method} from epoch {self.start_epoch}")
+        return state
+
+    def end_epoch(self, epoch: int, state, loss: float, accuracy: float, finite: bool,
+                  val_accuracy: float, seconds: float, log: Callable[[str], None]) -> None:
+        """Record epoch ``epoch`` (0-based), checkpoint latest (and best), log a line."""
+        cfg, method = self.cfg, self.method
+        if not finite:
+            self.diverged = True
+            log(f"  {method}: loss became NaN/inf in epoch {epoch + 1}; stopping this run")
+        record = {"epoch": epoch + 1, "loss": loss, "train_accuracy": accuracy,
+                  "val_accuracy": val_accuracy, "seconds": seconds}
+        self.history.append(record)
+        improved = not self.diverged and val_accuracy > self.best_val
+        if improved:
+            self.best_val, self.best_epoch = val_accuracy, epoch + 1
+        meta = {"epoch": epoch + 1, "history": self.history, "best_val_accuracy": self.best_val,
+                "best_epoch": self.best_epoch, "diverged": self.diverged, "method": method,
+                "alpha": self.alpha,
+                "settings": {k: _jsonable(getattr(cfg, k)) for k in RESUME_KEYS}}
+        if improved:
+            self.checkpoints.save_best(epoch + 1, state, meta)
+        self.checkpoints.save_latest(epoch + 1, state, meta)
+        log(f"  {method} epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f}, "
+            f"train acc {accuracy:.2f}% (noisy), val acc "
+            f"{val_accuracy:.2f}% (σ={cfg.sigma:g}, {cfg.val_mc_runs} runs), "
+            f"best {self.best_val:.2f}% @ {self.best_epoch}, {seconds:.1f} s")
+
+    def outcome(self, model, state, train_seconds: float) -> TrainOutcome:
+        """Close the checkpoints; the outcome holds the best state (``state`` if none)."""
+        best = self.checkpoints.restore(state, "best") if self.best_epoch is not None else None
+        self.checkpoints.close()
+        return TrainOutcome(model, best[0] if best is not None else state, self.history,
+                            self.best_epoch, self.best_val if self.best_epoch else None,
+                            self.diverged, train_seconds)
+
+
+def validation_accuracy(model, state, val_set, val_root, epoch: int, cfg, device,
+                        mesh=None) -> float:
+    """Monte Carlo accuracy (%) on the validation set at σ after ``epoch`` (0-based)."""
+    val_keys = jax.random.split(jax.random.fold_in(val_root, epoch), cfg.val_mc_runs)
+    val = monte_carlo(model, {"params": state.params, "batch_stats": state.batch_stats},
+                      val_set, val_keys, device, chunk_size=cfg.chunk_size, mesh=mesh)
+    return 100 * float(val.accuracies.mean())
 
 
 def local_mesh(batch_size: int):
@@ -387,23 +468,15 @@ def train_method(
     mesh = local_mesh(batch_size)
     epoch_step = _make_epoch_step(model, method, device, train_data.augment, mesh,
                                   cfg.feedback_decay)
-    checkpoints = RunCheckpoints(checkpoint_dir)
-    history, best_val, best_epoch, start_epoch, diverged = [], -1.0, None, 0, False
-    if cfg.resume:
-        restored = checkpoints.restore(state)
-        if restored is not None:
-            state, meta = restored
-            history, start_epoch = meta["history"], meta["epoch"]
-            best_val, best_epoch = meta["best_val_accuracy"], meta["best_epoch"]
-            diverged = meta.get("diverged", False)
-            log(f"  resumed {method} from epoch {start_epoch}")
+    progress = RunProgress(cfg, method, alpha, RunCheckpoints(checkpoint_dir))
+    state = progress.resume(state, log)
     images = jax.device_put(np.asarray(train_data.train_images))
     labels = jax.device_put(np.asarray(train_data.train_labels))
     val_set = make_test_set(validation.test_images, validation.test_labels, cfg.eval_batch_size)
     start = time.perf_counter()
-    global_step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, cfg.epochs):
-        if diverged:
+    global_step = progress.start_epoch * steps_per_epoch
+    for epoch in range(progress.start_epoch, cfg.epochs):
+        if progress.diverged:
             break
         epoch_start = time.perf_counter()
         order = data_lib.epoch_batches(jax.random.fold_in(data_key, epoch), num_train, batch_size)
@@ -428,36 +501,12 @@ def train_method(
         bar.close()
         if steps_done == 0:
             break
-        if not bool(all_finite):
-            diverged = True
-            log(f"  {method}: loss became NaN/inf in epoch {epoch + 1}; stopping this run")
-        val_keys = jax.random.split(jax.random.fold_in(val_root, epoch), cfg.val_mc_runs)
-        val = monte_carlo(model, {"params": state.params, "batch_stats": state.batch_stats},
-                          val_set, val_keys, device, chunk_size=cfg.chunk_size, mesh=mesh)
-        val_accuracy = 100 * float(val.accuracies.mean())
-        record = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_done,
-                  "train_accuracy": 100 * float(acc_sum) / steps_done,
-                  "val_accuracy": val_accuracy, "seconds": time.perf_counter() - epoch_start}
-        history.append(record)
-        improved = not diverged and val_accuracy > best_val
-        if improved:
-            best_val, best_epoch = val_accuracy, epoch + 1
-        meta = {"epoch": epoch + 1, "history": history, "best_val_accuracy": best_val,
-                "best_epoch": best_epoch, "diverged": diverged, "method": method,
-                "alpha": alpha, "settings": {k: _jsonable(getattr(cfg, k)) for k in RESUME_KEYS}}
-        if improved:
-            checkpoints.save_best(epoch + 1, state, meta)
-        checkpoints.save_latest(epoch + 1, state, meta)
-        log(f"  {method} epoch {epoch + 1}/{cfg.epochs}: loss {record['loss']:.4f}, "
-            f"train acc {record['train_accuracy']:.2f}% (noisy), val acc "
-            f"{val_accuracy:.2f}% (σ={cfg.sigma:g}, {cfg.val_mc_runs} runs), "
-            f"best {best_val:.2f}% @ {best_epoch}, {record['seconds']:.1f} s")
-    best = checkpoints.restore(state, "best") if best_epoch is not None else None
-    if best is not None:
-        state = best[0]
-    checkpoints.close()
-    return TrainOutcome(model, state, history, best_epoch, best_val if best_epoch else None,
-                        diverged, time.perf_counter() - start)
+        val_accuracy = validation_accuracy(model, state, val_set, val_root, epoch, cfg, device,
+                                           mesh)
+        progress.end_epoch(epoch, state, float(loss_sum) / steps_done,
+                           100 * float(acc_sum) / steps_done, bool(all_finite), val_accuracy,
+                           time.perf_counter() - epoch_start, log)
+    return progress.outcome(model, state, time.perf_counter() - start)
 
 
 def _jsonable(value):
@@ -582,13 +631,8 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
         f"{len(dataset.test_labels)} test; model {cfg.model} width ×{cfg.width:g}; "
         f"{cfg.device_preset} σ={cfg.sigma:g}, evaluated at σ ∈ {list(cfg.eval_sigmas)}")
     test_set = make_test_set(dataset.test_images, dataset.test_labels, cfg.eval_batch_size)
-    results = previous or {"methods": {}}
-    results["settings"] = {**cfg.to_dict(), "eval_sigmas": list(cfg.eval_sigmas),
-                           "num_train": len(train_data.train_labels),
-                           "num_validation": len(validation.test_labels),
-                           "num_test": len(dataset.test_labels),
-                           "accuracy_unit": "percent", "ekl_unit": "nats"}
-    results["environment"] = environment()
+    results = start_results(cfg, previous, len(train_data.train_labels),
+                            len(validation.test_labels), len(dataset.test_labels))
     for method in cfg.methods:
         if method_done(results["methods"].get(method), cfg.eval_sigmas):
             log(f"{method}: already done in {cfg.out}, skipped")
@@ -602,21 +646,8 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
         else:
             alpha = cfg.alpha_for(method)
             outcome = train_method(cfg, train_data, validation, method, alpha,
-                                   _checkpoint_dir(cfg, method, alpha), log, show_progress)
-        entry.update({"alpha": alpha, "diverged": outcome.diverged,
-                      "train_seconds": outcome.train_seconds, "history": outcome.history,
-                      "best_epoch": outcome.best_epoch,
-                      "best_val_accuracy": outcome.best_val_accuracy})
-        if outcome.diverged and outcome.best_epoch is None:
-            entry["evaluations"] = {f"{s:g}": {"sigma": s, "diverged": True, "accuracies": [],
-                                               "summary": None} for s in cfg.eval_sigmas}
-        else:
-            log(f"{method}: Monte Carlo evaluation ({cfg.mc_runs} runs per σ)")
-            entry["evaluations"] = evaluate_method(cfg, outcome, test_set, cfg.eval_sigmas,
-                                                   show_progress)
-            if outcome.diverged:  # evaluated at its best epoch before the loss blew up
-                for evaluation in entry["evaluations"].values():
-                    evaluation["diverged"] = True
+                                   checkpoint_dir_of(cfg, method, alpha), log, show_progress)
+        entry.update(method_entry(cfg, method, outcome, alpha, test_set, log, show_progress))
         results["methods"][method] = entry
         results["wall_seconds"] = time.perf_counter() - started + (
             previous.get("wall_seconds", 0.0) if previous else 0.0)
@@ -625,7 +656,38 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
     return results
 
 
-def _checkpoint_dir(cfg: ExperimentConfig, method: str, alpha: float) -> str:
+def start_results(cfg: ExperimentConfig, previous: dict | None, num_train: int,
+                  num_validation: int, num_test: int) -> dict:
+    """The results dict of one run: previous methods kept, settings and environment renewed."""
+    results = previous or {"methods": {}}
+    results["settings"] = {**cfg.to_dict(), "eval_sigmas": list(cfg.eval_sigmas),
+                           "num_train": num_train, "num_validation": num_validation,
+                           "num_test": num_test, "accuracy_unit": "percent", "ekl_unit": "nats"}
+    results["environment"] = environment()
+    return results
+
+
+def method_entry(cfg: ExperimentConfig, method: str, outcome: TrainOutcome, alpha: float,
+                 test_set, log: Callable[[str], None] = print,
+                 show_progress: bool = True) -> dict:
+    """A method's results entry: training record and Monte Carlo evaluation at every σ."""
+    entry = {"alpha": alpha, "diverged": outcome.diverged,
+             "train_seconds": outcome.train_seconds, "history": outcome.history,
+             "best_epoch": outcome.best_epoch, "best_val_accuracy": outcome.best_val_accuracy}
+    if outcome.diverged and outcome.best_epoch is None:
+        entry["evaluations"] = {f"{s:g}": {"sigma": s, "diverged": True, "accuracies": [],
+                                           "summary": None} for s in cfg.eval_sigmas}
+        return entry
+    log(f"{method}: Monte Carlo evaluation ({cfg.mc_runs} runs per σ)")
+    entry["evaluations"] = evaluate_method(cfg, outcome, test_set, cfg.eval_sigmas,
+                                           show_progress)
+    if outcome.diverged:  # evaluated at its best epoch before the loss blew up
+        for evaluation in entry["evaluations"].values():
+            evaluation["diverged"] = True
+    return entry
+
+
+def checkpoint_dir_of(cfg: ExperimentConfig, method: str, alpha: float) -> str:
     name = method if method not in ("irs", "ovf") else f"{method}-alpha{alpha:g}"
     return os.path.join(cfg.out, "checkpoints", name)
 
@@ -639,7 +701,7 @@ def search_alpha(cfg, train_data, validation, method, log, show_progress):
     for alpha in ALPHA_GRID:
         log(f"  {method}: α = {alpha:g}")
         outcome = train_method(cfg, train_data, validation, method, alpha,
-                               _checkpoint_dir(cfg, method, alpha), log, show_progress)
+                               checkpoint_dir_of(cfg, method, alpha), log, show_progress)
         if outcome.diverged and outcome.best_epoch is None:
             search[f"{alpha:g}"] = None
             continue

@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
 import sweep as sweep_cli  # noqa: E402
 
 from neft_jax.experiment import ExperimentConfig, run_experiment  # noqa: E402
-from neft_jax.multiseed import run_seeds  # noqa: E402
+from neft_jax.multiseed import choose_seed_mode, run_seeds  # noqa: E402
 from neft_jax.sweep import grid_cells, run_sweep  # noqa: E402
 
 TINY = dict(epochs=1, batch_size=64, width=0.0625, mc_runs=3, val_mc_runs=1, sigma=0.3,
@@ -33,6 +33,41 @@ def test_seeds_equal_separate_runs(tmp_path):
     assert evaluation["summary"]["runs"] == 3
     assert evaluation["not_converged"] in (0, 1, 2, 3)
     assert (tmp_path / "multi" / "results.csv").exists()
+
+
+def test_seeds_in_one_vmapped_program_match_sequential_seeds(tmp_path):
+    settings = dict(TINY, methods=("irs",), seed=2)
+    sequential = run_seeds(ExperimentConfig(out=str(tmp_path / "seq"), **settings), 2,
+                           log=lambda m: None, show_progress=False, seed_mode="sequential")
+    messages = []
+    vmapped = run_seeds(ExperimentConfig(out=str(tmp_path / "vmap"), **settings), 2,
+                        log=messages.append, show_progress=False, seed_mode="vmap")
+    assert vmapped["settings"]["seed_mode"] == "vmap"
+    assert any("training seeds [2, 3] together" in m for m in messages)
+    for method in ("irs",):
+        losses = {}
+        for seed in (2, 3):
+            runs = [json.loads((tmp_path / mode / f"seed-{seed}" / "results.json").read_text())
+                    ["methods"][method] for mode in ("seq", "vmap")]
+            a, b = ([h["loss"] for h in run["history"]] for run in runs)
+            assert a == pytest.approx(b, rel=1e-4)
+            losses[seed] = a[0]
+            means = [run["evaluations"]["0.3"]["summary"]["mean"] for run in runs]
+            assert means[0] == pytest.approx(means[1], abs=1.0)
+        assert losses[2] != pytest.approx(losses[3], rel=1e-3)  # seeds really differ
+        seq = sequential["methods"][method]["evaluations"]["0.3"]["seed_means"]
+        vm = vmapped["methods"][method]["evaluations"]["0.3"]["seed_means"]
+        assert seq == pytest.approx(vm, abs=1.0)
+    assert (tmp_path / "vmap" / "seed-3" / "checkpoints" / "irs-alpha0.01" / "best").is_dir()
+
+
+def test_seed_mode_choice_is_measured_default_and_overridable():
+    assert choose_seed_mode("auto", "cpu", 1)[0] == "sequential"
+    assert choose_seed_mode("auto", "gpu", 1)[0] == "vmap"
+    assert choose_seed_mode("auto", "gpu", 8)[0] == "sequential"
+    assert choose_seed_mode("vmap", "cpu", 1) == ("vmap", "chosen with --seed-mode")
+    with pytest.raises(ValueError, match="seed_mode"):
+        choose_seed_mode("parallel", "cpu", 1)
 
 
 def test_grid_cells_multiply_alpha_only_for_feedback_methods():
