@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
-import jax
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from neft_jax import DeviceModel, make_test_set, monte_carlo
-from neft_jax import train as T
-from neft_jax.evaluate import monte_carlo_loop, resolve_chunk_size
-from neft_jax.models import create_model
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from neft_jax import DeviceModel, make_test_set, monte_carlo  # noqa: E402
+from neft_jax import train as T  # noqa: E402
+from neft_jax.evaluate import monte_carlo_loop, resolve_chunk_size  # noqa: E402
+from neft_jax.models import create_model  # noqa: E402
 
 
 def _block(tree):
@@ -55,6 +58,38 @@ def bench_train(model_name, method, args, rng):
         "method": method, "width": args.width, "batch_size": args.batch_size,
         "images_per_s": args.steps * args.batch_size / elapsed,
         "first_step_s": compile_s, "steps": args.steps, "peak_memory_mb": peak_memory_mb(),
+    }
+
+
+def bench_train_seeds(model_name, method, args, rng, single_ips):
+    """N seeds' train steps as one vmapped program (``--seed-mode vmap``), against N runs
+    in sequence (which together run at the single-run throughput ``single_ips``)."""
+    n = args.seeds
+    model = create_model(model_name, 10, exits=T.uses_exits(method), width=args.width)
+    tx = T.create_optimizer(1e-3, 1000)
+    states = [T.create_train_state(model, jax.random.key(i), (1, 32, 32, args.channels), tx,
+                                   T.make_hparams(0.4, alpha=0.01)) for i in range(n)]
+    state = jax.tree.map(lambda *xs: jax.numpy.stack(xs), *states)
+    step = jax.jit(jax.vmap(T.make_train_step(model, method, DeviceModel(), jit=False)),
+                   donate_argnums=(0,))
+    batch = jax.device_put({
+        "image": rng.normal(size=(n, args.batch_size, 32, 32, args.channels)).astype(np.float32),
+        "label": rng.integers(0, 10, (n, args.batch_size)).astype(np.int32),
+    })
+    start = time.perf_counter()
+    state, metrics = _block(step(state, batch, jax.random.split(jax.random.key(0), n)))
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(args.steps):
+        state, metrics = step(state, batch, jax.random.split(jax.random.key(i + 1), n))
+    _block(metrics)
+    vmap_ips = n * args.steps * args.batch_size / (time.perf_counter() - start)
+    return {
+        "bench": "train_seeds", "backend": jax.default_backend(), "model": model_name,
+        "method": method, "width": args.width, "batch_size": args.batch_size, "seeds": n,
+        "vmap_images_per_s": vmap_ips, "sequential_images_per_s": single_ips,
+        "speedup_vmap_vs_sequential": vmap_ips / single_ips, "first_step_s": compile_s,
+        "steps": args.steps, "peak_memory_mb": peak_memory_mb(),
     }
 
 
@@ -131,6 +166,11 @@ def _print(row, as_json):
     if row["bench"] == "train":
         print(f"train  {row['model']:9s} {row['method']:8s} {row['images_per_s']:10.1f} img/s"
               f"   (first step incl. compile {row['first_step_s']:.1f} s)", flush=True)
+    elif row["bench"] == "train_seeds":
+        print(f"seeds  {row['model']:9s} {row['method']:8s} {row['seeds']} seeds vmapped "
+              f"{row['vmap_images_per_s']:10.1f} img/s vs sequential "
+              f"{row['sequential_images_per_s']:.1f} (×{row['speedup_vmap_vs_sequential']:.2f}, "
+              f"first step {row['first_step_s']:.1f} s)", flush=True)
     else:
         print(f"mc     {row['model']:9s} chunk={row['chunk_size']:<3d}"
               f" {row['image_evals_per_s']:10.1f} img-evals/s   loop"
@@ -153,6 +193,8 @@ def main(argv=None):
     parser.add_argument("--mc-images", type=int, default=256)
     parser.add_argument("--eval-batch-size", type=int, default=128)
     parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=0,
+                        help="also time N seeds' train steps vmapped in one program")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-mc", action="store_true")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -165,7 +207,11 @@ def main(argv=None):
             _print(bench_monte_carlo(model_name, args, rng), args.json)
         if not args.skip_train:
             for method in args.methods.split(","):
-                _print(bench_train(model_name, method, args, rng), args.json)
+                row = bench_train(model_name, method, args, rng)
+                _print(row, args.json)
+                if args.seeds > 1:
+                    _print(bench_train_seeds(model_name, method, args, rng,
+                                             row["images_per_s"]), args.json)
 
 
 if __name__ == "__main__":
