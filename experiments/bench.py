@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 from neft_jax import DeviceModel, make_test_set, monte_carlo  # noqa: E402
 from neft_jax import train as T  # noqa: E402
 from neft_jax.evaluate import monte_carlo_loop, resolve_chunk_size  # noqa: E402
+from neft_jax.experiment import COMPUTE  # noqa: E402
 from neft_jax.models import create_model  # noqa: E402
 
 
@@ -34,7 +35,8 @@ def _block(tree):
 
 
 def bench_train(model_name, method, args, rng):
-    model = create_model(model_name, 10, exits=T.uses_exits(method), width=args.width)
+    model = create_model(model_name, 10, exits=T.uses_exits(method), width=args.width,
+                         dtype=COMPUTE[args.compute][0])
     state = T.create_train_state(
         model, jax.random.key(0), (1, 32, 32, args.channels),
         T.create_optimizer(1e-3, 1000), T.make_hparams(0.4, alpha=0.01),
@@ -54,7 +56,8 @@ def bench_train(model_name, method, args, rng):
     _block(metrics)
     elapsed = time.perf_counter() - start
     return {
-        "bench": "train", "backend": jax.default_backend(), "model": model_name,
+        "bench": "train", "backend": jax.default_backend(),
+        "compute": args.compute, "model": model_name,
         "method": method, "width": args.width, "batch_size": args.batch_size,
         "images_per_s": args.steps * args.batch_size / elapsed,
         "first_step_s": compile_s, "steps": args.steps, "peak_memory_mb": peak_memory_mb(),
@@ -65,7 +68,8 @@ def bench_train_seeds(model_name, method, args, rng, single_ips):
     """N seeds' train steps as one vmapped program (``--seed-mode vmap``), against N runs
     in sequence (which together run at the single-run throughput ``single_ips``)."""
     n = args.seeds
-    model = create_model(model_name, 10, exits=T.uses_exits(method), width=args.width)
+    model = create_model(model_name, 10, exits=T.uses_exits(method), width=args.width,
+                         dtype=COMPUTE[args.compute][0])
     tx = T.create_optimizer(1e-3, 1000)
     states = [T.create_train_state(model, jax.random.key(i), (1, 32, 32, args.channels), tx,
                                    T.make_hparams(0.4, alpha=0.01)) for i in range(n)]
@@ -85,7 +89,8 @@ def bench_train_seeds(model_name, method, args, rng, single_ips):
     _block(metrics)
     vmap_ips = n * args.steps * args.batch_size / (time.perf_counter() - start)
     return {
-        "bench": "train_seeds", "backend": jax.default_backend(), "model": model_name,
+        "bench": "train_seeds", "backend": jax.default_backend(),
+        "compute": args.compute, "model": model_name,
         "method": method, "width": args.width, "batch_size": args.batch_size, "seeds": n,
         "vmap_images_per_s": vmap_ips, "sequential_images_per_s": single_ips,
         "speedup_vmap_vs_sequential": vmap_ips / single_ips, "first_step_s": compile_s,
@@ -120,7 +125,8 @@ def bench_forward(model, variables, images):
 
 
 def bench_monte_carlo(model_name, args, rng):
-    model = create_model(model_name, 10, exits=False, width=args.width)
+    model = create_model(model_name, 10, exits=False, width=args.width,
+                         dtype=COMPUTE[args.compute][0])
     images = rng.normal(size=(args.mc_images, 32, 32, args.channels)).astype(np.float32)
     labels = rng.integers(0, 10, args.mc_images)
     variables = model.init(jax.random.key(0), images[:1])
@@ -145,7 +151,8 @@ def bench_monte_carlo(model_name, args, rng):
     looped = monte_carlo_loop(model, variables, test_set, keys, device)
     loop_s = time.perf_counter() - start
     return {
-        "bench": "monte_carlo", "backend": jax.default_backend(), "model": model_name,
+        "bench": "monte_carlo", "backend": jax.default_backend(),
+        "compute": args.compute, "model": model_name,
         "width": args.width, "runs": args.mc_runs, "images": args.mc_images,
         "chunk_size": chunk, "first_call_s": compile_s,
         "image_evals_per_s": work / vector_s,
@@ -193,6 +200,8 @@ def main(argv=None):
     parser.add_argument("--mc-images", type=int, default=256)
     parser.add_argument("--eval-batch-size", type=int, default=128)
     parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--compute", choices=sorted(COMPUTE), default="fp32",
+                        help="conv/matmul arithmetic (params stay fp32)")
     parser.add_argument("--seeds", type=int, default=0,
                         help="also time N seeds' train steps vmapped in one program")
     parser.add_argument("--skip-train", action="store_true")
@@ -202,6 +211,11 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     if not args.json:
         print(f"backend={jax.default_backend()} devices={jax.devices()}", file=sys.stderr)
+    with jax.default_matmul_precision(COMPUTE[args.compute][1]):
+        _run(args, rng)
+
+
+def _run(args, rng):
     for model_name in args.models.split(","):
         if not args.skip_mc:
             _print(bench_monte_carlo(model_name, args, rng), args.json)

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--seeds", type=_positive_int, default=1,
                    help="independent runs (seed, seed+1, ...) aggregated over seeds")
+    p.add_argument("--compute", choices=("fp32", "tf32", "bf16"), default="fp32",
+                   help="conv/matmul arithmetic; params, optimiser and loss stay fp32 "
+                        "(tf32: TensorFloat-32 on NVIDIA GPUs, fp32 elsewhere)")
     p.add_argument("--seed-mode", choices=("auto", "sequential", "vmap"), default="auto",
                    help="how --seeds runs: one vmapped program or one run after another "
                         "(auto: sequential on CPU or several devices, vmap on one GPU/TPU)")
@@ -150,9 +153,10 @@ def config_from_args(args, backend: str):
         overwrite=args.overwrite, val_fraction=args.val_fraction, val_mc_runs=args.val_mc_runs,
         eval_batch_size=args.eval_batch_size, chunk_size=args.chunk_size,
         max_train_steps=args.max_train_steps, drop_exits=args.drop_exit,
-        equal_coefficients=args.equal_coefficients, **settings)
+        equal_coefficients=args.equal_coefficients, compute=args.compute, **settings)
     line = (f"profile: {profile} ({why}): {cfg.epochs} epochs, batch {cfg.batch_size}, "
-            f"lr {cfg.lr:g}, {cfg.mc_runs} Monte Carlo runs, width ×{cfg.width:g}"
+            f"lr {cfg.lr:g}, {cfg.mc_runs} Monte Carlo runs, width ×{cfg.width:g}, "
+            f"compute {cfg.compute}"
             + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else ""))
     return cfg, line
 

@@ -55,11 +55,17 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"epochs": 12, "batch_size": 128, "lr": 1e-3, "mc_runs": 200, "width": 0.125},
 }
 
+#: Compute options: (activation dtype, matmul/conv precision). Parameters, optimiser
+#: state, logits and the loss stay float32 in every option. ``tf32`` equals ``fp32``
+#: on CPU; ``bf16`` runs convs and matmuls in bfloat16.
+COMPUTE = {"fp32": (jnp.float32, "float32"), "tf32": (jnp.float32, "tensorfloat32"),
+           "bf16": (jnp.bfloat16, "bfloat16")}
+
 #: Fields a resumed run must share with the run it resumes.
 RESUME_KEYS = ("model", "dataset", "methods", "sigma", "exit_sigma", "device_preset",
                "normalisation", "epochs",
                "batch_size", "lr", "width", "seed", "val_fraction", "alpha_search",
-               "drop_exits", "equal_coefficients")
+               "drop_exits", "equal_coefficients", "compute")
 
 
 def default_alpha(model: str, dataset: str, method: str) -> float:
@@ -106,6 +112,7 @@ class ExperimentConfig:
     max_train_steps: int | None = None
     drop_exits: tuple[int, ...] = ()
     equal_coefficients: bool = False
+    compute: str = "fp32"
 
     def __post_init__(self):
         validate_config(self)
@@ -131,6 +138,16 @@ class ExperimentConfig:
             return True
         return tuple(i for i in range(1, MODELS[self.model].num_exits + 1)
                      if i not in self.drop_exits)
+
+    def model_for(self, method: str, num_classes: int):
+        """The linen model ``method`` trains: exits for IRS, width, compute dtype."""
+        return create_model(self.model, num_classes, exits=self.exits_for(method),
+                            width=self.width, dtype=COMPUTE[self.compute][0])
+
+    @property
+    def matmul_precision(self) -> str:
+        """``jax.default_matmul_precision`` of the compute option."""
+        return COMPUTE[self.compute][1]
 
     @property
     def feedback_decay(self) -> float:
@@ -198,6 +215,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
              and len(set(cfg.drop_exits)) == len(cfg.drop_exits) < num_exits,
              "drop_exits", f"distinct exit numbers in 1..{num_exits} of {cfg.model}, leaving "
              "at least one exit", cfg.drop_exits)
+    _require(cfg.compute in COMPUTE, "compute", f"one of {list(COMPUTE)}", cfg.compute)
     _require(isinstance(cfg.equal_coefficients, bool), "equal_coefficients", "True or False",
              cfg.equal_coefficients)
 
@@ -453,8 +471,7 @@ def train_method(
     """Train one method; keep latest/best checkpoints; return the best state."""
     from tqdm.auto import tqdm
 
-    model = create_model(cfg.model, train_data.num_classes, exits=cfg.exits_for(method),
-                         width=cfg.width)
+    model = cfg.model_for(method, train_data.num_classes)
     num_train = len(train_data.train_labels)
     batch_size = min(cfg.batch_size, num_train)
     steps_per_epoch = num_train // batch_size
@@ -622,6 +639,12 @@ def method_done(entry: dict | None, sigmas) -> bool:
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
                    show_progress: bool = True) -> dict:
     """Train and evaluate every method of ``cfg``; write results; return the results dict."""
+    with jax.default_matmul_precision(cfg.matmul_precision):
+        return _run_experiment(cfg, log, show_progress)
+
+
+def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None],
+                    show_progress: bool) -> dict:
     previous = prepare_out_dir(cfg)
     started = time.perf_counter()
     dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir)

@@ -51,7 +51,6 @@ from neft_jax.experiment import (
     validation_accuracy,
     write_results,
 )
-from neft_jax.models import create_model
 
 SEED_MODES = ("auto", "sequential", "vmap")
 
@@ -136,7 +135,8 @@ def run_seeds(cfg: ExperimentConfig, num_seeds: int, log: Callable[[str], None] 
     started = time.perf_counter()
     seeds = [cfg.seed + i for i in range(num_seeds)]
     if seed_mode == "vmap" and not cfg.alpha_search:
-        per_seed = _run_seeds_vmapped(cfg, seeds, log, show_progress)
+        with jax.default_matmul_precision(cfg.matmul_precision):
+            per_seed = _run_seeds_vmapped(cfg, seeds, log, show_progress)
     else:
         per_seed = {}
         for i, seed in enumerate(seeds):
@@ -206,8 +206,7 @@ def train_method_vmapped(cfg: ExperimentConfig, dataset: data_lib.Dataset, seeds
     from tqdm.auto import tqdm
 
     configs = [seed_config(cfg, seed) for seed in seeds]
-    model = create_model(cfg.model, dataset.num_classes, exits=cfg.exits_for(method),
-                         width=cfg.width)
+    model = cfg.model_for(method, dataset.num_classes)
     splits = [data_lib.validation_indices(dataset.train_labels, cfg.val_fraction, s)
               for s in seeds]
     num_train = len(splits[0][0])

@@ -207,3 +207,31 @@ def test_table_v_ablation_flags_build_fewer_exits_and_equal_coefficients(tmp_pat
 def test_drop_exits_must_name_exits_of_the_model_and_leave_one(tmp_path, drop):
     with pytest.raises(ValueError, match="drop_exits"):
         _tiny_config(tmp_path, drop_exits=drop)
+
+
+def test_bf16_compute_trains_float32_params_and_differs_from_fp32(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    from neft_jax import data as data_lib
+    from neft_jax.experiment import train_method
+
+    train, validation = data_lib.split_validation(data_lib.load_dataset("mnist5k"), 0.1, 0)
+    losses = {}
+    for compute in ("fp32", "bf16"):
+        cfg = _tiny_config(tmp_path / compute, epochs=1, max_train_steps=2, compute=compute)
+        with jax.default_matmul_precision(cfg.matmul_precision):
+            outcome = train_method(cfg, train, validation, "noise", 0.0,
+                                   str(tmp_path / compute / "ckpt"), log=lambda m: None,
+                                   show_progress=False)
+        assert outcome.model.dtype == (jnp.bfloat16 if compute == "bf16" else jnp.float32)
+        assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(outcome.state.params))
+        losses[compute] = outcome.history[0]["loss"]
+        assert np.isfinite(losses[compute])
+    assert losses["fp32"] != losses["bf16"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+
+
+def test_compute_option_is_validated(tmp_path):
+    with pytest.raises(ValueError, match="compute must be one of"):
+        _tiny_config(tmp_path, compute="fp16")
