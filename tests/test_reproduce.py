@@ -1,0 +1,57 @@
+"""The one-command reproduction: stages resume, Table III reuses Table II's runs, report."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
+import reproduce as reproduce_cli  # noqa: E402
+
+from neft_jax.reproduce import Plan  # noqa: E402
+
+TINY = ["--epochs", "1", "--max-train-steps", "2", "--batch-size", "32", "--width", "0.0625",
+        "--mc-runs", "3", "--val-mc-runs", "1", "--no-progress"]
+
+
+def test_table2_and_table3_stages_write_a_report_and_share_runs(tmp_path, capsys):
+    out = tmp_path / "repro"
+    args = TINY + ["--stages", "table2,table3", "--sigmas", "0.6", "--seeds", "1",
+                   "--table3-seeds", "2", "--out", str(out)]
+    assert reproduce_cli.main(args) == 0
+    printed = capsys.readouterr().out
+    # Table III's seed 0 is Table II's run at σ = 0.6, linked and not trained again.
+    assert "vgg8-mnist5k-noise-sigma0.6-alphanone-seed0: done before, skipped" in printed
+    assert os.path.islink(out / "table3_vgg8" / "cells" /
+                          "vgg8-mnist5k-irs-sigma0.6-alphadefault-seed0")
+    report = json.loads((out / "report.json").read_text())["vgg8"]
+    noise = report["table2"]["noise"]["0.6"]
+    assert noise["seeds"] == 1 and 0 <= noise["mean"] <= 100
+    for method in ("noise", "irs"):
+        table3 = report["table3"][method]
+        assert table3["seeds"] == 2 and table3["not_converged"] in (0, 1, 2)
+    text = (out / "REPORT.md").read_text()
+    assert "### Table III" in text and " of 2 |" in text
+    assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+    # A second launch finds everything done and trains nothing.
+    assert reproduce_cli.main(args) == 0
+    assert "training" not in capsys.readouterr().out
+    # The report can be rebuilt alone.
+    os.remove(out / "REPORT.md")
+    assert reproduce_cli.main(args + ["--report-only"]) == 0
+    assert (out / "REPORT.md").read_text() == text
+
+
+@pytest.mark.parametrize("change", [{"stages": ("table9",)}, {"models": ("vgg11",)},
+                                    {"seeds": 0}, {"table3_seeds": True}])
+def test_plan_rejects_bad_values(change):
+    with pytest.raises(ValueError):
+        Plan(**change)
+
+
+def test_bad_stage_flag_exits_with_a_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce_cli.main(TINY + ["--stages", "table9", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "stages must be names from" in capsys.readouterr().err
