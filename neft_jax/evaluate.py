@@ -340,6 +340,23 @@ def count_not_converged(accuracies: Sequence[float], tolerance: float = 0.05) ->
     return int(np.sum(~finite) + np.sum(np.abs(acc[finite] - mean) > tolerance))
 
 
+def summarize_over_seeds(seed_means: Sequence[float], seed_ekls: Sequence[float | None],
+                         tolerance_pct: float = 5.0) -> tuple[dict | None, int]:
+    """Independent runs' Monte Carlo means (%, NaN = diverged) → ``(summary, not_converged)``.
+
+    ``summary`` is :func:`summarize` of the finite means with ``ekl`` the mean of the
+    runs' EKL (None when every run diverged); ``not_converged`` counts runs more than
+    ``tolerance_pct`` points from the mean, or diverged (SPEC §5, Table III).
+    """
+    means = np.asarray([np.nan if m is None else m for m in seed_means], np.float64)
+    finite = means[np.isfinite(means)]
+    summary = summarize(finite) if finite.size else None
+    ekls = np.asarray([np.nan if e is None else e for e in seed_ekls], np.float64)
+    if summary is not None and np.isfinite(ekls).any():
+        summary["ekl"] = float(np.nanmean(ekls))
+    return summary, count_not_converged(means / 100, tolerance_pct / 100)
+
+
 def autotune_chunk_size(
     model, variables, test_set, device, candidates=(1, 2, 4, 8), num_runs: int = 8, key=None
 ) -> tuple[int, dict[int, float]]:

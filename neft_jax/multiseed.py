@@ -35,7 +35,7 @@ import numpy as np
 from neft_jax import data as data_lib
 from neft_jax import train as train_lib
 from neft_jax.checkpoints import RunCheckpoints
-from neft_jax.evaluate import count_not_converged, make_test_set, summarize
+from neft_jax.evaluate import make_test_set, summarize_over_seeds
 from neft_jax.experiment import (
     ExperimentConfig,
     RunProgress,
@@ -79,18 +79,9 @@ def aggregate_seeds(cfg: ExperimentConfig, per_seed: dict[int, dict],
                     diverged.append(seed)
                 means.append(summary["mean"] if summary else math.nan)
                 ekls.append(summary["ekl"] if summary else math.nan)
-            finite = [m for m in means if math.isfinite(m)]
-            summary = summarize(finite) if finite else None
-            if summary is not None:
-                summary["ekl"] = float(np.nanmean(ekls))
-            evaluations[label] = {
-                "sigma": sigma,
-                "seed_means": means,
-                "summary": summary,
-                "not_converged": count_not_converged(np.asarray(means) / 100,
-                                                     tolerance_pct / 100),
-                "diverged_seeds": diverged,
-            }
+            summary, not_converged = summarize_over_seeds(means, ekls, tolerance_pct)
+            evaluations[label] = {"sigma": sigma, "seed_means": means, "summary": summary,
+                                  "not_converged": not_converged, "diverged_seeds": diverged}
         alphas = {per_seed[s]["methods"][method].get("alpha") for s in seeds}
         methods[method] = {"alpha": alphas.pop() if len(alphas) == 1 else sorted(alphas),
                            "evaluations": evaluations}

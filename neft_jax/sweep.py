@@ -19,9 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
-from neft_jax.evaluate import count_not_converged, summarize
+from neft_jax.evaluate import summarize_over_seeds
 from neft_jax.experiment import (
     ExperimentConfig,
     method_done,
@@ -128,16 +126,14 @@ def aggregate_over_seeds(rows: Sequence[dict]) -> list[dict]:
     for key, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
         means = [m["mean"] if m["mean"] is not None and not m["diverged"] else float("nan")
                  for m in members]
-        finite = [m for m in means if np.isfinite(m)]
-        summary = summarize(finite) if finite else {}
+        summary, not_converged = summarize_over_seeds(means, [m["ekl"] for m in members])
+        summary = summary or {}
         table.append({
             **dict(zip(("model", "dataset", "method", "sigma", "alpha", "eval_sigma"), key,
                        strict=True)),
             "seeds": len(members), "mean": summary.get("mean"), "ci95": summary.get("ci95"),
-            "std_over_seeds": summary.get("std"),
-            "ekl": float(np.mean([m["ekl"] for m in members if m["ekl"] is not None]))
-            if any(m["ekl"] is not None for m in members) else None,
-            "not_converged": count_not_converged(np.asarray(means) / 100),
+            "std_over_seeds": summary.get("std"), "ekl": summary.get("ekl"),
+            "not_converged": not_converged,
         })
     return table
 

@@ -121,3 +121,17 @@ def test_autotune_measures_every_candidate(setup):
     assert set(timings) == {1, 2} and best in (1, 2)
     assert all(t > 0 for t in timings.values())
     assert timings[best] == min(timings.values())
+
+
+def test_summarize_over_seeds_counts_far_and_diverged_runs():
+    from neft_jax.evaluate import summarize_over_seeds
+
+    summary, not_converged = summarize_over_seeds([90.0, 91.0, 92.0, float("nan")],
+                                                  [0.1, 0.3, None, None])
+    assert summary["mean"] == pytest.approx(91.0) and summary["runs"] == 3
+    assert summary["ekl"] == pytest.approx(0.2)
+    assert not_converged == 1
+    _, far = summarize_over_seeds([90.0, 91.0, 80.0], [None] * 3)
+    assert far == 1  # 80 is 7 points from the mean 87; 90 and 91 are within 5
+    none, all_diverged = summarize_over_seeds([float("nan")] * 2, [None] * 2)
+    assert none is None and all_diverged == 2
