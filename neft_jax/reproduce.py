@@ -11,8 +11,8 @@ table3      noise injection and IRS at σ = 0.6, ``table3_seeds`` runs (Table II
 vanilla     vanilla trained at σ = 0 and evaluated over σ ∈ {0, 0.05, …, 0.4, 0.6, 0.8}
 table5      IRS at σ = 0.4 without each exit, and with equal coefficients (Table V)
 control     IRS at σ = 0.4 with α = 1e-9: eq. (1)'s scaling without the feedback
-ovf         OVF at σ = 0.4
 alpha       IRS's five-step α search at σ = 0.4 (one seed)
+ovf         OVF at σ = 0.4
 ==========  =====================================================================
 
 :func:`write_report` turns whatever has finished into ``REPORT.md``,
@@ -32,7 +32,7 @@ from neft_jax.models import MODELS
 from neft_jax.multiseed import run_seeds
 from neft_jax.sweep import Cell, aggregate_over_seeds, collect_rows, grid_cells, run_sweep
 
-STAGES = ("table2", "table3", "vanilla", "table5", "control", "ovf", "alpha")
+STAGES = ("table2", "table3", "vanilla", "table5", "control", "alpha", "ovf")
 TABLE2_SIGMAS = (0.2, 0.4, 0.6, 0.8)
 TABLE3_SIGMA = 0.6
 ABLATION_SIGMA = 0.4
