@@ -27,7 +27,8 @@ class RunCheckpoints:
     def __init__(self, directory: str | os.PathLike):
         self.directory = os.path.abspath(os.fspath(directory))
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
-                                               enable_async_checkpointing=False)
+                                               enable_async_checkpointing=False,
+                                               cleanup_tmp_directories=True)
         self._managers = {
             name: ocp.CheckpointManager(os.path.join(self.directory, name), options=options)
             for name in ("latest", "best")
@@ -35,6 +36,8 @@ class RunCheckpoints:
 
     def _save(self, name: str, epoch: int, state: Any, metadata: dict) -> None:
         manager = self._managers[name]
+        if epoch in manager.all_steps():  # an epoch redone after a resume replaces its save
+            manager.delete(epoch)
         manager.save(
             epoch,
             args=ocp.args.Composite(
@@ -51,6 +54,14 @@ class RunCheckpoints:
     def save_best(self, epoch: int, state: Any, metadata: dict) -> None:
         """Save the state with the best validation score so far."""
         self._save("best", epoch, state, metadata)
+
+    def discard_after(self, epoch: int) -> None:
+        """Delete saves of epochs after ``epoch``: a run killed between saving "best" and
+        "latest" leaves a best of an epoch that the resumed run will redo."""
+        for manager in self._managers.values():
+            for step in manager.all_steps():
+                if step > epoch:
+                    manager.delete(step)
 
     def latest_epoch(self, name: str = "latest") -> int | None:
         return self._managers[name].latest_step()

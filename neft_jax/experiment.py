@@ -401,6 +401,7 @@ class RunProgress:
         if restored is None:
             return state
         state, meta = restored
+        self.checkpoints.discard_after(meta["epoch"])
         self.history, self.start_epoch = meta["history"], meta["epoch"]
         self.best_val, self.best_epoch = meta["best_val_accuracy"], meta["best_epoch"]
         self.diverged = meta.get("diverged", False)

@@ -116,3 +116,29 @@ def test_unwritable_out_is_a_clear_error(tmp_path):
     result = _run(blocker / "sub")
     assert result.returncode == 2
     assert "out" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_after_kill_between_best_and_latest_saves(tmp_path):
+    """A kill after saving epoch 2's best but before its latest: the resumed run redoes
+    epoch 2 and must be able to save it again (it used to fail: 'step 2 exists')."""
+    import jax.numpy as jnp
+
+    from neft_jax.checkpoints import RunCheckpoints
+
+    state = {"w": jnp.arange(3.0)}
+    run = RunCheckpoints(tmp_path / "ckpt")
+    run.save_latest(1, state, {"epoch": 1})
+    run.save_best(1, state, {"epoch": 1})
+    run.save_best(2, {"w": jnp.ones(3)}, {"epoch": 2})  # killed before save_latest(2)
+    run.close()
+    resumed = RunCheckpoints(tmp_path / "ckpt")
+    restored, meta = resumed.restore(state)
+    assert meta["epoch"] == 1
+    resumed.discard_after(meta["epoch"])
+    assert resumed.latest_epoch("best") is None and resumed.latest_epoch("latest") == 1
+    resumed.save_best(2, state, {"epoch": 2})
+    resumed.save_latest(2, state, {"epoch": 2})
+    resumed.save_latest(2, {"w": jnp.zeros(3)}, {"epoch": 2, "again": True})  # replaces
+    again, meta = resumed.restore(state)
+    assert meta["again"] and float(again["w"].sum()) == 0.0
+    resumed.close()
