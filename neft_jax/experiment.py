@@ -289,9 +289,17 @@ def plot_accuracy_vs_sigma(results: dict, path: str) -> None:
     ax.set_title(f"{settings['model']} on {settings['dataset']} "
                  f"({settings['device_preset']}, {settings['mc_runs']} runs, "
                  f"width ×{settings['width']:g})", fontsize=9)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+    """Grid and legend on every axis, tight layout; write ``path`` atomically; close."""
+    import matplotlib.pyplot as plt
+
+    for ax in fig.axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     tmp = f"{path}.tmp-{os.getpid()}.png"
     fig.savefig(tmp)

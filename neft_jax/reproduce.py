@@ -27,7 +27,7 @@ import math
 import os
 from collections.abc import Callable
 
-from neft_jax.experiment import ExperimentConfig, run_experiment, write_atomic
+from neft_jax.experiment import ExperimentConfig, run_experiment, save_figure, write_atomic
 from neft_jax.models import MODELS
 from neft_jax.multiseed import run_seeds
 from neft_jax.sweep import Cell, aggregate_over_seeds, collect_rows, grid_cells, run_sweep
@@ -370,13 +370,7 @@ def plot_report(report: dict, plan: Plan, path: str) -> None:
                 ax.plot(TABLE2_SIGMAS, paper, "--", color=color, alpha=0.6,
                         label=f"{method} (paper)")
         ax.set(title=model, xlabel="σ_d", ylabel="Monte Carlo accuracy (%)", ylim=(0, 101))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def write_report(out: str, plan: Plan, base: ExperimentConfig) -> dict:

@@ -24,6 +24,7 @@ from neft_jax.experiment import (
     ExperimentConfig,
     method_done,
     run_experiment,
+    save_figure,
     write_atomic,
 )
 
@@ -185,11 +186,7 @@ def plot_sweep(table: Sequence[dict], out: str) -> None:
             _plot_mean_ci(ax, [p for p in points if p["mean"] is not None], "sigma", label)
         ax.set(title=f"{model} / {dataset}", xlabel="σ_d (train = eval)",
                ylabel="Monte Carlo accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "accuracy_vs_sigma.png"))
-    plt.close(fig)
+    save_figure(fig, os.path.join(out, "accuracy_vs_sigma.png"))
 
     searched = [r for r in table if r["method"] in ("irs", "ovf") and r["alpha"]
                 and r["sigma"] == r["eval_sigma"] and r["mean"] is not None]
@@ -202,8 +199,4 @@ def plot_sweep(table: Sequence[dict], out: str) -> None:
             _plot_mean_ci(ax, points, "alpha", f"{model}/{dataset} {method} σ={sigma:g}")
         ax.set(xscale="log", xlabel="α", ylabel="Monte Carlo accuracy (%)",
                title="α search")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "alpha_search.png"))
-        plt.close(fig)
+        save_figure(fig, os.path.join(out, "alpha_search.png"))
