@@ -213,7 +213,10 @@ def _exit_pool_size(spatial: int) -> int:
     return {32: 6, 16: 4, 8: 3}.get(spatial, max(1, math.ceil(spatial * 3 / 8)))
 
 
-ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2))
+class ResNet18(ResNet):
+    """ResNet-18: four stages of two basic blocks (a class, so ``ResNet18.num_exits`` works)."""
+
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
 
 MODELS = {"vgg8": VGG8, "resnet18": ResNet18}
 

@@ -209,6 +209,13 @@ def test_drop_exits_must_name_exits_of_the_model_and_leave_one(tmp_path, drop):
         _tiny_config(tmp_path, drop_exits=drop)
 
 
+def test_resnet18_configs_know_its_four_exits(tmp_path):
+    cfg = _tiny_config(tmp_path, model="resnet18", methods=("irs",), drop_exits=(4,))
+    assert cfg.exits_for("irs") == (1, 2, 3)
+    with pytest.raises(ValueError, match="drop_exits"):
+        _tiny_config(tmp_path, model="resnet18", drop_exits=(5,))
+
+
 def test_bf16_compute_trains_float32_params_and_differs_from_fp32(tmp_path):
     import jax
     import jax.numpy as jnp

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neft_jax.models import VGG8, ResNet18, adaptive_avg_pool, create_model, exit_numbers
+from neft_jax.models import MODELS, VGG8, ResNet18, adaptive_avg_pool, create_model, exit_numbers
 
 
 def _param_shapes(model, channels=3):
@@ -138,6 +138,14 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
     logits, _ = model.apply(variables, x)
     assert logits.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_class_states_how_many_exits_it_builds(name):
+    model = MODELS[name](num_classes=10, width=0.0625)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+    built = [k for k in variables["params"] if k.startswith("exit_")]
+    assert len(built) == MODELS[name].num_exits
 
 
 def test_create_model_rejects_unknown():
