@@ -1,7 +1,8 @@
-"""Where a CPU train step's time goes: each VGG-8 conv's forward, input-gradient and
-filter-gradient convolution timed alone, beside the same FLOPs as one GEMM.
+"""Where a CPU train step's time goes: each VGG-8 or ResNet-18 conv's forward,
+input-gradient and filter-gradient convolution timed alone, beside the same FLOPs as
+one GEMM.
 
-    python experiments/profile_conv.py [--batch-size 128] [--json]
+    python experiments/profile_conv.py [--model vgg8|resnet18] [--batch-size 128] [--json]
 
 A train step costs ≈ 3× a forward in FLOPs (forward, gradient w.r.t. inputs,
 gradient w.r.t. filters). This script shows which of the three XLA runs below
@@ -19,24 +20,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-#: VGG-8's convs at width 1 on 32×32 inputs: (H = W, C_in, C_out).
-VGG8_CONVS = ((32, 3, 64), (32, 64, 128), (16, 128, 256), (16, 256, 256), (8, 256, 512),
-              (8, 512, 512))
+#: Each model's convs at width 1 on 32×32 inputs: (H = W of the input, C_in, C_out,
+#: kernel, stride, how many such convs the model has).
+CONVS = {
+    "vgg8": ((32, 3, 64, 3, 1, 1), (32, 64, 128, 3, 1, 1), (16, 128, 256, 3, 1, 1),
+             (16, 256, 256, 3, 1, 1), (8, 256, 512, 3, 1, 1), (8, 512, 512, 3, 1, 1)),
+    "resnet18": ((32, 3, 64, 3, 1, 1), (32, 64, 64, 3, 1, 4), (32, 64, 128, 3, 2, 1),
+                 (32, 64, 128, 1, 2, 1), (16, 128, 128, 3, 1, 3), (16, 128, 256, 3, 2, 1),
+                 (16, 128, 256, 1, 2, 1), (8, 256, 256, 3, 1, 3), (8, 256, 512, 3, 2, 1),
+                 (8, 256, 512, 1, 2, 1), (4, 512, 512, 3, 1, 3)),
+}
 DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-def conv(x, w):
-    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DIMS)
+def conv(x, w, stride=1):
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME", dimension_numbers=DIMS)
 
 
-def filter_grad_im2col(x, g):
-    """∂L/∂W of a 3×3 SAME conv as one GEMM: patches(x)ᵀ · g, shape (3, 3, C_in, C_out)."""
-    patches = jax.lax.conv_general_dilated_patches(x, (3, 3), (1, 1), "SAME",
-                                                   dimension_numbers=DIMS)  # (N,H,W,C_in*9)
+def filter_grad_im2col(x, g, kernel=3, stride=1):
+    """∂L/∂W of a SAME conv as one GEMM: patches(x)ᵀ · g, shape (k, k, C_in, C_out)."""
+    patches = jax.lax.conv_general_dilated_patches(
+        x, (kernel, kernel), (stride, stride), "SAME", dimension_numbers=DIMS)  # (N,H',W',C_in·k²)
     n, h, w, k = patches.shape
     c_in = x.shape[-1]
-    grad = patches.reshape(n * h * w, k).T @ g.reshape(n * h * w, -1)  # (C_in*9, C_out)
-    return grad.reshape(c_in, 3, 3, -1).transpose(1, 2, 0, 3)
+    grad = patches.reshape(n * h * w, k).T @ g.reshape(n * h * w, -1)  # (C_in·k², C_out)
+    return grad.reshape(c_in, kernel, kernel, -1).transpose(1, 2, 0, 3)
 
 
 def _time(fn, *args, repeats=5):
@@ -48,39 +56,47 @@ def _time(fn, *args, repeats=5):
     return (time.perf_counter() - start) / repeats
 
 
-def profile_layer(batch, size, c_in, c_out, key):
+def profile_layer(batch, size, c_in, c_out, kernel, stride, count, key):
+    """Times (ms, for all ``count`` such convs) and GFLOP/s of one conv shape."""
     kx, kw, kg = jax.random.split(key, 3)
+    out = size // stride
     x = jax.random.normal(kx, (batch, size, size, c_in))
-    w = jax.random.normal(kw, (3, 3, c_in, c_out)) * 0.05
-    g = jax.random.normal(kg, (batch, size, size, c_out))
-    _, vjp_x = jax.vjp(lambda x_: conv(x_, w), x)
-    _, vjp_w = jax.vjp(lambda w_: conv(x, w_), w)
-    forward = jax.jit(conv)
+    w = jax.random.normal(kw, (kernel, kernel, c_in, c_out)) * 0.05
+    g = jax.random.normal(kg, (batch, out, out, c_out))
+    _, vjp_x = jax.vjp(lambda x_: conv(x_, w, stride), x)
+    _, vjp_w = jax.vjp(lambda w_: conv(x, w_, stride), w)
+    forward = jax.jit(lambda x_, w_: conv(x_, w_, stride))
     input_grad = jax.jit(lambda g_: vjp_x(g_)[0])
     filter_grad = jax.jit(lambda g_: vjp_w(g_)[0])
-    im2col = jax.jit(filter_grad_im2col)
+    im2col = jax.jit(lambda x_, g_: filter_grad_im2col(x_, g_, kernel, stride))
     np.testing.assert_allclose(im2col(x, g), filter_grad(g), rtol=2e-3, atol=2e-2)
-    a = jax.random.normal(kx, (batch * size * size, 9 * c_in))
-    b = jax.random.normal(kg, (9 * c_in, c_out))
+    a = jax.random.normal(kx, (batch * out * out, kernel * kernel * c_in))
+    b = jax.random.normal(kg, (kernel * kernel * c_in, c_out))
     gemm = jax.jit(jnp.matmul)
-    gflop = 2 * batch * size * size * 9 * c_in * c_out / 1e9
+    gflop = 2 * batch * out * out * kernel * kernel * c_in * c_out / 1e9
     times = {"forward": _time(forward, x, w), "input_grad": _time(input_grad, g),
              "filter_grad": _time(filter_grad, g), "filter_grad_im2col": _time(im2col, x, g),
              "gemm_same_flops": _time(gemm, a, b)}
-    return {"layer": f"{size}x{size} {c_in}->{c_out}", "gflop": gflop,
-            **{f"{k}_ms": 1e3 * v for k, v in times.items()},
+    name = f"{size}x{size} {c_in}->{c_out} k{kernel}" + (f" s{stride}" if stride > 1 else "")
+    return {"layer": name + (f" ×{count}" if count > 1 else ""), "gflop": count * gflop,
+            **{f"{k}_ms": 1e3 * count * v for k, v in times.items()},
             **{f"{k}_gflops": gflop / v for k, v in times.items()}}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(CONVS), default="vgg8")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
     key = jax.random.key(0)
     rows = [profile_layer(args.batch_size, *layer, jax.random.fold_in(key, i))
-            for i, layer in enumerate(VGG8_CONVS)]
+            for i, layer in enumerate(CONVS[args.model])]
     total = {k: sum(r[k] for r in rows) for k in rows[0] if k.endswith("_ms")}
+    total_gflop = sum(r["gflop"] for r in rows)
+    total.update({f"{k[:-3]}_gflops": total_gflop / (total[k] / 1e3) for k in list(total)})
     for row in rows + [{"layer": "total", **total}]:
         if args.json:
             print(json.dumps(row), flush=True)

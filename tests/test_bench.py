@@ -22,3 +22,17 @@ def test_bench_prints_one_json_row_per_measurement(capsys):
     assert seeds["seeds"] == 2 and seeds["sequential_images_per_s"] == train["images_per_s"]
     assert seeds["speedup_vmap_vs_sequential"] == (seeds["vmap_images_per_s"]
                                                    / train["images_per_s"])
+
+
+def test_conv_profile_handles_strided_and_1x1_convs_of_resnet18():
+    import jax
+    import profile_conv
+
+    # profile_layer itself checks its im2col filter gradient against XLA's.
+    row = profile_conv.profile_layer(2, 8, 4, 6, 1, 2, 3, jax.random.key(0))
+    assert row["layer"] == "8x8 4->6 k1 s2 ×3"
+    assert row["gflop"] == 3 * 2 * 2 * 4 * 4 * 4 * 6 / 1e9
+    assert row["forward_ms"] > 0 and row["forward_gflops"] > 0
+    kernels = {(k, s) for _, _, _, k, s, _ in profile_conv.CONVS["resnet18"]}
+    assert kernels == {(3, 1), (3, 2), (1, 2)}
+    assert sum(n for *_, n in profile_conv.CONVS["resnet18"]) == 17 + 3  # 17 3×3 + 3 shortcuts
