@@ -55,3 +55,14 @@ def test_bad_stage_flag_exits_with_a_message(tmp_path, capsys):
         reproduce_cli.main(TINY + ["--stages", "table9", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "stages must be names from" in capsys.readouterr().err
+
+
+def test_ovf_stage_runs_resnet18_at_every_table2_sigma(tmp_path):
+    out = tmp_path / "repro"
+    args = TINY + ["--models", "resnet18", "--stages", "ovf", "--sigmas", "0.2,0.6",
+                   "--seeds", "1", "--out", str(out)]
+    assert reproduce_cli.main(args) == 0
+    ovf = json.loads((out / "report.json").read_text())["resnet18"]["table2"]["ovf"]
+    assert sorted(ovf) == ["0.2", "0.6"]
+    assert all(cell["seeds"] == 1 and 0 <= cell["mean"] <= 100 for cell in ovf.values())
+    assert "| ovf (ours) |" in (out / "REPORT.md").read_text()
