@@ -75,11 +75,16 @@ def cell_done(path: str, method: str) -> bool:
 
 def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
               log: Callable[[str], None] = print, show_progress: bool = True) -> list[dict]:
-    """Run every unfinished cell; rewrite the combined table after each; return its rows."""
+    """Run every unfinished cell; rewrite the combined table after each; return its rows.
+
+    After each trained cell it logs the time left, estimated from this launch's cells.
+    """
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
+    todo = [c for c in cells if not cell_done(os.path.join(out, "cells", c.name), c.method)]
+    durations: dict[str, list[float]] = defaultdict(list)
     for i, cell in enumerate(cells):
         path = os.path.join(out, "cells", cell.name)
-        if cell_done(path, cell.method):
+        if cell not in todo:
             log(f"[{i + 1}/{len(cells)}] {cell.name}: done before, skipped")
             continue
         log(f"[{i + 1}/{len(cells)}] {cell.name}")
@@ -89,9 +94,25 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             sigma=cell.sigma, alpha=cell.alpha, seed=cell.seed, out=path,
             resume=os.path.isdir(path), overwrite=False)
         run_experiment(cfg, log=log, show_progress=show_progress)
-        log(f"[{i + 1}/{len(cells)}] {cell.name}: {time.perf_counter() - start:.0f} s")
+        seconds = time.perf_counter() - start
+        durations[cell.method].append(seconds)
+        todo.remove(cell)
+        left = estimate_seconds_left(durations, [c.method for c in todo])
+        log(f"[{i + 1}/{len(cells)}] {cell.name}: {seconds:.0f} s"
+            + (f"; about {left / 60:.0f} min left for {len(todo)} more"
+               f" cell{'s' if len(todo) > 1 else ''}" if todo else ""))
         write_combined(cells, out)
     return write_combined(cells, out)
+
+
+def estimate_seconds_left(durations: dict[str, list[float]], methods_left: Sequence[str]) -> float:
+    """Seconds the cells left will take: each at its method's mean so far (else all cells')."""
+    every = [d for ds in durations.values() for d in ds]
+    if not every:
+        return float("nan")
+    overall = sum(every) / len(every)
+    return sum(sum(durations[m]) / len(durations[m]) if durations.get(m) else overall
+               for m in methods_left)
 
 
 def collect_rows(cells: Sequence[Cell], out: str) -> list[dict]:

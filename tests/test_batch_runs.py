@@ -11,7 +11,7 @@ import sweep as sweep_cli  # noqa: E402
 
 from neft_jax.experiment import ExperimentConfig, run_experiment  # noqa: E402
 from neft_jax.multiseed import choose_seed_mode, run_seeds  # noqa: E402
-from neft_jax.sweep import grid_cells, run_sweep  # noqa: E402
+from neft_jax.sweep import estimate_seconds_left, grid_cells, run_sweep  # noqa: E402
 
 TINY = dict(epochs=1, batch_size=64, width=0.0625, mc_runs=3, val_mc_runs=1, sigma=0.3,
             max_train_steps=4)
@@ -84,12 +84,16 @@ def test_sweep_killed_midway_resumes_without_redoing_cells(tmp_path):
     class Killed(Exception):
         pass
 
+    first_launch = []
+
     def kill_in_second_cell(message):
+        first_launch.append(message)
         if message.startswith("[2/2]") and "noise" in message:
             raise Killed
 
     with pytest.raises(Killed):
         run_sweep(cells, base, out, log=kill_in_second_cell, show_progress=False)
+    assert any(m.startswith("[1/2]") and "min left for 1 more cell" in m for m in first_launch)
     first = os.path.join(out, "cells", cells[0].name, "results.json")
     mtime = os.path.getmtime(first)
     messages = []
@@ -99,6 +103,14 @@ def test_sweep_killed_midway_resumes_without_redoing_cells(tmp_path):
     assert {row["method"] for row in table} == {"vanilla", "noise"}
     assert os.path.exists(os.path.join(out, "sweep.csv"))
     assert os.path.exists(os.path.join(out, "accuracy_vs_sigma.png"))
+
+
+def test_time_left_uses_each_methods_mean_so_far():
+    durations = {"noise": [100.0, 120.0], "ovf": [400.0]}
+    assert estimate_seconds_left(durations, ["noise", "ovf", "ovf"]) == 110.0 + 800.0
+    # A method not timed yet counts at the mean of every cell so far.
+    assert estimate_seconds_left(durations, ["irs"]) == 620.0 / 3
+    assert estimate_seconds_left(durations, []) == 0.0
 
 
 def test_sweep_cli_config_file_and_bad_keys(tmp_path, capsys):
