@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from neft_jax import DeviceModel, make_test_set, monte_carlo  # noqa: E402
 from neft_jax import train as T  # noqa: E402
+from neft_jax.conv import resolve_backward_micro_batch  # noqa: E402
 from neft_jax.evaluate import monte_carlo_loop, resolve_chunk_size  # noqa: E402
 from neft_jax.experiment import COMPUTE  # noqa: E402
 from neft_jax.models import create_model  # noqa: E402
@@ -36,7 +37,8 @@ def _block(tree):
 
 def bench_train(model_name, method, args, rng):
     model = create_model(model_name, 10, exits=T.uses_exits(method), width=args.width,
-                         dtype=COMPUTE[args.compute][0])
+                         dtype=COMPUTE[args.compute][0],
+                         backward_micro_batch=_micro_batch(args))
     state = T.create_train_state(
         model, jax.random.key(0), (1, 32, 32, args.channels),
         T.create_optimizer(1e-3, 1000), T.make_hparams(0.4, alpha=0.01),
@@ -59,6 +61,7 @@ def bench_train(model_name, method, args, rng):
         "bench": "train", "backend": jax.default_backend(),
         "compute": args.compute, "model": model_name,
         "method": method, "width": args.width, "batch_size": args.batch_size,
+        "backward_micro_batch": _micro_batch(args),
         "images_per_s": args.steps * args.batch_size / elapsed,
         "first_step_s": compile_s, "steps": args.steps, "peak_memory_mb": peak_memory_mb(),
     }
@@ -69,7 +72,8 @@ def bench_train_seeds(model_name, method, args, rng, single_ips):
     in sequence (which together run at the single-run throughput ``single_ips``)."""
     n = args.seeds
     model = create_model(model_name, 10, exits=T.uses_exits(method), width=args.width,
-                         dtype=COMPUTE[args.compute][0])
+                         dtype=COMPUTE[args.compute][0],
+                         backward_micro_batch=_micro_batch(args))
     tx = T.create_optimizer(1e-3, 1000)
     states = [T.create_train_state(model, jax.random.key(i), (1, 32, 32, args.channels), tx,
                                    T.make_hparams(0.4, alpha=0.01)) for i in range(n)]
@@ -92,10 +96,15 @@ def bench_train_seeds(model_name, method, args, rng, single_ips):
         "bench": "train_seeds", "backend": jax.default_backend(),
         "compute": args.compute, "model": model_name,
         "method": method, "width": args.width, "batch_size": args.batch_size, "seeds": n,
+        "backward_micro_batch": _micro_batch(args),
         "vmap_images_per_s": vmap_ips, "sequential_images_per_s": single_ips,
         "speedup_vmap_vs_sequential": vmap_ips / single_ips, "first_step_s": compile_s,
         "steps": args.steps, "peak_memory_mb": peak_memory_mb(),
     }
+
+
+def _micro_batch(args) -> int | None:
+    return resolve_backward_micro_batch(args.backward_micro_batch, jax.default_backend())
 
 
 def peak_memory_mb() -> float:
@@ -172,7 +181,8 @@ def _print(row, as_json):
         return
     if row["bench"] == "train":
         print(f"train  {row['model']:9s} {row['method']:8s} {row['images_per_s']:10.1f} img/s"
-              f"   (first step incl. compile {row['first_step_s']:.1f} s)", flush=True)
+              f"   (first step incl. compile {row['first_step_s']:.1f} s; backward micro-batch "
+              f"{row['backward_micro_batch'] or 'off'})", flush=True)
     elif row["bench"] == "train_seeds":
         print(f"seeds  {row['model']:9s} {row['method']:8s} {row['seeds']} seeds vmapped "
               f"{row['vmap_images_per_s']:10.1f} img/s vs sequential "
@@ -202,6 +212,9 @@ def main(argv=None):
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--compute", choices=sorted(COMPUTE), default="fp32",
                         help="conv/matmul arithmetic (params stay fp32)")
+    parser.add_argument("--backward-micro-batch", type=int, default=None,
+                        help="compute conv gradients N images at a time (0 = whole batch; "
+                             "default: 16 on CPU, whole batch elsewhere)")
     parser.add_argument("--seeds", type=int, default=0,
                         help="also time N seeds' train steps vmapped in one program")
     parser.add_argument("--skip-train", action="store_true")

@@ -32,6 +32,7 @@ from neft_jax import data as data_lib
 from neft_jax import parallel
 from neft_jax import train as train_lib
 from neft_jax.checkpoints import RunCheckpoints
+from neft_jax.conv import resolve_backward_micro_batch
 from neft_jax.device import NORMALISATIONS, PRESETS, DeviceModel
 from neft_jax.evaluate import make_test_set, monte_carlo, summarize
 from neft_jax.models import MODELS, create_model
@@ -113,6 +114,7 @@ class ExperimentConfig:
     drop_exits: tuple[int, ...] = ()
     equal_coefficients: bool = False
     compute: str = "fp32"
+    backward_micro_batch: int | None = None
 
     def __post_init__(self):
         validate_config(self)
@@ -140,9 +142,16 @@ class ExperimentConfig:
                      if i not in self.drop_exits)
 
     def model_for(self, method: str, num_classes: int):
-        """The linen model ``method`` trains: exits for IRS, width, compute dtype."""
+        """The linen model ``method`` trains: exits for IRS, width, compute dtype, and the
+        backward micro-batch of this backend (:mod:`neft_jax.conv`)."""
         return create_model(self.model, num_classes, exits=self.exits_for(method),
-                            width=self.width, dtype=COMPUTE[self.compute][0])
+                            width=self.width, dtype=COMPUTE[self.compute][0],
+                            backward_micro_batch=self.effective_backward_micro_batch)
+
+    @property
+    def effective_backward_micro_batch(self) -> int | None:
+        """Images per piece of each conv's backward pass on this backend (None = whole batch)."""
+        return resolve_backward_micro_batch(self.backward_micro_batch, jax.default_backend())
 
     @property
     def matmul_precision(self) -> str:
@@ -207,6 +216,10 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _require(0 < cfg.val_fraction < 1, "val_fraction", "in (0, 1)", cfg.val_fraction)
     _require(cfg.chunk_size is None or _is_positive_int(cfg.chunk_size), "chunk_size",
              "an integer > 0", cfg.chunk_size)
+    _require(cfg.backward_micro_batch is None
+             or (_is_positive_int(cfg.backward_micro_batch) or cfg.backward_micro_batch == 0)
+             and not isinstance(cfg.backward_micro_batch, bool), "backward_micro_batch",
+             "None (by backend), 0 (whole batch) or an integer > 0", cfg.backward_micro_batch)
     _require(cfg.max_train_steps is None or _is_positive_int(cfg.max_train_steps),
              "max_train_steps", "an integer > 0", cfg.max_train_steps)
     num_exits = MODELS[cfg.model].num_exits

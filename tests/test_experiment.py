@@ -28,6 +28,7 @@ def test_run_py_end_to_end(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].startswith("profile: quick (backend is cpu")
+    assert "conv backward in micro-batches of 16" in printed.splitlines()[0]
     assert "REDUCED WIDTH" in printed and "σ=0.1" in printed
     results = json.loads((out / "results.json").read_text())
     assert set(results["methods"]) == {"vanilla", "noise", "irs", "ovf"}
@@ -140,6 +141,7 @@ def test_config_validation_names_the_field(tmp_path, changes, field):
     (["--mc-runs", "-3"], "--mc-runs"), (["--seed", "1.5"], "--seed"),
     (["--alpha", "0"], "--alpha"), (["--device-preset", "PCM"], "--device-preset"),
     (["--methods", "vanilla,dropout"], "methods"),
+    (["--backward-micro-batch", "-1"], "--backward-micro-batch"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(argv, flag, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:

@@ -1,0 +1,106 @@
+"""A convolution whose backward pass runs in micro-batches (a CPU speed-up).
+
+XLA:CPU computes a convolution's filter gradient for a batch of 128 at 30–70
+GFLOP/s, against 130–190 for the forward (docs/RESULTS.md, "Why CPU training
+is slower"). The same gradient computed as a sum over micro-batches of 16
+images, unrolled in one program, runs about twice as fast: each piece fits the
+cache. :func:`micro_batched_conv` keeps the forward convolution whole and
+computes both halves of the backward pass (input gradient, filter gradient)
+micro-batch by micro-batch. The result is the same function; only the order
+of the filter gradient's summation changes (≈ 1e-6 relative).
+
+``micro_batched_conv(16)`` is a drop-in for ``jax.lax.conv_general_dilated``
+(Flax: ``nn.Conv(..., conv_general_dilated=micro_batched_conv(16))``).
+:func:`resolve_backward_micro_batch` picks the size per backend: 16 on CPU,
+off (``None``) on GPU/TPU, where the whole batch is fastest.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+#: Micro-batch of the backward pass on CPU (measured best on CPU-2 for 32×32–8×8
+#: convs: docs/RESULTS.md); other backends run the backward pass whole.
+CPU_BACKWARD_MICRO_BATCH = 16
+
+#: Below this many output pixels per image (e.g. 4×4 maps) the whole batch is as
+#: fast, so those convolutions are left whole.
+MIN_OUTPUT_PIXELS = 64
+
+
+def resolve_backward_micro_batch(value: int | None, backend: str) -> int | None:
+    """The micro-batch a run uses: ``value`` > 0 as given, 0 = off, None = by backend.
+
+    Returns None (whole batch) or a positive int.
+    """
+    if value is None:
+        return CPU_BACKWARD_MICRO_BATCH if backend == "cpu" else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"backward_micro_batch must be None (auto), 0 (off) or an "
+                         f"integer > 0, got {value!r}")
+    return value or None
+
+
+def micro_batched_conv(micro_batch: int):
+    """``lax.conv_general_dilated`` with its gradients computed ``micro_batch`` images at a time.
+
+    The batch is the lhs's batch dimension (from ``dimension_numbers``, axis 0
+    by default). Convolutions with fewer than :data:`MIN_OUTPUT_PIXELS` output
+    pixels per image, or a batch not larger than ``micro_batch``, run as usual.
+    """
+    if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1:
+        raise ValueError(f"micro_batch must be an integer > 0, got {micro_batch!r}")
+
+    def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+             dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+             precision=None, preferred_element_type=None):
+        whole = functools.partial(
+            lax.conv_general_dilated, window_strides=window_strides, padding=padding,
+            lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+            batch_group_count=batch_group_count, precision=precision,
+            preferred_element_type=preferred_element_type)
+        out_shape = jax.eval_shape(whole, lhs, rhs).shape
+        numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+        batch_axis = numbers.lhs_spec[0]
+        out_pixels = 1
+        for axis in numbers.out_spec[2:]:
+            out_pixels *= out_shape[axis]
+        if (lhs.shape[batch_axis] <= micro_batch or out_pixels < MIN_OUTPUT_PIXELS
+                or batch_group_count != 1):
+            return whole(lhs, rhs)
+        return _chunked_backward(whole, micro_batch, batch_axis, numbers.out_spec[0])(lhs, rhs)
+
+    return conv
+
+
+def _chunked_backward(whole, micro_batch: int, batch_axis: int, out_batch_axis: int):
+    """``whole`` (a conv of (lhs, rhs)) with a custom VJP that runs per micro-batch."""
+
+    @jax.custom_vjp
+    def conv(lhs, rhs):
+        return whole(lhs, rhs)
+
+    def forward(lhs, rhs):
+        return whole(lhs, rhs), (lhs, rhs)
+
+    def backward(residuals, cotangent):
+        lhs, rhs = residuals
+        size = lhs.shape[batch_axis]
+        lhs_grads, rhs_grad = [], None
+        for start in range(0, size, micro_batch):
+            stop = min(start + micro_batch, size)
+            piece = lax.slice_in_dim(lhs, start, stop, axis=batch_axis)
+            piece_cotangent = lax.slice_in_dim(cotangent, start, stop, axis=out_batch_axis)
+            _, vjp = jax.vjp(whole, piece, rhs)
+            lhs_grad, piece_rhs_grad = vjp(piece_cotangent)
+            lhs_grads.append(lhs_grad)
+            rhs_grad = piece_rhs_grad if rhs_grad is None else rhs_grad + piece_rhs_grad
+        return jnp.concatenate(lhs_grads, axis=batch_axis), rhs_grad
+
+    conv.defvjp(forward, backward)
+    return conv

@@ -1,0 +1,152 @@
+"""The micro-batched-backward convolution computes the same function and gradients."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+from neft_jax.conv import (
+    CPU_BACKWARD_MICRO_BATCH,
+    micro_batched_conv,
+    resolve_backward_micro_batch,
+)
+from neft_jax.experiment import ExperimentConfig
+from neft_jax.models import create_model
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _value_and_grads(conv, x, w, cotangent, stride, padding):
+    def loss(x, w):
+        y = conv(x, w, (stride, stride), padding, dimension_numbers=NHWC)
+        return jnp.sum(y * cotangent), y
+
+    (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, w)
+    return y, grads
+
+
+def _case(batch, size, cin, cout, kernel, stride, seed=0):
+    kx, kw, kc = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.normal(kx, (batch, size, size, cin))
+    w = jax.random.normal(kw, (kernel, kernel, cin, cout)) / np.sqrt(kernel * kernel * cin)
+    out = -(-size // stride)
+    cotangent = jax.random.normal(kc, (batch, out, out, cout))
+    return x, w, cotangent
+
+
+def _assert_close(got, want, rtol=1e-5):
+    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        chex.assert_equal_shape([g, r])
+        scale = float(jnp.max(jnp.abs(r))) + 1e-12
+        assert float(jnp.max(jnp.abs(g - r))) <= rtol * scale
+
+
+@settings(max_examples=8, deadline=None)
+@given(batch=st.integers(1, 11), micro=st.integers(1, 6), stride=st.sampled_from([1, 2]),
+       kernel=st.sampled_from([1, 3]), padding=st.sampled_from(["SAME", "VALID"]))
+def test_forward_and_gradients_match_the_whole_batch_conv(batch, micro, stride, kernel, padding):
+    x, w, _ = _case(batch, 18, 3, 4, kernel, stride)
+    y_ref = lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=NHWC)
+    cotangent = jax.random.normal(jax.random.key(9), y_ref.shape)
+    want = _value_and_grads(lax.conv_general_dilated, x, w, cotangent, stride, padding)
+    got = _value_and_grads(micro_batched_conv(micro), x, w, cotangent, stride, padding)
+    np.testing.assert_array_equal(got[0], want[0])  # the forward is the same conv
+    _assert_close(got[1], want[1])
+
+
+class MicroBatchedConvTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_uneven_last_micro_batch(self):
+        x, w, cotangent = _case(10, 16, 4, 6, 3, 1)  # 10 = 4 + 4 + 2
+        fn = self.variant(functools.partial(_value_and_grads, stride=1, padding="SAME"),
+                          static_argnums=(0,))
+        want = fn(lax.conv_general_dilated, x, w, cotangent)
+        got = fn(micro_batched_conv(4), x, w, cotangent)
+        _assert_close(got, want)
+
+
+def test_gradient_is_a_sum_over_micro_batches_in_the_jaxpr():
+    x, w, cotangent = _case(8, 16, 2, 3, 3, 1)
+    grad = jax.grad(lambda w: jnp.sum(micro_batched_conv(2)(
+        x, w, (1, 1), "SAME", dimension_numbers=NHWC) * cotangent))
+    text = str(jax.make_jaxpr(grad)(w))
+    assert text.count("conv_general_dilated") >= 1 + 2 * 4  # forward + 2 per micro-batch
+    whole = jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=NHWC) * cotangent))
+    assert str(jax.make_jaxpr(whole)(w)).count("conv_general_dilated") < text.count(
+        "conv_general_dilated")
+
+
+def test_small_maps_and_small_batches_stay_whole():
+    for x, micro in ((_case(8, 4, 2, 3, 3, 1)[0], 2), (_case(4, 16, 2, 3, 3, 1)[0], 4)):
+        w = _case(8, 4, 2, 3, 3, 1)[1]
+        grad = jax.grad(lambda w, x=x, micro=micro: jnp.sum(micro_batched_conv(micro)(
+            x, w, (1, 1), "SAME", dimension_numbers=NHWC)))
+        assert "custom_vjp" not in str(jax.make_jaxpr(grad)(w))
+
+
+def test_gradients_match_under_vmap_over_a_run_axis():
+    x, w, cotangent = _case(6, 16, 2, 3, 3, 1)
+    ws = jnp.stack([w, 2 * w])
+
+    def grads(conv):
+        def one(w):
+            return jax.grad(lambda w: jnp.sum(conv(
+                x, w, (1, 1), "SAME", dimension_numbers=NHWC) * cotangent))(w)
+        return jax.vmap(one)(ws)
+
+    _assert_close(grads(micro_batched_conv(2)), grads(lax.conv_general_dilated))
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True, "16"])
+def test_micro_batch_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match="micro_batch"):
+        micro_batched_conv(bad)
+
+
+def test_resolve_picks_by_backend_and_honours_overrides():
+    assert resolve_backward_micro_batch(None, "cpu") == CPU_BACKWARD_MICRO_BATCH
+    assert resolve_backward_micro_batch(None, "gpu") is None
+    assert resolve_backward_micro_batch(None, "tpu") is None
+    assert resolve_backward_micro_batch(0, "cpu") is None
+    assert resolve_backward_micro_batch(8, "gpu") == 8
+    for bad in (-1, 2.0, True):
+        with pytest.raises(ValueError, match="backward_micro_batch"):
+            resolve_backward_micro_batch(bad, "cpu")
+
+
+@pytest.mark.parametrize("name", ["vgg8", "resnet18"])
+def test_models_train_the_same_with_micro_batched_backward(name):
+    x = jax.random.normal(jax.random.key(1), (12, 32, 32, 1))
+    results = []
+    for micro in (None, 4):
+        model = create_model(name, 10, exits=True, width=0.0625, backward_micro_batch=micro)
+        variables = model.init(jax.random.key(0), x[:1])
+
+        def loss(params, model=model, variables=variables):
+            (logits, exits), _ = model.apply({**variables, "params": params}, x, train=True,
+                                             mutable=["batch_stats"])
+            return jnp.mean(jax.nn.log_softmax(logits)[:, 0]) + sum(jnp.mean(e) for e in exits)
+
+        results.append(jax.jit(jax.value_and_grad(loss))(variables["params"]))
+    (loss_whole, grads_whole), (loss_micro, grads_micro) = results
+    chex.assert_trees_all_equal_structs(grads_whole, grads_micro)
+    np.testing.assert_allclose(loss_micro, loss_whole, rtol=1e-6)
+    _assert_close(grads_micro, grads_whole, rtol=1e-4)
+
+
+def test_config_validates_and_resolves_the_micro_batch():
+    assert ExperimentConfig(backward_micro_batch=0).effective_backward_micro_batch is None
+    assert ExperimentConfig(backward_micro_batch=8).effective_backward_micro_batch == 8
+    expected = CPU_BACKWARD_MICRO_BATCH if jax.default_backend() == "cpu" else None
+    assert ExperimentConfig().effective_backward_micro_batch == expected
+    assert ExperimentConfig().model_for("irs", 10).backward_micro_batch == expected
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="backward_micro_batch"):
+            ExperimentConfig(backward_micro_batch=bad)
