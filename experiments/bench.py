@@ -214,7 +214,7 @@ def main(argv=None):
                         help="conv/matmul arithmetic (params stay fp32)")
     parser.add_argument("--backward-micro-batch", type=int, default=None,
                         help="compute conv gradients N images at a time (0 = whole batch; "
-                             "default: 16 on CPU, whole batch elsewhere)")
+                             "default: 8 on CPU, whole batch elsewhere)")
     parser.add_argument("--seeds", type=int, default=0,
                         help="also time N seeds' train steps vmapped in one program")
     parser.add_argument("--skip-train", action="store_true")

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Monte Carlo keys vmapped together (default: per backend)")
     p.add_argument("--backward-micro-batch", type=_non_negative_int, default=None,
                    help="compute each conv's gradients N images at a time; same result, "
-                        "faster on CPU (0 = whole batch; default: 16 on CPU, whole elsewhere)")
+                        "faster on CPU (0 = whole batch; default: 8 on CPU, whole elsewhere)")
     p.add_argument("--max-train-steps", type=_positive_int, default=None,
                    help="stop training after this many steps (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -2,16 +2,16 @@
 
 XLA:CPU computes a convolution's filter gradient for a batch of 128 at 30–70
 GFLOP/s, against 130–190 for the forward (docs/RESULTS.md, "Why CPU training
-is slower"). The same gradient computed as a sum over micro-batches of 16
+is slower"). The same gradient computed as a sum over micro-batches of 8–16
 images, unrolled in one program, runs about twice as fast: each piece fits the
 cache. :func:`micro_batched_conv` keeps the forward convolution whole and
 computes both halves of the backward pass (input gradient, filter gradient)
 micro-batch by micro-batch. The result is the same function; only the order
 of the filter gradient's summation changes (≈ 1e-6 relative).
 
-``micro_batched_conv(16)`` is a drop-in for ``jax.lax.conv_general_dilated``
-(Flax: ``nn.Conv(..., conv_general_dilated=micro_batched_conv(16))``).
-:func:`resolve_backward_micro_batch` picks the size per backend: 16 on CPU,
+``micro_batched_conv(8)`` is a drop-in for ``jax.lax.conv_general_dilated``
+(Flax: ``nn.Conv(..., conv_general_dilated=micro_batched_conv(8))``).
+:func:`resolve_backward_micro_batch` picks the size per backend: 8 on CPU,
 off (``None``) on GPU/TPU, where the whole batch is fastest.
 """
 
@@ -23,13 +23,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-#: Micro-batch of the backward pass on CPU (measured best on CPU-2 for 32×32–8×8
-#: convs: docs/RESULTS.md); other backends run the backward pass whole.
-CPU_BACKWARD_MICRO_BATCH = 16
+#: Micro-batch of the backward pass on CPU (measured best on CPU-2 for 32×32 and
+#: 16×16 convs: docs/RESULTS.md); other backends run the backward pass whole.
+CPU_BACKWARD_MICRO_BATCH = 8
 
-#: Below this many output pixels per image (e.g. 4×4 maps) the whole batch is as
-#: fast, so those convolutions are left whole.
-MIN_OUTPUT_PIXELS = 64
+#: Each micro-batch holds at least this many output pixels (images × H_out × W_out):
+#: smaller maps get larger micro-batches (8×8: 16 images, 4×4: 64), as measured.
+MIN_ROWS = 1024
 
 
 def resolve_backward_micro_batch(value: int | None, backend: str) -> int | None:
@@ -49,8 +49,8 @@ def micro_batched_conv(micro_batch: int):
     """``lax.conv_general_dilated`` with its gradients computed ``micro_batch`` images at a time.
 
     The batch is the lhs's batch dimension (from ``dimension_numbers``, axis 0
-    by default). Convolutions with fewer than :data:`MIN_OUTPUT_PIXELS` output
-    pixels per image, or a batch not larger than ``micro_batch``, run as usual.
+    by default). A micro-batch grows to hold at least :data:`MIN_ROWS` output
+    pixels; a batch no larger than that runs as usual.
     """
     if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1:
         raise ValueError(f"micro_batch must be an integer > 0, got {micro_batch!r}")
@@ -70,10 +70,10 @@ def micro_batched_conv(micro_batch: int):
         out_pixels = 1
         for axis in numbers.out_spec[2:]:
             out_pixels *= out_shape[axis]
-        if (lhs.shape[batch_axis] <= micro_batch or out_pixels < MIN_OUTPUT_PIXELS
-                or batch_group_count != 1):
+        size = max(micro_batch, -(-MIN_ROWS // out_pixels))
+        if lhs.shape[batch_axis] <= size or batch_group_count != 1:
             return whole(lhs, rhs)
-        return _chunked_backward(whole, micro_batch, batch_axis, numbers.out_spec[0])(lhs, rhs)
+        return _chunked_backward(whole, size, batch_axis, numbers.out_spec[0])(lhs, rhs)
 
     return conv
 

@@ -28,7 +28,7 @@ def test_run_py_end_to_end(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].startswith("profile: quick (backend is cpu")
-    assert "conv backward in micro-batches of 16" in printed.splitlines()[0]
+    assert "conv backward in micro-batches of 8" in printed.splitlines()[0]
     assert "REDUCED WIDTH" in printed and "σ=0.1" in printed
     results = json.loads((out / "results.json").read_text())
     assert set(results["methods"]) == {"vanilla", "noise", "irs", "ovf"}
