@@ -7,18 +7,26 @@ one GEMM.
 A train step costs ≈ 3× a forward in FLOPs (forward, gradient w.r.t. inputs,
 gradient w.r.t. filters). This script shows which of the three XLA runs below
 the rate of the forward convolution on this backend, and what an im2col + GEMM
-formulation of the filter gradient achieves for the same layer.
+formulation of the filter gradient achieves for the same layer, and what the
+whole backward pass (input + filter gradient) costs when computed in micro-batches
+(``neft_jax.conv.micro_batched_conv``, the default on CPU) against the whole batch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from neft_jax.conv import micro_batched_conv  # noqa: E402
 
 #: Each model's convs at width 1 on 32×32 inputs: (H = W of the input, C_in, C_out,
 #: kernel, stride, how many such convs the model has).
@@ -56,7 +64,7 @@ def _time(fn, *args, repeats=5):
     return (time.perf_counter() - start) / repeats
 
 
-def profile_layer(batch, size, c_in, c_out, kernel, stride, count, key):
+def profile_layer(batch, size, c_in, c_out, kernel, stride, count, key, micro_batch=8):
     """Times (ms, for all ``count`` such convs) and GFLOP/s of one conv shape."""
     kx, kw, kg = jax.random.split(key, 3)
     out = size // stride
@@ -70,33 +78,46 @@ def profile_layer(batch, size, c_in, c_out, kernel, stride, count, key):
     filter_grad = jax.jit(lambda g_: vjp_w(g_)[0])
     im2col = jax.jit(lambda x_, g_: filter_grad_im2col(x_, g_, kernel, stride))
     np.testing.assert_allclose(im2col(x, g), filter_grad(g), rtol=2e-3, atol=2e-2)
+    micro = micro_batched_conv(micro_batch)
+    _, vjp_whole = jax.vjp(lambda x_, w_: conv(x_, w_, stride), x, w)
+    _, vjp_micro = jax.vjp(lambda x_, w_: micro(x_, w_, (stride, stride), "SAME",
+                                                dimension_numbers=DIMS), x, w)
+    backward = jax.jit(vjp_whole)
+    backward_micro = jax.jit(vjp_micro)
+    np.testing.assert_allclose(backward_micro(g)[1], backward(g)[1], rtol=1e-3, atol=1e-2)
     a = jax.random.normal(kx, (batch * out * out, kernel * kernel * c_in))
     b = jax.random.normal(kg, (kernel * kernel * c_in, c_out))
     gemm = jax.jit(jnp.matmul)
     gflop = 2 * batch * out * out * kernel * kernel * c_in * c_out / 1e9
     times = {"forward": _time(forward, x, w), "input_grad": _time(input_grad, g),
              "filter_grad": _time(filter_grad, g), "filter_grad_im2col": _time(im2col, x, g),
-             "gemm_same_flops": _time(gemm, a, b)}
+             "gemm_same_flops": _time(gemm, a, b), "backward": _time(backward, g),
+             "backward_micro_batched": _time(backward_micro, g)}
+    flops = {k: gflop * (2 if k.startswith("backward") else 1) for k in times}
     name = f"{size}x{size} {c_in}->{c_out} k{kernel}" + (f" s{stride}" if stride > 1 else "")
     return {"layer": name + (f" ×{count}" if count > 1 else ""), "gflop": count * gflop,
             **{f"{k}_ms": 1e3 * count * v for k, v in times.items()},
-            **{f"{k}_gflops": gflop / v for k, v in times.items()}}
+            **{f"{k}_gflops": flops[k] / v for k, v in times.items()}}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(CONVS), default="vgg8")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--backward-micro-batch", type=int, default=8,
+                        help="micro-batch of the micro-batched backward column")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
+    if args.batch_size < 1 or args.backward_micro_batch < 1:
+        parser.error("--batch-size and --backward-micro-batch must be >= 1")
     key = jax.random.key(0)
-    rows = [profile_layer(args.batch_size, *layer, jax.random.fold_in(key, i))
+    rows = [profile_layer(args.batch_size, *layer, jax.random.fold_in(key, i),
+                          micro_batch=args.backward_micro_batch)
             for i, layer in enumerate(CONVS[args.model])]
     total = {k: sum(r[k] for r in rows) for k in rows[0] if k.endswith("_ms")}
     total_gflop = sum(r["gflop"] for r in rows)
-    total.update({f"{k[:-3]}_gflops": total_gflop / (total[k] / 1e3) for k in list(total)})
+    total.update({f"{k[:-3]}_gflops": total_gflop * (2 if k.startswith("backward") else 1)
+                  / (total[k] / 1e3) for k in list(total)})
     for row in rows + [{"layer": "total", **total}]:
         if args.json:
             print(json.dumps(row), flush=True)

@@ -4,6 +4,8 @@ import json
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
 import bench  # noqa: E402
 
@@ -36,3 +38,14 @@ def test_conv_profile_handles_strided_and_1x1_convs_of_resnet18():
     kernels = {(k, s) for _, _, _, k, s, _ in profile_conv.CONVS["resnet18"]}
     assert kernels == {(3, 1), (3, 2), (1, 2)}
     assert sum(n for *_, n in profile_conv.CONVS["resnet18"]) == 17 + 3  # 17 3×3 + 3 shortcuts
+
+
+def test_conv_profile_times_the_micro_batched_backward_and_checks_it():
+    import jax
+    import profile_conv
+
+    # 32×32 maps, batch 16, micro-batch 4: four pieces; profile_layer asserts that their
+    # filter gradient equals the whole batch's before timing.
+    row = profile_conv.profile_layer(16, 32, 2, 3, 3, 1, 1, jax.random.key(0), micro_batch=4)
+    assert row["backward_ms"] > 0 and row["backward_micro_batched_ms"] > 0
+    assert row["backward_gflops"] == pytest.approx(2 * row["gflop"] / row["backward_ms"] * 1e3)
