@@ -41,6 +41,12 @@ def test_table2_and_table3_stages_write_a_report_and_share_runs(tmp_path, capsys
     os.remove(out / "REPORT.md")
     assert reproduce_cli.main(args + ["--report-only"]) == 0
     assert (out / "REPORT.md").read_text() == text
+    # At the paper's four σ the report puts the paper's rows beside ours, bounds marked.
+    assert reproduce_cli.main(TINY + ["--stages", "table2", "--seeds", "1", "--out", str(out),
+                                      "--report-only"]) == 0
+    text = (out / "REPORT.md").read_text()
+    assert "| noise (paper) | 99.35 | 97.77 | ≤89.56 | ≤13.71 |" in text
+    assert "| irs (paper) | 99.53 | 99.3 | 96.9 | 70.31 |" in text
 
 
 @pytest.mark.parametrize("change", [{"stages": ("table9",)}, {"models": ("vgg11",)},
