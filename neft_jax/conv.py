@@ -2,12 +2,13 @@
 
 XLA:CPU computes a convolution's filter gradient for a batch of 128 at 30–70
 GFLOP/s, against 130–190 for the forward (docs/RESULTS.md, "Why CPU training
-is slower"). The same gradient computed as a sum over micro-batches of 8–16
-images, unrolled in one program, runs about twice as fast: each piece fits the
-cache. :func:`micro_batched_conv` keeps the forward convolution whole and
-computes both halves of the backward pass (input gradient, filter gradient)
-micro-batch by micro-batch. The result is the same function; only the order
-of the filter gradient's summation changes (≈ 1e-6 relative).
+was slower than the forward pass suggests, and the fix"). The same gradient
+computed as a sum over micro-batches of 8–16 images, unrolled in one program,
+runs about twice as fast: each piece fits the cache. :func:`micro_batched_conv`
+keeps the forward convolution whole and computes both halves of the backward
+pass (input gradient, filter gradient) micro-batch by micro-batch. The result
+is the same function; only the order of the filter gradient's summation
+changes (≈ 1e-5 relative in fp32).
 
 ``micro_batched_conv(8)`` is a drop-in for ``jax.lax.conv_general_dilated``
 (Flax: ``nn.Conv(..., conv_general_dilated=micro_batched_conv(8))``).

@@ -216,10 +216,10 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _require(0 < cfg.val_fraction < 1, "val_fraction", "in (0, 1)", cfg.val_fraction)
     _require(cfg.chunk_size is None or _is_positive_int(cfg.chunk_size), "chunk_size",
              "an integer > 0", cfg.chunk_size)
-    _require(cfg.backward_micro_batch is None
-             or (_is_positive_int(cfg.backward_micro_batch) or cfg.backward_micro_batch == 0)
-             and not isinstance(cfg.backward_micro_batch, bool), "backward_micro_batch",
-             "None (by backend), 0 (whole batch) or an integer > 0", cfg.backward_micro_batch)
+    micro = cfg.backward_micro_batch
+    _require(micro is None or _is_positive_int(micro) or (type(micro) is int and micro == 0),
+             "backward_micro_batch", "None (by backend), 0 (whole batch) or an integer > 0",
+             micro)
     _require(cfg.max_train_steps is None or _is_positive_int(cfg.max_train_steps),
              "max_train_steps", "an integer > 0", cfg.max_train_steps)
     num_exits = MODELS[cfg.model].num_exits
