@@ -134,6 +134,11 @@ def bench_forward(model, variables, images):
 
 
 def bench_monte_carlo(model_name, args, rng):
+    """One row per chunk size in ``args.chunk_size``; the loop baseline is timed once.
+
+    The naive loop runs over the first ``--loop-runs`` keys (all by default) and its
+    accuracies are compared with the vectorised evaluator's for the same keys.
+    """
     model = create_model(model_name, 10, exits=False, width=args.width,
                          dtype=COMPUTE[args.compute][0])
     images = rng.normal(size=(args.mc_images, 32, 32, args.channels)).astype(np.float32)
@@ -142,40 +147,103 @@ def bench_monte_carlo(model_name, args, rng):
     test_set = make_test_set(images, labels, args.eval_batch_size)
     device = DeviceModel(0.4)
     keys = jax.random.split(jax.random.key(1), args.mc_runs)
-    chunk = resolve_chunk_size(args.chunk_size, args.mc_runs)
     work = args.mc_runs * args.mc_images
-
-    start = time.perf_counter()
-    warmup_keys = jax.random.split(jax.random.key(2), args.mc_runs)  # same shapes: one compile
-    monte_carlo(model, variables, test_set, warmup_keys, device, chunk_size=chunk)
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    vectorised = monte_carlo(model, variables, test_set, keys, device, chunk_size=chunk)
-    vector_s = time.perf_counter() - start
-
     forward_ips, gflop = bench_forward(model, variables, test_set.images[0])
 
-    monte_carlo_loop(model, variables, test_set, keys[:1], device)  # compile
-    start = time.perf_counter()
-    looped = monte_carlo_loop(model, variables, test_set, keys, device)
-    loop_s = time.perf_counter() - start
-    return {
-        "bench": "monte_carlo", "backend": jax.default_backend(),
-        "compute": args.compute, "model": model_name,
-        "width": args.width, "runs": args.mc_runs, "images": args.mc_images,
-        "chunk_size": chunk, "first_call_s": compile_s,
-        "image_evals_per_s": work / vector_s,
-        "loop_image_evals_per_s": work / loop_s,
-        "speedup_vs_loop": loop_s / vector_s,
-        "max_abs_diff_vs_loop": float(np.max(np.abs(vectorised.accuracies - looped))),
-        "bare_forward_images_per_s": forward_ips, "gflop_per_image": gflop,
-        "gflops_achieved": work / vector_s * gflop,
-        "fraction_of_bare_forward": work / vector_s / forward_ips,
-        "peak_memory_mb": peak_memory_mb(),
-    }
+    loop_runs = args.mc_runs if args.loop_runs is None else min(args.loop_runs, args.mc_runs)
+    looped, loop_ips = None, None
+    if loop_runs > 0:
+        monte_carlo_loop(model, variables, test_set, keys[:1], device)  # compile
+        start = time.perf_counter()
+        looped = monte_carlo_loop(model, variables, test_set, keys[:loop_runs], device)
+        loop_ips = loop_runs * args.mc_images / (time.perf_counter() - start)
+
+    rows = []
+    for requested in _chunk_sizes(args.chunk_size):
+        chunk = resolve_chunk_size(requested, args.mc_runs)
+        start = time.perf_counter()
+        warmup_keys = jax.random.split(jax.random.key(2), args.mc_runs)  # same shapes
+        monte_carlo(model, variables, test_set, warmup_keys, device, chunk_size=chunk)
+        compile_s = time.perf_counter() - start
+        start = time.perf_counter()
+        vectorised = monte_carlo(model, variables, test_set, keys, device, chunk_size=chunk)
+        vector_s = time.perf_counter() - start
+        ips = work / vector_s
+        rows.append({
+            "bench": "monte_carlo", "backend": jax.default_backend(),
+            "compute": args.compute, "model": model_name,
+            "width": args.width, "runs": args.mc_runs, "images": args.mc_images,
+            "eval_batch_size": test_set.images.shape[1],
+            "chunk_size": chunk, "first_call_s": compile_s, "seconds": vector_s,
+            "image_evals_per_s": ips,
+            "loop_runs": loop_runs, "loop_image_evals_per_s": loop_ips,
+            "speedup_vs_loop": None if loop_ips is None else ips / loop_ips,
+            "max_abs_diff_vs_loop": None if looped is None else float(
+                np.max(np.abs(vectorised.accuracies[:loop_runs] - looped))),
+            "bare_forward_images_per_s": forward_ips, "gflop_per_image": gflop,
+            "gflops_achieved": ips * gflop,
+            "fraction_of_bare_forward": ips / forward_ips,
+            "peak_memory_mb": peak_memory_mb(),
+        })
+    return rows
 
 
-def _print(row, as_json):
+def _chunk_sizes(text: str | None) -> list[int | None]:
+    if text is None:
+        return [None]
+    try:
+        return [int(c) for c in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--chunk-size takes integers separated by commas, got {text!r}") from None
+
+
+def check_precision(model_name, args, rng):
+    """Relative error ‖out − ref‖ / ‖ref‖ of each compute option's logits and loss gradient,
+    against float32 arithmetic at full precision (``highest``) on the same backend."""
+    images = rng.normal(size=(args.batch_size, 32, 32, args.channels)).astype(np.float32)
+    labels = rng.integers(0, 10, args.batch_size)
+
+    def outputs(compute):
+        dtype, precision = COMPUTE[compute]
+        if compute == "fp32":
+            precision = "highest"
+        model = create_model(model_name, 10, exits=False, width=args.width, dtype=dtype)
+        variables = model.init(jax.random.key(0), images[:1])
+
+        def loss(params):
+            logits, _ = model.apply({**variables, "params": params}, images, train=False)
+            logits = logits.astype(np.float32)
+            log_probs = jax.nn.log_softmax(logits)
+            return -log_probs[np.arange(len(labels)), labels].mean(), logits
+
+        with jax.default_matmul_precision(precision):
+            grads, logits = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
+        flat = np.concatenate([np.ravel(np.asarray(g, np.float64))
+                               for g in jax.tree.leaves(grads)])
+        return np.asarray(logits, np.float64), flat
+
+    ref_logits, ref_grads = outputs("fp32")
+
+    def rel(a, b):
+        return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+    rows = []
+    for compute in args.check_precision.split(","):
+        logits, grads = outputs(compute)
+        rows.append({
+            "bench": "precision", "backend": jax.default_backend(), "model": model_name,
+            "compute": compute, "reference": "fp32 at precision=highest",
+            "images": args.batch_size, "logits_rel_err": rel(logits, ref_logits),
+            "grad_rel_err": rel(grads, ref_grads),
+            "finite": bool(np.isfinite(logits).all() and np.isfinite(grads).all()),
+        })
+    return rows
+
+
+def _print(row, as_json, jsonl=None):
+    if jsonl:
+        with open(jsonl, "a") as f:
+            f.write(json.dumps(row) + "\n")
     if as_json:
         print(json.dumps(row), flush=True)
         return
@@ -188,11 +256,17 @@ def _print(row, as_json):
               f"{row['vmap_images_per_s']:10.1f} img/s vs sequential "
               f"{row['sequential_images_per_s']:.1f} (×{row['speedup_vmap_vs_sequential']:.2f}, "
               f"first step {row['first_step_s']:.1f} s)", flush=True)
+    elif row["bench"] == "precision":
+        print(f"prec   {row['model']:9s} {row['compute']:5s} logits rel. error "
+              f"{row['logits_rel_err']:.1e}, gradient {row['grad_rel_err']:.1e} "
+              f"(vs {row['reference']})", flush=True)
     else:
+        loop = ("loop skipped" if row["loop_image_evals_per_s"] is None else
+                f"loop {row['loop_image_evals_per_s']:.1f} (×{row['speedup_vs_loop']:.2f})")
         print(f"mc     {row['model']:9s} chunk={row['chunk_size']:<3d}"
-              f" {row['image_evals_per_s']:10.1f} img-evals/s   loop"
-              f" {row['loop_image_evals_per_s']:.1f}  (×{row['speedup_vs_loop']:.2f},"
-              f" first call {row['first_call_s']:.1f} s); bare forward"
+              f" {row['runs']}×{row['images']} in {row['seconds']:.2f} s:"
+              f" {row['image_evals_per_s']:10.1f} img-evals/s   {loop}"
+              f"  (first call {row['first_call_s']:.1f} s); bare forward"
               f" {row['bare_forward_images_per_s']:.1f} img/s,"
               f" {100 * row['fraction_of_bare_forward']:.0f} % of it,"
               f" {row['gflops_achieved']:.1f} GFLOP/s", flush=True)
@@ -209,7 +283,14 @@ def main(argv=None):
     parser.add_argument("--mc-runs", type=int, default=4)
     parser.add_argument("--mc-images", type=int, default=256)
     parser.add_argument("--eval-batch-size", type=int, default=128)
-    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--chunk-size", default=None,
+                        help="Monte Carlo keys vmapped together; a comma list times each "
+                             "(default: the backend's)")
+    parser.add_argument("--loop-runs", type=int, default=None,
+                        help="keys the naive loop baseline runs (default: all; 0 = skip)")
+    parser.add_argument("--check-precision", default=None, metavar="OPTIONS",
+                        help="e.g. tf32,bf16: print each option's logits and gradient error "
+                             "against full-precision fp32, then the benchmarks")
     parser.add_argument("--compute", choices=sorted(COMPUTE), default="fp32",
                         help="conv/matmul arithmetic (params stay fp32)")
     parser.add_argument("--backward-micro-batch", type=int, default=None,
@@ -220,7 +301,15 @@ def main(argv=None):
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-mc", action="store_true")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--jsonl", default=None, metavar="PATH",
+                        help="also append each row as a JSON line to PATH")
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    unknown = set((args.check_precision or "fp32").split(",")) - set(COMPUTE)
+    if unknown:
+        parser.error(f"--check-precision: unknown option(s) {sorted(unknown)}; "
+                     f"allowed: {sorted(COMPUTE)}")
     rng = np.random.default_rng(0)
     if not args.json:
         print(f"backend={jax.default_backend()} devices={jax.devices()}", file=sys.stderr)
@@ -230,15 +319,19 @@ def main(argv=None):
 
 def _run(args, rng):
     for model_name in args.models.split(","):
+        if args.check_precision:
+            for row in check_precision(model_name, args, rng):
+                _print(row, args.json, args.jsonl)
         if not args.skip_mc:
-            _print(bench_monte_carlo(model_name, args, rng), args.json)
+            for row in bench_monte_carlo(model_name, args, rng):
+                _print(row, args.json, args.jsonl)
         if not args.skip_train:
             for method in args.methods.split(","):
                 row = bench_train(model_name, method, args, rng)
-                _print(row, args.json)
+                _print(row, args.json, args.jsonl)
                 if args.seeds > 1:
                     _print(bench_train_seeds(model_name, method, args, rng,
-                                             row["images_per_s"]), args.json)
+                                             row["images_per_s"]), args.json, args.jsonl)
 
 
 if __name__ == "__main__":
