@@ -10,8 +10,9 @@ the run's accuracy is recorded. The computation is one jitted program:
 * σ is a traced argument: a σ sweep compiles once.
 
 ``vmap`` over parameters turns every conv into a grouped convolution, which
-XLA's CPU backend runs slowly, so the default chunk size is 1 on CPU (a scan
-over keys) and larger on GPU/TPU; :func:`autotune_chunk_size` measures.
+both XLA:CPU and cuDNN run more slowly than one key at a time over a large test
+batch, so the default chunk size is 1 on CPU and GPU (a scan over keys); other
+backends are measured on first use (:func:`autotune_chunk_size`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from neft_jax.models import EXIT_PREFIX
 from neft_jax.perturb import Where, not_under, perturb
 
 #: Keys computed together (vmap) per backend, measured with experiments/bench.py: on CPU a
-#: chunk of 8 ran 8.7× slower than 1 (grouped convolutions). Backends not listed here are
-#: measured on first use (:func:`autotune_chunk_size`) and the choice is cached per model.
-DEFAULT_CHUNK_SIZE = {"cpu": 1}
+#: chunk of 8 ran 8.7× slower than 1; on an H200 (VGG-8, bf16, test batches of 2,500) a
+#: chunk of 2 ran at 320k image-evaluations/s against 486k for 1, and chunks of 4 and 8
+#: did not finish 32 runs in two minutes (docs/RESULTS.md, "Speed on one GPU"). Backends
+#: not listed are measured on first use (:func:`autotune_chunk_size`), cached per model.
+DEFAULT_CHUNK_SIZE = {"cpu": 1, "gpu": 1}
 #: Candidates tried by the automatic measurement on accelerators.
 AUTOTUNE_CANDIDATES = (1, 2, 4, 8, 16)
 _AUTOTUNED: dict = {}

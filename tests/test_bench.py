@@ -49,3 +49,29 @@ def test_conv_profile_times_the_micro_batched_backward_and_checks_it():
     row = profile_conv.profile_layer(16, 32, 2, 3, 3, 1, 1, jax.random.key(0), micro_batch=4)
     assert row["backward_ms"] > 0 and row["backward_micro_batched_ms"] > 0
     assert row["backward_gflops"] == pytest.approx(2 * row["gflop"] / row["backward_ms"] * 1e3)
+
+
+def test_bench_times_each_chunk_size_checks_precision_and_writes_jsonl(capsys, tmp_path):
+    path = tmp_path / "rows.jsonl"
+    bench.main(["--models", "vgg8", "--methods", "noise", "--width", "0.0625", "--channels", "1",
+                "--batch-size", "8", "--steps", "1", "--mc-runs", "3", "--mc-images", "16",
+                "--eval-batch-size", "8", "--chunk-size", "1,2", "--loop-runs", "2",
+                "--check-precision", "tf32,bf16", "--json", "--jsonl", str(path)])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows == [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["bench"] for r in rows] == ["precision"] * 2 + ["monte_carlo"] * 2 + ["train"]
+    tf32, bf16 = rows[:2]
+    assert tf32["logits_rel_err"] == 0.0  # tf32 is fp32 on CPU
+    assert 0 < bf16["logits_rel_err"] < 0.1 and bf16["finite"]
+    mc1, mc2 = rows[2:4]
+    assert (mc1["chunk_size"], mc2["chunk_size"]) == (1, 2)
+    for mc in (mc1, mc2):  # the loop ran 2 of the 3 keys; their accuracies match
+        assert mc["loop_runs"] == 2 and mc["max_abs_diff_vs_loop"] == 0.0
+        assert mc["gflop_per_image"] > 0
+
+
+@pytest.mark.parametrize("flags", [["--chunk-size", "1,x"], ["--check-precision", "fp64"],
+                                   ["--steps", "0"]])
+def test_bench_rejects_bad_flags(flags):
+    with pytest.raises(SystemExit):
+        bench.main(["--models", "vgg8", "--skip-train", *flags])
