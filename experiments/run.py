@@ -104,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--seeds", type=_positive_int, default=1,
                    help="independent runs (seed, seed+1, ...) aggregated over seeds")
-    p.add_argument("--compute", choices=("fp32", "tf32", "bf16"), default="fp32",
+    p.add_argument("--compute", choices=("fp32", "tf32", "bf16"), default=None,
                    help="conv/matmul arithmetic; params, optimiser and loss stay fp32 "
-                        "(tf32: TensorFloat-32 on NVIDIA GPUs, fp32 elsewhere)")
+                        "(tf32: TensorFloat-32 on NVIDIA GPUs, fp32 elsewhere; default: "
+                        "the profile's, tf32 for paper, fp32 for quick)")
     p.add_argument("--seed-mode", choices=("auto", "sequential", "vmap"), default="auto",
                    help="how --seeds runs: one vmapped program or one run after another "
                         "(auto: sequential on CPU or several devices, vmap on one GPU/TPU)")
@@ -142,7 +143,7 @@ def config_from_args(args, backend: str):
     else:
         profile, why = args.profile, "chosen with --profile"
     settings = dict(PROFILES[profile])
-    for name in ("epochs", "batch_size", "lr", "mc_runs", "width"):
+    for name in ("epochs", "batch_size", "lr", "mc_runs", "width", "compute"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     out = args.out or os.path.join(
@@ -158,7 +159,7 @@ def config_from_args(args, backend: str):
         eval_batch_size=args.eval_batch_size, chunk_size=args.chunk_size,
         backward_micro_batch=args.backward_micro_batch, max_train_steps=args.max_train_steps,
         drop_exits=args.drop_exit,
-        equal_coefficients=args.equal_coefficients, compute=args.compute, **settings)
+        equal_coefficients=args.equal_coefficients, **settings)
     line = (f"profile: {profile} ({why}): {cfg.epochs} epochs, batch {cfg.batch_size}, "
             f"lr {cfg.lr:g}, {cfg.mc_runs} Monte Carlo runs, width ×{cfg.width:g}, "
             f"compute {cfg.compute}, conv backward in micro-batches of "
@@ -192,7 +193,8 @@ def main(argv=None) -> int:
     print(f"output: {cfg.out}", flush=True)
     try:
         if args.seeds > 1:
-            mode, why = choose_seed_mode(args.seed_mode, jax.default_backend(), devices)
+            mode, why = choose_seed_mode(args.seed_mode, jax.default_backend(), devices,
+                                         width=cfg.width)
             how = "in one vmapped program per method" if mode == "vmap" else "in sequence"
             print(f"seeds: {args.seeds} independent runs ({cfg.seed}…{cfg.seed + args.seeds - 1})"
                   f" {how} ({why}), each in its own seed-<n>/ folder", flush=True)

@@ -63,7 +63,8 @@ def test_seeds_in_one_vmapped_program_match_sequential_seeds(tmp_path):
 
 def test_seed_mode_choice_is_measured_default_and_overridable():
     assert choose_seed_mode("auto", "cpu", 1)[0] == "sequential"
-    assert choose_seed_mode("auto", "gpu", 1)[0] == "vmap"
+    assert choose_seed_mode("auto", "gpu", 1, width=0.125)[0] == "vmap"
+    assert choose_seed_mode("auto", "gpu", 1, width=1.0)[0] == "sequential"  # measured
     assert choose_seed_mode("auto", "gpu", 8)[0] == "sequential"
     assert choose_seed_mode("vmap", "cpu", 1) == ("vmap", "chosen with --seed-mode")
     with pytest.raises(ValueError, match="seed_mode"):

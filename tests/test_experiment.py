@@ -241,6 +241,19 @@ def test_bf16_compute_trains_float32_params_and_differs_from_fp32(tmp_path):
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
 
 
+@pytest.mark.parametrize("argv, backend, compute", [
+    ([], "gpu", "tf32"),  # the paper profile computes in TF32, like the authors' cuDNN convs
+    ([], "cpu", "fp32"),
+    (["--profile", "paper"], "cpu", "tf32"),  # tf32 is fp32 arithmetic on CPU
+    (["--compute", "bf16"], "gpu", "bf16"),
+    (["--profile", "paper", "--compute", "fp32"], "gpu", "fp32"),
+])
+def test_compute_follows_the_profile_unless_given(argv, backend, compute, tmp_path):
+    args = run_cli.build_parser().parse_args([*argv, "--out", str(tmp_path)])
+    cfg, line = run_cli.config_from_args(args, backend)
+    assert cfg.compute == compute and f"compute {compute}" in line
+
+
 def test_compute_option_is_validated(tmp_path):
     with pytest.raises(ValueError, match="compute must be one of"):
         _tiny_config(tmp_path, compute="fp16")
