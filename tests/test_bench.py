@@ -21,6 +21,7 @@ def test_bench_prints_one_json_row_per_measurement(capsys):
     assert mc["image_evals_per_s"] > 0 and mc["bare_forward_images_per_s"] > 0
     assert mc["gflop_per_image"] > 0
     assert train["images_per_s"] > 0 and train["method"] == "irs"
+    assert 0 < train["compile_s"] < train["first_step_s"]
     assert seeds["seeds"] == 2 and seeds["sequential_images_per_s"] == train["images_per_s"]
     assert seeds["speedup_vmap_vs_sequential"] == (seeds["vmap_images_per_s"]
                                                    / train["images_per_s"])
