@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the profile's, tf32 for paper, fp32 for quick)")
     p.add_argument("--seed-mode", choices=("auto", "sequential", "vmap"), default="auto",
                    help="how --seeds runs: one vmapped program or one run after another "
-                        "(auto: sequential on CPU or several devices, vmap on one GPU/TPU)")
+                        "(auto: sequential on CPU, on several devices or for full-width "
+                        "models; vmap for reduced widths on one GPU/TPU)")
     p.add_argument("--out", default=None, help="output folder (default: a new one under runs/)")
     p.add_argument("--data-dir", default=None, help="TFDS data dir holding prepared datasets")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
