@@ -64,6 +64,11 @@ def _time(fn, *args, repeats=5):
     return (time.perf_counter() - start) / repeats
 
 
+def _passes(timing: str) -> int:
+    """Convolutions' worth of FLOPs a timing covers: 2 for a whole backward pass."""
+    return 2 if timing.startswith("backward") else 1
+
+
 def profile_layer(batch, size, c_in, c_out, kernel, stride, count, key, micro_batch=8):
     """Times (ms, for all ``count`` such convs) and GFLOP/s of one conv shape."""
     kx, kw, kg = jax.random.split(key, 3)
@@ -93,7 +98,7 @@ def profile_layer(batch, size, c_in, c_out, kernel, stride, count, key, micro_ba
              "filter_grad": _time(filter_grad, g), "filter_grad_im2col": _time(im2col, x, g),
              "gemm_same_flops": _time(gemm, a, b), "backward": _time(backward, g),
              "backward_micro_batched": _time(backward_micro, g)}
-    flops = {k: gflop * (2 if k.startswith("backward") else 1) for k in times}
+    flops = {k: gflop * _passes(k) for k in times}
     name = f"{size}x{size} {c_in}->{c_out} k{kernel}" + (f" s{stride}" if stride > 1 else "")
     return {"layer": name + (f" ×{count}" if count > 1 else ""), "gflop": count * gflop,
             **{f"{k}_ms": 1e3 * count * v for k, v in times.items()},
@@ -116,8 +121,8 @@ def main(argv=None):
             for i, layer in enumerate(CONVS[args.model])]
     total = {k: sum(r[k] for r in rows) for k in rows[0] if k.endswith("_ms")}
     total_gflop = sum(r["gflop"] for r in rows)
-    total.update({f"{k[:-3]}_gflops": total_gflop * (2 if k.startswith("backward") else 1)
-                  / (total[k] / 1e3) for k in list(total)})
+    total.update({f"{k[:-3]}_gflops": total_gflop * _passes(k) / (total[k] / 1e3)
+                  for k in list(total)})
     for row in rows + [{"layer": "total", **total}]:
         if args.json:
             print(json.dumps(row), flush=True)
