@@ -251,7 +251,8 @@ def _print(row, as_json, jsonl=None):
         print(json.dumps(row), flush=True)
         return
     if row["bench"] == "train":
-        print(f"train  {row['model']:9s} {row['method']:8s} {row['images_per_s']:10.1f} img/s"
+        print(f"train  {row['model']:9s} {row['compute']:4s} {row['method']:8s}"
+              f" {row['images_per_s']:10.1f} img/s"
               f"   (compile {row['compile_s']:.1f} s, first step incl. compile "
               f"{row['first_step_s']:.1f} s; backward micro-batch "
               f"{row['backward_micro_batch'] or 'off'})", flush=True)
@@ -267,7 +268,7 @@ def _print(row, as_json, jsonl=None):
     else:
         loop = ("loop skipped" if row["loop_image_evals_per_s"] is None else
                 f"loop {row['loop_image_evals_per_s']:.1f} (×{row['speedup_vs_loop']:.2f})")
-        print(f"mc     {row['model']:9s} chunk={row['chunk_size']:<3d}"
+        print(f"mc     {row['model']:9s} {row['compute']:4s} chunk={row['chunk_size']:<3d}"
               f" {row['runs']}×{row['images']} in {row['seconds']:.2f} s:"
               f" {row['image_evals_per_s']:10.1f} img-evals/s   {loop}"
               f"  (first call {row['first_call_s']:.1f} s); bare forward"

@@ -86,26 +86,7 @@ step main-width1 150 python3 experiments/run.py --sigma 0.4 $MAIN \
   --out /tmp/main_gpu --overwrite --no-progress
 cp /tmp/main_gpu/results.json "$out/main_results.json" 2>/dev/null
 
-python3 - "$jsonl" <<'EOF' | tee "$out/table.txt"
-import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r["bench"] == "precision":
-        print(f"prec  {r['model']:8s} {r['compute']:4s} logits {r['logits_rel_err']:.1e} "
-              f"grad {r['grad_rel_err']:.1e}")
-    elif r["bench"] == "monte_carlo":
-        loop = r["loop_image_evals_per_s"]
-        print(f"mc    {r['model']:8s} {r['compute']:4s} chunk {r['chunk_size']} "
-              f"{r['runs']}x{r['images']} {r['seconds']:.2f} s {r['image_evals_per_s']:.0f}/s "
-              f"loop {loop or 0:.0f}/s fwd {r['bare_forward_images_per_s']:.0f}/s "
-              f"{r['gflops_achieved'] / 1e3:.0f} TFLOP/s compile {r['first_call_s']:.0f} s "
-              f"diff {r['max_abs_diff_vs_loop']}")
-    elif r["bench"] == "train":
-        print(f"train {r['model']:8s} {r['compute']:4s} {r['method']:7s} "
-              f"{r['images_per_s']:.0f} img/s compile {r.get('compile_s', r['first_step_s']):.0f} s "
-              f"peak {r['peak_memory_mb']:.0f} MiB")
-    else:
-        print(f"seeds {r['model']:8s} {r['compute']:4s} {r['method']:7s} {r['seeds']} vmapped "
-              f"{r['vmap_images_per_s']:.0f} img/s vs one {r['sequential_images_per_s']:.0f}")
-EOF
+python3 -c "import json, sys; sys.path.insert(0, 'experiments'); import bench
+for line in open(sys.argv[1]): bench._print(json.loads(line), as_json=False)" "$jsonl" \
+  | tee "$out/table.txt"
 echo "total $((SECONDS - start)) s"
