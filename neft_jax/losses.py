@@ -19,16 +19,16 @@ def feedback_coefficients(num_feedback: int, decay: float = 0.1) -> list[float]:
     return [decay**i for i in range(num_feedback)]
 
 
-def combine_feedback_logits(
-    logits: jax.Array,
+def feedback_term(
     feedback_logits: Sequence[jax.Array],
     alpha: jax.Array | float,
     decay: float | Sequence[float] = 0.1,
 ) -> jax.Array:
-    """``(z − α · Σ_i c_i · z_i) / (s + 1)``, shape ``(B, K)``.
+    """``α · Σ_i c_i · z_i`` of eq. (1), shape ``(B, K)`` (zeros of no shape when s = 0).
 
     ``decay`` is either the geometric factor (c_i = decay^(i−1)) or an explicit
-    sequence of coefficients c_1..c_s (e.g. all ones for "equal coefficients").
+    sequence of coefficients c_1..c_s (all ones for "equal coefficients"; the
+    Table V exit drops keep each remaining exit's own 0.1^(i−1)).
     """
     num_feedback = len(feedback_logits)
     if isinstance(decay, (int, float)):
@@ -40,11 +40,29 @@ def combine_feedback_logits(
                 f"decay must give one coefficient per feedback logit ({num_feedback}), "
                 f"got {len(coefficients)}"
             )
-    feedback = sum(
-        (c * z for c, z in zip(coefficients, feedback_logits, strict=True)),
-        jnp.zeros_like(logits),
-    )
-    return (logits - alpha * feedback) / (num_feedback + 1)
+    return alpha * sum((c * z for c, z in zip(coefficients, feedback_logits, strict=True)),
+                       jnp.float32(0.0))
+
+
+def combine_feedback_logits(
+    logits: jax.Array,
+    feedback_logits: Sequence[jax.Array],
+    alpha: jax.Array | float,
+    decay: float | Sequence[float] = 0.1,
+) -> jax.Array:
+    """``(z − α · Σ_i c_i · z_i) / (s + 1)``, shape ``(B, K)``; ``decay`` as in
+    :func:`feedback_term`."""
+    feedback = feedback_term(feedback_logits, alpha, decay)
+    return (logits - feedback) / (len(feedback_logits) + 1)
+
+
+def feedback_ratio(logits: jax.Array, feedback: jax.Array) -> jax.Array:
+    """RMS of the feedback term over RMS of the backbone logits (a scalar, ≥ 0)."""
+    return _rms(jnp.broadcast_to(feedback, logits.shape)) / jnp.maximum(_rms(logits), 1e-30)
+
+
+def _rms(a: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.mean(jnp.square(a.astype(jnp.float32))))
 
 
 def negative_feedback_loss(

@@ -42,8 +42,10 @@ from neft_jax.experiment import (
     ExperimentConfig,
     RunProgress,
     TrainOutcome,
+    add_metrics,
     checkpoint_dir_of,
     environment,
+    epoch_means,
     method_done,
     method_entry,
     prepare_out_dir,
@@ -211,7 +213,7 @@ def train_method_vmapped(cfg: ExperimentConfig, dataset: data_lib.Dataset, seeds
     num_train = len(splits[0][0])
     batch_size = min(cfg.batch_size, num_train)
     steps_per_epoch = num_train // batch_size
-    tx = train_lib.create_optimizer(cfg.lr, cfg.epochs * steps_per_epoch)
+    tx = train_lib.create_optimizer(cfg.learning_rate, cfg.epochs * steps_per_epoch)
     roots = [jax.random.split(jax.random.key(seed), 4) for seed in seeds]
     hparams = train_lib.make_hparams(cfg.sigma, cfg.effective_exit_sigma, alpha)
     input_shape = (1, *dataset.train_images.shape[1:])
@@ -231,7 +233,7 @@ def train_method_vmapped(cfg: ExperimentConfig, dataset: data_lib.Dataset, seeds
     del states
     step_roots = jnp.stack([r[2] for r in roots])
     train_on_indices = train_on_indices_fn(model, method, device, dataset.augment,
-                                           cfg.feedback_decay)
+                                           cfg.feedback_coefficients(method))
 
     def vmapped_step(state, images, labels, indices, global_step):
         keys = jax.vmap(train_lib.step_key, in_axes=(0, None))(step_roots, global_step)
@@ -254,7 +256,7 @@ def train_method_vmapped(cfg: ExperimentConfig, dataset: data_lib.Dataset, seeds
             train_index[i][data_lib.epoch_batches(jax.random.fold_in(roots[i][1], epoch),
                                                   num_train, batch_size)]
             for i in range(len(seeds))], axis=1)  # (steps, seeds, batch) into the full set
-        loss_sum = acc_sum = jnp.zeros(len(seeds))
+        sums = None
         all_finite = jnp.ones(len(seeds), bool)
         steps_done = 0
         bar = tqdm(orders, desc=f"{method} ×{len(seeds)} seeds epoch {epoch + 1}/{cfg.epochs}",
@@ -263,8 +265,7 @@ def train_method_vmapped(cfg: ExperimentConfig, dataset: data_lib.Dataset, seeds
             if cfg.max_train_steps is not None and global_step >= cfg.max_train_steps:
                 break
             stacked, metrics = step(stacked, images, labels, indices, global_step)
-            loss_sum = loss_sum + metrics["loss"]
-            acc_sum = acc_sum + metrics["accuracy"]
+            sums = add_metrics(sums, metrics)
             all_finite = all_finite & jnp.isfinite(metrics["loss"])
             global_step += 1
             steps_done += 1
@@ -277,9 +278,9 @@ def train_method_vmapped(cfg: ExperimentConfig, dataset: data_lib.Dataset, seeds
                 continue
             state = _unstack(stacked, i)
             val_accuracy = validation_accuracy(model, state, val_sets[i], roots[i][3], epoch,
-                                               configs[i], device)
-            run.end_epoch(epoch, state, float(loss_sum[i]) / steps_done,
-                          100 * float(acc_sum[i]) / steps_done, bool(all_finite[i]),
-                          val_accuracy, seconds, lambda m, s=seeds[i]: log(f"[seed {s}]{m}"))
+                                               configs[i], method)
+            run.end_epoch(epoch, state, epoch_means(_unstack(sums, i), steps_done),
+                          bool(all_finite[i]), val_accuracy, seconds,
+                          lambda m, s=seeds[i]: log(f"[seed {s}]{m}"))
     seconds = time.perf_counter() - start
     return [run.outcome(model, _unstack(stacked, i), seconds) for i, run in enumerate(progress)]

@@ -11,6 +11,7 @@ table3      noise injection and IRS at σ = 0.6, ``table3_seeds`` runs (Table II
 vanilla     vanilla trained at σ = 0 and evaluated over σ ∈ {0, 0.05, …, 0.4, 0.6, 0.8}
 table5      IRS at σ = 0.4 without each exit, and with equal coefficients (Table V)
 control     IRS at σ = 0.4 with α = 1e-9: eq. (1)'s scaling without the feedback
+scaled      ``noise_scaled`` at σ = 0.4: noise injection on CE(z/(s+1)), the fair baseline
 alpha       IRS's five-step α search at σ = 0.4 (one seed)
 ovf         OVF trained and evaluated at each σ of Table II
 ==========  =====================================================================
@@ -32,7 +33,7 @@ from neft_jax.models import MODELS
 from neft_jax.multiseed import run_seeds
 from neft_jax.sweep import Cell, aggregate_over_seeds, collect_rows, grid_cells, run_sweep
 
-STAGES = ("table2", "table3", "vanilla", "table5", "control", "alpha", "ovf")
+STAGES = ("table2", "table3", "vanilla", "table5", "control", "scaled", "alpha", "ovf")
 TABLE2_SIGMAS = (0.2, 0.4, 0.6, 0.8)
 TABLE3_SIGMA = 0.6
 ABLATION_SIGMA = 0.4
@@ -85,7 +86,8 @@ class Plan:
 
 def stage_dir(out: str, stage: str, model: str, variant: str = "") -> str:
     names = {"table2": "table2", "table3": "table3", "vanilla": "vanilla_sweep",
-             "table5": "table5", "control": "control", "ovf": "ovf", "alpha": "alpha_search"}
+             "table5": "table5", "control": "control", "scaled": "noise_scaled", "ovf": "ovf",
+             "alpha": "alpha_search"}
     name = f"{names[stage]}_{model}" + (f"_{variant}" if variant else "")
     return os.path.join(out, name + ("_irs" if stage == "alpha" else ""))
 
@@ -136,6 +138,9 @@ def _run_stage(stage, cfg, plan, out, log, show_progress):
                       plan.table5_seeds, log=log, show_progress=show_progress)
     elif stage == "control":
         _sweep(cfg, path, ["irs"], [ABLATION_SIGMA], [CONTROL_ALPHA], _seeds(cfg, plan.seeds),
+               log, show_progress)
+    elif stage == "scaled":
+        _sweep(cfg, path, ["noise_scaled"], [ABLATION_SIGMA], [None], _seeds(cfg, plan.seeds),
                log, show_progress)
     elif stage == "ovf":
         _sweep(cfg, path, ["ovf"], plan.sigmas, [None], _seeds(cfg, plan.seeds), log,
@@ -220,6 +225,7 @@ def collect_report(out: str, plan: Plan) -> dict:
         table2 = _sweep_table(stage_dir(out, "table2", model))
         vanilla = _seeds_results(stage_dir(out, "vanilla", model))
         control = _sweep_table(stage_dir(out, "control", model))
+        scaled = _sweep_table(stage_dir(out, "scaled", model))
         ovf = _sweep_table(stage_dir(out, "ovf", model))
         rows = {
             "vanilla": {f"{s:g}": _from_seeds(vanilla, "vanilla", s) for s in plan.sigmas},
@@ -227,6 +233,8 @@ def collect_report(out: str, plan: Plan) -> dict:
             "irs": {f"{s:g}": _from_sweep(table2, "irs", s) for s in plan.sigmas},
             "irs α→0 (control)": {f"{ABLATION_SIGMA:g}": _from_sweep(
                 control, "irs", ABLATION_SIGMA, CONTROL_ALPHA)},
+            "noise_scaled: CE(z/(s+1))": {f"{ABLATION_SIGMA:g}": _from_sweep(
+                scaled, "noise_scaled", ABLATION_SIGMA)},
             "ovf": {f"{s:g}": _from_sweep(ovf, "ovf", s) for s in plan.sigmas},
         }
         table3 = _sweep_table(stage_dir(out, "table3", model))

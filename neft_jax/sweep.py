@@ -27,6 +27,7 @@ from neft_jax.experiment import (
     save_figure,
     write_atomic,
 )
+from neft_jax.train import uses_feedback
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Cell:
     @property
     def name(self) -> str:
         alpha = "default" if self.alpha is None else f"{self.alpha:g}"
-        if self.method not in ("irs", "ovf"):
+        if not uses_feedback(self.method):
             alpha = "none"
         return (f"{self.model}-{self.dataset}-{self.method}-sigma{self.sigma:g}"
                 f"-alpha{alpha}-seed{self.seed}")
@@ -58,7 +59,7 @@ def grid_cells(models: Sequence[str], datasets: Sequence[str], methods: Sequence
     cells = []
     for seed, model, dataset, sigma, method in itertools.product(seeds, models, datasets,
                                                                  sigmas, methods):
-        for alpha in (alphas if method in ("irs", "ovf") else [None]):
+        for alpha in (alphas if uses_feedback(method) else [None]):
             cells.append(Cell(model, dataset, method, float(sigma), alpha, int(seed)))
     return cells
 
@@ -209,7 +210,7 @@ def plot_sweep(table: Sequence[dict], out: str) -> None:
                ylabel="Monte Carlo accuracy (%)")
     save_figure(fig, os.path.join(out, "accuracy_vs_sigma.png"))
 
-    searched = [r for r in table if r["method"] in ("irs", "ovf") and r["alpha"]
+    searched = [r for r in table if uses_feedback(r["method"]) and r["alpha"]
                 and r["sigma"] == r["eval_sigma"] and r["mean"] is not None]
     if len({r["alpha"] for r in searched}) > 1:
         fig, ax = plt.subplots(figsize=(5, 4), dpi=110)

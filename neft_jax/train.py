@@ -3,10 +3,15 @@
 Methods:
   ``vanilla``  plain cross-entropy, clean weights.
   ``noise``    cross-entropy at noisy weights (noise injection).
+  ``noise_scaled``  noise injection trained on ``CE(z / (s + 1))``, s = the model's
+               number of exits: eq. (1)'s logit scaling without any feedback
+               (the fair baseline for IRS/OVF).
   ``irs``      eq. (1) with the exits' logits as feedback (backbone and exit
                kernels perturbed, exits with their own σ).
   ``ovf``      eq. (1) with three extra backbone passes at σ + 0.15, + 0.10,
-               + 0.05 (fresh noise each) as feedback.
+               + 0.05 (fresh noise each) as feedback. All four passes run in
+               training mode and update the BatchNorm running statistics in
+               turn (σ, σ + 0.15, σ + 0.10, σ + 0.05), as the authors' code does.
 
 The step is ``step(state, batch, key) -> (state, metrics)`` with
 ``batch = {"image": (B, H, W, C) float, "label": (B,) int}``. σ, the exits'
@@ -26,11 +31,15 @@ import optax
 from flax.training import train_state
 
 from neft_jax.device import DeviceModel
-from neft_jax.losses import cross_entropy, negative_feedback_loss
+from neft_jax.losses import cross_entropy, feedback_ratio, feedback_term
 from neft_jax.models import EXIT_PREFIX
 from neft_jax.perturb import not_under, perturb, under
 
-METHODS = ("vanilla", "noise", "irs", "ovf")
+METHODS = ("vanilla", "noise", "noise_scaled", "irs", "ovf")
+#: The paper's four methods: what a run trains unless told otherwise.
+PAPER_METHODS = ("vanilla", "noise", "irs", "ovf")
+#: Methods trained with eq. (1)'s feedback term (they have an α).
+FEEDBACK_METHODS = ("irs", "ovf")
 #: σ offsets of OVF's three extra forward passes, in the order of z_1, z_2, z_3.
 OVF_SIGMA_OFFSETS = (0.15, 0.10, 0.05)
 
@@ -51,6 +60,11 @@ class TrainState(train_state.TrainState):
 def uses_exits(method: str) -> bool:
     """Whether a method trains the exits (only IRS)."""
     return validate_method(method) == "irs"
+
+
+def uses_feedback(method: str) -> bool:
+    """Whether a method has eq. (1)'s feedback term and so an α (IRS, OVF)."""
+    return validate_method(method) in FEEDBACK_METHODS
 
 
 def validate_method(method: str) -> str:
@@ -111,6 +125,8 @@ def make_train_step(
     *,
     decay: float | Sequence[float] = 0.1,
     ovf_offsets: Sequence[float] = OVF_SIGMA_OFFSETS,
+    ovf_update_stats: bool = True,
+    logit_divisor: float | None = None,
     jit: bool = True,
     donate: bool = False,
 ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
@@ -122,21 +138,29 @@ def make_train_step(
       device: backbone device template; its σ is replaced by
         ``state.hparams["sigma"]`` at every step. Exits always use the RRAM1
         model (same bits / normalisation / scale) with ``hparams["exit_sigma"]``.
-      decay: feedback coefficient decay of eq. (1), or explicit coefficients.
+      decay: feedback coefficient decay of eq. (1), or explicit coefficients
+        (one per exit the model has, or per OVF pass).
       ovf_offsets: σ offsets of OVF's extra passes.
+      ovf_update_stats: OVF's extra passes update the BatchNorm running statistics
+        after the main pass, in order (the authors' code; default). False keeps only
+        the main pass's update.
+      logit_divisor: ``noise_scaled`` trains on ``CE(z / logit_divisor)``; default
+        ``model.num_exits + 1`` (IRS's s + 1 for that model).
       jit: return the jitted step (default) or the plain function.
       donate: donate the input state's buffers (jit only).
 
     Returns:
       ``step(state, batch, key) -> (state, metrics)``; metrics hold ``loss``,
-      ``accuracy`` (backbone, at the noisy weights) and for IRS
-      ``exit_accuracy`` ``(num_exits,)``.
+      ``accuracy`` (backbone, at the noisy weights), for IRS ``exit_accuracy``
+      ``(num_exits,)``, and for IRS/OVF ``feedback_ratio``: RMS(α·Σ c_i z_i) / RMS(z).
     """
     validate_method(method)
     device = DeviceModel() if device is None else device
     exit_template = device.replace(state_factor=1)
+    if method == "noise_scaled":
+        logit_divisor = _default_logit_divisor(model, logit_divisor)
 
-    def forward(state, params, x, key, sigma, exit_sigma):
+    def forward(params, batch_stats, apply_fn, x, key, sigma, exit_sigma):
         if sigma is not None:
             backbone_key, exit_key = jax.random.split(key)
             params = perturb(params, backbone_key, device.replace(sigma=sigma),
@@ -144,8 +168,8 @@ def make_train_step(
             if exit_sigma is not None:
                 params = perturb(params, exit_key, exit_template.replace(sigma=exit_sigma),
                                  where=exit_kernels)
-        (logits, exit_logits), updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
+        (logits, exit_logits), updates = apply_fn(
+            {"params": params, "batch_stats": batch_stats},
             x, train=True, mutable=["batch_stats"],
         )
         return logits, exit_logits, updates["batch_stats"]
@@ -156,19 +180,29 @@ def make_train_step(
         sigma = None if method == "vanilla" else hp["sigma"]
         exit_sigma = hp["exit_sigma"] if method == "irs" else None
         keys = jax.random.split(key, 1 + len(ovf_offsets))
-        logits, exit_logits, batch_stats = forward(state, params, x, keys[0], sigma, exit_sigma)
+        logits, exit_logits, batch_stats = forward(params, state.batch_stats, state.apply_fn,
+                                                   x, keys[0], sigma, exit_sigma)
         aux = {}
         if method == "irs":
             if not exit_logits:
                 raise ValueError("method 'irs' needs a model built with exits=True")
-            loss = negative_feedback_loss(logits, exit_logits, y, hp["alpha"], decay)
+            feedback_logits = exit_logits
             aux["exit_accuracy"] = jnp.stack([_accuracy(z, y) for z in exit_logits])
         elif method == "ovf":
-            feedback = [
-                forward(state, params, x, k, hp["sigma"] + offset, None)[0]
-                for k, offset in zip(keys[1:], ovf_offsets, strict=True)
-            ]
-            loss = negative_feedback_loss(logits, feedback, y, hp["alpha"], decay)
+            feedback_logits = []
+            for k, offset in zip(keys[1:], ovf_offsets, strict=True):
+                z, _, updated = forward(params, batch_stats, state.apply_fn, x, k,
+                                        hp["sigma"] + offset, None)
+                feedback_logits.append(z)
+                if ovf_update_stats:
+                    batch_stats = updated
+        if method in FEEDBACK_METHODS:
+            feedback = feedback_term(feedback_logits, hp["alpha"], decay)
+            loss = cross_entropy((logits - feedback) / (len(feedback_logits) + 1), y)
+            aux["feedback_ratio"] = feedback_ratio(jax.lax.stop_gradient(logits),
+                                                   jax.lax.stop_gradient(feedback))
+        elif method == "noise_scaled":
+            loss = cross_entropy(logits / logit_divisor, y)
         else:
             loss = cross_entropy(logits, y)
         aux["accuracy"] = _accuracy(logits, y)
@@ -183,6 +217,18 @@ def make_train_step(
     if not jit:
         return step
     return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def _default_logit_divisor(model: nn.Module, divisor: float | None) -> float:
+    if divisor is None:
+        num_exits = getattr(model, "num_exits", None)
+        if num_exits is None:
+            raise ValueError("method 'noise_scaled' needs logit_divisor (s + 1) for a model "
+                             "without a num_exits attribute")
+        divisor = num_exits + 1
+    if not divisor > 0:
+        raise ValueError(f"logit_divisor must be > 0, got {divisor!r}")
+    return float(divisor)
 
 
 def step_key(run_key: jax.Array, step: jax.Array | int) -> jax.Array:
