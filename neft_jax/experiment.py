@@ -48,6 +48,7 @@ AUTHORS_ALPHA = {
     ("resnet18", "cifar100", "irs"): 1e-3,
     ("resnet18", "mnist", "ovf"): 1e-4, ("resnet18", "cifar10", "ovf"): 1e-1,
     ("resnet18", "cifar100", "ovf"): 1e-1,
+    ("resnet18", "tiny_imagenet", "irs"): 1e-2, ("resnet18", "tiny_imagenet", "ovf"): 1e-2,
 }
 
 #: The authors' Adam learning rate per model (SPEC §4): their ResNet-18 script sets 1e-2
@@ -282,10 +283,41 @@ def write_atomic(path: str, text: str) -> None:
 
 
 def write_results(out: str, results: dict) -> None:
-    """results.json, results.csv and accuracy_vs_sigma.png into ``out``."""
+    """results.json, results.csv, accuracy_vs_sigma.png and, when a method has a feedback
+    term, feedback_ratio.png into ``out``."""
     write_atomic(os.path.join(out, "results.json"), json.dumps(results, indent=1))
     write_atomic(os.path.join(out, "results.csv"), results_csv(results))
     plot_accuracy_vs_sigma(results, os.path.join(out, "accuracy_vs_sigma.png"))
+    if any("feedback_ratio" in record for entry in results["methods"].values()
+           for record in entry.get("history", [])):
+        plot_feedback_ratio(results, os.path.join(out, "feedback_ratio.png"))
+
+
+def plot_feedback_ratio(results: dict, path: str) -> None:
+    """Per epoch: RMS(α·Σ c_i z_i) / RMS(z) of IRS/OVF (log scale), and the training
+    accuracy of the backbone and of each IRS exit (%)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ratio_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for method, entry in results["methods"].items():
+        history = [h for h in entry.get("history", []) if "feedback_ratio" in h]
+        if not history:
+            continue
+        epochs = [h["epoch"] for h in history]
+        label = f"{method}, α = {entry.get('alpha', 0):g}"
+        ratio_ax.plot(epochs, [max(h["feedback_ratio"], 1e-12) for h in history], label=label)
+        acc_ax.plot(epochs, [h["train_accuracy"] for h in history], label=f"{method} backbone")
+        for i, _ in enumerate(history[0].get("exit_accuracies", [])):
+            acc_ax.plot(epochs, [h["exit_accuracies"][i] for h in history], ":",
+                        label=f"{method} exit {i + 1}")
+    ratio_ax.set(yscale="log", xlabel="epoch", ylabel="RMS(feedback) / RMS(logits)",
+                 title="size of eq. (1)'s feedback term")
+    acc_ax.set(xlabel="epoch", ylabel="training accuracy at noisy weights (%)",
+               title="backbone and exits")
+    save_figure(fig, path)
 
 
 CSV_FIELDS = ("method", "sigma", "alpha", "mean", "ci95", "ci99", "std", "ekl", "runs", "min",

@@ -1,0 +1,209 @@
+"""The authors' training protocol where it goes beyond eq. (1) (SPEC §3–4, issue 14)."""
+
+import dataclasses
+import os
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from synthetic import quadrant_task
+
+from neft_jax import DeviceModel, make_test_set, monte_carlo, perturb
+from neft_jax import data as data_lib
+from neft_jax import train as T
+from neft_jax.experiment import ExperimentConfig, start_results, train_method, write_results
+from neft_jax.models import VGG8
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
+import run as run_cli  # noqa: E402
+
+# ------------------------------------------------------------------ learning rate
+
+
+def test_default_learning_rate_is_the_authors_per_model():
+    assert ExperimentConfig(model="vgg8").learning_rate == 1e-3
+    assert ExperimentConfig(model="resnet18").learning_rate == 1e-2
+    assert ExperimentConfig(model="resnet18", lr=3e-4).learning_rate == 3e-4
+    # A sweep or plan that swaps the model of a VGG-8 config gets ResNet-18's rate.
+    swapped = dataclasses.replace(ExperimentConfig(model="vgg8"), model="resnet18")
+    assert swapped.learning_rate == 1e-2
+    settings = start_results(ExperimentConfig(model="resnet18"), None, 10, 2, 5)["settings"]
+    assert settings["lr"] == 1e-2
+
+
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_run_py_prints_the_model_learning_rate(profile):
+    args = run_cli.build_parser().parse_args(["--model", "resnet18", "--profile", profile])
+    cfg, line = run_cli.config_from_args(args, "cpu")
+    assert cfg.learning_rate == 1e-2
+    assert "lr 0.01 (the authors' rate for resnet18)" in line
+    assert "mnist5k, the 5,000 real MNIST digits" in line and "--dataset mnist" in line
+    args = run_cli.build_parser().parse_args(["--profile", profile, "--lr", "0.005"])
+    assert run_cli.config_from_args(args, "cpu")[0].learning_rate == 0.005
+
+
+# ---------------------------------------------------------- OVF's BatchNorm updates
+
+
+class TinyBN(nn.Module):
+    """conv (no bias) → BatchNorm(momentum 0.9) → global mean → dense 3; no exits."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Conv(4, (3, 3), padding=1, use_bias=False)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        return nn.Dense(3)(jnp.mean(nn.relu(x), axis=(1, 2))), ()
+
+
+def _conv_mean(x, kernel):
+    """Per-channel mean over (B, H, W) of the 3×3 'same' convolution: the BN batch mean."""
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     precision="highest")
+    return np.asarray(jnp.mean(y, axis=(0, 1, 2)), np.float64)
+
+
+@pytest.mark.parametrize("update_all", [True, False])
+def test_ovf_updates_running_statistics_once_per_pass_in_the_authors_order(update_all):
+    model, sigma, key = TinyBN(), 0.5, jax.random.key(3)
+    x = jax.random.normal(jax.random.key(1), (6, 8, 8, 2))
+    batch = {"image": x, "label": jnp.array([0, 1, 2, 0, 1, 2])}
+    state = T.create_train_state(model, jax.random.key(0), x.shape, optax.sgd(0.0),
+                                 T.make_hparams(sigma, alpha=0.1))
+    start = np.asarray(state.batch_stats["BatchNorm_0"]["mean"], np.float64) + 0.3
+    state = state.replace(batch_stats={"BatchNorm_0": {
+        "mean": jnp.asarray(start, jnp.float32), "var": state.batch_stats["BatchNorm_0"]["var"]}})
+    device = DeviceModel(sigma)
+    step = T.make_train_step(model, "ovf", device, ovf_update_stats=update_all, jit=False)
+    new_state, _ = step(state, batch, key)
+
+    # By hand: pass k draws its noise from split(split(key, 4)[k])[0] at σ + offset_k.
+    pass_keys = jax.random.split(key, 4)
+    sigmas = [sigma] + [sigma + o for o in T.OVF_SIGMA_OFFSETS]  # σ, +0.15, +0.10, +0.05
+    means = []
+    for k, s in zip(pass_keys, sigmas, strict=True):
+        noisy = perturb(state.params, jax.random.split(k)[0], device.replace(sigma=s),
+                        where=T.backbone_kernels)
+        means.append(_conv_mean(x, noisy["Conv_0"]["kernel"]))
+    assert np.ptp([m[0] for m in means]) > 1e-3  # the passes differ, so order matters
+    expected = start
+    for m in means if update_all else means[:1]:
+        expected = 0.9 * expected + 0.1 * m
+    np.testing.assert_allclose(new_state.batch_stats["BatchNorm_0"]["mean"], expected,
+                               rtol=1e-4, atol=1e-5)
+    wrong_order = start
+    for m in [means[0], *means[1:][::-1]]:
+        wrong_order = 0.9 * wrong_order + 0.1 * m
+    if update_all:
+        assert not np.allclose(new_state.batch_stats["BatchNorm_0"]["mean"], wrong_order,
+                               rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------- kept checkpoint
+
+
+def test_vanilla_keeps_the_epoch_with_the_best_clean_validation_accuracy(tmp_path):
+    images, labels = quadrant_task(200, seed=4)
+    dataset = data_lib.Dataset("mnist5k", images[:160], labels[:160], images[160:],
+                               labels[160:], 4, False)
+    train, validation = data_lib.split_validation(dataset, 0.25, 0)
+    cfg = ExperimentConfig(methods=("vanilla",), epochs=3, batch_size=40, width=0.0625,
+                           sigma=0.8, val_mc_runs=4, out=str(tmp_path))
+    outcome = train_method(cfg, train, validation, "vanilla", 0.0, str(tmp_path / "ckpt"),
+                           log=lambda m: None, show_progress=False)
+    val_set = make_test_set(validation.test_images, validation.test_labels, 100)
+    variables = {"params": outcome.state.params, "batch_stats": outcome.state.batch_stats}
+    clean = 100 * float(monte_carlo(outcome.model, variables, val_set,
+                                    jax.random.split(jax.random.key(0), 1),
+                                    DeviceModel(0.0)).accuracies.mean())
+    scores = [h["val_accuracy"] for h in outcome.history]
+    assert outcome.best_epoch == int(np.argmax(scores)) + 1
+    assert scores[outcome.best_epoch - 1] == pytest.approx(clean, abs=1e-4)
+    assert cfg.validation_sigma("vanilla") == 0.0 and cfg.validation_sigma("noise") == 0.8
+
+
+# ------------------------------------------------------------------- Table V
+
+
+def test_table5_drops_keep_each_remaining_exits_own_coefficient():
+    cfg = ExperimentConfig(model="vgg8")
+    assert cfg.feedback_coefficients("irs") == 0.1
+    assert cfg.feedback_coefficients("ovf") == 0.1
+    drop = lambda *i, **kw: dataclasses.replace(cfg, drop_exits=i, **kw)  # noqa: E731
+    np.testing.assert_allclose(drop(1).feedback_coefficients("irs"), (0.1, 0.01))
+    np.testing.assert_allclose(drop(2).feedback_coefficients("irs"), (1.0, 0.01))
+    np.testing.assert_allclose(drop(3).feedback_coefficients("irs"), (1.0, 0.1))
+    np.testing.assert_allclose(drop(1, equal_coefficients=True).feedback_coefficients("irs"),
+                               (1.0, 1.0))
+    resnet = dataclasses.replace(cfg, model="resnet18", drop_exits=(2,))
+    np.testing.assert_allclose(resnet.feedback_coefficients("irs"), (1.0, 0.01, 0.001))
+
+
+# ------------------------------------------------------ noise_scaled and feedback ratio
+
+
+def _vgg_state(method, alpha=0.1, sigma=0.3):
+    model = VGG8(4, exits=T.uses_exits(method), width=0.0625)
+    state = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1), optax.sgd(0.0),
+                                 T.make_hparams(sigma, alpha=alpha))
+    images, labels = quadrant_task(8, seed=0)
+    return model, state, {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
+
+
+def test_noise_scaled_loss_is_cross_entropy_of_scaled_logits_at_the_noisy_weights():
+    model, state, batch = _vgg_state("noise_scaled")
+    device = DeviceModel()
+    key = jax.random.key(9)
+    _, metrics = T.make_train_step(model, "noise_scaled", device, jit=False)(state, batch, key)
+    noisy = perturb(state.params, jax.random.split(jax.random.split(key, 4)[0])[0],
+                    device.replace(sigma=0.3), where=T.backbone_kernels)
+    (logits, _), _ = model.apply({"params": noisy, "batch_stats": state.batch_stats},
+                                 batch["image"], train=True, mutable=["batch_stats"])
+    scaled = np.asarray(logits, np.float64) / (VGG8.num_exits + 1)
+    log_softmax = scaled - np.log(np.exp(scaled - scaled.max(1, keepdims=True)).sum(1,
+                                  keepdims=True)) - scaled.max(1, keepdims=True)
+    expected = -np.mean(log_softmax[np.arange(8), np.asarray(batch["label"])])
+    assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-5)
+    _, plain = T.make_train_step(model, "noise", device, jit=False)(state, batch, key)
+    assert float(plain["loss"]) != pytest.approx(expected, rel=1e-3)
+
+
+def test_noise_scaled_needs_a_divisor_for_models_without_exits():
+    with pytest.raises(ValueError, match="logit_divisor"):
+        T.make_train_step(TinyBN(), "noise_scaled")
+    T.make_train_step(TinyBN(), "noise_scaled", logit_divisor=4.0)
+
+
+@pytest.mark.parametrize("method", ["irs", "ovf"])
+def test_feedback_ratio_is_zero_without_feedback_and_positive_with_it(method):
+    for alpha, positive in ((0.0, False), (0.1, True)):
+        model, state, batch = _vgg_state(method, alpha=alpha)
+        _, metrics = T.make_train_step(model, method, DeviceModel())(state, batch,
+                                                                     jax.random.key(1))
+        ratio = float(metrics["feedback_ratio"])
+        assert (ratio > 1e-4) if positive else (ratio == pytest.approx(0.0, abs=1e-12))
+
+
+def test_history_records_feedback_ratio_and_exit_accuracies_and_plots_them(tmp_path):
+    images, labels = quadrant_task(120, seed=5)
+    dataset = data_lib.Dataset("mnist5k", images[:100], labels[:100], images[100:],
+                               labels[100:], 4, False)
+    train, validation = data_lib.split_validation(dataset, 0.2, 0)
+    cfg = ExperimentConfig(methods=("irs",), epochs=2, batch_size=40, width=0.0625,
+                           sigma=0.2, val_mc_runs=1, out=str(tmp_path))
+    outcome = train_method(cfg, train, validation, "irs", 0.01, str(tmp_path / "ckpt"),
+                           log=lambda m: None, show_progress=False)
+    assert len(outcome.history) == 2
+    for record in outcome.history:
+        assert record["feedback_ratio"] > 0
+        assert len(record["exit_accuracies"]) == 3
+        assert all(0 <= a <= 100 for a in record["exit_accuracies"])
+    results = {"methods": {"irs": {"alpha": 0.01, "history": outcome.history,
+                                   "evaluations": {}}},
+               "settings": {**cfg.to_dict(), "eval_sigmas": [0.2]}}
+    write_results(str(tmp_path), results)
+    assert (tmp_path / "feedback_ratio.png").read_bytes()[:4] == b"\x89PNG"
