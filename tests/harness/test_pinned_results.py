@@ -1,0 +1,41 @@
+"""A tiny run's results.json numbers, pinned: a refactor of the harness must not change them.
+
+The numbers were recorded on 2026-11-27 (jax 0.10.2, CPU) before the harness moved
+into ``neft_jax.harness``. Losses may move by float reassociation on another CPU
+(rel 1e-4); an accuracy by at most one prediction of the 1,000 test images.
+"""
+
+import json
+
+import pytest
+
+from neft_jax.experiment import ExperimentConfig, run_experiment
+
+PINNED = {
+    "vanilla": {"loss": [9.326502, 3.319920], "val_accuracy": [12.5, 11.25], "best_epoch": 1,
+                "accuracies": {"0.1": [14.6, 9.9, 11.1], "0.3": [10.7, 12.3, 13.7]}},
+    "irs": {"loss": [7.900537, 7.222831], "val_accuracy": [7.125, 9.25], "best_epoch": 2,
+            "feedback_ratio": [0.00236730, 0.00286843],
+            "accuracies": {"0.1": [9.3, 10.1, 10.0], "0.3": [9.8, 11.2, 10.8]}},
+}
+
+
+def test_tiny_run_gives_the_pinned_numbers(tmp_path):
+    cfg = ExperimentConfig(methods=("vanilla", "irs"), epochs=2, batch_size=512, width=0.0625,
+                           mc_runs=3, val_mc_runs=2, sigma=0.3, sweep=(0.1,),
+                           backward_micro_batch=0, out=str(tmp_path))
+    run_experiment(cfg, log=lambda m: None, show_progress=False)
+    results = json.loads((tmp_path / "results.json").read_text())
+    for method, pinned in PINNED.items():
+        entry = results["methods"][method]
+        history = entry["history"]
+        assert [h["loss"] for h in history] == pytest.approx(pinned["loss"], rel=1e-4)
+        assert [h["val_accuracy"] for h in history] == pytest.approx(pinned["val_accuracy"],
+                                                                     abs=0.26)
+        if "feedback_ratio" in pinned:
+            assert [h["feedback_ratio"] for h in history] == pytest.approx(
+                pinned["feedback_ratio"], rel=1e-3)
+        assert entry["best_epoch"] == pinned["best_epoch"]
+        for sigma, accuracies in pinned["accuracies"].items():
+            assert entry["evaluations"][sigma]["accuracies"] == pytest.approx(accuracies,
+                                                                              abs=0.11)
