@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from neft_jax import DeviceModel, make_test_set, monte_carlo  # noqa: E402
-from neft_jax import train as T  # noqa: E402
-from neft_jax.conv import resolve_backward_micro_batch  # noqa: E402
-from neft_jax.evaluate import monte_carlo_loop, resolve_chunk_size  # noqa: E402
-from neft_jax.experiment import COMPUTE  # noqa: E402
-from neft_jax.models import create_model  # noqa: E402
+from neft_jax import DeviceModel, make_test_set, monte_carlo
+from neft_jax import train as T
+from neft_jax.conv import resolve_backward_micro_batch
+from neft_jax.evaluate import monte_carlo_loop, resolve_chunk_size
+from neft_jax.harness.config import COMPUTE
+from neft_jax.models import create_model
 
 
 def _block(tree):

@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from neft_jax.conv import micro_batched_conv  # noqa: E402
+from neft_jax.conv import micro_batched_conv
 
 #: Each model's convs at width 1 on 32×32 inputs: (H = W of the input, C_in, C_out,
 #: kernel, stride, how many such convs the model has).

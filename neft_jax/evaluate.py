@@ -17,7 +17,10 @@ backends are measured on first use (:func:`autotune_chunk_size`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -31,8 +34,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from neft_jax.device import DeviceModel
-from neft_jax.models import EXIT_PREFIX
-from neft_jax.perturb import Where, not_under, perturb
+from neft_jax.models import backbone_kernels
+from neft_jax.perturbation import Where, perturb
 
 #: Keys computed together (vmap) per backend, measured with experiments/bench.py: on CPU a
 #: chunk of 8 ran 8.7× slower than 1; on an H200 (VGG-8, bf16, test batches of 2,500) a
@@ -44,7 +47,6 @@ DEFAULT_CHUNK_SIZE = {"cpu": 1, "gpu": 1}
 AUTOTUNE_CANDIDATES = (1, 2, 4, 8, 16)
 _AUTOTUNED: dict = {}
 
-backbone_kernels = not_under(EXIT_PREFIX)
 
 
 class TestSet(NamedTuple):
@@ -102,17 +104,74 @@ def inference_model(model: nn.Module) -> nn.Module:
     return model.clone(exits=False) if getattr(model, "exits", False) else model
 
 
-def _run_outputs(model, variables, test_set: TestSet, key, device, where):
+@dataclasses.dataclass(frozen=True)
+class Forward:
+    """How Monte Carlo gets logits from a model (hashable: a static jit argument).
+
+    ``kind`` is ``"linen"`` (``target`` a module; noise on ``variables["params"]``;
+    ``train=False`` passed when its ``__call__`` takes it), ``"nnx"`` (``target`` the
+    graphdef of ``nnx.split``; noise on the state; evaluated in eval mode) or
+    ``"function"`` (``target(variables, images) -> logits``; noise on ``variables``).
+    A model that returns a tuple or list is taken to return ``(logits, ...)``.
+    """
+
+    kind: str
+    target: Any
+    train_kwarg: bool = False
+
+    def logits(self, variables, images):
+        if self.kind == "linen":
+            kwargs = {"train": False} if self.train_kwarg else {}
+            out = self.target.apply(variables, images, **kwargs)
+        elif self.kind == "nnx":
+            from flax import nnx
+
+            model = nnx.merge(self.target, variables)
+            model.eval()
+            out = model(images)
+        else:
+            out = self.target(variables, images)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    def perturb(self, variables, key, device, where):
+        if self.kind == "linen":
+            return {**variables, "params": perturb(variables["params"], key, device,
+                                                    where=where)}
+        return perturb(variables, key, device, where=where)
+
+
+def as_forward(model, variables) -> tuple[Forward, Any]:
+    """``(Forward, variables)`` for a linen module (``variables`` its variables dict), an NNX
+    module (``variables`` None: its own state) or a function ``apply(variables, images)``."""
+    if isinstance(model, Forward):
+        return model, variables
+    if isinstance(model, nn.Module):
+        call = inspect.signature(type(model).__call__).parameters
+        variables = {**variables, "batch_stats": variables.get("batch_stats", {})}
+        return Forward("linen", inference_model(model), "train" in call), variables
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover - flax without nnx
+        nnx = None
+    if nnx is not None and isinstance(model, nnx.Module):
+        graphdef, state = nnx.split(model)
+        return Forward("nnx", graphdef), state if variables is None else variables
+    if callable(model):
+        return Forward("function", model), variables
+    raise TypeError(f"model must be a flax linen module, an nnx.Module or a function "
+                    f"apply(variables, images) -> logits, got {type(model).__name__}")
+
+
+def _run_outputs(forward: Forward, variables, test_set: TestSet, key, device, where):
     """One noise instance over the whole test set.
 
     Returns (correct count, probs ``(nb, B, K)``, entropies ``(nb, B)``).
     """
-    params = perturb(variables["params"], key, device, where=where)
-    noisy = {**variables, "params": params}
+    noisy = forward.perturb(variables, key, device, where)
 
     def body(correct, batch):
         images, labels, mask = batch
-        logits, _ = model.apply(noisy, images, train=False)
+        logits = forward.logits(noisy, images)
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
         probs = jnp.exp(log_probs)
         entropy = -jnp.sum(probs * log_probs, axis=-1)
@@ -221,8 +280,11 @@ def monte_carlo(
     """Accuracy of each of ``R = len(keys)`` noise instances over ``test_set``.
 
     Args:
-      model: the trained linen module (exits are dropped for inference).
-      variables: ``{"params": ..., "batch_stats": ...}``.
+      model: a flax linen module (exits are dropped for inference), an ``nnx.Module``,
+        or a function ``apply(variables, images) -> logits`` (:func:`as_forward`).
+      variables: linen: ``{"params": ..., "batch_stats": ...}``; NNX: None (the
+        module's own state); function: whatever ``apply`` takes (noise goes on the
+        leaves ``where`` selects).
       test_set: from :func:`make_test_set`.
       keys: a batch of ``R`` typed or raw ``jax.random`` keys.
       device: the :class:`DeviceModel`; a concrete σ = 0 evaluates once.
@@ -237,6 +299,7 @@ def monte_carlo(
       :class:`MonteCarloResult` with per-run accuracies ``(R,)`` (or ``(1,)``
       at σ = 0) and the EKL.
     """
+    model, variables = as_forward(model, variables)
     keys = jnp.asarray(keys)
     if keys.ndim == 0 or keys.shape[0] < 1:
         raise ValueError("keys must be a non-empty batch of PRNG keys")
@@ -258,8 +321,6 @@ def monte_carlo(
     if padded > num_runs:
         keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], padded - num_runs, axis=0)])
     run_mask = jnp.arange(padded) < num_runs
-    model = inference_model(model)
-    variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
     if num_devices > 1:  # the model and the test set are replicated on every device
         variables, test_set = jax.device_put((variables, test_set), NamedSharding(mesh, P()))
     counts, sum_probs, sum_entropy = [], 0.0, 0.0
@@ -286,27 +347,29 @@ def monte_carlo(
 
 def _autotuned_chunk_size(model, variables, test_set, device) -> int:
     """Measure the chunk sizes once per (backend, model, test-set shape) and cache the best."""
-    key = (jax.default_backend(), inference_model(model), test_set.images.shape)
+    key = (jax.default_backend(), model, test_set.images.shape)
     if key not in _AUTOTUNED:
         best, timings = autotune_chunk_size(model, variables, test_set, device,
                                             candidates=AUTOTUNE_CANDIDATES, num_runs=16)
         _AUTOTUNED[key] = best
-        print(f"neft_jax: Monte Carlo chunk size {best} chosen by measurement on "
-              f"{jax.default_backend()} (s per 16 runs: "
-              + ", ".join(f"{c}: {t:.3f}" for c, t in timings.items()) + ")", flush=True)
+        logging.getLogger(__name__).info(
+            "Monte Carlo chunk size %d chosen by measurement on %s (s per 16 runs: %s)", best,
+            jax.default_backend(), ", ".join(f"{c}: {t:.3f}" for c, t in timings.items()))
     return _AUTOTUNED[key]
 
 
 @functools.partial(jax.jit, static_argnames=("model", "where"))
 def evaluate_one_run(model, variables, test_set, key, device, where=backbone_kernels):
-    """Correct predictions (int32) of one noise instance: the building block of a Python loop."""
-    correct, _ = _run_outputs(inference_model(model), variables, test_set, key, device, where)
+    """Correct predictions (int32) of one noise instance: the building block of a Python loop.
+
+    ``model`` is a :class:`Forward` (see :func:`as_forward`)."""
+    correct, _ = _run_outputs(model, variables, test_set, key, device, where)
     return correct
 
 
 def monte_carlo_loop(model, variables, test_set, keys, device, where=backbone_kernels):
     """Reference: a Python loop over keys, one jitted run each (the authors' protocol)."""
-    variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    model, variables = as_forward(model, variables)
     counts = [int(evaluate_one_run(model, variables, test_set, k, device, where)) for k in keys]
     return np.array(counts, np.float64) / test_set.size
 

@@ -4,7 +4,7 @@
 returns ``(logits, exit_logits)``: logits ``(B, K)`` and a tuple of exit
 logits ``(B, K)``, shallowest first (empty when ``exits=False``). Exits read
 the backbone's activations and never change them; their modules are named
-``exit_1``, ``exit_2``, … so that :func:`neft_jax.perturb.under` can select
+``exit_1``, ``exit_2``, … so that :func:`neft_jax.perturbation.under` can select
 them.
 
 ``width`` scales every channel count and hidden width (1.0 = the paper).
@@ -24,11 +24,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from neft_jax.conv import micro_batched_conv
+from neft_jax.perturbation import not_under, under
 
 #: Kaiming-normal, fan-out, ReLU gain (PyTorch ``kaiming_normal_(mode="fan_out")``).
 kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 EXIT_PREFIX = "exit_"
+#: Selections for :func:`neft_jax.perturb`: the backbone's kernels, the exits' kernels.
+backbone_kernels = not_under(EXIT_PREFIX)
+exit_kernels = under(EXIT_PREFIX)
 
 
 def adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 * :func:`data_mesh` — a 1-D :class:`~jax.sharding.Mesh` over all (global) devices,
   axis ``"data"``.
-* :func:`make_data_parallel_step` — jits a train step with the batch split along the
-  data axis and the state replicated. Under ``jit`` the program has global semantics,
+* :func:`data_parallel_jit` — jits a function with its batch arguments split along
+  the data axis and everything else replicated; :func:`make_data_parallel_step` is it
+  for a ``(state, batch, key)`` train step. Under ``jit`` the program has global semantics,
   so the loss, the gradients and BatchNorm's batch statistics are means over the
   *global* batch: XLA inserts the cross-device reductions (all-reduce), nothing is
   hand-written.
@@ -68,11 +69,25 @@ def shard_batch(batch, mesh: Mesh):
     return jax.device_put(batch, batch_sharded(mesh))
 
 
+def data_parallel_jit(fn: Callable, mesh: Mesh, batch_args: tuple[bool, ...],
+                      donate_argnums: tuple[int, ...] = ()) -> Callable:
+    """Jit ``fn`` over ``mesh``: the arguments flagged in ``batch_args`` are split along
+    their leading axis over the data axis, every other argument and every output is
+    replicated. The one place where the training shardings are written."""
+    shardings = tuple(batch_sharded(mesh) if split else replicated(mesh) for split in batch_args)
+    return jax.jit(fn, in_shardings=shardings, out_shardings=replicated(mesh),
+                   donate_argnums=donate_argnums)
+
+
 def make_data_parallel_step(step: Callable, mesh: Mesh, donate: bool = False) -> Callable:
     """Jit ``step(state, batch, key)`` with state replicated and batch split over ``mesh``."""
-    return jax.jit(
-        step,
-        in_shardings=(replicated(mesh), batch_sharded(mesh), replicated(mesh)),
-        out_shardings=(replicated(mesh), replicated(mesh)),
-        donate_argnums=(0,) if donate else (),
-    )
+    return data_parallel_jit(step, mesh, (False, True, False), (0,) if donate else ())
+
+
+def local_data_mesh(batch_size: int) -> Mesh | None:
+    """A data mesh over the local devices when there are several and they divide
+    ``batch_size``; else None (one device, nothing to split)."""
+    count = jax.local_device_count()
+    if count > 1 and batch_size % count == 0:
+        return data_mesh(jax.local_devices())
+    return None

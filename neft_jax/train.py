@@ -32,8 +32,8 @@ from flax.training import train_state
 
 from neft_jax.device import DeviceModel
 from neft_jax.losses import cross_entropy, feedback_ratio, feedback_term
-from neft_jax.models import EXIT_PREFIX
-from neft_jax.perturb import not_under, perturb, under
+from neft_jax.models import backbone_kernels, exit_kernels
+from neft_jax.perturbation import perturb
 
 METHODS = ("vanilla", "noise", "noise_scaled", "irs", "ovf")
 #: The paper's four methods: what a run trains unless told otherwise.
@@ -43,8 +43,6 @@ FEEDBACK_METHODS = ("irs", "ovf")
 #: σ offsets of OVF's three extra forward passes, in the order of z_1, z_2, z_3.
 OVF_SIGMA_OFFSETS = (0.15, 0.10, 0.05)
 
-backbone_kernels = not_under(EXIT_PREFIX)
-exit_kernels = under(EXIT_PREFIX)
 
 
 class TrainState(train_state.TrainState):
@@ -167,7 +165,7 @@ def make_train_step(
                              where=backbone_kernels)
             if exit_sigma is not None:
                 params = perturb(params, exit_key, exit_template.replace(sigma=exit_sigma),
-                                 where=exit_kernels)
+                                 where=exit_kernels, on_empty="ignore")
         (logits, exit_logits), updates = apply_fn(
             {"params": params, "batch_stats": batch_stats},
             x, train=True, mutable=["batch_stats"],

@@ -5,15 +5,15 @@ import os
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from synthetic import quadrant_task  # noqa: E402
+import jax
+import numpy as np
+import optax
+from synthetic import quadrant_task
 
-from neft_jax import DeviceModel, make_test_set, monte_carlo  # noqa: E402
-from neft_jax import train as T  # noqa: E402
-from neft_jax.models import VGG8  # noqa: E402
-from neft_jax.parallel import data_mesh, make_data_parallel_step, replicate, shard_batch  # noqa: E402
+from neft_jax import DeviceModel, make_test_set, monte_carlo
+from neft_jax import train as T
+from neft_jax.models import VGG8
+from neft_jax.parallel import data_mesh, make_data_parallel_step, replicate, shard_batch
 
 
 def main():
@@ -59,13 +59,15 @@ def main():
     import sys
     import tempfile
 
-    from neft_jax.experiment import ExperimentConfig, run_experiment
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.orchestration import run_experiment
 
     out = tempfile.mkdtemp()
     cfg = ExperimentConfig(methods=("noise",), epochs=1, batch_size=64, width=0.0625,
                            mc_runs=8, val_mc_runs=8, sigma=0.3, out=out + "/run",
                            max_train_steps=3)
-    results = run_experiment(cfg, log=lambda m: print(m, file=sys.stderr), show_progress=False)
+    results = run_experiment(cfg, log=lambda m: print(m, file=sys.stderr),
+                             show_progress=False).to_json()
     run_accuracies = results["methods"]["noise"]["evaluations"]["0.3"]["accuracies"]
     print(json.dumps({
         "run_experiment_accuracies": run_accuracies,

@@ -17,7 +17,7 @@ from neft_jax.conv import (
     micro_batched_conv,
     resolve_backward_micro_batch,
 )
-from neft_jax.experiment import ExperimentConfig
+from neft_jax.harness.config import ExperimentConfig
 from neft_jax.models import create_model
 
 NHWC = ("NHWC", "HWIO", "NHWC")

@@ -73,7 +73,7 @@ def test_vanilla_ignores_noise_and_key():
 def test_noise_gradient_is_straight_through_at_noisy_weights():
     """Gradient of the step == gradient of the clean loss at perturb(params)."""
     from neft_jax.losses import cross_entropy
-    from neft_jax.perturb import perturb
+    from neft_jax.perturbation import perturb
 
     model = VGG8(4, exits=False, width=0.125)
     state = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1),

@@ -1,15 +1,17 @@
 """A tiny run's results.json numbers, pinned: a refactor of the harness must not change them.
 
-The numbers were recorded on 2026-11-27 (jax 0.10.2, CPU) before the harness moved
-into ``neft_jax.harness``. Losses may move by float reassociation on another CPU
-(rel 1e-4); an accuracy by at most one prediction of the 1,000 test images.
+The numbers were recorded on 2026-11-27 (jax 0.10.2, CPU) with the pre-move layout
+(``neft_jax.experiment``) and pass unchanged after the move into ``neft_jax.harness``.
+Losses may move by float reassociation on another CPU (rel 1e-4); an accuracy by at
+most one prediction of the 1,000 test images.
 """
 
 import json
 
 import pytest
 
-from neft_jax.experiment import ExperimentConfig, run_experiment
+from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.orchestration import run_experiment
 
 PINNED = {
     "vanilla": {"loss": [9.326502, 3.319920], "val_accuracy": [12.5, 11.25], "best_epoch": 1,
@@ -22,7 +24,7 @@ PINNED = {
 
 def test_tiny_run_gives_the_pinned_numbers(tmp_path):
     cfg = ExperimentConfig(methods=("vanilla", "irs"), epochs=2, batch_size=512, width=0.0625,
-                           mc_runs=3, val_mc_runs=2, sigma=0.3, sweep=(0.1,),
+                           mc_runs=3, val_mc_runs=2, sigma=0.3, extra_sigmas=(0.1,),
                            backward_micro_batch=0, out=str(tmp_path))
     run_experiment(cfg, log=lambda m: None, show_progress=False)
     results = json.loads((tmp_path / "results.json").read_text())

@@ -1,4 +1,4 @@
-"""Tests of neft_jax.data: loading, splits, augmentation, batching."""
+"""Tests of neft_jax.harness.data: loading, splits, augmentation, batching."""
 
 import time
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neft_jax import data
+from neft_jax.harness import data
 
 # ----------------------------------------------------------------------------- mnist5k
 

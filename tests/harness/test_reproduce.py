@@ -2,14 +2,11 @@
 
 import json
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
-import reproduce as reproduce_cli  # noqa: E402
-
-from neft_jax.reproduce import Plan  # noqa: E402
+from neft_jax.harness import cli as reproduce_cli
+from neft_jax.harness.reproduce import Plan
 
 TINY = ["--epochs", "1", "--max-train-steps", "2", "--batch-size", "32", "--width", "0.0625",
         "--mc-runs", "3", "--val-mc-runs", "1", "--no-progress"]
@@ -19,7 +16,7 @@ def test_table2_and_table3_stages_write_a_report_and_share_runs(tmp_path, capsys
     out = tmp_path / "repro"
     args = TINY + ["--stages", "table2,table3", "--sigmas", "0.6", "--seeds", "1",
                    "--table3-seeds", "2", "--out", str(out)]
-    assert reproduce_cli.main(args) == 0
+    assert reproduce_cli.reproduce_main(args) == 0
     printed = capsys.readouterr().out
     # Table III's seed 0 is Table II's run at σ = 0.6, linked and not trained again.
     assert "vgg8-mnist5k-noise-sigma0.6-alphanone-seed0: done before, skipped" in printed
@@ -35,15 +32,15 @@ def test_table2_and_table3_stages_write_a_report_and_share_runs(tmp_path, capsys
     assert "### Table III" in text and " of 2 |" in text
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     # A second launch finds everything done and trains nothing.
-    assert reproduce_cli.main(args) == 0
+    assert reproduce_cli.reproduce_main(args) == 0
     assert "training" not in capsys.readouterr().out
     # The report can be rebuilt alone.
     os.remove(out / "REPORT.md")
-    assert reproduce_cli.main(args + ["--report-only"]) == 0
+    assert reproduce_cli.reproduce_main(args + ["--report-only"]) == 0
     assert (out / "REPORT.md").read_text() == text
     # At the paper's four σ the report puts the paper's rows beside ours, bounds marked.
-    assert reproduce_cli.main(TINY + ["--stages", "table2", "--seeds", "1", "--out", str(out),
-                                      "--report-only"]) == 0
+    assert reproduce_cli.reproduce_main(TINY + ["--stages", "table2", "--seeds", "1",
+                                                "--out", str(out), "--report-only"]) == 0
     text = (out / "REPORT.md").read_text()
     assert "| noise (paper) | 99.35 | 97.77 | ≤89.56 | ≤13.71 |" in text
     assert "| irs (paper) | 99.53 | 99.3 | 96.9 | 70.31 |" in text
@@ -58,7 +55,7 @@ def test_plan_rejects_bad_values(change):
 
 def test_bad_stage_flag_exits_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        reproduce_cli.main(TINY + ["--stages", "table9", "--out", str(tmp_path)])
+        reproduce_cli.reproduce_main(TINY + ["--stages", "table9", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "stages must be names from" in capsys.readouterr().err
 
@@ -67,7 +64,7 @@ def test_ovf_stage_runs_resnet18_at_every_table2_sigma(tmp_path):
     out = tmp_path / "repro"
     args = TINY + ["--models", "resnet18", "--stages", "ovf", "--sigmas", "0.2,0.6",
                    "--seeds", "1", "--out", str(out)]
-    assert reproduce_cli.main(args) == 0
+    assert reproduce_cli.reproduce_main(args) == 0
     ovf = json.loads((out / "report.json").read_text())["resnet18"]["table2"]["ovf"]
     assert sorted(ovf) == ["0.2", "0.6"]
     assert all(cell["seeds"] == 1 and 0 <= cell["mean"] <= 100 for cell in ovf.values())

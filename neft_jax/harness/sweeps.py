@@ -20,13 +20,10 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from neft_jax.evaluate import summarize_over_seeds
-from neft_jax.experiment import (
-    ExperimentConfig,
-    method_done,
-    run_experiment,
-    save_figure,
-    write_atomic,
-)
+from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.orchestration import run_experiment
+from neft_jax.harness.reporting import save_figure
+from neft_jax.harness.results import RunResults, write_atomic
 from neft_jax.train import uses_feedback
 
 
@@ -68,10 +65,8 @@ def cell_done(path: str, method: str) -> bool:
     results_path = os.path.join(path, "results.json")
     if not os.path.exists(results_path):
         return False
-    with open(results_path) as f:
-        results = json.load(f)
-    return method_done(results.get("methods", {}).get(method),
-                       results.get("settings", {}).get("eval_sigmas", []))
+    results = RunResults.load(results_path)
+    return method in results.methods and results.methods[method].done(results.eval_sigmas)
 
 
 def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
@@ -92,7 +87,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
         start = time.perf_counter()
         cfg = dataclasses.replace(
             base, model=cell.model, dataset=cell.dataset, methods=(cell.method,),
-            sigma=cell.sigma, alpha=cell.alpha, seed=cell.seed, out=path,
+            sigma=cell.sigma, alpha=cell.alpha, seed=cell.seed, seeds=1, out=path,
             resume=os.path.isdir(path), overwrite=False)
         run_experiment(cfg, log=log, show_progress=show_progress)
         seconds = time.perf_counter() - start
@@ -123,16 +118,14 @@ def collect_rows(cells: Sequence[Cell], out: str) -> list[dict]:
         path = os.path.join(out, "cells", cell.name, "results.json")
         if not os.path.exists(path):
             continue
-        with open(path) as f:
-            results = json.load(f)
-        entry = results["methods"].get(cell.method)
+        entry = RunResults.load(path).methods.get(cell.method)
         if not entry:
             continue
-        for label, evaluation in entry.get("evaluations", {}).items():
-            summary = evaluation.get("summary") or {}
+        for sigma, evaluation in entry.evaluations.items():
+            summary = evaluation.summary or {}
             rows.append({
-                **dataclasses.asdict(cell), "alpha": entry.get("alpha"),
-                "eval_sigma": float(label), "diverged": bool(entry.get("diverged")),
+                **dataclasses.asdict(cell), "alpha": entry.alpha,
+                "eval_sigma": float(sigma), "diverged": entry.diverged,
                 **{k: summary.get(k) for k in ("mean", "ci95", "std", "ekl", "runs")},
             })
     return rows

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neft_jax import DeviceModel, perturb
-from neft_jax.perturb import under
+from neft_jax.perturbation import under
 
 
 def _uniform_kernel(key, shape=(512, 1024)):

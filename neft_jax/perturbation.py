@@ -13,6 +13,7 @@ Gaussian device errors (eq. 5) is itself Gaussian with the std that
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -90,7 +91,16 @@ def weight_noise(
     return noise.astype(weight.dtype)
 
 
-def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | None = None) -> Any:
+#: What :func:`perturb` does when its selection matches no leaf.
+ON_EMPTY = ("warn", "raise", "ignore")
+
+
+class NoWeightsSelected(ValueError):
+    """:func:`perturb` selected no leaf of the params tree (``on_empty="raise"``)."""
+
+
+def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | None = None,
+            on_empty: str = "warn") -> Any:
     """Return ``params`` with every selected weight replaced by ``W + stop_gradient(ΔW)``.
 
     Args:
@@ -101,18 +111,25 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | 
       device: the :class:`DeviceModel` (σ, bits, preset, normalisation, scale).
       where: ``where(path, leaf) -> bool`` with ``path`` a tuple of key names;
         default :func:`is_kernel` (conv and dense kernels only).
+      on_empty: when ``where`` selects no leaf: ``"warn"`` (default; the params come
+        back unchanged with a warning naming the leaves it saw), ``"raise"``
+        (:class:`NoWeightsSelected`) or ``"ignore"``.
 
     Returns:
       A pytree of the same structure; unselected leaves are the same objects.
     """
+    if on_empty not in ON_EMPTY:
+        raise ValueError(f"on_empty must be one of {ON_EMPTY}, got {on_empty!r}")
     if device.is_noiseless:
         return params
+    default_rule = where is None
     where = is_kernel if where is None else where
     leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
     selected = [where(path_names(path), leaf) for path, leaf in leaves_with_paths]
     leaves = [leaf for _, leaf in leaves_with_paths]
     chosen = [leaf for leaf, sel in zip(leaves, selected, strict=True) if sel]
     if not chosen:
+        _report_empty_selection(leaves_with_paths, default_rule, on_empty)
         return params
     if device.scale == "model":
         model_scale = jnp.max(jnp.stack([jnp.max(jnp.abs(w)).astype(jnp.float32) for w in chosen]))
@@ -128,3 +145,18 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | 
         out.append(leaf + jax.lax.stop_gradient(noise))
         index += 1
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _report_empty_selection(leaves_with_paths, default_rule: bool, on_empty: str) -> None:
+    if on_empty == "ignore":
+        return
+    seen = sorted({str(leaf_name(path_names(path))) for path, _ in leaves_with_paths})
+    rule = "the default selection" if default_rule else "the selection"
+    message = (f"perturb: no leaf was perturbed: {rule} (by default leaves named "
+               f"{' or '.join(KERNEL_NAMES)} with ndim >= 2) matched none of this tree's leaf "
+               f"names {seen[:12]}{' ...' if len(seen) > 12 else ''}. Pass "
+               "where=lambda path, leaf: ... (path: a tuple of key names) to choose the "
+               "weights, or on_empty='ignore' to silence this.")
+    if on_empty == "raise":
+        raise NoWeightsSelected(message)
+    warnings.warn(message, stacklevel=3)

@@ -1,8 +1,7 @@
 """The authors' training protocol where it goes beyond eq. (1) (SPEC §3–4, issue 14)."""
 
 import dataclasses
-import os
-import sys
+import json
 
 import flax.linen as nn
 import jax
@@ -13,13 +12,15 @@ import pytest
 from synthetic import quadrant_task
 
 from neft_jax import DeviceModel, make_test_set, monte_carlo, perturb
-from neft_jax import data as data_lib
 from neft_jax import train as T
-from neft_jax.experiment import ExperimentConfig, start_results, train_method, write_results
+from neft_jax.harness import cli as run_cli
+from neft_jax.harness import data as data_lib
+from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.loop import train_runs
+from neft_jax.harness.orchestration import start_results
+from neft_jax.harness.reporting import write_results
+from neft_jax.harness.results import MethodResult, RunResults
 from neft_jax.models import VGG8
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
-import run as run_cli  # noqa: E402
 
 # ------------------------------------------------------------------ learning rate
 
@@ -31,18 +32,18 @@ def test_default_learning_rate_is_the_authors_per_model():
     # A sweep or plan that swaps the model of a VGG-8 config gets ResNet-18's rate.
     swapped = dataclasses.replace(ExperimentConfig(model="vgg8"), model="resnet18")
     assert swapped.learning_rate == 1e-2
-    settings = start_results(ExperimentConfig(model="resnet18"), None, 10, 2, 5)["settings"]
+    settings = start_results(ExperimentConfig(model="resnet18"), None, 10, 2, 5).settings
     assert settings["lr"] == 1e-2
 
 
 @pytest.mark.parametrize("profile", ["quick", "paper"])
 def test_run_py_prints_the_model_learning_rate(profile):
-    args = run_cli.build_parser().parse_args(["--model", "resnet18", "--profile", profile])
+    args = run_cli.run_parser().parse_args(["--model", "resnet18", "--profile", profile])
     cfg, line = run_cli.config_from_args(args, "cpu")
     assert cfg.learning_rate == 1e-2
     assert "lr 0.01 (the authors' rate for resnet18)" in line
     assert "mnist5k, the 5,000 real MNIST digits" in line and "--dataset mnist" in line
-    args = run_cli.build_parser().parse_args(["--profile", profile, "--lr", "0.005"])
+    args = run_cli.run_parser().parse_args(["--profile", profile, "--lr", "0.005"])
     assert run_cli.config_from_args(args, "cpu")[0].learning_rate == 0.005
 
 
@@ -106,16 +107,24 @@ def test_ovf_updates_running_statistics_once_per_pass_in_the_authors_order(updat
 # ------------------------------------------------------------- kept checkpoint
 
 
+def _train_quadrants(tmp_path, method, alpha, total, num_train, seed, **settings):
+    """Train ``method`` on the quadrant task (``num_train`` of ``total`` images train)."""
+    images, labels = quadrant_task(total, seed=seed)
+    dataset = data_lib.Dataset("mnist5k", images[:num_train], labels[:num_train],
+                               images[num_train:], labels[num_train:], 4, False)
+    cfg = ExperimentConfig(methods=(method,), batch_size=40, width=0.0625, out=str(tmp_path),
+                           **settings)
+    outcome, = train_runs([cfg], dataset, method, alpha, log=lambda m: None,
+                          show_progress=False)
+    return dataset, cfg, outcome
+
+
 def test_vanilla_keeps_the_epoch_with_the_best_clean_validation_accuracy(tmp_path):
-    images, labels = quadrant_task(200, seed=4)
-    dataset = data_lib.Dataset("mnist5k", images[:160], labels[:160], images[160:],
-                               labels[160:], 4, False)
-    train, validation = data_lib.split_validation(dataset, 0.25, 0)
-    cfg = ExperimentConfig(methods=("vanilla",), epochs=3, batch_size=40, width=0.0625,
-                           sigma=0.8, val_mc_runs=4, out=str(tmp_path))
-    outcome = train_method(cfg, train, validation, "vanilla", 0.0, str(tmp_path / "ckpt"),
-                           log=lambda m: None, show_progress=False)
-    val_set = make_test_set(validation.test_images, validation.test_labels, 100)
+    dataset, cfg, outcome = _train_quadrants(tmp_path, "vanilla", 0.0, 200, 160, seed=4,
+                                             epochs=3, sigma=0.8, val_mc_runs=4,
+                                             val_fraction=0.25)
+    _, val_idx = data_lib.validation_indices(dataset.train_labels, 0.25, cfg.seed)
+    val_set = make_test_set(dataset.train_images[val_idx], dataset.train_labels[val_idx], 100)
     variables = {"params": outcome.state.params, "batch_stats": outcome.state.batch_stats}
     clean = 100 * float(monte_carlo(outcome.model, variables, val_set,
                                     jax.random.split(jax.random.key(0), 1),
@@ -189,21 +198,17 @@ def test_feedback_ratio_is_zero_without_feedback_and_positive_with_it(method):
 
 
 def test_history_records_feedback_ratio_and_exit_accuracies_and_plots_them(tmp_path):
-    images, labels = quadrant_task(120, seed=5)
-    dataset = data_lib.Dataset("mnist5k", images[:100], labels[:100], images[100:],
-                               labels[100:], 4, False)
-    train, validation = data_lib.split_validation(dataset, 0.2, 0)
-    cfg = ExperimentConfig(methods=("irs",), epochs=2, batch_size=40, width=0.0625,
-                           sigma=0.2, val_mc_runs=1, out=str(tmp_path))
-    outcome = train_method(cfg, train, validation, "irs", 0.01, str(tmp_path / "ckpt"),
-                           log=lambda m: None, show_progress=False)
+    _, cfg, outcome = _train_quadrants(tmp_path, "irs", 0.01, 120, 100, seed=5, epochs=2,
+                                       sigma=0.2, val_mc_runs=1, val_fraction=0.2)
     assert len(outcome.history) == 2
     for record in outcome.history:
         assert record["feedback_ratio"] > 0
         assert len(record["exit_accuracies"]) == 3
         assert all(0 <= a <= 100 for a in record["exit_accuracies"])
-    results = {"methods": {"irs": {"alpha": 0.01, "history": outcome.history,
-                                   "evaluations": {}}},
-               "settings": {**cfg.to_dict(), "eval_sigmas": [0.2]}}
+    results = RunResults(settings={**cfg.to_dict(), "eval_sigmas": [0.2]},
+                         methods={"irs": MethodResult(alpha=0.01, history=outcome.history)})
     write_results(str(tmp_path), results)
     assert (tmp_path / "feedback_ratio.png").read_bytes()[:4] == b"\x89PNG"
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert json.loads(lines[-1])["feedback_ratio"] == outcome.history[-1]["feedback_ratio"]

@@ -2,29 +2,28 @@
 
 import json
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
-import sweep as sweep_cli  # noqa: E402
-
-from neft_jax.experiment import ExperimentConfig, run_experiment  # noqa: E402
-from neft_jax.multiseed import choose_seed_mode, run_seeds  # noqa: E402
-from neft_jax.sweep import estimate_seconds_left, grid_cells, run_sweep  # noqa: E402
+from neft_jax.harness import cli as sweep_cli
+from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.orchestration import run_experiment
+from neft_jax.harness.seeds import choose_seed_mode, run_seeds
+from neft_jax.harness.sweeps import estimate_seconds_left, grid_cells, run_sweep
 
 TINY = dict(epochs=1, batch_size=64, width=0.0625, mc_runs=3, val_mc_runs=1, sigma=0.3,
             max_train_steps=4)
 
 
 def test_seeds_equal_separate_runs(tmp_path):
-    cfg = ExperimentConfig(methods=("noise",), out=str(tmp_path / "multi"), seed=5, **TINY)
-    multi = run_seeds(cfg, 3, log=lambda m: None, show_progress=False)
+    cfg = ExperimentConfig(methods=("noise",), out=str(tmp_path / "multi"), seed=5, seeds=3,
+                           **TINY)
+    multi = run_seeds(cfg, log=lambda m: None, show_progress=False).to_json()
     evaluation = multi["methods"]["noise"]["evaluations"]["0.3"]
     for i, seed in enumerate((5, 6, 7)):
         single = run_experiment(ExperimentConfig(methods=("noise",), seed=seed,
                                                  out=str(tmp_path / f"single{seed}"), **TINY),
-                                log=lambda m: None, show_progress=False)
+                                log=lambda m: None, show_progress=False).to_json()
         assert single["methods"]["noise"]["evaluations"]["0.3"]["accuracies"] == json.loads(
             (tmp_path / "multi" / f"seed-{seed}" / "results.json").read_text()
         )["methods"]["noise"]["evaluations"]["0.3"]["accuracies"]
@@ -36,12 +35,14 @@ def test_seeds_equal_separate_runs(tmp_path):
 
 
 def test_seeds_in_one_vmapped_program_match_sequential_seeds(tmp_path):
-    settings = dict(TINY, methods=("irs",), seed=2)
-    sequential = run_seeds(ExperimentConfig(out=str(tmp_path / "seq"), **settings), 2,
-                           log=lambda m: None, show_progress=False, seed_mode="sequential")
+    settings = dict(TINY, methods=("irs",), seed=2, seeds=2)
+    sequential = run_seeds(ExperimentConfig(out=str(tmp_path / "seq"), seed_mode="sequential",
+                                            **settings),
+                           log=lambda m: None, show_progress=False).to_json()
     messages = []
-    vmapped = run_seeds(ExperimentConfig(out=str(tmp_path / "vmap"), **settings), 2,
-                        log=messages.append, show_progress=False, seed_mode="vmap")
+    vmapped = run_seeds(ExperimentConfig(out=str(tmp_path / "vmap"), seed_mode="vmap",
+                                         **settings),
+                        log=messages.append, show_progress=False).to_json()
     assert vmapped["settings"]["seed_mode"] == "vmap"
     assert any("training seeds [2, 3] together" in m for m in messages)
     for method in ("irs",):
@@ -118,7 +119,7 @@ def test_sweep_cli_config_file_and_bad_keys(tmp_path, capsys):
     config = tmp_path / "grid.toml"
     config.write_text('methods = ["vanilla"]\nsigmas = [0.3]\nseeds = 1\n')
     out = tmp_path / "out"
-    code = sweep_cli.main(["--config", str(config), "--out", str(out), "--epochs", "1",
+    code = sweep_cli.sweep_main(["--config", str(config), "--out", str(out), "--epochs", "1",
                            "--max-train-steps", "2", "--batch-size", "64", "--width", "0.0625",
                            "--mc-runs", "2", "--val-mc-runs", "1", "--no-progress"])
     assert code == 0
@@ -127,6 +128,6 @@ def test_sweep_cli_config_file_and_bad_keys(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('sigma_values = [0.3]\n')
     with pytest.raises(SystemExit) as info:
-        sweep_cli.main(["--config", str(bad), "--out", str(tmp_path / "o2")])
+        sweep_cli.sweep_main(["--config", str(bad), "--out", str(tmp_path / "o2")])
     assert info.value.code == 2
     assert "sigma_values" in capsys.readouterr().err

@@ -28,10 +28,25 @@ import math
 import os
 from collections.abc import Callable
 
-from neft_jax.experiment import ExperimentConfig, run_experiment, save_figure, write_atomic
+from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.orchestration import run_experiment
+from neft_jax.harness.paper import (
+    PAPER_TABLE2,
+    PAPER_TABLE2_UPPER_BOUNDS,
+    PAPER_TABLE3,
+    PAPER_TABLE5,
+)
+from neft_jax.harness.reporting import save_figure
+from neft_jax.harness.results import RunResults, sigma_key, write_atomic
+from neft_jax.harness.seeds import run_seeds
+from neft_jax.harness.sweeps import (
+    Cell,
+    aggregate_over_seeds,
+    collect_rows,
+    grid_cells,
+    run_sweep,
+)
 from neft_jax.models import MODELS
-from neft_jax.multiseed import run_seeds
-from neft_jax.sweep import Cell, aggregate_over_seeds, collect_rows, grid_cells, run_sweep
 
 STAGES = ("table2", "table3", "vanilla", "table5", "control", "scaled", "alpha", "ovf")
 TABLE2_SIGMAS = (0.2, 0.4, 0.6, 0.8)
@@ -39,27 +54,6 @@ TABLE3_SIGMA = 0.6
 ABLATION_SIGMA = 0.4
 VANILLA_SIGMAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.6, 0.8)
 CONTROL_ALPHA = 1e-9
-
-#: Published noisy-inference accuracy (%) on MNIST at σ = 0.2, 0.4, 0.6, 0.8 (Table II).
-#: "≤" entries of the paper are given as their bound. NeFT is the paper's multi-exit
-#: method, i.e. IRS.
-PAPER_TABLE2 = {
-    ("vgg8", "vanilla"): (98.8, 63.54, 17.61, 10.12),
-    ("vgg8", "noise"): (99.35, 97.77, 89.56, 13.71),
-    ("vgg8", "irs"): (99.53, 99.30, 96.90, 70.31),
-    ("resnet18", "vanilla"): (79.84, 38.06, 13.17, 10.01),
-    ("resnet18", "noise"): (98.73, 89.62, 79.95, 33.18),
-    ("resnet18", "irs"): (97.13, 97.20, 90.71, 77.78),
-}
-#: Table II cells the paper gives only as an upper bound ("≤", σ index): REPORT.md marks them.
-PAPER_TABLE2_UPPER_BOUNDS = {("vgg8", "noise"): (2, 3), ("resnet18", "noise"): (2, 3)}
-#: Non-converging runs of 10 on MNIST at σ = 0.6 (Table III).
-PAPER_TABLE3 = {("vgg8", "noise"): 9, ("vgg8", "irs"): 0, ("resnet18", "noise"): 8,
-                ("resnet18", "irs"): 0}
-#: VGG-8, MNIST, σ = 0.4 (Table V).
-PAPER_TABLE5 = {"without exit 1": 99.21, "without exit 2": 99.16, "without exit 3": 99.25,
-                "all exits": 99.30, "equal coefficients": 99.15}
-
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
@@ -101,7 +95,8 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
     """Run every unfinished stage of ``plan`` into ``out``; write and return the report."""
     os.makedirs(out, exist_ok=True)
     for model in plan.models:
-        cfg = dataclasses.replace(base, model=model, resume=True, overwrite=False, sweep=())
+        cfg = dataclasses.replace(base, model=model, resume=True, overwrite=False,
+                                  extra_sigmas=(), seeds=1)
         for stage in plan.stages:
             log(f"== {model}: {stage}")
             _run_stage(stage, cfg, plan, out, log, show_progress)
@@ -127,15 +122,16 @@ def _run_stage(stage, cfg, plan, out, log, show_progress):
     elif stage == "vanilla":
         sigmas = sorted(set(VANILLA_SIGMAS) | set(plan.sigmas))
         run_seeds(dataclasses.replace(cfg, methods=("vanilla",), sigma=0.0,
-                                      sweep=tuple(sigmas), out=path), plan.seeds, log=log,
-                  show_progress=show_progress)
+                                      extra_sigmas=tuple(sigmas), out=path, seeds=plan.seeds),
+                  log=log, show_progress=show_progress)
     elif stage == "table5":
         variants = {f"drop{i}": {"drop_exits": (i,)} for i in range(1, MODELS[model].num_exits + 1)}
         variants["equal"] = {"equal_coefficients": True}
         for name, change in variants.items():
             run_seeds(dataclasses.replace(cfg, methods=("irs",), sigma=ABLATION_SIGMA,
-                                          out=stage_dir(out, "table5", model, name), **change),
-                      plan.table5_seeds, log=log, show_progress=show_progress)
+                                          out=stage_dir(out, "table5", model, name),
+                                          seeds=plan.table5_seeds, **change),
+                      log=log, show_progress=show_progress)
     elif stage == "control":
         _sweep(cfg, path, ["irs"], [ABLATION_SIGMA], [CONTROL_ALPHA], _seeds(cfg, plan.seeds),
                log, show_progress)
@@ -170,8 +166,7 @@ def _sweep_rows(path: str) -> list[dict]:
     """One row per finished cell × σ of a (partly) finished sweep directory."""
     cells = []
     for results_path in _cell_paths(path):
-        with open(results_path) as f:
-            settings = json.load(f)["settings"]
+        settings = RunResults.load(results_path).settings
         cells.append(Cell(settings["model"], settings["dataset"], settings["methods"][0],
                           float(settings["sigma"]), settings["alpha"], int(settings["seed"])))
     return collect_rows(cells, path)
@@ -182,13 +177,12 @@ def _sweep_table(path: str) -> list[dict]:
     return aggregate_over_seeds(_sweep_rows(path))
 
 
-def _seeds_results(path: str) -> dict | None:
+def _seeds_results(path: str) -> RunResults | None:
     results_path = os.path.join(path, "results.json")
     if not os.path.exists(results_path):
         return None
-    with open(results_path) as f:
-        results = json.load(f)
-    return results if "seeds" in results.get("settings", {}) else None
+    results = RunResults.load(results_path)
+    return results if results.seeds else None
 
 
 def _cell(mean, ci95, seeds, ekl=None, not_converged=None, seed_means=None) -> dict:
@@ -207,15 +201,15 @@ def _from_sweep(table, method, sigma, alpha=None) -> dict | None:
     return None
 
 
-def _from_seeds(results, method, sigma) -> dict | None:
-    if results is None or method not in results["methods"]:
+def _from_seeds(results: RunResults | None, method, sigma) -> dict | None:
+    if results is None or method not in results.methods:
         return None
-    evaluation = results["methods"][method]["evaluations"].get(f"{sigma:g}")
-    if not evaluation or not evaluation.get("summary"):
+    evaluation = results.methods[method].at(sigma)
+    if not evaluation or not evaluation.summary:
         return None
-    s = evaluation["summary"]
-    return _cell(s["mean"], s["ci95"], len(evaluation["seed_means"]), s.get("ekl"),
-                 evaluation.get("not_converged"), evaluation["seed_means"])
+    s = evaluation.summary
+    return _cell(s["mean"], s["ci95"], len(evaluation.seed_means), s.get("ekl"),
+                 evaluation.not_converged, evaluation.seed_means)
 
 
 def collect_report(out: str, plan: Plan) -> dict:
@@ -228,14 +222,14 @@ def collect_report(out: str, plan: Plan) -> dict:
         scaled = _sweep_table(stage_dir(out, "scaled", model))
         ovf = _sweep_table(stage_dir(out, "ovf", model))
         rows = {
-            "vanilla": {f"{s:g}": _from_seeds(vanilla, "vanilla", s) for s in plan.sigmas},
-            "noise": {f"{s:g}": _from_sweep(table2, "noise", s) for s in plan.sigmas},
-            "irs": {f"{s:g}": _from_sweep(table2, "irs", s) for s in plan.sigmas},
-            "irs α→0 (control)": {f"{ABLATION_SIGMA:g}": _from_sweep(
+            "vanilla": {sigma_key(s): _from_seeds(vanilla, "vanilla", s) for s in plan.sigmas},
+            "noise": {sigma_key(s): _from_sweep(table2, "noise", s) for s in plan.sigmas},
+            "irs": {sigma_key(s): _from_sweep(table2, "irs", s) for s in plan.sigmas},
+            "irs α→0 (control)": {sigma_key(ABLATION_SIGMA): _from_sweep(
                 control, "irs", ABLATION_SIGMA, CONTROL_ALPHA)},
-            "noise_scaled: CE(z/(s+1))": {f"{ABLATION_SIGMA:g}": _from_sweep(
+            "noise_scaled: CE(z/(s+1))": {sigma_key(ABLATION_SIGMA): _from_sweep(
                 scaled, "noise_scaled", ABLATION_SIGMA)},
-            "ovf": {f"{s:g}": _from_sweep(ovf, "ovf", s) for s in plan.sigmas},
+            "ovf": {sigma_key(s): _from_sweep(ovf, "ovf", s) for s in plan.sigmas},
         }
         table3 = _sweep_table(stage_dir(out, "table3", model))
         table5 = {}
@@ -249,15 +243,14 @@ def collect_report(out: str, plan: Plan) -> dict:
         alpha_path = os.path.join(stage_dir(out, "alpha", model), "results.json")
         alpha = None
         if os.path.exists(alpha_path):
-            with open(alpha_path) as f:
-                entry = json.load(f)["methods"].get("irs")
-            if entry and "alpha_search" in entry:
-                alpha = {"validation_accuracy": entry["alpha_search"], "chosen": entry["alpha"],
-                         "test": (entry["evaluations"].get(f"{ABLATION_SIGMA:g}") or {}).get(
-                             "summary")}
+            entry = RunResults.load(alpha_path).methods.get("irs")
+            if entry and entry.alpha_search is not None:
+                test = entry.at(ABLATION_SIGMA)
+                alpha = {"validation_accuracy": entry.alpha_search, "chosen": entry.alpha,
+                         "test": test.summary if test else None}
         report[model] = {
             "table2": rows,
-            "vanilla_sweep": {f"{s:g}": _from_seeds(vanilla, "vanilla", s)
+            "vanilla_sweep": {sigma_key(s): _from_seeds(vanilla, "vanilla", s)
                               for s in VANILLA_SIGMAS},
             "table3": {m: _from_sweep(table3, m, TABLE3_SIGMA) for m in ("noise", "irs")},
             "table5": table5,

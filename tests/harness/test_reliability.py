@@ -12,13 +12,15 @@ import jax
 import pytest
 
 from neft_jax import train as T
-from neft_jax.checkpoints import RunCheckpoints
-from neft_jax.data import load_dataset
 from neft_jax.evaluate import count_not_converged
-from neft_jax.experiment import ExperimentConfig, run_experiment, write_atomic
+from neft_jax.harness.checkpoints import RunCheckpoints
+from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.data import load_dataset
+from neft_jax.harness.orchestration import run_experiment
+from neft_jax.harness.results import write_atomic
 from neft_jax.models import create_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_PY = os.path.join(ROOT, "experiments", "run.py")
 CLI = ["--methods", "noise", "--epochs", "3", "--batch-size", "64", "--width", "0.0625",
        "--mc-runs", "2", "--val-mc-runs", "1", "--sigma", "0.2", "--no-progress"]
@@ -29,7 +31,7 @@ def test_divergence_is_reported_and_other_methods_carry_on(tmp_path):
                            width=0.0625, mc_runs=2, val_mc_runs=1, sigma=0.2,
                            out=str(tmp_path / "out"), max_train_steps=3)
     messages = []
-    results = run_experiment(cfg, log=messages.append, show_progress=False)
+    results = run_experiment(cfg, log=messages.append, show_progress=False).to_json()
     ovf, noise = results["methods"]["ovf"], results["methods"]["noise"]
     assert ovf["diverged"] is True
     assert all(e["diverged"] for e in ovf["evaluations"].values())
@@ -123,7 +125,7 @@ def test_resume_after_kill_between_best_and_latest_saves(tmp_path):
     epoch 2 and must be able to save it again (it used to fail: 'step 2 exists')."""
     import jax.numpy as jnp
 
-    from neft_jax.checkpoints import RunCheckpoints
+    from neft_jax.harness.checkpoints import RunCheckpoints
 
     state = {"w": jnp.arange(3.0)}
     run = RunCheckpoints(tmp_path / "ckpt")

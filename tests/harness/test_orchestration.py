@@ -1,22 +1,18 @@
 import csv
 import dataclasses
 import json
-import os
-import sys
 import time
 
 import chex
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
-import run as run_cli  # noqa: E402
-
-from neft_jax.experiment import (  # noqa: E402
-    ExperimentConfig,
-    default_alpha,
-    run_experiment,
-)
+from neft_jax.harness import cli as run_cli
+from neft_jax.harness import data as data_lib
+from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.loop import train_runs
+from neft_jax.harness.orchestration import run_experiment
+from neft_jax.harness.paper import default_alpha
 
 TINY = ["--epochs", "1", "--max-train-steps", "2", "--batch-size", "32", "--width", "0.0625",
         "--mc-runs", "3", "--val-mc-runs", "2", "--no-progress"]
@@ -24,7 +20,7 @@ TINY = ["--epochs", "1", "--max-train-steps", "2", "--batch-size", "32", "--widt
 
 def test_run_py_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    code = run_cli.main(TINY + ["--sigma", "0.3", "--sweep", "0.1,0.3", "--out", str(out)])
+    code = run_cli.run_main(TINY + ["--sigma", "0.3", "--sweep", "0.1,0.3", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].startswith("profile: quick (backend is cpu")
@@ -75,10 +71,10 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     resumed = run_experiment(_tiny_config(tmp_path / "cut", resume=True), log=messages.append,
                              show_progress=False)
     assert any("resumed noise from epoch 1" in m for m in messages)
-    a = full["methods"]["noise"]
-    b = resumed["methods"]["noise"]
-    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
-    assert a["evaluations"]["0.3"]["accuracies"] == b["evaluations"]["0.3"]["accuracies"]
+    a = full.methods["noise"]
+    b = resumed.methods["noise"]
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert a.at(0.3).accuracies == b.at(0.3).accuracies
 
 
 def test_same_seed_same_numbers_and_method_skipped_on_resume(tmp_path):
@@ -91,8 +87,8 @@ def test_same_seed_same_numbers_and_method_skipped_on_resume(tmp_path):
     b = _without_timings(json.loads((tmp_path / "b" / "results.json").read_text()))
     assert a == b
     assert a["methods"]["noise"]["evaluations"]["0.3"]["accuracies"]
-    chex.assert_trees_all_equal(first["methods"]["noise"]["history"][0]["loss"],
-                                second["methods"]["noise"]["history"][0]["loss"])
+    chex.assert_trees_all_equal(first.methods["noise"].history[0]["loss"],
+                                second.methods["noise"].history[0]["loss"])
     messages = []
     start = time.perf_counter()
     run_experiment(_tiny_config(tmp_path / "a", epochs=1, resume=True), log=messages.append,
@@ -145,7 +141,7 @@ def test_config_validation_names_the_field(tmp_path, changes, field):
 ])
 def test_cli_bad_input_exits_2_with_one_line(argv, flag, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        run_cli.main(argv + ["--out", str(tmp_path / "x")])
+        run_cli.run_main(argv + ["--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err
@@ -153,7 +149,7 @@ def test_cli_bad_input_exits_2_with_one_line(argv, flag, capsys, tmp_path):
 
 def test_tfds_dataset_offline_fails_fast(tmp_path, capsys):
     start = time.perf_counter()
-    code = run_cli.main(TINY + ["--dataset", "cifar10", "--data-dir", str(tmp_path / "tfds"),
+    code = run_cli.run_main(TINY + ["--dataset", "cifar10", "--data-dir", str(tmp_path / "tfds"),
                                 "--out", str(tmp_path / "out")])
     assert code == 2
     assert time.perf_counter() - start < 30
@@ -168,23 +164,23 @@ def test_default_alpha_follows_authors_table():
 
 
 def test_alpha_search_picks_best_validation_score(tmp_path, monkeypatch):
-    import neft_jax.experiment as experiment
+    import neft_jax.harness.orchestration as orchestration
 
-    monkeypatch.setattr(experiment, "ALPHA_GRID", (1.0, 1e-3))
+    monkeypatch.setattr(orchestration, "ALPHA_GRID", (1.0, 1e-3))
     cfg = _tiny_config(tmp_path / "search", methods=("irs",), epochs=1, alpha_search=True,
                        max_train_steps=2)
     results = run_experiment(cfg, log=lambda m: None, show_progress=False)
-    entry = results["methods"]["irs"]
-    search = entry["alpha_search"]
+    entry = results.methods["irs"]
+    search = entry.alpha_search
     assert set(search) == {"1", "0.001"}
-    assert entry["alpha"] == max((score, float(alpha)) for alpha, score in search.items())[1]
+    assert entry.alpha == max((score, float(alpha)) for alpha, score in search.items())[1]
     assert (tmp_path / "search" / "checkpoints" / "irs-alpha1" / "best").is_dir()
     assert (tmp_path / "search" / "checkpoints" / "irs-alpha0.001" / "latest").is_dir()
 
 
 def test_table_v_ablation_flags_build_fewer_exits_and_equal_coefficients(tmp_path, capsys):
     out = tmp_path / "ablation"
-    code = run_cli.main(TINY + ["--methods", "irs", "--drop-exit", "2", "--equal-coefficients",
+    code = run_cli.run_main(TINY + ["--methods", "irs", "--drop-exit", "2", "--equal-coefficients",
                                 "--out", str(out)])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
@@ -194,13 +190,9 @@ def test_table_v_ablation_flags_build_fewer_exits_and_equal_coefficients(tmp_pat
                        equal_coefficients=True)
     assert cfg.exits_for("irs") == (1, 3) and cfg.exits_for("noise") is False
     assert cfg.feedback_decay == 1.0
-    from neft_jax import data as data_lib
-    from neft_jax.experiment import train_method
-
-    train, validation = data_lib.split_validation(data_lib.load_dataset("mnist5k"), 0.1, 0)
-    outcome = train_method(dataclasses.replace(cfg, epochs=1, max_train_steps=1), train,
-                           validation, "irs", 1.0, str(tmp_path / "ckpt"), log=lambda m: None,
-                           show_progress=False)
+    outcome, = train_runs([dataclasses.replace(cfg, epochs=1, max_train_steps=1)],
+                          data_lib.load_dataset("mnist5k"), "irs", 1.0, log=lambda m: None,
+                          show_progress=False)
     assert sorted(k for k in outcome.state.params if k.startswith("exit_")) == [
         "exit_1", "exit_3"]
 
@@ -222,17 +214,13 @@ def test_bf16_compute_trains_float32_params_and_differs_from_fp32(tmp_path):
     import jax
     import jax.numpy as jnp
 
-    from neft_jax import data as data_lib
-    from neft_jax.experiment import train_method
-
-    train, validation = data_lib.split_validation(data_lib.load_dataset("mnist5k"), 0.1, 0)
+    dataset = data_lib.load_dataset("mnist5k")
     losses = {}
     for compute in ("fp32", "bf16"):
         cfg = _tiny_config(tmp_path / compute, epochs=1, max_train_steps=2, compute=compute)
         with jax.default_matmul_precision(cfg.matmul_precision):
-            outcome = train_method(cfg, train, validation, "noise", 0.0,
-                                   str(tmp_path / compute / "ckpt"), log=lambda m: None,
-                                   show_progress=False)
+            outcome, = train_runs([cfg], dataset, "noise", 0.0, log=lambda m: None,
+                                  show_progress=False)
         assert outcome.model.dtype == (jnp.bfloat16 if compute == "bf16" else jnp.float32)
         assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(outcome.state.params))
         losses[compute] = outcome.history[0]["loss"]
@@ -249,7 +237,7 @@ def test_bf16_compute_trains_float32_params_and_differs_from_fp32(tmp_path):
     (["--profile", "paper", "--compute", "fp32"], "gpu", "fp32"),
 ])
 def test_compute_follows_the_profile_unless_given(argv, backend, compute, tmp_path):
-    args = run_cli.build_parser().parse_args([*argv, "--out", str(tmp_path)])
+    args = run_cli.run_parser().parse_args([*argv, "--out", str(tmp_path)])
     cfg, line = run_cli.config_from_args(args, backend)
     assert cfg.compute == compute and f"compute {compute}" in line
 

@@ -1,7 +1,6 @@
 """Tiny-ImageNet from the standard folder layout, written by the test."""
 
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -9,12 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neft_jax import data as data_lib
-from neft_jax import tiny_imagenet
+from neft_jax.harness import cli as run_cli
+from neft_jax.harness import data as data_lib
+from neft_jax.harness import tiny_imagenet
 from neft_jax.models import create_model
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
-import run as run_cli  # noqa: E402
 
 WNIDS = ["n01443537", "n01629819", "n01641577"]
 
@@ -69,7 +66,7 @@ def test_missing_data_fails_fast_saying_what_to_download(tmp_path):
 
 
 def test_run_py_without_the_data_exits_2_with_one_line(tmp_path, capsys):
-    code = run_cli.main(["--dataset", "tiny_imagenet", "--data-dir", str(tmp_path / "none"),
+    code = run_cli.run_main(["--dataset", "tiny_imagenet", "--data-dir", str(tmp_path / "none"),
                          "--out", str(tmp_path / "out"), "--no-progress"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()

