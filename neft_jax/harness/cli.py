@@ -15,6 +15,7 @@ import datetime
 import math
 import os
 import secrets
+import signal
 import sys
 
 from neft_jax.harness.config import PROFILE_FIELDS, PROFILES, ExperimentConfig
@@ -160,13 +161,48 @@ def fail(prog: str, error: Exception) -> int:
     return 2
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean stop handles both."""
+
+
+def _stop_on_sigterm(signum, frame):
+    raise Stopped
+
+
+def run_cleanly(prog: str, job, hint: str) -> int:
+    """Run ``job()``; a bad setting or missing data is one line and status 2; SIGINT and
+    SIGTERM stop with one line (``hint`` says how to continue) and status 130 / 143.
+    Finished epochs are checkpointed and finished methods written before each returns."""
+    from neft_jax.harness.data import DatasetUnavailableError
+
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        return job()
+    except (ValueError, DatasetUnavailableError) as error:
+        return fail(prog, error)
+    except KeyboardInterrupt as stop:
+        name = "SIGTERM" if isinstance(stop, Stopped) else "SIGINT"
+        print(f"{prog}: stopped by {name}; {hint}", file=sys.stderr)
+        return 143 if isinstance(stop, Stopped) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def has_run(out: str) -> bool:
+    """Whether ``out`` holds anything ``--resume`` can continue: results, checkpoints or
+    seed folders."""
+    if not os.path.isdir(out):
+        return False
+    return any(name in ("results.json", "checkpoints") or name.startswith("seed-")
+               for name in os.listdir(out))
+
+
 def run_main(argv=None) -> int:
     """``neft-run`` / ``experiments/run.py``."""
     parser = run_parser()
     args = parser.parse_args(argv)
     import jax
 
-    from neft_jax.harness.data import DatasetUnavailableError
     from neft_jax.harness.orchestration import run_experiment
     from neft_jax.harness.reporting import format_table
     from neft_jax.harness.seeds import choose_seed_mode, run_seeds
@@ -183,7 +219,12 @@ def run_main(argv=None) -> int:
           + (" (data-parallel training, Monte Carlo keys split over devices)"
              if devices > 1 else ""), flush=True)
     print(f"output: {cfg.out}", flush=True)
-    try:
+    if cfg.resume and not has_run(cfg.out):
+        return fail("run.py", ValueError(f"--resume: {cfg.out!r} holds no run to resume (no "
+                                         "results.json or checkpoints); check the path, or "
+                                         "drop --resume to start a new run"))
+
+    def job() -> int:
         if cfg.seeds > 1:
             mode, why = choose_seed_mode(cfg.seed_mode, jax.default_backend(), devices,
                                          width=cfg.width)
@@ -193,12 +234,14 @@ def run_main(argv=None) -> int:
             results = run_seeds(cfg, show_progress=show_progress(args))
         else:
             results = run_experiment(cfg, show_progress=show_progress(args))
-    except (ValueError, DatasetUnavailableError) as error:
-        return fail("run.py", error)
-    print(format_table(results))
-    print(f"results: {os.path.join(cfg.out, 'results.json')}, results.csv, "
-          f"accuracy_vs_sigma.png, metrics.jsonl  (wall time {results.wall_seconds:.0f} s)")
-    return 0
+        print(format_table(results))
+        print(f"results: {os.path.join(cfg.out, 'results.json')}, results.csv, "
+              f"accuracy_vs_sigma.png, metrics.jsonl  (wall time {results.wall_seconds:.0f} s)")
+        return 0
+
+    hint = (f"finished epochs and methods are saved in {cfg.out}; rerun the same command "
+            "with --resume to continue")
+    return run_cleanly("run.py", job, hint)
 
 
 #: Grid keys of ``neft-sweep --config FILE`` (TOML or JSON), the same as its flags.
@@ -258,7 +301,6 @@ def sweep_main(argv=None) -> int:
     args = parser.parse_args(argv)
     import jax
 
-    from neft_jax.harness.data import DatasetUnavailableError
     from neft_jax.harness.sweeps import grid_cells, run_sweep
 
     base_defaults = ExperimentConfig()
@@ -297,12 +339,13 @@ def sweep_main(argv=None) -> int:
         parser.error(str(error))
     print(profile_line, flush=True)
     print(f"sweep: {len(cells)} cells into {args.out}", flush=True)
-    try:
+    def job() -> int:
         table = run_sweep(cells, base, args.out, show_progress=show_progress(args))
-    except (ValueError, DatasetUnavailableError) as error:
-        return fail("sweep.py", error)
-    print(f"{len(table)} rows: {os.path.join(args.out, 'sweep.csv')}")
-    return 0
+        print(f"{len(table)} rows: {os.path.join(args.out, 'sweep.csv')}")
+        return 0
+
+    return run_cleanly("sweep.py", job, "finished cells are kept; rerun the same command to "
+                       "continue (a half-done cell resumes from its checkpoints)")
 
 
 #: Config fields the reproduction plan sets itself.
@@ -340,7 +383,6 @@ def reproduce_main(argv=None) -> int:
     args = parser.parse_args(argv)
     import jax
 
-    from neft_jax.harness.data import DatasetUnavailableError
     from neft_jax.harness.reproduce import TABLE2_SIGMAS, Plan, run_plan, write_report
 
     try:
@@ -354,12 +396,13 @@ def reproduce_main(argv=None) -> int:
     print(f"reproduce: models {list(plan.models)}, stages {list(plan.stages)}, {plan.seeds} "
           f"seeds (Table III: {plan.table3_seeds}, Table V: {plan.table5_seeds}) into "
           f"{base.out}", flush=True)
-    try:
+    def job() -> int:
         if args.report_only:
             write_report(base.out, plan, base)
         else:
             run_plan(base, plan, base.out, show_progress=show_progress(args))
-    except (ValueError, DatasetUnavailableError) as error:
-        return fail("reproduce.py", error)
-    print(f"report: {os.path.join(base.out, 'REPORT.md')}, report.json, report.png")
-    return 0
+        print(f"report: {os.path.join(base.out, 'REPORT.md')}, report.json, report.png")
+        return 0
+
+    return run_cleanly("reproduce.py", job, "finished work is kept; rerun the same command "
+                       "to continue")

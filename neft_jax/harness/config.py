@@ -69,7 +69,7 @@ SEED_MODES = ("auto", "sequential", "vmap")
 RESUME_KEYS = ("model", "dataset", "methods", "sigma", "exit_sigma", "device_preset",
                "normalisation", "epochs",
                "batch_size", "lr", "width", "seed", "val_fraction", "alpha_search",
-               "drop_exits", "equal_coefficients", "compute")
+               "drop_exits", "equal_coefficients", "compute", "mc_runs")
 
 
 def _field(default, help: str, **cli):

@@ -8,6 +8,7 @@ finished methods and ``--resume`` continues the rest from their checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -23,6 +24,7 @@ from neft_jax.evaluate import make_test_set, monte_carlo
 from neft_jax.harness import data as data_lib
 from neft_jax.harness.config import RESUME_KEYS, ExperimentConfig, jsonable
 from neft_jax.harness.evaluation import ALPHA_SEARCH_KEY, train_and_test_record
+from neft_jax.harness.locking import LOCK_NAME, FolderLock
 from neft_jax.harness.loop import TrainOutcome, train_runs
 from neft_jax.harness.paper import ALPHA_GRID
 from neft_jax.harness.reporting import write_results
@@ -32,13 +34,13 @@ from neft_jax.harness.results import RunResults
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
                    show_progress: bool = True) -> RunResults:
     """Train and evaluate every method of ``cfg``; write results; return them."""
-    with jax.default_matmul_precision(cfg.matmul_precision):
-        return _run_experiment(cfg, log, show_progress)
+    with jax.default_matmul_precision(cfg.matmul_precision), contextlib.ExitStack() as locks:
+        return _run_experiment(cfg, log, show_progress, locks)
 
 
 def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None],
-                    show_progress: bool) -> RunResults:
-    previous = prepare_out_dir(cfg)
+                    show_progress: bool, locks: contextlib.ExitStack) -> RunResults:
+    previous = prepare_out_dir(cfg, locks)
     started = time.perf_counter()
     dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir)
     num_train, num_val = (len(i) for i in data_lib.validation_indices(
@@ -82,15 +84,17 @@ def start_results(cfg: ExperimentConfig, previous: RunResults | None, num_train:
                       wall_seconds=previous.wall_seconds if previous else 0.0)
 
 
-def prepare_out_dir(cfg: ExperimentConfig) -> RunResults | None:
-    """Create ``cfg.out``; refuse a non-empty one without resume/overwrite.
+def prepare_out_dir(cfg: ExperimentConfig,
+                    locks: contextlib.ExitStack | None = None) -> RunResults | None:
+    """Create ``cfg.out`` and take its lock (held by ``locks``; :class:`FolderBusy` when
+    another process holds it); refuse a non-empty one without resume/overwrite.
 
     Returns the previous results when resuming (None otherwise).
     """
     out = cfg.out
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"out must be a directory, but {out!r} is a file")
-    existing = os.path.isdir(out) and bool(os.listdir(out))
+    existing = os.path.isdir(out) and bool(set(os.listdir(out)) - {LOCK_NAME})
     if existing and not (cfg.resume or cfg.overwrite):
         raise ValueError(f"out {out!r} is not empty: pass --resume to continue that run or "
                          "--overwrite to replace it")
@@ -102,8 +106,11 @@ def prepare_out_dir(cfg: ExperimentConfig) -> RunResults | None:
         os.remove(probe)
     except OSError as error:
         raise ValueError(f"out {out!r} cannot be written: {error.strerror}") from error
+    lock = FolderLock(out)
+    if locks is not None:
+        locks.callback(lock.release)
     if cfg.overwrite and existing:
-        for name in os.listdir(out):
+        for name in set(os.listdir(out)) - {LOCK_NAME}:
             path = os.path.join(out, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         return None

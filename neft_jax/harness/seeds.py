@@ -24,6 +24,7 @@ Two ways to run the seeds (``seed_mode``), with the same files either way:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -123,34 +124,35 @@ def run_seeds(cfg: ExperimentConfig, log: Callable[[str], None] = print,
     """
     mode, _ = choose_seed_mode(cfg.seed_mode, jax.default_backend(), jax.local_device_count(),
                                cfg.width)
-    prepare_out_dir(cfg)
-    started = time.perf_counter()
-    seeds = seed_list(cfg)
-    if mode == "vmap" and not cfg.alpha_search:
-        with jax.default_matmul_precision(cfg.matmul_precision):
-            per_seed = _run_seeds_vmapped(cfg, seeds, log, show_progress)
-    else:
-        per_seed = {}
-        for i, seed in enumerate(seeds):
-            log(f"seed {seed} ({i + 1}/{len(seeds)})")
-            per_seed[seed] = run_experiment(seed_config(cfg, seed), log=log,
-                                            show_progress=show_progress)
-    results = aggregate_seeds(cfg, per_seed)
-    results.settings["seed_mode"] = mode
-    results.wall_seconds = time.perf_counter() - started
-    write_results(cfg.out, results)
-    return results
+    with contextlib.ExitStack() as locks:
+        prepare_out_dir(cfg, locks)
+        started = time.perf_counter()
+        seeds = seed_list(cfg)
+        if mode == "vmap" and not cfg.alpha_search:
+            with jax.default_matmul_precision(cfg.matmul_precision):
+                per_seed = _run_seeds_vmapped(cfg, seeds, log, show_progress, locks)
+        else:
+            per_seed = {}
+            for i, seed in enumerate(seeds):
+                log(f"seed {seed} ({i + 1}/{len(seeds)})")
+                per_seed[seed] = run_experiment(seed_config(cfg, seed), log=log,
+                                                show_progress=show_progress)
+        results = aggregate_seeds(cfg, per_seed)
+        results.settings["seed_mode"] = mode
+        results.wall_seconds = time.perf_counter() - started
+        write_results(cfg.out, results)
+        return results
 
 
-def _run_seeds_vmapped(cfg: ExperimentConfig, seeds: list[int], log,
-                       show_progress) -> dict[int, RunResults]:
+def _run_seeds_vmapped(cfg: ExperimentConfig, seeds: list[int], log, show_progress,
+                       locks: contextlib.ExitStack) -> dict[int, RunResults]:
     """Per method: train all seeds in one vmapped program, then evaluate each seed."""
     dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir)
     test_set = make_test_set(dataset.test_images, dataset.test_labels, cfg.eval_batch_size)
     configs = {seed: seed_config(cfg, seed) for seed in seeds}
     per_seed = {}
     for seed, sub in configs.items():
-        previous = prepare_out_dir(dataclasses.replace(sub, resume=True))
+        previous = prepare_out_dir(dataclasses.replace(sub, resume=True), locks)
         train_idx, val_idx = data_lib.validation_indices(dataset.train_labels,
                                                          cfg.val_fraction, seed)
         per_seed[seed] = start_results(sub, previous, len(train_idx), len(val_idx),

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 from neft_jax.evaluate import summarize_over_seeds
 from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.reporting import save_figure
 from neft_jax.harness.results import RunResults, write_atomic
@@ -89,7 +90,12 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             base, model=cell.model, dataset=cell.dataset, methods=(cell.method,),
             sigma=cell.sigma, alpha=cell.alpha, seed=cell.seed, seeds=1, out=path,
             resume=os.path.isdir(path), overwrite=False)
-        run_experiment(cfg, log=log, show_progress=show_progress)
+        try:
+            run_experiment(cfg, log=log, show_progress=show_progress)
+        except FolderBusy:  # another worker holds this cell: it trains it, we go on
+            log(f"[{i + 1}/{len(cells)}] {cell.name}: held by another worker, skipped")
+            todo.remove(cell)
+            continue
         seconds = time.perf_counter() - start
         durations[cell.method].append(seconds)
         todo.remove(cell)
