@@ -275,16 +275,21 @@ def _print(row, as_json, jsonl=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="vgg8,resnet18")
-    parser.add_argument("--methods", default=",".join(T.METHODS))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", default="vgg8,resnet18", help="comma-separated models")
+    parser.add_argument("--methods", default=",".join(T.METHODS),
+                        help="comma-separated training methods to time")
     parser.add_argument("--width", type=float, default=1.0, help="channel-width factor")
-    parser.add_argument("--channels", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--channels", type=int, default=3,
+                        help="input channels of the random 32×32 images (1 = MNIST, 3 = CIFAR)")
+    parser.add_argument("--batch-size", type=int, default=128, help="training batch size")
     parser.add_argument("--steps", type=int, default=3, help="timed train steps per method")
-    parser.add_argument("--mc-runs", type=int, default=4)
-    parser.add_argument("--mc-images", type=int, default=256)
-    parser.add_argument("--eval-batch-size", type=int, default=128)
+    parser.add_argument("--mc-runs", type=int, default=4, help="Monte Carlo runs timed")
+    parser.add_argument("--mc-images", type=int, default=256,
+                        help="test images of the timed Monte Carlo evaluation")
+    parser.add_argument("--eval-batch-size", type=int, default=128,
+                        help="images per Monte Carlo evaluation batch")
     parser.add_argument("--chunk-size", default=None,
                         help="Monte Carlo keys vmapped together; a comma list times each "
                              "(default: the backend's)")
@@ -300,8 +305,8 @@ def main(argv=None):
                              "default: 8 on CPU, whole batch elsewhere)")
     parser.add_argument("--seeds", type=int, default=0,
                         help="also time N seeds' train steps vmapped in one program")
-    parser.add_argument("--skip-train", action="store_true")
-    parser.add_argument("--skip-mc", action="store_true")
+    parser.add_argument("--skip-train", action="store_true", help="no training rows")
+    parser.add_argument("--skip-mc", action="store_true", help="no Monte Carlo rows")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--jsonl", default=None, metavar="PATH",
                         help="also append each row as a JSON line to PATH")

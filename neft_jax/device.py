@@ -40,8 +40,11 @@ STATE_BAND = (0.25, 0.75)
 
 
 def _is_concrete_number(value: Any) -> bool:
+    """A Python/NumPy scalar or a concrete (not traced) 0-d jax array."""
+    if isinstance(value, jax.core.Tracer):
+        return False
     return isinstance(value, numbers.Real) or (
-        isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0
+        isinstance(value, (np.ndarray, np.generic, jax.Array)) and np.ndim(value) == 0
     )
 
 

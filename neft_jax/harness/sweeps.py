@@ -150,11 +150,13 @@ def aggregate_over_seeds(rows: Sequence[dict]) -> list[dict]:
                  for m in members]
         summary, not_converged = summarize_over_seeds(means, [m["ekl"] for m in members])
         summary = summary or {}
+        one = len(members) < 2  # a spread over one seed is undefined, not zero
         table.append({
             **dict(zip(("model", "dataset", "method", "sigma", "alpha", "eval_sigma"), key,
                        strict=True)),
-            "seeds": len(members), "mean": summary.get("mean"), "ci95": summary.get("ci95"),
-            "std_over_seeds": summary.get("std"), "ekl": summary.get("ekl"),
+            "seeds": len(members), "mean": summary.get("mean"),
+            "ci95": None if one else summary.get("ci95"),
+            "std_over_seeds": None if one else summary.get("std"), "ekl": summary.get("ekl"),
             "not_converged": not_converged,
         })
     return table
@@ -173,7 +175,8 @@ def write_combined(cells: Sequence[Cell], out: str) -> list[dict]:
     if table:
         writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
         writer.writeheader()
-        writer.writerows(table)
+        writer.writerows({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
+                         for row in table)
     write_atomic(os.path.join(out, "sweep.csv"), buffer.getvalue())
     if table:
         plot_sweep(table, out)

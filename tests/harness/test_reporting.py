@@ -38,3 +38,36 @@ def test_table_text_has_the_legend_clean_accuracy_and_chance_level():
     legend = next(line for line in text.splitlines() if line.startswith("cells:"))
     assert "200 Monte Carlo runs" in legend  # the legend is one line
     assert text.rstrip().splitlines()[-1].startswith("Verdict:")
+
+
+def test_result_files_are_readable():
+    import csv
+    import io
+
+    from neft_jax.harness.orchestration import environment
+    from neft_jax.harness.reporting import results_csv
+    from neft_jax.harness.sweeps import aggregate_over_seeds
+
+    rows = list(csv.DictReader(io.StringIO(results_csv(_results(noise=(16.0 - 2e-15, 1.0),
+                                                                irs=(70.0, 2.0))))))
+    alpha = {r["method"]: r["alpha"] for r in rows}
+    assert alpha == {"noise": "", "irs": "0.01"}  # α only where the method has one
+    assert {r["mean"] for r in rows} == {"16.0", "70.0"}  # rounded for reading
+    one_seed = aggregate_over_seeds([{"model": "vgg8", "dataset": "mnist5k", "method": "noise",
+                                      "sigma": 0.4, "alpha": None, "eval_sigma": 0.4,
+                                      "mean": 50.0, "ci95": 1.0, "std": 7.0, "ekl": 0.5,
+                                      "runs": 200, "seed": 0, "diverged": False}])
+    assert one_seed[0]["ci95"] is None and one_seed[0]["std_over_seeds"] is None
+    assert environment()["cpu_model"].strip()  # the CPU model is recorded
+
+
+def test_sweep_rejects_flags_it_does_not_use(capsys):
+    import pytest
+
+    from neft_jax.harness import cli
+
+    for flag in (["--resume"], ["--overwrite"], ["--seed-mode", "vmap"], ["--alpha-search"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.sweep_main([*flag, "--out", "unused"])
+        assert exit_info.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
