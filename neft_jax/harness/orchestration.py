@@ -107,8 +107,21 @@ def prepare_out_dir(cfg: ExperimentConfig,
     except OSError as error:
         raise ValueError(f"out {out!r} cannot be written: {error.strerror}") from error
     lock = FolderLock(out)
-    if locks is not None:
+    try:
+        previous = _clear_or_load_previous(cfg, existing)
+    except BaseException:
+        lock.release()
+        raise
+    if locks is None:  # a check only: nobody keeps the lock
+        lock.release()
+    else:
         locks.callback(lock.release)
+    return previous
+
+
+def _clear_or_load_previous(cfg: ExperimentConfig, existing: bool) -> RunResults | None:
+    """With --overwrite, empty the folder (but its lock); with --resume, the previous results."""
+    out = cfg.out
     if cfg.overwrite and existing:
         for name in set(os.listdir(out)) - {LOCK_NAME}:
             path = os.path.join(out, name)

@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from neft_jax.evaluate import summarize_over_seeds
+from neft_jax.harness.budget import Budget, estimate_seconds, fits
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
@@ -71,19 +72,33 @@ def cell_done(path: str, method: str) -> bool:
 
 
 def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
-              log: Callable[[str], None] = print, show_progress: bool = True) -> list[dict]:
+              log: Callable[[str], None] = print, show_progress: bool = True,
+              budget: Budget | None = None) -> list[dict]:
     """Run every unfinished cell; rewrite the combined table after each; return its rows.
 
     After each trained cell it logs the time left, estimated from this launch's cells.
+    With ``budget``, a cell starts only if its method's measured time (finished cells of
+    this or earlier launches) says it ends in time, else :class:`BudgetExhausted`.
     """
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     todo = [c for c in cells if not cell_done(os.path.join(out, "cells", c.name), c.method)]
+    budget = budget or Budget(None)
+    for method, seconds in measured_seconds([c for c in cells if c not in todo], out).items():
+        for s in seconds:
+            budget.record(method, s)
+    measured = budget.durations
     durations: dict[str, list[float]] = defaultdict(list)
+    if budget.seconds is not None and todo:
+        fit = fits(measured, [c.method for c in todo], budget.remaining())
+        log(f"time budget: {budget.remaining():.0f} s left; by the measured cell times "
+            f"{fit} of the {len(todo)} cells left fit" if measured else
+            f"time budget: {budget.remaining():.0f} s left; no cell measured yet")
     for i, cell in enumerate(cells):
         path = os.path.join(out, "cells", cell.name)
         if cell not in todo:
             log(f"[{i + 1}/{len(cells)}] {cell.name}: done before, skipped")
             continue
+        budget.check(cell.name, estimate_seconds(measured, cell.method))
         log(f"[{i + 1}/{len(cells)}] {cell.name}")
         start = time.perf_counter()
         cfg = dataclasses.replace(
@@ -98,6 +113,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             continue
         seconds = time.perf_counter() - start
         durations[cell.method].append(seconds)
+        budget.record(cell.method, seconds)
         todo.remove(cell)
         left = estimate_seconds_left(durations, [c.method for c in todo])
         log(f"[{i + 1}/{len(cells)}] {cell.name}: {seconds:.0f} s"
@@ -105,6 +121,18 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
                f" cell{'s' if len(todo) > 1 else ''}" if todo else ""))
         write_combined(cells, out)
     return write_combined(cells, out)
+
+
+def measured_seconds(cells: Sequence[Cell], out: str) -> dict[str, list[float]]:
+    """Wall seconds of each finished cell (its ``results.json``), by method."""
+    seconds: dict[str, list[float]] = defaultdict(list)
+    for cell in cells:
+        path = os.path.join(out, "cells", cell.name, "results.json")
+        if os.path.exists(path):
+            wall = RunResults.load(path).wall_seconds
+            if wall:
+                seconds[cell.method].append(wall)
+    return dict(seconds)
 
 
 def estimate_seconds_left(durations: dict[str, list[float]], methods_left: Sequence[str]) -> float:

@@ -3,14 +3,13 @@ one-line errors naming the file."""
 
 import contextlib
 import dataclasses
-import json
 
 import pytest
 
 from neft_jax.harness import cli
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.locking import FolderBusy, FolderLock
-from neft_jax.harness.orchestration import prepare_out_dir, run_experiment
+from neft_jax.harness.orchestration import prepare_out_dir
 from neft_jax.harness.results import RunResults
 from neft_jax.harness.sweeps import Cell, run_sweep
 
@@ -84,10 +83,9 @@ def test_unreadable_results_file_is_one_line_naming_it(tmp_path, capsys):
 
 def test_resume_refuses_another_mc_runs(tmp_path):
     out = tmp_path / "run"
-    cfg = ExperimentConfig(methods=("noise",), epochs=1, max_train_steps=1, batch_size=32,
-                           width=0.0625, mc_runs=2, val_mc_runs=1, out=str(out))
-    run_experiment(cfg, log=lambda m: None, show_progress=False)
-    assert json.loads((out / "results.json").read_text())["settings"]["mc_runs"] == 2
-    with pytest.raises(ValueError, match="mc_runs"):
-        run_experiment(dataclasses.replace(cfg, mc_runs=4, resume=True),
-                       log=lambda m: None, show_progress=False)
+    cfg = ExperimentConfig(methods=("noise",), mc_runs=2, out=str(out))
+    out.mkdir()
+    RunResults(settings={**cfg.to_dict(), "eval_sigmas": [0.4]}).save(str(out / "results.json"))
+    assert prepare_out_dir(dataclasses.replace(cfg, resume=True)) is not None
+    with pytest.raises(ValueError, match="mc_runs=2.*mc_runs=4"):
+        prepare_out_dir(dataclasses.replace(cfg, mc_runs=4, resume=True))

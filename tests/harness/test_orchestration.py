@@ -26,6 +26,11 @@ def test_run_py_end_to_end(tmp_path, capsys):
     assert printed.splitlines()[0].startswith("profile: quick (backend is cpu")
     assert "conv backward in micro-batches of 8" in printed.splitlines()[0]
     assert "REDUCED WIDTH" in printed and "σ=0.1" in printed
+    # The table of a finished run: its legend on one line, clean accuracy, chance, verdict.
+    legend = [line for line in printed.splitlines() if line.startswith("cells: mean ± 95 % CI")]
+    assert len(legend) == 1 and "[std] (EKL, nats)" in legend[0]
+    assert "chance: 10.0 %" in legend[0] and "clean" in printed
+    assert any(line.startswith("Verdict: ") for line in printed.splitlines())
     results = json.loads((out / "results.json").read_text())
     assert set(results["methods"]) == {"vanilla", "noise", "irs", "ovf"}
     for method, entry in results["methods"].items():

@@ -189,10 +189,11 @@ def test_noise_scaled_needs_a_divisor_for_models_without_exits():
 
 @pytest.mark.parametrize("method", ["irs", "ovf"])
 def test_feedback_ratio_is_zero_without_feedback_and_positive_with_it(method):
+    model, state, batch = _vgg_state(method)
+    step = T.make_train_step(model, method, DeviceModel())  # α is traced: one compile
     for alpha, positive in ((0.0, False), (0.1, True)):
-        model, state, batch = _vgg_state(method, alpha=alpha)
-        _, metrics = T.make_train_step(model, method, DeviceModel())(state, batch,
-                                                                     jax.random.key(1))
+        hparams = {**state.hparams, "alpha": jnp.float32(alpha)}
+        _, metrics = step(state.replace(hparams=hparams), batch, jax.random.key(1))
         ratio = float(metrics["feedback_ratio"])
         assert (ratio > 1e-4) if positive else (ratio == pytest.approx(0.0, abs=1e-12))
 

@@ -73,9 +73,13 @@ def _final_params(out):
 
 def _run(out, *extra, wait=True):
     cmd = [sys.executable, RUN_PY, *CLI, "--out", str(out), *extra]
+    env = {**os.environ,  # the subprocesses share this session's compilation cache
+           "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     if wait:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
 def test_sigkill_then_resume_gives_identical_parameters(tmp_path):

