@@ -52,7 +52,8 @@ def test_run_py_end_to_end(tmp_path, capsys):
 
 def _tiny_config(out, **changes):
     settings = dict(methods=("noise",), epochs=2, batch_size=64, width=0.0625, mc_runs=3,
-                    val_mc_runs=2, sigma=0.3, out=str(out))
+                    val_mc_runs=2, sigma=0.3, out=str(out),
+                    backward_micro_batch=0)  # whole-batch backward: compiles faster
     settings.update(changes)
     return ExperimentConfig(**settings)
 
