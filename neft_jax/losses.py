@@ -53,7 +53,12 @@ def combine_feedback_logits(
     """``(z − α · Σ_i c_i · z_i) / (s + 1)``, shape ``(B, K)``; ``decay`` as in
     :func:`feedback_term`."""
     feedback = feedback_term(feedback_logits, alpha, decay)
-    return (logits - feedback) / (len(feedback_logits) + 1)
+    return subtract_feedback(logits, feedback, len(feedback_logits))
+
+
+def subtract_feedback(logits: jax.Array, feedback: jax.Array, num_feedback: int) -> jax.Array:
+    """``(z − feedback) / (s + 1)``: eq. (1)'s logits given its feedback term, ``(B, K)``."""
+    return (logits - feedback) / (num_feedback + 1)
 
 
 def feedback_ratio(logits: jax.Array, feedback: jax.Array) -> jax.Array:

@@ -31,7 +31,7 @@ import optax
 from flax.training import train_state
 
 from neft_jax.device import DeviceModel
-from neft_jax.losses import cross_entropy, feedback_ratio, feedback_term
+from neft_jax.losses import cross_entropy, feedback_ratio, feedback_term, subtract_feedback
 from neft_jax.models import backbone_kernels, exit_kernels
 from neft_jax.perturbation import perturb
 
@@ -196,7 +196,7 @@ def make_train_step(
                     batch_stats = updated
         if method in FEEDBACK_METHODS:
             feedback = feedback_term(feedback_logits, hp["alpha"], decay)
-            loss = cross_entropy((logits - feedback) / (len(feedback_logits) + 1), y)
+            loss = cross_entropy(subtract_feedback(logits, feedback, len(feedback_logits)), y)
             aux["feedback_ratio"] = feedback_ratio(jax.lax.stop_gradient(logits),
                                                    jax.lax.stop_gradient(feedback))
         elif method == "noise_scaled":

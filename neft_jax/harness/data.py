@@ -45,7 +45,7 @@ _NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-NUM_CLASSES = _NUM_CLASSES = {"mnist": 10, "mnist5k": 10, "cifar10": 10, "cifar100": 100,
+NUM_CLASSES = {"mnist": 10, "mnist5k": 10, "cifar10": 10, "cifar100": 100,
                 "tiny_imagenet": 200}
 _AUGMENT = {"mnist": False, "mnist5k": False, "cifar10": True, "cifar100": True,
             "tiny_imagenet": True}
@@ -151,7 +151,7 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
         train_labels=train_labels,
         test_images=test_images,
         test_labels=test_labels,
-        num_classes=_NUM_CLASSES[name],
+        num_classes=NUM_CLASSES[name],
         augment=_AUGMENT[name],
     )
 

@@ -9,15 +9,13 @@ import csv
 import io
 import os
 
-from neft_jax.harness.results import RunResults
+from neft_jax.harness.results import RunResults, write_atomic
 from neft_jax.train import uses_feedback
 
 
 def write_results(out: str, results: RunResults) -> None:
     """results.json, results.csv, accuracy_vs_sigma.png and, when a method has a feedback
     term, feedback_ratio.png into ``out``."""
-    from neft_jax.harness.results import write_atomic
-
     results.save(os.path.join(out, "results.json"))
     write_atomic(os.path.join(out, "results.csv"), results_csv(results))
     plot_accuracy_vs_sigma(results, os.path.join(out, "accuracy_vs_sigma.png"))

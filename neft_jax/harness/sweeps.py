@@ -83,11 +83,12 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     todo = [c for c in cells if not cell_done(os.path.join(out, "cells", c.name), c.method)]
     budget = budget or Budget(None)
-    for method, seconds in measured_seconds([c for c in cells if c not in todo], out).items():
-        for s in seconds:
-            budget.record(method, s)
     measured = budget.durations
     durations: dict[str, list[float]] = defaultdict(list)
+    if budget.seconds is not None:  # only a real budget needs the earlier cells' times
+        for method, seconds in measured_seconds([c for c in cells if c not in todo], out).items():
+            for s in seconds:
+                budget.record(method, s)
     if budget.seconds is not None and todo:
         fit = fits(measured, [c.method for c in todo], budget.remaining())
         log(f"time budget: {budget.remaining():.0f} s left; by the measured cell times "
