@@ -61,6 +61,12 @@ def estimate_seconds(durations: dict[str, list[float]], method: str) -> float | 
     return sum(units) / len(units) * RELATIVE_COST.get(method, 1.0)
 
 
+def estimate_total(durations: dict[str, list[float]], methods: Iterable[str]) -> float:
+    """Seconds the cells ``methods`` take by :func:`estimate_seconds` (NaN if none measured)."""
+    estimates = [estimate_seconds(durations, m) for m in methods]
+    return float("nan") if None in estimates else sum(estimates)
+
+
 def fits(durations: dict[str, list[float]], methods: Iterable[str], seconds: float) -> int:
     """How many of the cells ``methods`` (in order) fit in ``seconds`` by the estimates."""
     count, used = 0, 0.0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import logging
 import os
 import signal
 import sys
@@ -31,8 +33,57 @@ def run_parser() -> argparse.ArgumentParser:
         prog="neft-run", description="Train vanilla / noise-injection / IRS / OVF and print "
         "the paper's Monte Carlo table.")
     add_config_arguments(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_output_arguments(parser)
     return parser
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--no-progress and --verbose, which every command has."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the checkpoint library's (orbax/absl) log messages too")
+
+
+#: Loggers of the libraries under the harness (orbax logs through absl).
+LIBRARY_LOGGERS = ("absl", "orbax")
+
+
+def quiet_library_logs(verbose: bool) -> None:
+    """Keep orbax/absl messages out of the terminal unless ``verbose``: the harness says in
+    one line what went wrong, where it matters."""
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+def disk_full(error: BaseException) -> str | None:
+    """The file a full disk stopped writing ("" if unnamed), or None if ``error`` is not a
+    full disk; looks through the exceptions that caused or wrapped it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return error.filename or ""
+        if "No space left on device" in str(error):
+            return ""
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def worker_spec(text: str):
+    from neft_jax.harness.sweeps import Worker
+
+    try:
+        return Worker.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--worker ")) from None
+
+
+def add_worker_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--worker", type=worker_spec, default=None, metavar="I/N",
+                        help="static split: this process takes every N-th cell, starting "
+                        "with the I-th (1-based); start N processes on the same --out, e.g. "
+                        "as a cluster array job (default: all cells; workers without "
+                        "--worker on one --out share cells by locks)")
 
 
 def show_progress(args) -> bool:
@@ -56,19 +107,28 @@ def _stop_on_sigterm(signum, frame):
 
 
 def run_cleanly(prog: str, job, hint: str) -> int:
-    """Run ``job()``; a bad setting or missing data is one line and status 2; SIGINT and
-    SIGTERM stop with one line (``hint`` says how to continue) and status 130 / 143.
+    """Run ``job()``; a bad setting, missing data or an unusable file is one line and status
+    2, a full disk one line and status 1; SIGINT and SIGTERM stop with one line (``hint``
+    says how to continue) and status 130 / 143.
     Finished epochs are checkpointed and finished methods written before each returns."""
     from neft_jax.harness.data import DatasetUnavailableError
 
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         return job()
-    except (ValueError, DatasetUnavailableError) as error:
-        return fail(prog, error)
+    except Exception as error:
+        where = disk_full(error)
+        if where is not None:
+            print(f"{prog}: error: disk full" + (f" writing {where}" if where else "")
+                  + f"; free some space ({hint})", file=sys.stderr)
+            return 1
+        if isinstance(error, (ValueError, DatasetUnavailableError)):
+            return fail(prog, error)
+        raise
     except KeyboardInterrupt as stop:
         name = "SIGTERM" if isinstance(stop, Stopped) else "SIGINT"
-        print(f"{prog}: stopped by {name}; {hint}", file=sys.stderr)
+        where = "".join(f" {note}" for note in getattr(stop, "__notes__", ())[:1])
+        print(f"{prog}: stopped by {name}{where}; {hint}", file=sys.stderr)
         return 143 if isinstance(stop, Stopped) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -87,6 +147,7 @@ def run_main(argv=None) -> int:
     """``neft-run`` / ``experiments/run.py``."""
     parser = run_parser()
     args = parser.parse_args(argv)
+    quiet_library_logs(args.verbose)
     import jax
 
     from neft_jax.harness.orchestration import run_experiment
@@ -156,10 +217,11 @@ def sweep_parser() -> argparse.ArgumentParser:
                         "(default: --dataset)")
     parser.add_argument("--sigmas", type=sigma_list, default=None,
                         help="training = evaluation σ values (default: --sigma)")
+    add_worker_argument(parser)
     parser.add_argument("--alphas", type=alpha_list, default=(None,),
                         help="α values for IRS/OVF; 'default' = the authors' α (default: "
                         "default)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_output_arguments(parser)
     return parser
 
 
@@ -185,6 +247,7 @@ def sweep_main(argv=None) -> int:
     """``neft-sweep`` / ``experiments/sweep.py``."""
     parser = sweep_parser()
     args = parser.parse_args(argv)
+    quiet_library_logs(args.verbose)
     import jax
 
     from neft_jax.harness.sweeps import grid_cells, run_sweep
@@ -226,7 +289,8 @@ def sweep_main(argv=None) -> int:
     print(profile_line, flush=True)
     print(f"sweep: {len(cells)} cells into {args.out}", flush=True)
     def job() -> int:
-        table = run_sweep(cells, base, args.out, show_progress=show_progress(args))
+        table = run_sweep(cells, base, args.out, show_progress=show_progress(args),
+                          **({"worker": args.worker} if args.worker else {}))
         print(f"{len(table)} rows: {os.path.join(args.out, 'sweep.csv')}")
         return 0
 
@@ -262,9 +326,10 @@ def reproduce_parser() -> argparse.ArgumentParser:
                         help="runs of Table III (default: 10)")
     parser.add_argument("--table5-seeds", type=positive_int, default=2,
                         help="seeds of each Table V variant (default: 2)")
+    add_worker_argument(parser)
     parser.add_argument("--report-only", action="store_true",
                         help="only rewrite REPORT.md, report.json, report.png from OUT")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_output_arguments(parser)
     return parser
 
 
@@ -272,6 +337,7 @@ def reproduce_main(argv=None) -> int:
     """``neft-reproduce`` / ``experiments/reproduce.py``."""
     parser = reproduce_parser()
     args = parser.parse_args(argv)
+    quiet_library_logs(args.verbose)
     import jax
 
     from neft_jax.harness.budget import Budget
@@ -296,7 +362,8 @@ def reproduce_main(argv=None) -> int:
         if args.report_only:
             write_report(base.out, plan, base)
         else:
-            run_plan(base, plan, base.out, show_progress=show_progress(args), budget=budget)
+            run_plan(base, plan, base.out, show_progress=show_progress(args), budget=budget,
+                     **({"worker": args.worker} if args.worker else {}))
         print(f"report: {os.path.join(base.out, 'REPORT.md')}, report.json, report.png")
         return 0
 

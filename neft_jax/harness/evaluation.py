@@ -2,10 +2,15 @@
 
 Monte Carlo keys are shared by every method at a σ (common random numbers): they
 come from the run's seed folded with :data:`MC_KEY_OFFSET` + σ in millionths.
+Each σ's evaluation is saved as soon as it finishes (``evaluations.json`` beside
+the method's checkpoints), so a run stopped during a σ sweep keeps the finished σ
+and a resumed one, or one resumed with more σ, evaluates only the others.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -14,7 +19,7 @@ import jax
 from neft_jax import parallel
 from neft_jax.evaluate import TestSet, monte_carlo, summarize
 from neft_jax.harness.config import ExperimentConfig
-from neft_jax.harness.results import Evaluation, MethodResult
+from neft_jax.harness.results import Evaluation, MethodResult, sigma_key, write_atomic
 
 #: Monte Carlo keys of σ fold ``MC_KEY_OFFSET + round(σ·1e6)`` into the seed's key, far
 #: from the small integers other key streams of a run use.
@@ -42,14 +47,21 @@ def validation_accuracy(model, state, val_set: TestSet, val_root: jax.Array, epo
 
 
 def evaluate_at_sigmas(cfg: ExperimentConfig, model, state, test_set: TestSet,
-                       sigmas: Sequence[float], show_progress: bool = True
-                       ) -> dict[float, Evaluation]:
-    """Monte Carlo evaluation of ``state`` at each σ (``cfg.mc_runs`` runs; one at σ = 0)."""
+                       sigmas: Sequence[float], show_progress: bool = True,
+                       saved: SavedEvaluations | None = None) -> dict[float, Evaluation]:
+    """Monte Carlo evaluation of ``state`` at each σ (``cfg.mc_runs`` runs; one at σ = 0).
+
+    With ``saved``, σ found there are taken as they are and each new one is added to it
+    as soon as it finishes.
+    """
     from tqdm.auto import tqdm
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     evaluations = {}
     for sigma in sigmas:
+        if saved is not None and (done := saved.get(sigma)) is not None:
+            evaluations[float(sigma)] = done
+            continue
         runs = 1 if sigma == 0 else cfg.mc_runs
         start = time.perf_counter()
         with tqdm(total=runs, desc=f"Monte Carlo σ={sigma:g}", unit="run", leave=False,
@@ -63,7 +75,38 @@ def evaluate_at_sigmas(cfg: ExperimentConfig, model, state, test_set: TestSet,
             sigma=float(sigma), summary=summarize(accuracies, result.ekl),
             accuracies=[round(float(a), 6) for a in accuracies], chunk_size=result.chunk_size,
             eval_seconds=time.perf_counter() - start)
+        if saved is not None:
+            saved.add(evaluations[float(sigma)])
     return evaluations
+
+
+class SavedEvaluations:
+    """Finished Monte Carlo evaluations of one trained state, in a JSON file.
+
+    ``identity`` says which state and protocol they belong to (best epoch, runs, seed);
+    a file made for another identity is ignored and replaced.
+    """
+
+    def __init__(self, path: str, identity: dict):
+        self.path, self.identity = path, identity
+        self._evaluations: dict[str, dict] = {}
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            if data.get("identity") == identity:
+                self._evaluations = dict(data["evaluations"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # none saved yet, or unreadable: evaluate again
+
+    def get(self, sigma: float) -> Evaluation | None:
+        data = self._evaluations.get(sigma_key(sigma))
+        return None if data is None else Evaluation.from_json(data)
+
+    def add(self, evaluation: Evaluation) -> None:
+        self._evaluations[sigma_key(evaluation.sigma)] = evaluation.to_json()
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        write_atomic(self.path, json.dumps({"identity": self.identity,
+                                            "evaluations": self._evaluations}))
 
 
 def train_and_test_record(cfg: ExperimentConfig, method: str, outcome, alpha: float,
@@ -81,8 +124,15 @@ def train_and_test_record(cfg: ExperimentConfig, method: str, outcome, alpha: fl
         return record
     log(f"{method}: Monte Carlo evaluation ({cfg.mc_runs} runs per σ)")
     sigmas = cfg.eval_sigmas if 0.0 in cfg.eval_sigmas else (0.0, *cfg.eval_sigmas)
-    evaluations = evaluate_at_sigmas(cfg, outcome.model, outcome.state, test_set, sigmas,
-                                     show_progress)
+    saved = SavedEvaluations(
+        os.path.join(cfg.checkpoint_dir(method, alpha), "evaluations.json"),
+        {"best_epoch": outcome.best_epoch, "mc_runs": cfg.mc_runs, "seed": cfg.seed})
+    try:
+        evaluations = evaluate_at_sigmas(cfg, outcome.model, outcome.state, test_set, sigmas,
+                                         show_progress, saved)
+    except KeyboardInterrupt as stop:
+        stop.add_note(f"in the Monte Carlo evaluation of {method}, finished σ saved")
+        raise
     record.clean_accuracy = evaluations[0.0].mean
     record.evaluations = {s: e for s, e in evaluations.items() if s in cfg.eval_sigmas}
     if outcome.diverged:  # evaluated at its best epoch before the loss blew up

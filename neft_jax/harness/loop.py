@@ -168,43 +168,50 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
     start = time.perf_counter()
     global_step = start_epoch * steps_per_epoch
     runs = f" ×{len(configs)} seeds" if vmapped else ""
-    for epoch in range(start_epoch, cfg.epochs):
-        if all(p.diverged for p in progress):
-            break
-        epoch_start = time.perf_counter()
-        orders = np.stack([train[data_lib.epoch_batches(jax.random.fold_in(k.data, epoch),
-                                                        num_train, batch_size)]
-                           for (train, _), k in zip(splits, keys, strict=True)], axis=1)
-        sums, finite, steps_done = None, True, 0
-        bar = tqdm(orders, desc=f"{method}{runs} epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not show_progress, unit="step")
-        for indices in bar:  # (runs, batch) indices into the full training set
-            if cfg.max_train_steps is not None and global_step >= cfg.max_train_steps:
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if all(p.diverged for p in progress):
                 break
-            stacked, metrics = engine.step(stacked, images, labels, indices, global_step)
-            sums = add_metrics(sums, metrics)
-            finite = finite & jnp.isfinite(metrics["loss"])
-            global_step += 1
-            steps_done += 1
-            if show_progress and steps_done % 10 == 0:  # host sync only where progress shows
-                bar.set_postfix(loss=f"{float(jnp.mean(sums['loss'])) / steps_done:.3f}",
-                                acc=f"{100 * float(jnp.mean(sums['accuracy'])) / steps_done:.1f}%")
-        bar.close()
-        if steps_done == 0:
-            break
-        seconds = time.perf_counter() - epoch_start
-        for i, run in enumerate(progress):
-            if run.diverged:
-                continue
-            state = engine.select(stacked, i)
-            val_accuracy = validation_accuracy(model, state, val_sets[i], keys[i].validation,
-                                               epoch, configs[i], method, engine.mesh)
-            prefix = f"[seed {configs[i].seed}]" if vmapped else ""
-            run.end_epoch(epoch, state, epoch_means(engine.select(sums, i), steps_done),
-                          bool(engine.select(finite, i)), val_accuracy, seconds,
-                          lambda m, p=prefix: log(p + m))
+            epoch_start = time.perf_counter()
+            orders = np.stack([train[data_lib.epoch_batches(jax.random.fold_in(k.data, epoch),
+                                                            num_train, batch_size)]
+                               for (train, _), k in zip(splits, keys, strict=True)], axis=1)
+            sums, finite, steps_done = None, True, 0
+            bar = tqdm(orders, desc=f"{method}{runs} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=not show_progress, unit="step")
+            for indices in bar:  # (runs, batch) indices into the full training set
+                if cfg.max_train_steps is not None and global_step >= cfg.max_train_steps:
+                    break
+                stacked, metrics = engine.step(stacked, images, labels, indices, global_step)
+                sums = add_metrics(sums, metrics)
+                finite = finite & jnp.isfinite(metrics["loss"])
+                global_step += 1
+                steps_done += 1
+                if show_progress and steps_done % 10 == 0:  # host sync only where progress shows
+                    loss, acc = (float(jnp.mean(sums[k])) / steps_done
+                                 for k in ("loss", "accuracy"))
+                    bar.set_postfix(loss=f"{loss:.3f}", acc=f"{100 * acc:.1f}%")
+            bar.close()
+            if steps_done == 0:
+                break
+            seconds = time.perf_counter() - epoch_start
+            for i, run in enumerate(progress):
+                if run.diverged:
+                    continue
+                state = engine.select(stacked, i)
+                val_accuracy = validation_accuracy(model, state, val_sets[i], keys[i].validation,
+                                                   epoch, configs[i], method, engine.mesh)
+                prefix = f"[seed {configs[i].seed}]" if vmapped else ""
+                run.end_epoch(epoch, state, epoch_means(engine.select(sums, i), steps_done),
+                              bool(engine.select(finite, i)), val_accuracy, seconds,
+                              lambda m, p=prefix: log(p + m))
+    except KeyboardInterrupt as stop:  # SIGINT/SIGTERM: say where; saved epochs stay
+        stop.add_note(f"in epoch {epoch + 1}/{cfg.epochs} of {method}"
+                      + (f", epochs 1–{epoch} saved" if epoch else ""))
+        raise
     seconds = time.perf_counter() - start
-    return [run.outcome(model, engine.select(stacked, i), seconds)
+    return [run.outcome(model, engine.select(stacked, i), seconds, log)
             for i, run in enumerate(progress)]
 
 
@@ -241,7 +248,7 @@ class RunProgress:
 
     def resume(self, state, log: Callable[[str], None]):
         """Restore the latest checkpoint into ``state`` when resuming; return the state."""
-        restored = self.checkpoints.restore(state) if self.cfg.resume else None
+        restored = self.checkpoints.restore(state, log=log) if self.cfg.resume else None
         if restored is None:
             return state
         state, meta = restored
@@ -289,10 +296,17 @@ class RunProgress:
                 + (f"feedback/logits {ratio:.3g}, " if ratio is not None else "")
                 + f"best {self.best_val:.2f}% @ {self.best_epoch}, {seconds:.1f} s")
 
-    def outcome(self, model, state, train_seconds: float) -> TrainOutcome:
-        """Close the checkpoints; the outcome holds the best state (``state`` if none)."""
-        best = self.checkpoints.restore(state, "best") if self.best_epoch is not None else None
+    def outcome(self, model, state, train_seconds: float,
+                log: Callable[[str], None] = print) -> TrainOutcome:
+        """Close the checkpoints; the outcome holds the best state (``state`` if none).
+
+        A corrupt best save falls back to the one before it (a warning says which)."""
+        best = (self.checkpoints.restore(state, "best", log=log) if self.best_epoch is not None
+                else None)
         self.checkpoints.close()
-        return TrainOutcome(model, best[0] if best is not None else state, self.history,
-                            self.best_epoch, self.best_val if self.best_epoch else None,
-                            self.diverged, train_seconds)
+        if best is not None:
+            state, meta = best
+            self.best_epoch, self.best_val = meta["best_epoch"], meta["best_val_accuracy"]
+        return TrainOutcome(model, state, self.history, self.best_epoch,
+                            self.best_val if self.best_epoch else None, self.diverged,
+                            train_seconds)

@@ -22,6 +22,7 @@ import jax
 from neft_jax import train as train_lib
 from neft_jax.evaluate import make_test_set, monte_carlo
 from neft_jax.harness import data as data_lib
+from neft_jax.harness.checkpoints import check_checkpoint_folder
 from neft_jax.harness.config import RESUME_KEYS, ExperimentConfig, jsonable
 from neft_jax.harness.evaluation import ALPHA_SEARCH_KEY, train_and_test_record
 from neft_jax.harness.locking import LOCK_NAME, FolderLock
@@ -108,6 +109,7 @@ def prepare_out_dir(cfg: ExperimentConfig,
         raise ValueError(f"out {out!r} cannot be written: {error.strerror}") from error
     lock = FolderLock(out)
     try:
+        check_checkpoint_folder(out)
         previous = _clear_or_load_previous(cfg, existing)
     except BaseException:
         lock.release()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from neft_jax.harness.budget import Budget, BudgetExhausted
 from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.paper_report import write_report
 from neft_jax.harness.plan import (
@@ -33,7 +34,7 @@ from neft_jax.harness.plan import (
     stage_dir,
 )
 from neft_jax.harness.seeds import run_seeds
-from neft_jax.harness.sweeps import grid_cells, run_sweep
+from neft_jax.harness.sweeps import ALONE, Worker, grid_cells, run_sweep
 from neft_jax.models import MODELS
 
 __all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "run_plan", "write_report"]
@@ -41,22 +42,26 @@ __all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "run_plan", "writ
 
 def run_plan(base: ExperimentConfig, plan: Plan, out: str,
              log: Callable[[str], None] = print, show_progress: bool = True,
-             budget: Budget | None = None) -> dict:
+             budget: Budget | None = None, worker: Worker = ALONE) -> dict:
     """Run every unfinished stage of ``plan`` into ``out``; write and return the report.
 
     With ``budget``, stops before a cell that would not end in time; the report then
-    holds what finished and ``report["stopped"]`` says why.
+    holds what finished and ``report["stopped"]`` says why. With ``worker`` I/N, this
+    process takes every N-th cell of each grid stage and every N-th multi-seed run
+    (vanilla sweep, Table V variant, α search) of the plan; without it, workers on one
+    ``out`` share the work by locks.
     """
     os.makedirs(out, exist_ok=True)
     budget = budget or Budget(None)
     stopped = None
+    run = _Runner(plan, out, log, show_progress, budget, worker)
     try:
         for model in plan.models:
             cfg = dataclasses.replace(base, model=model, resume=True, overwrite=False,
                                       extra_sigmas=(), seeds=1)
             for stage in plan.stages:
                 log(f"== {model}: {stage}")
-                _run_stage(stage, cfg, plan, out, log, show_progress, budget)
+                run.stage(stage, cfg)
                 write_report(out, plan, base)
     except BudgetExhausted as reason:
         stopped = str(reason)
@@ -66,62 +71,83 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
     return report
 
 
-def _sweep(cfg, out, methods, sigmas, alphas, seeds, log, show_progress, budget):
-    cells = grid_cells([cfg.model], [cfg.dataset], methods, sigmas, alphas, seeds)
-    run_sweep(cells, cfg, out, log=log, show_progress=show_progress, budget=budget)
-
-
 def _seeds(cfg: ExperimentConfig, count: int) -> list[int]:
     return list(range(cfg.seed, cfg.seed + count))
 
 
-def _run_stage(stage, cfg, plan, out, log, show_progress, budget: Budget):
-    model = cfg.model
-    path = stage_dir(out, stage, model)
-    seeds = _seeds(cfg, plan.seeds)
-    core = stage_dir(out, "core", model)
-    if stage == "core":
-        _sweep(cfg, path, CORE_METHODS, plan.core_sigmas, [None, CONTROL_ALPHA], seeds, log,
-               show_progress, budget)
-    elif stage == "table2":
-        _link_cells(core, path, lambda n: "-noise-" in n or "-irs-" in n and "alphadefault" in n)
-        _sweep(cfg, path, ["noise", "irs"], plan.sigmas, [None], seeds, log, show_progress,
-               budget)
-    elif stage == "table3":
-        _link_cells(stage_dir(out, "table2", model), path,
-                    lambda n: f"-sigma{TABLE3_SIGMA:g}-" in n)
-        _sweep(cfg, path, ["noise", "irs"], [TABLE3_SIGMA], [None],
-               _seeds(cfg, plan.table3_seeds), log, show_progress, budget)
-    elif stage == "control":
-        _link_cells(core, path, lambda n: f"-irs-sigma{ABLATION_SIGMA:g}-alpha1e-09-" in n)
-        _sweep(cfg, path, ["irs"], [ABLATION_SIGMA], [CONTROL_ALPHA], seeds, log,
-               show_progress, budget)
-    elif stage == "scaled":
-        _link_cells(core, path, lambda n: f"-noise_scaled-sigma{ABLATION_SIGMA:g}-" in n)
-        _sweep(cfg, path, ["noise_scaled"], [ABLATION_SIGMA], [None], seeds, log,
-               show_progress, budget)
-    elif stage == "ovf":
-        _sweep(cfg, path, ["ovf"], plan.sigmas, [None], seeds, log, show_progress, budget)
-    else:  # multi-seed runs and the α search: started only with time left
-        budget.check(f"stage {stage} of {model}", None)
-        if stage == "vanilla":
+@dataclasses.dataclass
+class _Runner:
+    """Runs the stages of one plan launch; counts its multi-seed runs for the worker split."""
+
+    plan: Plan
+    out: str
+    log: Callable[[str], None]
+    show_progress: bool
+    budget: Budget
+    worker: Worker
+    runs_seen: int = 0
+
+    def sweep(self, cfg, path, methods, sigmas, alphas, seeds) -> None:
+        cells = grid_cells([cfg.model], [cfg.dataset], methods, sigmas, alphas, seeds)
+        run_sweep(cells, cfg, path, log=self.log, show_progress=self.show_progress,
+                  budget=self.budget, worker=self.worker)
+
+    def seeds_run(self, what: str, job: Callable[[], object]) -> None:
+        """A multi-seed run (or the α search): this worker's share, skipped when another
+        worker holds its folder; started only with time left."""
+        position, self.runs_seen = self.runs_seen, self.runs_seen + 1
+        if not self.worker.takes(position):
+            return
+        self.budget.check(what, None)
+        try:
+            job()
+        except FolderBusy:
+            self.log(f"{what}: held by another worker, skipped")
+
+    def stage(self, stage: str, cfg: ExperimentConfig) -> None:
+        plan, out, model = self.plan, self.out, cfg.model
+        path = stage_dir(out, stage, model)
+        seeds = _seeds(cfg, plan.seeds)
+        core = stage_dir(out, "core", model)
+        run = {"log": self.log, "show_progress": self.show_progress}
+        if stage == "core":
+            self.sweep(cfg, path, CORE_METHODS, plan.core_sigmas, [None, CONTROL_ALPHA], seeds)
+        elif stage == "table2":
+            _link_cells(core, path,
+                        lambda n: "-noise-" in n or "-irs-" in n and "alphadefault" in n)
+            self.sweep(cfg, path, ["noise", "irs"], plan.sigmas, [None], seeds)
+        elif stage == "table3":
+            _link_cells(stage_dir(out, "table2", model), path,
+                        lambda n: f"-sigma{TABLE3_SIGMA:g}-" in n)
+            self.sweep(cfg, path, ["noise", "irs"], [TABLE3_SIGMA], [None],
+                       _seeds(cfg, plan.table3_seeds))
+        elif stage == "control":
+            _link_cells(core, path, lambda n: f"-irs-sigma{ABLATION_SIGMA:g}-alpha1e-09-" in n)
+            self.sweep(cfg, path, ["irs"], [ABLATION_SIGMA], [CONTROL_ALPHA], seeds)
+        elif stage == "scaled":
+            _link_cells(core, path, lambda n: f"-noise_scaled-sigma{ABLATION_SIGMA:g}-" in n)
+            self.sweep(cfg, path, ["noise_scaled"], [ABLATION_SIGMA], [None], seeds)
+        elif stage == "ovf":
+            self.sweep(cfg, path, ["ovf"], plan.sigmas, [None], seeds)
+        elif stage == "vanilla":
             sigmas = sorted(set(VANILLA_SIGMAS) | set(plan.sigmas))
-            run_seeds(dataclasses.replace(cfg, methods=("vanilla",), sigma=0.0,
-                                          extra_sigmas=tuple(sigmas), out=path,
-                                          seeds=plan.seeds), log=log, show_progress=show_progress)
+            self.seeds_run(f"stage vanilla of {model}", lambda: run_seeds(dataclasses.replace(
+                cfg, methods=("vanilla",), sigma=0.0, extra_sigmas=tuple(sigmas), out=path,
+                seeds=plan.seeds), **run))
         elif stage == "table5":
             variants = {f"drop{i}": {"drop_exits": (i,)}
                         for i in range(1, MODELS[model].num_exits + 1)}
             variants["equal"] = {"equal_coefficients": True}
             for name, change in variants.items():
-                run_seeds(dataclasses.replace(cfg, methods=("irs",), sigma=ABLATION_SIGMA,
-                                              out=stage_dir(out, "table5", model, name),
-                                              seeds=plan.table5_seeds, **change),
-                          log=log, show_progress=show_progress)
+                self.seeds_run(f"stage table5 ({name}) of {model}", lambda change=change,
+                               name=name: run_seeds(dataclasses.replace(
+                                   cfg, methods=("irs",), sigma=ABLATION_SIGMA,
+                                   out=stage_dir(out, "table5", model, name),
+                                   seeds=plan.table5_seeds, **change), **run))
         elif stage == "alpha":
-            run_experiment(dataclasses.replace(cfg, methods=("irs",), sigma=ABLATION_SIGMA,
-                                               alpha_search=True, out=path), log=log,
-                           show_progress=show_progress)
+            self.seeds_run(f"stage alpha of {model}", lambda: run_experiment(dataclasses.replace(
+                cfg, methods=("irs",), sigma=ABLATION_SIGMA, alpha_search=True, out=path),
+                **run))
 
 
 def _link_cells(source: str, target: str, keep: Callable[[str], bool]) -> None:

@@ -3,7 +3,12 @@
 Each cell is one single-method, single-seed experiment in
 ``out/cells/<cell-name>/``. A cell whose ``results.json`` is complete is skipped,
 so a sweep that was killed or re-launched finishes the remaining cells and never
-redoes a finished one. A half-finished cell resumes from its checkpoints. After
+redoes a finished one. A half-finished cell resumes from its checkpoints.
+
+Many workers (processes on one machine, or the tasks of a cluster array job on a
+shared filesystem) can run the same sweep on one ``out``: each cell is locked by
+the worker training it and the others skip it, and with :class:`Worker` ``I/N``
+a worker takes only every N-th cell (a static split). After
 every cell the combined table is rewritten: ``sweep.csv``, ``sweep.json``,
 ``accuracy_vs_sigma.png`` (mean over seeds, per method, per model × dataset) and,
 when the grid has several α, ``alpha_search.png``.
@@ -20,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from neft_jax.evaluate import summarize_over_seeds
-from neft_jax.harness.budget import Budget, estimate_seconds, fits
+from neft_jax.harness.budget import Budget, estimate_seconds, estimate_total, fits
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
@@ -45,6 +50,39 @@ class Cell:
             alpha = "none"
         return (f"{self.model}-{self.dataset}-{self.method}-sigma{self.sigma:g}"
                 f"-alpha{alpha}-seed{self.seed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Worker:
+    """Worker ``index`` of ``count`` (1-based): takes the cells at positions ≡ index−1 mod
+    count of a grid (every cell when count is 1)."""
+
+    index: int = 1
+    count: int = 1
+
+    def __post_init__(self):
+        if not 1 <= self.index <= self.count:
+            raise ValueError(f"--worker must be I/N with 1 <= I <= N, got "
+                             f"{self.index}/{self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> Worker:
+        """``"I/N"`` → Worker(I, N)."""
+        try:
+            index, count = (int(part) for part in str(text).split("/"))
+        except ValueError:
+            raise ValueError(f"--worker must be I/N (e.g. 2/8), got {text!r}") from None
+        return cls(index, count)
+
+    def takes(self, position: int) -> bool:
+        return position % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+#: The one worker of a sweep that is not split.
+ALONE = Worker()
 
 
 def grid_cells(models: Sequence[str], datasets: Sequence[str], methods: Sequence[str],
@@ -73,15 +111,17 @@ def cell_done(path: str, method: str) -> bool:
 
 def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
               log: Callable[[str], None] = print, show_progress: bool = True,
-              budget: Budget | None = None) -> list[dict]:
-    """Run every unfinished cell; rewrite the combined table after each; return its rows.
+              budget: Budget | None = None, worker: Worker = ALONE) -> list[dict]:
+    """Run every unfinished cell (of ``worker``'s share); rewrite the combined table after
+    each; return its rows.
 
     After each trained cell it logs the time left, estimated from this launch's cells.
     With ``budget``, a cell starts only if its method's measured time (finished cells of
     this or earlier launches) says it ends in time, else :class:`BudgetExhausted`.
     """
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
-    todo = [c for c in cells if not cell_done(os.path.join(out, "cells", c.name), c.method)]
+    todo = [c for i, c in enumerate(cells) if worker.takes(i)
+            and not cell_done(os.path.join(out, "cells", c.name), c.method)]
     budget = budget or Budget(None)
     measured = budget.durations
     durations: dict[str, list[float]] = defaultdict(list)
@@ -96,6 +136,8 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             f"time budget: {budget.remaining():.0f} s left; no cell measured yet")
     for i, cell in enumerate(cells):
         path = os.path.join(out, "cells", cell.name)
+        if not worker.takes(i):
+            continue
         if cell not in todo:
             log(f"[{i + 1}/{len(cells)}] {cell.name}: done before, skipped")
             continue
@@ -116,7 +158,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
         durations[cell.method].append(seconds)
         budget.record(cell.method, seconds)
         todo.remove(cell)
-        left = estimate_seconds_left(durations, [c.method for c in todo])
+        left = estimate_total(durations, [c.method for c in todo])
         log(f"[{i + 1}/{len(cells)}] {cell.name}: {seconds:.0f} s"
             + (f"; about {left / 60:.0f} min left for {len(todo)} more"
                f" cell{'s' if len(todo) > 1 else ''}" if todo else ""))
@@ -134,16 +176,6 @@ def measured_seconds(cells: Sequence[Cell], out: str) -> dict[str, list[float]]:
             if wall:
                 seconds[cell.method].append(wall)
     return dict(seconds)
-
-
-def estimate_seconds_left(durations: dict[str, list[float]], methods_left: Sequence[str]) -> float:
-    """Seconds the cells left will take: each at its method's mean so far (else all cells')."""
-    every = [d for ds in durations.values() for d in ds]
-    if not every:
-        return float("nan")
-    overall = sum(every) / len(every)
-    return sum(sum(durations[m]) / len(durations[m]) if durations.get(m) else overall
-               for m in methods_left)
 
 
 def collect_rows(cells: Sequence[Cell], out: str) -> list[dict]:

@@ -89,3 +89,225 @@ def test_resume_refuses_another_mc_runs(tmp_path):
     assert prepare_out_dir(dataclasses.replace(cfg, resume=True)) is not None
     with pytest.raises(ValueError, match="mc_runs=2.*mc_runs=4"):
         prepare_out_dir(dataclasses.replace(cfg, mc_runs=4, resume=True))
+
+
+# --- checkpoints verified (issue 19, item 4) -----------------------------------------------
+
+
+def _damage_newest_save(folder, how: str) -> None:
+    """Flip 8 bytes in, or truncate, the largest data file of ``folder``'s state, or delete
+    its metadata."""
+    if how == "metadata":
+        (folder / "metadata" / "metadata").unlink()
+        return
+    data = max((p for p in (folder / "state").rglob("*") if p.is_file() and p.parent.name == "d"),
+               key=lambda p: p.stat().st_size)
+    size = data.stat().st_size
+    with open(data, "r+b") as f:
+        if how == "truncate":
+            f.truncate(size // 2)
+        else:
+            f.seek(size // 2)
+            chunk = f.read(8)
+            f.seek(size // 2)
+            f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "metadata"])
+def test_a_damaged_checkpoint_falls_back_to_the_save_before_it(tmp_path, how):
+    import jax.numpy as jnp
+
+    from neft_jax.harness.checkpoints import CheckpointCorrupt, RunCheckpoints
+
+    target = {"w": jnp.zeros(1000)}
+    checkpoints = RunCheckpoints(tmp_path / "ckpt")
+    checkpoints.save_latest(1, {"w": jnp.arange(1000.0)}, {"epoch": 1})
+    checkpoints.save_latest(2, {"w": jnp.arange(1000.0) + 1}, {"epoch": 2})
+    checkpoints.close()
+    _damage_newest_save(tmp_path / "ckpt" / "latest" / "2", how)
+    warnings = []
+    state, meta = RunCheckpoints(tmp_path / "ckpt").restore(target, log=warnings.append)
+    assert meta == {"epoch": 1} and float(state["w"][5]) == 5.0
+    assert len(warnings) == 1 and "latest/2" in warnings[0] and "falling back to epoch 1" \
+        in warnings[0] and "\n" not in warnings[0]
+
+    _damage_newest_save(tmp_path / "ckpt" / "latest" / "1", how)
+    with pytest.raises(CheckpointCorrupt, match="no intact checkpoint left in .*latest.*"
+                       "--overwrite"):
+        RunCheckpoints(tmp_path / "ckpt").restore(target, log=warnings.append)
+
+
+def test_a_flipped_byte_in_the_latest_checkpoint_is_recovered_from(tmp_path):
+    """Killed after epoch 2 of 2 was saved, its save damaged: the resumed run warns, redoes
+    epoch 2 from epoch 1's save, and ends with the uninterrupted run's numbers (corruption
+    is not trained on, so it cannot pass for divergence)."""
+    from neft_jax.harness.orchestration import run_experiment
+
+    def config(out, **changes):
+        return ExperimentConfig(methods=("noise",), epochs=2, batch_size=64, width=0.0625,
+                                mc_runs=3, val_mc_runs=1, sigma=0.3, out=str(out),
+                                backward_micro_batch=0, **changes)
+
+    full = run_experiment(config(tmp_path / "full"), log=lambda m: None, show_progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_last_epoch(message):
+        if "epoch 2/2" in message:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_experiment(config(tmp_path / "cut"), log=kill_after_last_epoch,
+                       show_progress=False)
+    _damage_newest_save(tmp_path / "cut" / "checkpoints" / "noise" / "latest" / "2", "flip")
+    messages = []
+    resumed = run_experiment(config(tmp_path / "cut", resume=True), log=messages.append,
+                             show_progress=False)
+    assert any("checksum mismatch" in m and "falling back to epoch 1" in m for m in messages)
+    assert any("resumed noise from epoch 1" in m for m in messages)
+    a, b = full.methods["noise"], resumed.methods["noise"]
+    assert not b.diverged
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert a.at(0.3).accuracies == b.at(0.3).accuracies
+
+
+def test_an_out_path_the_checkpointer_cannot_use_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "job[1]"
+    assert cli.run_main(TINY + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot hold checkpoints" in err[0] and "job[1]" in err[0]
+    assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()
+
+
+# --- Monte Carlo saved per σ, clean stops, one-line errors (items 3, 5) --------------------
+
+
+def test_monte_carlo_keeps_finished_sigmas_when_stopped_and_on_a_wider_resume(tmp_path,
+                                                                              monkeypatch):
+    """Ctrl-C during the second σ: the first σ's evaluation is kept; the resumed run, asked
+    for one more σ, evaluates only the σ it has not got."""
+    from neft_jax.harness import evaluation
+
+    cfg = ExperimentConfig(methods=("noise",), epochs=1, max_train_steps=1, batch_size=32,
+                           width=0.0625, mc_runs=2, val_mc_runs=1, sigma=0.3,
+                           extra_sigmas=(0.1,), out=str(tmp_path / "run"))
+    evaluated = []
+    real = evaluation.monte_carlo
+
+    def counting(model, variables, test_set, keys, device, **kwargs):
+        if kwargs.get("progress") is None:  # the per-epoch validation
+            return real(model, variables, test_set, keys, device, **kwargs)
+        if len(evaluated) == 2 and stop_at_third:  # σ = 0 and 0.1 done, then Ctrl-C
+            raise KeyboardInterrupt
+        evaluated.append(device.sigma)
+        return real(model, variables, test_set, keys, device, **kwargs)
+
+    monkeypatch.setattr(evaluation, "monte_carlo", counting)
+    from neft_jax.harness.orchestration import run_experiment
+
+    stop_at_third = True
+    with pytest.raises(KeyboardInterrupt) as stop:
+        run_experiment(cfg, log=lambda m: None, show_progress=False)
+    assert "Monte Carlo evaluation of noise" in stop.value.__notes__[0]
+    assert evaluated == [0.0, 0.1]
+    stop_at_third = False
+    results = run_experiment(dataclasses.replace(cfg, resume=True, extra_sigmas=(0.1, 0.2)),
+                             log=lambda m: None, show_progress=False)
+    assert evaluated == [0.0, 0.1, 0.2, 0.3]  # σ = 0 and 0.1 were not evaluated again
+    assert set(results.methods["noise"].evaluations) == {0.1, 0.2, 0.3}
+
+
+def test_a_stop_names_the_epoch_and_method(tmp_path, capsys, monkeypatch):
+    from neft_jax.harness import loop
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "epoch_means", stop)  # Ctrl-C at the end of epoch 1
+    assert cli.run_main(TINY + ["--methods", "irs", "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stopped by SIGINT in epoch 1/1 of irs" in err[0]
+    assert "--resume" in err[0]
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import neft_jax.harness.orchestration as orchestration
+
+    def full(*args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/scratch/run/results.json")
+        except OSError as error:  # as orbax does: wrapped in another error
+            raise RuntimeError("checkpoint save failed") from error
+
+    monkeypatch.setattr(orchestration, "run_experiment", full)
+    assert cli.run_main(TINY + ["--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "disk full writing /scratch/run/results.json" in err[0]
+    assert "--resume" in err[0]
+
+
+def test_library_logs_stay_quiet_unless_verbose():
+    import logging
+
+    cli.quiet_library_logs(verbose=False)
+    assert not logging.getLogger("absl").isEnabledFor(logging.ERROR)
+    cli.quiet_library_logs(verbose=True)
+    assert logging.getLogger("absl").isEnabledFor(logging.INFO)
+    cli.quiet_library_logs(verbose=False)
+
+
+# --- sweeps shared by many workers (item 2) ------------------------------------------------
+
+
+def test_a_static_worker_split_covers_every_cell_once():
+    from neft_jax.harness.sweeps import Worker
+
+    workers = [Worker(i, 3) for i in (1, 2, 3)]
+    assert all(sum(w.takes(p) for w in workers) == 1 for p in range(10))
+    with pytest.raises(ValueError, match="I/N"):
+        Worker.parse("4/3")
+
+
+def test_a_worker_trains_only_its_share(tmp_path):
+    from neft_jax.harness.sweeps import Worker
+
+    base = ExperimentConfig(epochs=1, max_train_steps=1, batch_size=32, width=0.0625,
+                            mc_runs=2, val_mc_runs=1)
+    cells = [Cell("vgg8", "mnist5k", "noise", 0.3, None, 0)]
+    run_sweep(cells, base, str(tmp_path), log=lambda m: None, show_progress=False,
+              worker=Worker(2, 2))  # cell 0 is worker 1's
+    assert not (tmp_path / "cells" / cells[0].name).exists()
+
+
+def test_two_sweep_workers_on_one_folder_train_every_cell_exactly_once(tmp_path):
+    """Two real sweep.py processes started together on one --out (as an array job would):
+    every cell is trained by exactly one of them, and the combined table has every cell."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import jax
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, os.path.join(root, "experiments", "sweep.py"), "--methods", "noise",
+           "--sigmas", "0.1,0.2", *TINY, "--out", str(out)]
+    env = {**os.environ,  # the workers share this session's compilation cache
+           "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env) for _ in range(2)]
+    logs = [worker.communicate(timeout=600) for worker in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err for _, err in logs]
+    assert sum(stdout.count("noise: training") for stdout, _ in logs) == 2
+    cells = sorted((out / "cells").iterdir())
+    assert len(cells) == 2
+    for cell in cells:  # one epoch, trained once: one line
+        assert len((cell / "metrics.jsonl").read_text().splitlines()) == 1
+    table = json.loads((out / "sweep.json").read_text())["over_seeds"]
+    assert sorted(row["sigma"] for row in table) == [0.1, 0.2]

@@ -79,25 +79,40 @@ def _run(out, *extra, wait=True):
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     if wait:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
 
 
-def test_sigkill_then_resume_gives_identical_parameters(tmp_path):
+def _signal_after_epoch(out, epoch: int, signum: int, *extra):
+    """Start run.py on ``out``; send ``signum`` once epoch ``epoch``'s checkpoint exists."""
+    proc = _run(out, *extra, wait=False)
+    saved = out / "checkpoints" / "noise" / "latest" / str(epoch)
+    deadline = time.time() + 300
+    while not saved.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert saved.exists(), f"epoch {epoch}'s checkpoint never appeared"
+    os.kill(proc.pid, signum)
+    proc.wait()
+    return proc
+
+
+def test_sigkill_and_sigterm_then_resume_give_identical_parameters(tmp_path):
+    """Killed (SIGKILL) after epoch 1, stopped (SIGTERM) after epoch 2 of the resumed run,
+    resumed again: the same parameters and Monte Carlo numbers as an uninterrupted run."""
     full = _run(tmp_path / "full")
     assert full.returncode == 0, full.stderr
 
-    proc = _run(tmp_path / "killed", wait=False)
-    first_epoch = tmp_path / "killed" / "checkpoints" / "noise" / "latest" / "1"
-    deadline = time.time() + 300
-    while not first_epoch.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert first_epoch.exists(), "first epoch checkpoint never appeared"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _signal_after_epoch(tmp_path / "killed", 1, signal.SIGKILL)
     assert not (tmp_path / "killed" / "checkpoints" / "noise" / "latest" / "3").exists()
 
     refused = _run(tmp_path / "killed")
     assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    stopped = _signal_after_epoch(tmp_path / "killed", 2, signal.SIGTERM, "--resume")
+    err = stopped.stderr.read().strip().splitlines()
+    stopped.stderr.close()
+    assert stopped.returncode == 143 and len(err) == 1, err
+    assert "stopped by SIGTERM" in err[0] and "of noise" in err[0] and "--resume" in err[0]
 
     resumed = _run(tmp_path / "killed", "--resume")
     assert resumed.returncode == 0, resumed.stderr
@@ -141,7 +156,7 @@ def test_resume_after_kill_between_best_and_latest_saves(tmp_path):
     restored, meta = resumed.restore(state)
     assert meta["epoch"] == 1
     resumed.discard_after(meta["epoch"])
-    assert resumed.latest_epoch("best") is None and resumed.latest_epoch("latest") == 1
+    assert resumed.latest_epoch("best") == 1 and resumed.latest_epoch("latest") == 1
     resumed.save_best(2, state, {"epoch": 2})
     resumed.save_latest(2, state, {"epoch": 2})
     resumed.save_latest(2, {"w": jnp.zeros(3)}, {"epoch": 2, "again": True})  # replaces

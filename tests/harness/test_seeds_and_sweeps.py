@@ -3,13 +3,15 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from neft_jax.harness import cli as sweep_cli
+from neft_jax.harness.budget import RELATIVE_COST, estimate_total
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.seeds import choose_seed_mode, run_seeds
-from neft_jax.harness.sweeps import estimate_seconds_left, grid_cells, run_sweep
+from neft_jax.harness.sweeps import grid_cells, run_sweep
 
 TINY = dict(epochs=1, batch_size=64, width=0.0625, mc_runs=3, val_mc_runs=1, sigma=0.3,
             max_train_steps=4)
@@ -109,10 +111,13 @@ def test_sweep_killed_midway_resumes_without_redoing_cells(tmp_path):
 
 def test_time_left_uses_each_methods_mean_so_far():
     durations = {"noise": [100.0, 120.0], "ovf": [400.0]}
-    assert estimate_seconds_left(durations, ["noise", "ovf", "ovf"]) == 110.0 + 800.0
-    # A method not timed yet counts at the mean of every cell so far.
-    assert estimate_seconds_left(durations, ["irs"]) == 620.0 / 3
-    assert estimate_seconds_left(durations, []) == 0.0
+    assert estimate_total(durations, ["noise", "ovf", "ovf"]) == 110.0 + 800.0
+    # A method not timed yet counts at the mean cost unit of every cell so far, times its
+    # relative cost.
+    unit = (100.0 + 120.0 + 400.0 / RELATIVE_COST["ovf"]) / 3
+    assert estimate_total(durations, ["irs"]) == pytest.approx(unit * RELATIVE_COST["irs"])
+    assert estimate_total(durations, []) == 0.0
+    assert np.isnan(estimate_total({}, ["noise"]))
 
 
 def test_sweep_cli_config_file_and_bad_keys(tmp_path, capsys):
