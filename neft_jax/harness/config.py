@@ -139,6 +139,11 @@ class ExperimentConfig:
     backward_micro_batch: int | None = _field(
         None, "compute each conv's gradients N images at a time; same result, faster on CPU "
         "(0 = whole batch; default: 8 on CPU, whole elsewhere)")
+    checkpoint_every: float = _field(
+        30.0, "seconds between checkpoint saves: the state is saved at the end of the first "
+        "epoch this long after the last save, and after the last epoch (0 = every epoch). "
+        "A killed run resumes from the last save and redoes the epochs after it, with the "
+        "same numbers", metavar="SECONDS")
 
     def __post_init__(self):
         validate_config(self)
@@ -300,5 +305,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
              "drop_exits", f"distinct exit numbers in 1..{num_exits} of {cfg.model}, leaving "
              "at least one exit", cfg.drop_exits)
     _require(cfg.compute in COMPUTE, "compute", f"one of {list(COMPUTE)}", cfg.compute)
+    _require(isinstance(cfg.checkpoint_every, (int, float)) and math.isfinite(
+        cfg.checkpoint_every) and cfg.checkpoint_every >= 0, "checkpoint_every",
+        "a finite number of seconds >= 0", cfg.checkpoint_every)
     _require(isinstance(cfg.equal_coefficients, bool), "equal_coefficients", "True or False",
              cfg.equal_coefficients)

@@ -38,6 +38,8 @@ positive_int = _parser_of(int, lambda v: v > 0, "an integer > 0")
 non_negative_int = _parser_of(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _parser_of(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 fraction = _parser_of(float, lambda v: 0 < v < 1, "in (0, 1)")
+non_negative_float = _parser_of(float, lambda v: math.isfinite(v) and v >= 0,
+                                "a finite number >= 0")
 
 
 def sigma_list(text: str) -> tuple[float, ...]:
@@ -63,6 +65,7 @@ PARSERS = {
     "sigma": sigma_value, "exit_sigma": sigma_value, "extra_sigmas": sigma_list,
     "alpha": positive_float, "lr": positive_float, "width": positive_float,
     "val_fraction": fraction, "seed": int, "backward_micro_batch": non_negative_int,
+    "checkpoint_every": non_negative_float,
     "drop_exits": exit_numbers, "methods": names,
     **{name: positive_int for name in ("epochs", "batch_size", "mc_runs", "seeds",
                                        "val_mc_runs", "eval_batch_size", "chunk_size",

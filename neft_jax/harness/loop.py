@@ -207,9 +207,13 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
                               bool(engine.select(finite, i)), val_accuracy, seconds,
                               lambda m, p=prefix: log(p + m))
     except KeyboardInterrupt as stop:  # SIGINT/SIGTERM: say where; saved epochs stay
+        saved = max(p.checkpoints.latest_epoch() or 0 for p in progress)
         stop.add_note(f"in epoch {epoch + 1}/{cfg.epochs} of {method}"
-                      + (f", epochs 1–{epoch} saved" if epoch else ""))
+                      + (f", epochs 1–{saved} saved" if saved else ""))
         raise
+    for i, run in enumerate(progress):
+        if not run.diverged:  # a diverged run was saved when it diverged
+            run.flush(engine.select(stacked, i))
     seconds = time.perf_counter() - start
     return [run.outcome(model, engine.select(stacked, i), seconds, log)
             for i, run in enumerate(progress)]
@@ -234,7 +238,13 @@ def add_metrics(sums: dict | None, metrics: dict) -> dict:
 
 @dataclasses.dataclass
 class RunProgress:
-    """Per-run training bookkeeping: history, best-by-validation, divergence, checkpoints."""
+    """Per-run training bookkeeping: history, best-by-validation, divergence, checkpoints.
+
+    Checkpoints are saved at the end of an epoch once ``cfg.checkpoint_every`` seconds
+    have passed since the last save, when the run diverges, and by :meth:`flush` after
+    the last epoch. Between saves the best state waits in memory (a copy, so that the
+    next step's buffer donation cannot touch it).
+    """
 
     cfg: ExperimentConfig
     method: str
@@ -245,6 +255,9 @@ class RunProgress:
     best_epoch: int | None = None
     start_epoch: int = 0
     diverged: bool = False
+    last_save: float = dataclasses.field(default_factory=time.monotonic)
+    pending_best: tuple | None = None  # (epoch, state, metadata) not saved yet
+    unsaved_meta: dict | None = None  # metadata of the last epoch, when not saved yet
 
     def resume(self, state, log: Callable[[str], None]):
         """Restore the latest checkpoint into ``state`` when resuming; return the state."""
@@ -261,7 +274,8 @@ class RunProgress:
 
     def end_epoch(self, epoch: int, state, means: dict, finite: bool,
                   val_accuracy: float, seconds: float, log: Callable[[str], None]) -> None:
-        """Record epoch ``epoch`` (0-based): history, ``metrics.jsonl``, checkpoints, a line.
+        """Record epoch ``epoch`` (0-based): history, ``metrics.jsonl``, checkpoints when due,
+        a line.
 
         ``means``: the epoch's mean train metrics (:func:`epoch_means`).
         """
@@ -276,13 +290,27 @@ class RunProgress:
         improved = not self.diverged and val_accuracy > self.best_val
         if improved:
             self.best_val, self.best_epoch = val_accuracy, epoch + 1
-        meta = {"epoch": epoch + 1, "history": self.history, "best_val_accuracy": self.best_val,
-                "best_epoch": self.best_epoch, "diverged": self.diverged, "method": method,
-                "alpha": self.alpha, "settings": cfg.resume_settings()}
+        meta = {"epoch": epoch + 1, "history": list(self.history),
+                "best_val_accuracy": self.best_val, "best_epoch": self.best_epoch,
+                "diverged": self.diverged, "method": method, "alpha": self.alpha,
+                "settings": cfg.resume_settings()}
         if improved:
-            self.checkpoints.save_best(epoch + 1, state, meta)
-        self.checkpoints.save_latest(epoch + 1, state, meta)
+            self.pending_best = (epoch + 1, jax.tree.map(jnp.copy, state), meta)
+        self.unsaved_meta = meta
+        if self.diverged or time.monotonic() - self.last_save >= cfg.checkpoint_every:
+            self.flush(state)
         log(self._epoch_line(epoch, means, val_accuracy, seconds))
+
+    def flush(self, state) -> None:
+        """Save the best state waiting in memory and ``state`` as the latest (the state after
+        the last recorded epoch), if not saved yet."""
+        if self.pending_best is not None:
+            self.checkpoints.save_best(*self.pending_best)
+            self.pending_best = None
+        if self.unsaved_meta is not None:
+            self.checkpoints.save_latest(self.unsaved_meta["epoch"], state, self.unsaved_meta)
+            self.unsaved_meta = None
+        self.last_save = time.monotonic()
 
     def _epoch_line(self, epoch: int, means: dict, val_accuracy: float, seconds: float) -> str:
         cfg, method = self.cfg, self.method

@@ -146,7 +146,7 @@ def test_a_flipped_byte_in_the_latest_checkpoint_is_recovered_from(tmp_path):
     def config(out, **changes):
         return ExperimentConfig(methods=("noise",), epochs=2, batch_size=64, width=0.0625,
                                 mc_runs=3, val_mc_runs=1, sigma=0.3, out=str(out),
-                                backward_micro_batch=0, **changes)
+                                backward_micro_batch=0, checkpoint_every=0, **changes)
 
     full = run_experiment(config(tmp_path / "full"), log=lambda m: None, show_progress=False)
 

@@ -22,7 +22,8 @@ from neft_jax.models import create_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_PY = os.path.join(ROOT, "experiments", "run.py")
-CLI = ["--methods", "noise", "--epochs", "3", "--batch-size", "64", "--width", "0.0625",
+CLI = ["--methods", "noise", "--checkpoint-every", "0", "--epochs", "3", "--batch-size", "64",
+       "--width", "0.0625",
        "--mc-runs", "2", "--val-mc-runs", "1", "--sigma", "0.2", "--no-progress"]
 
 
