@@ -369,3 +369,66 @@ def reproduce_main(argv=None) -> int:
 
     return run_cleanly("reproduce.py", job, "finished work is kept; rerun the same command "
                        "to continue")
+
+
+#: Config fields the scaling study sets itself (width and epochs come from --points).
+SCALING_EXCLUDES = ("width", "epochs", "extra_sigmas", "alpha_search", "resume", "overwrite",
+                    "seeds", "seed_mode")
+
+
+def scaling_parser() -> argparse.ArgumentParser:
+    from neft_jax.harness.scaling import DEFAULT_POINTS, METHODS
+
+    points = ",".join(f"{w:g}:" + "/".join(map(str, es)) for w, es in DEFAULT_POINTS.items())
+    parser = argparse.ArgumentParser(
+        prog="neft-scaling", description="Where the paper's regime starts: every method at "
+        "one σ over model width × training length, resumable; OUT/SCALING.md holds the table "
+        "and the smallest point where the methods separate, OUT/scaling.png the plot.")
+    add_config_arguments(parser, exclude=SCALING_EXCLUDES,
+                         defaults={"mc_runs": 50, "out": "runs/scaling",
+                                   "methods": METHODS})
+    parser.add_argument("--points", default=points,
+                        help=f"width:epochs/epochs,... (default: {points})")
+    parser.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS",
+                        help="start a cell only if its measured time says it ends within "
+                        "SECONDS; stop cleanly otherwise (the same command continues)")
+    add_worker_argument(parser)
+    add_output_arguments(parser)
+    return parser
+
+
+def scaling_main(argv=None) -> int:
+    """``neft-scaling`` / ``experiments/scaling.py``."""
+    parser = scaling_parser()
+    args = parser.parse_args(argv)
+    quiet_library_logs(args.verbose)
+    import jax
+
+    from neft_jax.harness.budget import Budget, BudgetExhausted
+    from neft_jax.harness.scaling import parse_points, run_study, study_points
+
+    try:
+        base, profile_line = config_from_args(args, jax.default_backend())
+        points = study_points(parse_points(args.points))
+        budget = Budget(args.time_budget)
+    except ValueError as error:
+        parser.error(str(error))
+    print(f"scaling study: {len(points)} points of width × epochs (cheapest first), methods "
+          f"{list(base.methods)} at σ = {base.sigma:g} ({base.normalisation} noise, "
+          f"{base.device_preset}), {base.model} on {base.dataset}, batch {base.batch_size}, "
+          f"lr {base.learning_rate:g}, compute {base.compute}, {base.mc_runs} Monte Carlo runs, "
+          f"seed {base.seed}, into {base.out}", flush=True)
+
+    def job() -> int:
+        try:
+            run_study(base, points, base.out, methods=base.methods,
+                      show_progress=show_progress(args), budget=budget,
+                      **({"worker": args.worker} if args.worker else {}))
+        except BudgetExhausted as reason:
+            print(f"stopped before the time budget: {reason}; rerun the same command to "
+                  "continue", flush=True)
+        print(f"report: {os.path.join(base.out, 'SCALING.md')}, scaling.json, scaling.png")
+        return 0
+
+    return run_cleanly("scaling.py", job, "finished cells are kept; rerun the same command "
+                       "to continue")

@@ -1,0 +1,258 @@
+"""Where the paper's regime starts: a resumable study over model width × training length.
+
+Each point (width, epochs) of the study is a sweep (:mod:`neft_jax.harness.sweeps`)
+in ``out/w<width>-e<epochs>/`` over the methods at one σ (vanilla trained at σ = 0
+and evaluated at σ), so the study inherits the sweeps' resume, locks, workers and
+time budget. Points run cheapest first (width × epochs), so a study stopped early
+holds the small end of the map. After each point, ``SCALING.md`` (table and
+findings), ``scaling.json`` and ``scaling.png`` (accuracy against optimiser steps,
+one panel per method, one line per width, the paper's full-scale number as a
+reference line) are rewritten from every finished cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+
+from neft_jax.harness.budget import Budget
+from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.data import NUM_CLASSES
+from neft_jax.harness.paper import PAPER_TABLE2
+from neft_jax.harness.results import RunResults, write_atomic
+from neft_jax.harness.sweeps import ALONE, Worker, grid_cells, run_sweep
+
+#: Widths of the map and the epoch counts run at each (more epochs for narrow models).
+DEFAULT_POINTS = {0.125: (12, 48), 0.25: (12, 36), 0.5: (8, 24), 1.0: (4, 12)}
+METHODS = ("vanilla", "noise", "irs", "noise_scaled")
+#: Index of each Table II σ in :data:`PAPER_TABLE2`'s rows.
+TABLE2_SIGMAS = (0.2, 0.4, 0.6, 0.8)
+#: A method has left chance when its CI's lower end is this many points above chance.
+ABOVE_CHANCE = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    width: float
+    epochs: int
+
+    @property
+    def name(self) -> str:
+        return f"w{self.width:g}-e{self.epochs}"
+
+    @property
+    def cost(self) -> float:
+        """Relative training cost (conv FLOPs grow ≈ width²)."""
+        return self.width ** 2 * self.epochs
+
+
+def study_points(points: dict[float, Sequence[int]]) -> list[Point]:
+    """Every (width, epochs) point, cheapest first."""
+    return sorted((Point(float(w), int(e)) for w, es in points.items() for e in es),
+                  key=lambda p: (p.cost, p.width))
+
+
+def parse_points(text: str) -> dict[float, tuple[int, ...]]:
+    """``"0.125:12/48,1:4/12"`` → {0.125: (12, 48), 1.0: (4, 12)}."""
+    points = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            width, epochs = item.split(":")
+            width, epochs = float(width), tuple(int(e) for e in epochs.split("/"))
+        except ValueError:
+            raise ValueError(f"--points must look like 0.125:12/48,1:4/12 (width:epochs/...),"
+                             f" got {item!r}") from None
+        if not (0 < width <= 8 and epochs and all(e >= 1 for e in epochs)):
+            raise ValueError(f"--points: width must be in (0, 8] and epochs >= 1, got {item!r}")
+        points[width] = epochs
+    if not points:
+        raise ValueError("--points is empty")
+    return points
+
+
+def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
+              methods: Sequence[str] = METHODS, log: Callable[[str], None] = print,
+              show_progress: bool = True, budget: Budget | None = None,
+              worker: Worker = ALONE) -> dict:
+    """Run every unfinished cell of every point; rewrite the report after each point."""
+    os.makedirs(out, exist_ok=True)
+    budget = budget or Budget(None)
+    cells = grid_cells([base.model], [base.dataset], methods, [base.sigma], [None], [base.seed])
+    try:
+        for i, point in enumerate(points):
+            log(f"== point {i + 1}/{len(points)}: width ×{point.width:g}, {point.epochs} epochs")
+            cfg = dataclasses.replace(base, width=point.width, epochs=point.epochs)
+            run_sweep(cells, cfg, os.path.join(out, point.name), log=log,
+                      show_progress=show_progress, budget=budget, worker=worker)
+            write_study_report(base, points, out, methods)
+    finally:
+        report = write_study_report(base, points, out, methods)
+    return report
+
+
+def collect(base: ExperimentConfig, points: Sequence[Point], out: str,
+            methods: Sequence[str]) -> list[dict]:
+    """One row per finished cell: point, method, accuracy at σ, clean accuracy, wall time."""
+    from neft_jax.harness.sweeps import Cell
+
+    rows = []
+    for point in points:
+        for method in methods:
+            cell = Cell(base.model, base.dataset, method, float(base.sigma), None, base.seed)
+            path = os.path.join(out, point.name, "cells", cell.name, "results.json")
+            if not os.path.exists(path):
+                continue
+            results = RunResults.load(path)
+            entry = results.methods.get(method)
+            evaluation = entry.at(base.sigma) if entry else None
+            if evaluation is None:
+                continue
+            summary = evaluation.summary or {}
+            num_train = results.settings["num_train"]
+            steps = point.epochs * (num_train // min(results.settings["batch_size"], num_train))
+            if results.settings.get("max_train_steps"):
+                steps = min(steps, results.settings["max_train_steps"])
+            rows.append({"width": point.width, "epochs": point.epochs, "steps": steps,
+                         "method": method,
+                         "mean": summary.get("mean"), "ci95": summary.get("ci95"),
+                         "std": summary.get("std"), "runs": summary.get("runs"),
+                         "clean": entry.clean_accuracy, "diverged": entry.diverged,
+                         "wall_seconds": results.wall_seconds})
+    return rows
+
+
+def separated(a: dict, b: dict) -> bool:
+    """Whether two rows' 95 % CIs do not overlap (a above b)."""
+    if a["mean"] is None or b["mean"] is None:
+        return False
+    return a["mean"] - (a["ci95"] or 0) > b["mean"] + (b["ci95"] or 0)
+
+
+def findings(rows: Sequence[dict], chance: float) -> dict:
+    """The smallest points (by cost) at which noise injection leaves chance, and at which
+    IRS and noise_scaled separate from noise injection (None where none does)."""
+    by_point: dict[tuple, dict] = {}
+    for row in rows:
+        by_point.setdefault((row["width"], row["epochs"]), {})[row["method"]] = row
+    order = sorted(by_point, key=lambda p: (p[0] ** 2 * p[1], p[0]))
+
+    def first(test) -> dict | None:
+        for width, epochs in order:
+            if test(by_point[(width, epochs)]):
+                return {"width": width, "epochs": epochs}
+        return None
+
+    def left_chance(m):
+        row = m.get("noise")
+        return bool(row and row["mean"] is not None
+                    and row["mean"] - (row["ci95"] or 0) > chance + ABOVE_CHANCE)
+
+    return {
+        "noise_leaves_chance": first(left_chance),
+        **{f"{method}_above_noise": first(
+            lambda m, method=method: method in m and "noise" in m
+            and separated(m[method], m["noise"])) for method in ("irs", "noise_scaled")},
+        "irs_above_noise_scaled": first(lambda m: "irs" in m and "noise_scaled" in m
+                                        and separated(m["irs"], m["noise_scaled"])),
+    }
+
+
+def write_study_report(base: ExperimentConfig, points: Sequence[Point], out: str,
+                       methods: Sequence[str]) -> dict:
+    """``SCALING.md``, ``scaling.json`` and ``scaling.png`` from every finished cell."""
+    rows = collect(base, points, out, methods)
+    chance = 100.0 / NUM_CLASSES.get(base.dataset, 10)
+    report = {"settings": {"model": base.model, "dataset": base.dataset, "sigma": base.sigma,
+                           "normalisation": base.normalisation,
+                           "device_preset": base.device_preset, "mc_runs": base.mc_runs,
+                           "batch_size": base.batch_size, "seed": base.seed,
+                           "points": [dataclasses.asdict(p) for p in points]},
+              "rows": rows, "chance": chance, "findings": findings(rows, chance)}
+    write_atomic(os.path.join(out, "scaling.json"), json.dumps(report, indent=1))
+    write_atomic(os.path.join(out, "SCALING.md"), format_study(report, methods))
+    if rows:
+        plot_study(report, methods, os.path.join(out, "scaling.png"))
+    return report
+
+
+def _paper_reference(model: str, method: str, sigma: float) -> float | None:
+    index = next((i for i, s in enumerate(TABLE2_SIGMAS) if math.isclose(s, sigma)), None)
+    values = PAPER_TABLE2.get((model, method))
+    return None if index is None or values is None else values[index]
+
+
+def format_study(report: dict, methods: Sequence[str]) -> str:
+    """The study as Markdown: one row per point, one column per method, and findings."""
+    s = report["settings"]
+    lines = [f"# Scaling study: {s['model']} on {s['dataset']} at σ = {s['sigma']:g} "
+             f"({s['normalisation']} noise, {s['device_preset']})", "",
+             f"Cells: Monte Carlo accuracy (%), mean ± 95 % CI over {s['mc_runs']} runs, "
+             f"one seed ({s['seed']}); vanilla is trained at σ = 0. Chance: "
+             f"{report['chance']:g} %. Wall time per cell in minutes in brackets.", "",
+             "| width | epochs | optimiser steps | " + " | ".join(methods) + " |",
+             "|---|---|---|" + "---|" * len(methods)]
+    by_point: dict[tuple, dict] = {}
+    for row in report["rows"]:
+        by_point.setdefault((row["width"], row["epochs"], row["steps"]), {})[row["method"]] = row
+    for (width, epochs, steps), cells in sorted(by_point.items()):
+        shown = []
+        for method in methods:
+            row = cells.get(method)
+            if row is None or row["mean"] is None:
+                shown.append("–" if row is None else "diverged")
+            else:
+                shown.append(f"{row['mean']:.2f} ± {row['ci95'] or 0:.2f} "
+                             f"[{row['wall_seconds'] / 60:.1f}]")
+        lines.append(f"| ×{width:g} | {epochs} | {steps} | "
+                     + " | ".join(shown) + " |")
+    paper = [f"{m} {v:g}" for m in methods
+             if (v := _paper_reference(s["model"], m, s["sigma"])) is not None]
+    if paper:
+        lines += ["", "The paper at full scale (60,000 MNIST images, 200 epochs): "
+                  + ", ".join(paper) + " %."]
+    found = report["findings"]
+
+    def where(key: str) -> str:
+        point = found.get(key)
+        return f"none of the {len(by_point)} points finished so far" if point is None else (
+            f"width ×{point['width']:g}, {point['epochs']} epochs")
+
+    lines += ["", "Smallest point (by width² × epochs) at which:",
+              f"- noise injection leaves chance (CI above {report['chance'] + ABOVE_CHANCE:g} %):"
+              f" {where('noise_leaves_chance')}",
+              f"- IRS is above noise injection beyond the CIs: {where('irs_above_noise')}",
+              f"- noise_scaled is above noise injection beyond the CIs: "
+              f"{where('noise_scaled_above_noise')}",
+              f"- IRS is above noise_scaled beyond the CIs: {where('irs_above_noise_scaled')}",
+              ""]
+    return "\n".join(lines)
+
+
+def plot_study(report: dict, methods: Sequence[str], path: str) -> None:
+    """Accuracy against optimiser steps: a panel per method, a line per width, the paper's
+    full-scale number dashed, chance dotted."""
+    from neft_jax.harness.reporting import _pyplot, save_figure
+
+    plt = _pyplot()
+    s = report["settings"]
+    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.6), dpi=110,
+                             squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods, strict=True):
+        rows = [r for r in report["rows"] if r["method"] == method and r["mean"] is not None]
+        for width in sorted({r["width"] for r in rows}):
+            line = sorted((r for r in rows if r["width"] == width), key=lambda r: r["steps"])
+            ax.errorbar([r["steps"] for r in line], [r["mean"] for r in line],
+                        yerr=[r["ci95"] or 0 for r in line], marker="o", capsize=3,
+                        label=f"width ×{width:g}")
+        reference = _paper_reference(s["model"], method, s["sigma"])
+        if reference is not None:
+            ax.axhline(reference, color="k", linestyle="--", linewidth=1,
+                       label=f"paper {reference:g} %")
+        ax.axhline(report["chance"], color="grey", linestyle=":", linewidth=1, label="chance")
+        ax.set(title=method, xlabel="optimiser steps", xscale="log", ylim=(0, 100))
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    axes[0][0].set_ylabel(f"accuracy at σ = {s['sigma']:g} (%)")
+    save_figure(fig, path)

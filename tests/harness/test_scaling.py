@@ -1,0 +1,75 @@
+"""The scaling study (issue 18): points, findings, table and plot from finished cells."""
+
+import json
+
+import pytest
+
+from neft_jax.harness import cli
+from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+from neft_jax.harness.scaling import (
+    Point,
+    findings,
+    parse_points,
+    study_points,
+    write_study_report,
+)
+from neft_jax.harness.sweeps import Cell
+
+
+def test_points_parse_and_run_cheapest_first():
+    points = study_points(parse_points("1:4/12,0.125:12/48"))
+    assert [(p.width, p.epochs) for p in points] == [(0.125, 12), (0.125, 48), (1.0, 4),
+                                                       (1.0, 12)]
+    for bad in ("1", "1:0", "0:4", "a:b"):
+        with pytest.raises(ValueError, match="--points"):
+            parse_points(bad)
+
+
+def _row(width, epochs, method, mean, ci):
+    return {"width": width, "epochs": epochs, "steps": epochs * 28, "method": method,
+            "mean": mean, "ci95": ci}
+
+
+def test_findings_name_the_smallest_point_where_methods_separate():
+    rows = [_row(0.125, 12, "noise", 10.2, 0.3), _row(0.125, 12, "irs", 10.4, 0.3),
+            _row(0.125, 12, "noise_scaled", 10.1, 0.3),
+            _row(0.25, 12, "noise", 30.0, 2.0), _row(0.25, 12, "irs", 33.0, 2.0),
+            _row(0.25, 12, "noise_scaled", 40.0, 2.0),
+            _row(1.0, 4, "noise", 60.0, 1.0), _row(1.0, 4, "irs", 70.0, 1.0),
+            _row(1.0, 4, "noise_scaled", 71.0, 1.0)]
+    found = findings(rows, chance=10.0)
+    assert found["noise_leaves_chance"] == {"width": 0.25, "epochs": 12}
+    assert found["noise_scaled_above_noise"] == {"width": 0.25, "epochs": 12}
+    assert found["irs_above_noise"] == {"width": 1.0, "epochs": 4}  # at ×0.25 CIs overlap
+    assert found["irs_above_noise_scaled"] is None
+
+
+def test_report_from_finished_cells(tmp_path):
+    base = ExperimentConfig(mc_runs=50, sigma=0.4)
+    points = [Point(0.125, 12), Point(0.25, 12)]
+    for method, mean in (("noise", 20.0), ("irs", 35.0)):  # only the first point finished
+        cell = Cell("vgg8", "mnist5k", method, 0.4, None, 0)
+        folder = tmp_path / points[0].name / "cells" / cell.name
+        folder.mkdir(parents=True)
+        evaluation = Evaluation(sigma=0.4, summary={"mean": mean, "ci95": 1.0, "std": 7.0,
+                                                    "runs": 50})
+        RunResults(settings={"num_train": 3600, "batch_size": 128, "eval_sigmas": [0.4]},
+                   methods={method: MethodResult(alpha=None, evaluations={0.4: evaluation},
+                                                 clean_accuracy=97.0)},
+                   wall_seconds=120.0).save(str(folder / "results.json"))
+    report = write_study_report(base, points, str(tmp_path), ("vanilla", "noise", "irs"))
+    assert [(r["method"], r["steps"]) for r in report["rows"]] == [("noise", 336),
+                                                                   ("irs", 336)]
+    assert report["findings"]["irs_above_noise"] == {"width": 0.125, "epochs": 12}
+    table = (tmp_path / "SCALING.md").read_text()
+    assert "| ×0.125 | 12 | 336 | – | 20.00 ± 1.00 [2.0] | 35.00 ± 1.00 [2.0] |" in table
+    assert "vanilla 63.54, noise 97.77, irs 99.3 %" in table  # the paper's σ = 0.4 numbers
+    assert json.loads((tmp_path / "scaling.json").read_text())["chance"] == 10.0
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+
+
+def test_scaling_cli_refuses_bad_points(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.scaling_main(["--points", "0.5:", "--out", "unused"])
+    assert exit_.value.code == 2 and "--points" in capsys.readouterr().err
