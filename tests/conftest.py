@@ -5,6 +5,10 @@ import tempfile
 
 # Keep XLA on the CI machine's two cores predictable.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+# Runs use the library's backward micro-batch (8) instead of measuring one per machine
+# (tests/harness/test_tuning.py tests the measurement), and no test writes the user's cache.
+os.environ["NEFT_JAX_NO_TUNING"] = "1"
+os.environ["NEFT_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="neft-jax-cache-")
 
 import jax  # noqa: E402
 

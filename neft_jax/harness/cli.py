@@ -42,6 +42,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--verbose", action="store_true",
                         help="show the checkpoint library's (orbax/absl) log messages too")
+    parser.add_argument("--retune", action="store_true",
+                        help="measure this CPU's conv backward micro-batch again instead of "
+                        "using the cached choice")
 
 
 #: Loggers of the libraries under the harness (orbax logs through absl).

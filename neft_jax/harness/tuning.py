@@ -1,0 +1,158 @@
+"""CPU settings measured on first use and cached per machine: the conv backward micro-batch.
+
+XLA:CPU computes a conv's gradients faster in micro-batches that fit the cache
+(:mod:`neft_jax.conv`), but the best size depends on the CPU (Zen 4, Zen 5 and
+Intel rank them differently) and on the layer shapes. :func:`tuned_micro_batch`
+times each candidate on the model's own conv shapes (forward + both gradients of
+every distinct conv, weighted by how many the model has) and keeps the fastest.
+The choice is cached in ``tuning.json`` under the user's cache directory
+(``$NEFT_JAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/neft_jax``, else
+``~/.cache/neft_jax``), keyed by the machine (CPU model, core count, jax and
+jaxlib versions) and the shapes (model, width, batch, input channels); another
+jax version or CPU measures again, and so does ``--retune``. An explicit
+``--backward-micro-batch`` skips the measurement, and so does the environment
+variable ``NEFT_JAX_NO_TUNING=1`` (the library's default, 8, is used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from neft_jax.conv import micro_batched_conv
+from neft_jax.harness.results import write_atomic
+from neft_jax.models import _channels
+
+#: Each model's convs at width 1 on 32×32 inputs: (H = W of the input, C_in, C_out,
+#: kernel, stride, how many such convs the model has); C_in of the first is the input's.
+CONVS = {
+    "vgg8": ((32, 3, 64, 3, 1, 1), (32, 64, 128, 3, 1, 1), (16, 128, 256, 3, 1, 1),
+             (16, 256, 256, 3, 1, 1), (8, 256, 512, 3, 1, 1), (8, 512, 512, 3, 1, 1)),
+    "resnet18": ((32, 3, 64, 3, 1, 1), (32, 64, 64, 3, 1, 4), (32, 64, 128, 3, 2, 1),
+                 (32, 64, 128, 1, 2, 1), (16, 128, 128, 3, 1, 3), (16, 128, 256, 3, 2, 1),
+                 (16, 128, 256, 1, 2, 1), (8, 256, 256, 3, 1, 3), (8, 256, 512, 3, 2, 1),
+                 (8, 256, 512, 1, 2, 1), (4, 512, 512, 3, 1, 3)),
+}
+#: Micro-batch sizes tried (0 = the whole batch).
+CANDIDATES = (0, 8, 16, 32)
+#: Input channels of each dataset (the first conv's C_in).
+CHANNELS = {"mnist": 1, "mnist5k": 1, "cifar10": 3, "cifar100": 3, "tiny_imagenet": 3}
+DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def machine() -> dict:
+    """What a cached choice is valid for: CPU model, core count, jax and jaxlib versions."""
+    import jaxlib
+
+    from neft_jax.harness.orchestration import cpu_model
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__, "backend": jax.default_backend()}
+
+
+def cache_path() -> str:
+    base = os.environ.get("NEFT_JAX_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "neft_jax")
+    return os.path.join(base, "tuning.json")
+
+
+def model_convs(model: str, width: float, channels: int) -> list[tuple[int, ...]]:
+    """``model``'s conv shapes at ``width`` (channels as :mod:`neft_jax.models` scales them)."""
+    shapes = []
+    for i, (size, c_in, c_out, kernel, stride, count) in enumerate(CONVS[model]):
+        scaled_in = channels if i == 0 else _channels(c_in, width)
+        shapes.append((size, scaled_in, _channels(c_out, width), kernel, stride, count))
+    return shapes
+
+
+def time_convs(shapes, batch: int, micro_batch: int, repeats: int = 2) -> float:
+    """Seconds of one forward + backward of every conv in ``shapes`` (× its count)."""
+    conv = micro_batched_conv(micro_batch) if micro_batch else jax.lax.conv_general_dilated
+    total = 0.0
+    key = jax.random.key(0)
+    for size, c_in, c_out, kernel, stride, count in shapes:
+        x = jax.random.normal(key, (batch, size, size, c_in))
+        w = jax.random.normal(key, (kernel, kernel, c_in, c_out)) * 0.05
+
+        def loss(x_, w_, stride=stride):
+            y = conv(x_, w_, (stride, stride), "SAME", dimension_numbers=DIMS)
+            return jnp.sum(y * y)
+
+        step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+        jax.block_until_ready(step(x, w))
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = step(x, w)
+        jax.block_until_ready(out)
+        total += count * (time.perf_counter() - start) / repeats
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuned:
+    """A measured choice: the micro-batch, each candidate's ms, and where it came from."""
+
+    micro_batch: int
+    timings_ms: dict
+    measured: str
+    seconds: float
+    cached: bool
+    path: str
+
+    def line(self) -> str:
+        how = ("cached" if self.cached else f"measured in {self.seconds:.1f} s") + \
+            f" on {self.measured[:10]}, {self.path}"
+        return (f"tuning: conv backward in micro-batches of {self.micro_batch or 'the whole batch'}"
+                f" ({how}; --retune to measure again, --backward-micro-batch N to choose)")
+
+
+def tuned_micro_batch(model: str, width: float, batch: int, channels: int,
+                      retune: bool = False, log: Callable[[str], None] | None = None,
+                      measure: Callable[..., float] | None = None) -> Tuned:
+    """The fastest backward micro-batch for these shapes on this machine (cached).
+
+    ``measure(shapes, batch, micro_batch) -> seconds`` times one candidate (default
+    :func:`time_convs`)."""
+    measure = measure or time_convs
+    path = cache_path()
+    machine_key = json.dumps(machine(), sort_keys=True)
+    shape_key = f"{model}-w{width:g}-b{batch}-c{channels}"
+    try:
+        with open(path) as f:
+            cache = json.load(f)
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(machine_key, {}).get(shape_key)
+    if entry and not retune:
+        return Tuned(entry["micro_batch"], entry["timings_ms"], entry["measured"],
+                     entry["seconds"], True, path)
+    if log:
+        log(f"tuning: timing the conv backward of {model} (width ×{width:g}, batch {batch}) "
+            "in micro-batches of " + ", ".join(str(c or "whole") for c in CANDIDATES)
+            + " on this machine (once; cached)")
+    start = time.perf_counter()
+    shapes = model_convs(model, width, channels)
+    timings = {str(c): 1e3 * measure(shapes, batch, c) for c in CANDIDATES if c < batch}
+    best = int(min(timings, key=timings.get))
+    seconds = time.perf_counter() - start
+    entry = {"micro_batch": best, "timings_ms": timings, "seconds": seconds,
+             "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    cache.setdefault(machine_key, {})[shape_key] = entry
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomic(path, json.dumps(cache, indent=1))
+    except OSError:
+        pass  # a read-only home: measured again next time
+    return Tuned(best, timings, entry["measured"], seconds, False, path)
+
+
+__all__ = ["CANDIDATES", "CHANNELS", "CONVS", "Tuned", "cache_path", "machine", "model_convs",
+           "time_convs", "tuned_micro_batch"]
