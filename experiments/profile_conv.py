@@ -23,18 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neft_jax.conv import micro_batched_conv
-
-#: Each model's convs at width 1 on 32×32 inputs: (H = W of the input, C_in, C_out,
-#: kernel, stride, how many such convs the model has).
-CONVS = {
-    "vgg8": ((32, 3, 64, 3, 1, 1), (32, 64, 128, 3, 1, 1), (16, 128, 256, 3, 1, 1),
-             (16, 256, 256, 3, 1, 1), (8, 256, 512, 3, 1, 1), (8, 512, 512, 3, 1, 1)),
-    "resnet18": ((32, 3, 64, 3, 1, 1), (32, 64, 64, 3, 1, 4), (32, 64, 128, 3, 2, 1),
-                 (32, 64, 128, 1, 2, 1), (16, 128, 128, 3, 1, 3), (16, 128, 256, 3, 2, 1),
-                 (16, 128, 256, 1, 2, 1), (8, 256, 256, 3, 1, 3), (8, 256, 512, 3, 2, 1),
-                 (8, 256, 512, 1, 2, 1), (4, 512, 512, 3, 1, 3)),
-}
-DIMS = ("NHWC", "HWIO", "NHWC")
+from neft_jax.harness.tuning import CONVS, DIMS  # each model's convs at width 1, 32×32
 
 
 def conv(x, w, stride=1):
