@@ -7,6 +7,7 @@ import time
 import chex
 import numpy as np
 import pytest
+from checkpoint_damage import damage_newest_save
 
 from neft_jax.harness import cli as run_cli
 from neft_jax.harness import data as data_lib
@@ -59,10 +60,12 @@ def _tiny_config(out, **changes):
     return ExperimentConfig(**settings)
 
 
-def test_resume_after_interruption_matches_uninterrupted(tmp_path):
-    """The cut run saves every epoch and resumes from epoch 1; the full run, with a save
-    interval longer than the run, saves only after its last epoch. Both end with the same
-    numbers: the save schedule does not change results."""
+def test_resume_after_interruption_and_a_flipped_byte_matches_uninterrupted(tmp_path):
+    """Killed after epoch 2 of 2 was saved, then 8 bytes of that save flipped: the resumed
+    run warns, falls back to epoch 1's save, redoes epoch 2 and ends with the uninterrupted
+    run's numbers (corruption is never trained on, so it cannot pass for divergence). The
+    uninterrupted run, with a save interval longer than the run, saved only after its
+    last epoch: the save schedule does not change results."""
     full = run_experiment(_tiny_config(tmp_path / "full", checkpoint_every=1e9),
                           log=lambda m: None, show_progress=False)
     saved = tmp_path / "full" / "checkpoints" / "noise"
@@ -71,20 +74,23 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     class Interrupt(Exception):
         pass
 
-    def stop_after_first_epoch(message):
-        if "epoch 1/2" in message:
+    def stop_after_last_epoch(message):
+        if "epoch 2/2" in message:
             raise Interrupt
 
     with pytest.raises(Interrupt):
         run_experiment(_tiny_config(tmp_path / "cut", checkpoint_every=0),
-                       log=stop_after_first_epoch, show_progress=False)
+                       log=stop_after_last_epoch, show_progress=False)
     assert not (tmp_path / "cut" / "results.json").exists()
+    damage_newest_save(tmp_path / "cut" / "checkpoints" / "noise" / "latest" / "2", "flip")
     messages = []
     resumed = run_experiment(_tiny_config(tmp_path / "cut", resume=True, checkpoint_every=0),
                              log=messages.append, show_progress=False)
+    assert any("checksum mismatch" in m and "falling back to epoch 1" in m for m in messages)
     assert any("resumed noise from epoch 1" in m for m in messages)
     a = full.methods["noise"]
     b = resumed.methods["noise"]
+    assert not b.diverged
     assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
     assert a.at(0.3).accuracies == b.at(0.3).accuracies
 
