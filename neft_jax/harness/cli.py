@@ -376,7 +376,7 @@ def reproduce_main(argv=None) -> int:
 
 #: Config fields the scaling study sets itself (width and epochs come from --points).
 SCALING_EXCLUDES = ("width", "epochs", "extra_sigmas", "alpha_search", "resume", "overwrite",
-                    "seeds", "seed_mode")
+                    "seed_mode")
 
 
 def scaling_parser() -> argparse.ArgumentParser:
@@ -420,7 +420,7 @@ def scaling_main(argv=None) -> int:
           f"{list(base.methods)} at σ = {base.sigma:g} ({base.normalisation} noise, "
           f"{base.device_preset}), {base.model} on {base.dataset}, batch {base.batch_size}, "
           f"lr {base.learning_rate:g}, compute {base.compute}, {base.mc_runs} Monte Carlo runs, "
-          f"seed {base.seed}, into {base.out}", flush=True)
+          f"seeds {base.seed}…{base.seed + base.seeds - 1}, into {base.out}", flush=True)
 
     def job() -> int:
         try:

@@ -73,18 +73,24 @@ def parse_points(text: str) -> dict[float, tuple[int, ...]]:
     return points
 
 
+def _seeds(base: ExperimentConfig) -> list[int]:
+    return list(range(base.seed, base.seed + base.seeds))
+
+
 def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
               methods: Sequence[str] = METHODS, log: Callable[[str], None] = print,
               show_progress: bool = True, budget: Budget | None = None,
               worker: Worker = ALONE) -> dict:
-    """Run every unfinished cell of every point; rewrite the report after each point."""
+    """Run every unfinished cell of every point (``base.seeds`` seeds from ``base.seed``);
+    rewrite the report after each point."""
     os.makedirs(out, exist_ok=True)
     budget = budget or Budget(None)
-    cells = grid_cells([base.model], [base.dataset], methods, [base.sigma], [None], [base.seed])
+    cells = grid_cells([base.model], [base.dataset], methods, [base.sigma], [None],
+                       _seeds(base))
     try:
         for i, point in enumerate(points):
             log(f"== point {i + 1}/{len(points)}: width ×{point.width:g}, {point.epochs} epochs")
-            cfg = dataclasses.replace(base, width=point.width, epochs=point.epochs)
+            cfg = dataclasses.replace(base, width=point.width, epochs=point.epochs, seeds=1)
             run_sweep(cells, cfg, os.path.join(out, point.name), log=log,
                       show_progress=show_progress, budget=budget, worker=worker)
             write_study_report(base, points, out, methods)
@@ -95,32 +101,47 @@ def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
 
 def collect(base: ExperimentConfig, points: Sequence[Point], out: str,
             methods: Sequence[str]) -> list[dict]:
-    """One row per finished cell: point, method, accuracy at σ, clean accuracy, wall time."""
+    """One row per point × method with finished cells: accuracy at σ (one seed: mean ±
+    CI over Monte Carlo runs; several: mean ± CI over the seeds' means), clean
+    accuracy, optimiser steps and wall time per cell."""
+    from neft_jax.evaluate import summarize_over_seeds
     from neft_jax.harness.sweeps import Cell
 
     rows = []
     for point in points:
         for method in methods:
-            cell = Cell(base.model, base.dataset, method, float(base.sigma), None, base.seed)
-            path = os.path.join(out, point.name, "cells", cell.name, "results.json")
-            if not os.path.exists(path):
+            found = []
+            for seed in _seeds(base):
+                cell = Cell(base.model, base.dataset, method, float(base.sigma), None, seed)
+                path = os.path.join(out, point.name, "cells", cell.name, "results.json")
+                if not os.path.exists(path):
+                    continue
+                results = RunResults.load(path)
+                entry = results.methods.get(method)
+                if entry is not None and entry.at(base.sigma) is not None:
+                    found.append((results, entry, entry.at(base.sigma)))
+            if not found:
                 continue
-            results = RunResults.load(path)
-            entry = results.methods.get(method)
-            evaluation = entry.at(base.sigma) if entry else None
-            if evaluation is None:
-                continue
-            summary = evaluation.summary or {}
-            num_train = results.settings["num_train"]
-            steps = point.epochs * (num_train // min(results.settings["batch_size"], num_train))
-            if results.settings.get("max_train_steps"):
-                steps = min(steps, results.settings["max_train_steps"])
+            settings = found[0][0].settings
+            num_train = settings["num_train"]
+            steps = point.epochs * (num_train // min(settings["batch_size"], num_train))
+            if settings.get("max_train_steps"):
+                steps = min(steps, settings["max_train_steps"])
+            if len(found) == 1:
+                summary = found[0][2].summary or {}
+            else:
+                summary, _ = summarize_over_seeds(
+                    [e.mean if not m.diverged else None for _, m, e in found],
+                    [(e.summary or {}).get("ekl") for _, _, e in found])
+                summary = summary or {}
+            cleans = [m.clean_accuracy for _, m, _ in found if m.clean_accuracy is not None]
             rows.append({"width": point.width, "epochs": point.epochs, "steps": steps,
-                         "method": method,
-                         "mean": summary.get("mean"), "ci95": summary.get("ci95"),
-                         "std": summary.get("std"), "runs": summary.get("runs"),
-                         "clean": entry.clean_accuracy, "diverged": entry.diverged,
-                         "wall_seconds": results.wall_seconds})
+                         "method": method, "seeds": len(found), "mean": summary.get("mean"),
+                         "ci95": summary.get("ci95"), "std": summary.get("std"),
+                         "runs": (found[0][2].summary or {}).get("runs"),
+                         "clean": sum(cleans) / len(cleans) if cleans else None,
+                         "diverged": any(m.diverged for _, m, _ in found),
+                         "wall_seconds": sum(r.wall_seconds for r, _, _ in found) / len(found)})
     return rows
 
 
@@ -168,7 +189,7 @@ def write_study_report(base: ExperimentConfig, points: Sequence[Point], out: str
     report = {"settings": {"model": base.model, "dataset": base.dataset, "sigma": base.sigma,
                            "normalisation": base.normalisation,
                            "device_preset": base.device_preset, "mc_runs": base.mc_runs,
-                           "batch_size": base.batch_size, "seed": base.seed,
+                           "batch_size": base.batch_size, "seeds": _seeds(base),
                            "points": [dataclasses.asdict(p) for p in points]},
               "rows": rows, "chance": chance, "findings": findings(rows, chance)}
     write_atomic(os.path.join(out, "scaling.json"), json.dumps(report, indent=1))
@@ -189,9 +210,12 @@ def format_study(report: dict, methods: Sequence[str]) -> str:
     s = report["settings"]
     lines = [f"# Scaling study: {s['model']} on {s['dataset']} at σ = {s['sigma']:g} "
              f"({s['normalisation']} noise, {s['device_preset']})", "",
-             f"Cells: Monte Carlo accuracy (%), mean ± 95 % CI over {s['mc_runs']} runs, "
-             f"one seed ({s['seed']}); vanilla is trained at σ = 0. Chance: "
-             f"{report['chance']:g} %. Wall time per cell in minutes in brackets.", "",
+             "Cells: Monte Carlo accuracy (%), " + (
+                 f"mean ± 95 % CI over {s['mc_runs']} runs, one seed ({s['seeds'][0]})"
+                 if len(s["seeds"]) == 1 else f"mean ± 95 % CI over seeds {s['seeds']} of "
+                 f"each seed's mean over {s['mc_runs']} runs")
+             + f"; vanilla is trained at σ = 0. Chance: {report['chance']:g} %. Wall time "
+             "per cell in minutes in brackets.", "",
              "| width | epochs | optimiser steps | " + " | ".join(methods) + " |",
              "|---|---|---|" + "---|" * len(methods)]
     by_point: dict[tuple, dict] = {}

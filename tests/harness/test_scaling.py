@@ -73,3 +73,24 @@ def test_scaling_cli_refuses_bad_points(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.scaling_main(["--points", "0.5:", "--out", "unused"])
     assert exit_.value.code == 2 and "--points" in capsys.readouterr().err
+
+
+def test_several_seeds_give_the_mean_and_ci_over_seeds(tmp_path):
+    import dataclasses
+
+    base = ExperimentConfig(mc_runs=50, sigma=0.4, seeds=2)
+    point = Point(0.5, 8)
+    for seed, mean in ((0, 20.0), (1, 24.0)):
+        cell = Cell("vgg8", "mnist5k", "noise", 0.4, None, seed)
+        folder = tmp_path / point.name / "cells" / cell.name
+        folder.mkdir(parents=True)
+        evaluation = Evaluation(sigma=0.4, summary={"mean": mean, "ci95": 1.0, "runs": 50})
+        RunResults(settings={"num_train": 3600, "batch_size": 128, "eval_sigmas": [0.4]},
+                   methods={"noise": MethodResult(alpha=None, evaluations={0.4: evaluation})},
+                   wall_seconds=60.0).save(str(folder / "results.json"))
+    row, = write_study_report(base, [point], str(tmp_path), ("noise",))["rows"]
+    assert row["seeds"] == 2 and row["mean"] == pytest.approx(22.0) and row["ci95"] > 1.0
+    assert "over seeds [0, 1]" in (tmp_path / "SCALING.md").read_text()
+    one, = write_study_report(dataclasses.replace(base, seeds=1), [point], str(tmp_path),
+                              ("noise",))["rows"]
+    assert one["seeds"] == 1 and one["mean"] == 20.0 and one["ci95"] == 1.0
