@@ -138,7 +138,8 @@ def test_monte_carlo_keeps_finished_sigmas_when_stopped_and_on_a_wider_resume(tm
 
     cfg = ExperimentConfig(methods=("noise",), epochs=1, max_train_steps=1, batch_size=32,
                            width=0.0625, mc_runs=2, val_mc_runs=1, sigma=0.3,
-                           extra_sigmas=(0.1,), out=str(tmp_path / "run"))
+                           extra_sigmas=(0.1,), backward_micro_batch=0,
+                           out=str(tmp_path / "run"))
     evaluated = []
     real = evaluation.monte_carlo
 
