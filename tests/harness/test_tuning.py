@@ -53,3 +53,23 @@ def test_conv_timing_runs_on_the_models_shapes():
     shapes = tuning.model_convs("vgg8", 0.0625, 1)
     assert shapes[0][:3] == (32, 1, 4) and shapes[-1][:3] == (8, 32, 32)
     assert tuning.time_convs(shapes[:1], 16, 8, repeats=1) > 0
+
+
+def test_reproduce_measures_each_model_its_own_micro_batch(tmp_path, monkeypatch):
+    import neft_jax.harness.reproduce as reproduce
+
+    monkeypatch.setenv("NEFT_JAX_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("NEFT_JAX_NO_TUNING")
+
+    def measure(shapes, batch, micro_batch):  # ResNet-18 (11 conv shapes) prefers 16
+        best = 16 if len(shapes) > 6 else 8
+        return 1.0 if micro_batch == best else 2.0
+
+    monkeypatch.setattr(tuning, "time_convs", measure)
+    seen = {}
+    monkeypatch.setattr(reproduce, "run_plan",
+                        lambda *args, micro_batches=None, **kwargs: seen.update(micro_batches))
+    monkeypatch.setattr(reproduce, "write_report", lambda *args, **kwargs: None)
+    assert cli.reproduce_main(["--models", "vgg8,resnet18", "--out", str(tmp_path / "r"),
+                               "--no-progress"]) == 0
+    assert seen == {"vgg8": 8, "resnet18": 16}
