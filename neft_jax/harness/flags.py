@@ -85,7 +85,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude=(), defaults=N
         flag = meta.get("flag", "--" + field.name.replace("_", "-"))
         help_text = meta["help"]
         default = defaults.get(field.name, field.default)
-        if field.name in PROFILE_FIELDS:
+        if field.name in defaults:  # this command's own default replaces the field's
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            help_text = help_text.split(" (default: ")[0] + f" (default: {shown})"
+        elif field.name in PROFILE_FIELDS:
             help_text += " (default: " + ", ".join(
                 f"{p.name} {getattr(p, field.name)}" for p in PROFILES.values()) + ")"
         elif default not in (None, (), False) and "default" not in help_text:
