@@ -293,7 +293,7 @@ def sweep_main(argv=None) -> int:
     print(f"sweep: {len(cells)} cells into {args.out}", flush=True)
     def job() -> int:
         table = run_sweep(cells, base, args.out, show_progress=show_progress(args),
-                          **({"worker": args.worker} if args.worker else {}))
+                          worker=args.worker)
         print(f"{len(table)} rows: {os.path.join(args.out, 'sweep.csv')}")
         return 0
 
@@ -378,7 +378,7 @@ def reproduce_main(argv=None) -> int:
         else:
             run_plan(base, plan, base.out, show_progress=show_progress(args), budget=budget,
                      micro_batches=micro_batches,
-                     **({"worker": args.worker} if args.worker else {}))
+                     worker=args.worker)
         print(f"report: {os.path.join(base.out, 'REPORT.md')}, report.json, report.png")
         return 0
 
@@ -438,7 +438,7 @@ def scaling_main(argv=None) -> int:
         try:
             run_study(base, points, base.out, methods=base.methods,
                       show_progress=show_progress(args), budget=budget,
-                      **({"worker": args.worker} if args.worker else {}))
+                      worker=args.worker)
         except BudgetExhausted as reason:
             print(f"stopped before the time budget: {reason}; rerun the same command to "
                   "continue", flush=True)

@@ -42,7 +42,7 @@ __all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "run_plan", "writ
 
 def run_plan(base: ExperimentConfig, plan: Plan, out: str,
              log: Callable[[str], None] = print, show_progress: bool = True,
-             budget: Budget | None = None, worker: Worker = ALONE,
+             budget: Budget | None = None, worker: Worker | None = None,
              micro_batches: dict[str, int] | None = None) -> dict:
     """Run every unfinished stage of ``plan`` into ``out``; write and return the report.
 
@@ -56,7 +56,7 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
     os.makedirs(out, exist_ok=True)
     budget = budget or Budget(None)
     stopped = None
-    run = _Runner(plan, out, log, show_progress, budget, worker)
+    run = _Runner(plan, out, log, show_progress, budget, worker or ALONE)
     try:
         for model in plan.models:
             cfg = dataclasses.replace(base, model=model, resume=True, overwrite=False,

@@ -22,14 +22,13 @@ from neft_jax.harness.budget import Budget
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.data import NUM_CLASSES
 from neft_jax.harness.paper import PAPER_TABLE2
+from neft_jax.harness.plan import TABLE2_SIGMAS
 from neft_jax.harness.results import RunResults, write_atomic
-from neft_jax.harness.sweeps import ALONE, Worker, grid_cells, run_sweep
+from neft_jax.harness.sweeps import Cell, Worker, grid_cells, run_sweep
 
 #: Widths of the map and the epoch counts run at each (more epochs for narrow models).
 DEFAULT_POINTS = {0.125: (12, 48), 0.25: (12, 36), 0.5: (8, 24), 1.0: (4, 12)}
 METHODS = ("vanilla", "noise", "irs", "noise_scaled")
-#: Index of each Table II σ in :data:`PAPER_TABLE2`'s rows.
-TABLE2_SIGMAS = (0.2, 0.4, 0.6, 0.8)
 #: A method has left chance when its CI's lower end is this many points above chance.
 ABOVE_CHANCE = 5.0
 
@@ -80,7 +79,7 @@ def _seeds(base: ExperimentConfig) -> list[int]:
 def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
               methods: Sequence[str] = METHODS, log: Callable[[str], None] = print,
               show_progress: bool = True, budget: Budget | None = None,
-              worker: Worker = ALONE) -> dict:
+              worker: Worker | None = None) -> dict:
     """Run every unfinished cell of every point (``base.seeds`` seeds from ``base.seed``);
     rewrite the report after each point."""
     os.makedirs(out, exist_ok=True)
@@ -105,7 +104,6 @@ def collect(base: ExperimentConfig, points: Sequence[Point], out: str,
     CI over Monte Carlo runs; several: mean ± CI over the seeds' means), clean
     accuracy, optimiser steps and wall time per cell."""
     from neft_jax.evaluate import summarize_over_seeds
-    from neft_jax.harness.sweeps import Cell
 
     rows = []
     for point in points:

@@ -77,9 +77,6 @@ class Worker:
     def takes(self, position: int) -> bool:
         return position % self.count == self.index - 1
 
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
 
 #: The one worker of a sweep that is not split.
 ALONE = Worker()
@@ -111,15 +108,16 @@ def cell_done(path: str, method: str) -> bool:
 
 def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
               log: Callable[[str], None] = print, show_progress: bool = True,
-              budget: Budget | None = None, worker: Worker = ALONE) -> list[dict]:
-    """Run every unfinished cell (of ``worker``'s share); rewrite the combined table after
-    each; return its rows.
+              budget: Budget | None = None, worker: Worker | None = None) -> list[dict]:
+    """Run every unfinished cell (of ``worker``'s share; None: all); rewrite the combined
+    table after each; return its rows.
 
     After each trained cell it logs the time left, estimated from this launch's cells.
     With ``budget``, a cell starts only if its method's measured time (finished cells of
     this or earlier launches) says it ends in time, else :class:`BudgetExhausted`.
     """
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
+    worker = worker or ALONE
     todo = [c for i, c in enumerate(cells) if worker.takes(i)
             and not cell_done(os.path.join(out, "cells", c.name), c.method)]
     budget = budget or Budget(None)
