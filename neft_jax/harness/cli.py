@@ -358,17 +358,6 @@ def reproduce_main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     print(profile_line, flush=True)
-    micro_batches = {}
-    if args.backward_micro_batch is None and len(plan.models) > 1:  # each model its own
-        from neft_jax.harness.flags import tune_micro_batch
-
-        for model in plan.models:
-            tuned = tune_micro_batch(dataclasses.replace(base, model=model,
-                                                         backward_micro_batch=None),
-                                     jax.default_backend(), args.retune and model != base.model)
-            if tuned is not None:
-                micro_batches[model] = tuned.micro_batch
-                print(f"{model}: " + tuned.line(), flush=True)
     print(f"reproduce: models {list(plan.models)}, stages {list(plan.stages)}, {plan.seeds} "
           f"seeds (Table III: {plan.table3_seeds}, Table V: {plan.table5_seeds}) into "
           f"{base.out}", flush=True)
@@ -377,7 +366,6 @@ def reproduce_main(argv=None) -> int:
             write_report(base.out, plan, base)
         else:
             run_plan(base, plan, base.out, show_progress=show_progress(args), budget=budget,
-                     micro_batches=micro_batches,
                      worker=args.worker)
         print(f"report: {os.path.join(base.out, 'REPORT.md')}, report.json, report.png")
         return 0

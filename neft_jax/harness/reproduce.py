@@ -42,16 +42,15 @@ __all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "run_plan", "writ
 
 def run_plan(base: ExperimentConfig, plan: Plan, out: str,
              log: Callable[[str], None] = print, show_progress: bool = True,
-             budget: Budget | None = None, worker: Worker | None = None,
-             micro_batches: dict[str, int] | None = None) -> dict:
+             budget: Budget | None = None, worker: Worker | None = None) -> dict:
     """Run every unfinished stage of ``plan`` into ``out``; write and return the report.
 
     With ``budget``, stops before a cell that would not end in time; the report then
     holds what finished and ``report["stopped"]`` says why. With ``worker`` I/N, this
     process takes every N-th cell of each grid stage and every N-th multi-seed run
     (vanilla sweep, Table V variant, α search) of the plan; without it, workers on one
-    ``out`` share the work by locks. ``micro_batches`` gives a model its own conv backward
-    micro-batch (measured per model on CPU), else ``base``'s applies.
+    ``out`` share the work by locks. On a CPU each run measures (or reads from the cache)
+    its own model's conv backward micro-batch unless ``base`` sets one.
     """
     os.makedirs(out, exist_ok=True)
     budget = budget or Budget(None)
@@ -61,8 +60,6 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
         for model in plan.models:
             cfg = dataclasses.replace(base, model=model, resume=True, overwrite=False,
                                       extra_sigmas=(), seeds=1)
-            if micro_batches and model in micro_batches:
-                cfg = dataclasses.replace(cfg, backward_micro_batch=micro_batches[model])
             for stage in plan.stages:
                 log(f"== {model}: {stage}")
                 run.stage(stage, cfg)

@@ -88,12 +88,13 @@ def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
                        _seeds(base))
     try:
         for i, point in enumerate(points):
+            if i:  # the report of the points so far (the last one's is written below)
+                write_study_report(base, points, out, methods)
             log(f"== point {i + 1}/{len(points)}: width ×{point.width:g}, {point.epochs} epochs")
             cfg = dataclasses.replace(base, width=point.width, epochs=point.epochs, seeds=1)
             run_sweep(cells, cfg, os.path.join(out, point.name), log=log,
                       show_progress=show_progress, budget=budget, worker=worker)
-            write_study_report(base, points, out, methods)
-    finally:
+    finally:  # also after an interruption or an exhausted budget
         report = write_study_report(base, points, out, methods)
     return report
 

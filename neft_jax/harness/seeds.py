@@ -46,6 +46,7 @@ from neft_jax.harness.orchestration import (
 )
 from neft_jax.harness.reporting import write_results
 from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+from neft_jax.harness.tuning import with_tuned_micro_batch
 
 
 def seed_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
@@ -122,6 +123,7 @@ def run_seeds(cfg: ExperimentConfig, log: Callable[[str], None] = print,
     ``cfg.seed_mode`` ``auto`` is resolved with :func:`choose_seed_mode` (see the
     module docstring). The α search always runs sequentially.
     """
+    cfg = with_tuned_micro_batch(cfg, log)
     mode, _ = choose_seed_mode(cfg.seed_mode, jax.default_backend(), jax.local_device_count(),
                                cfg.width)
     with contextlib.ExitStack() as locks:

@@ -122,7 +122,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             and not cell_done(os.path.join(out, "cells", c.name), c.method)]
     budget = budget or Budget(None)
     measured = budget.durations
-    durations: dict[str, list[float]] = defaultdict(list)
+    launched: dict[str, list[float]] = defaultdict(list)  # this launch's cells only
     if budget.seconds is not None:  # only a real budget needs the earlier cells' times
         for method, seconds in measured_seconds([c for c in cells if c not in todo], out).items():
             for s in seconds:
@@ -153,10 +153,10 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             todo.remove(cell)
             continue
         seconds = time.perf_counter() - start
-        durations[cell.method].append(seconds)
+        launched[cell.method].append(seconds)
         budget.record(cell.method, seconds)
         todo.remove(cell)
-        left = estimate_total(durations, [c.method for c in todo])
+        left = estimate_total(launched, [c.method for c in todo])
         log(f"[{i + 1}/{len(cells)}] {cell.name}: {seconds:.0f} s"
             + (f"; about {left / 60:.0f} min left for {len(todo)} more"
                f" cell{'s' if len(todo) > 1 else ''}" if todo else ""))

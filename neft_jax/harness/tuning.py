@@ -114,6 +114,45 @@ class Tuned:
                 f" ({how}; --retune to measure again, --backward-micro-batch N to choose)")
 
 
+#: Shape keys measured again in this process after :func:`request_retune` (``--retune``).
+_RETUNE = {"requested": False, "done": set()}
+#: Shape keys whose choice this process has printed (a sweep prints it once, not per cell).
+_SHOWN: set[str] = set()
+
+
+def request_retune() -> None:
+    """From now on, measure each shape once more in this process instead of reading the
+    cache."""
+    _RETUNE["requested"] = True
+    _RETUNE["done"].clear()
+
+
+def tunes(cfg, backend: str) -> bool:
+    """Whether runs of ``cfg`` measure their micro-batch: on a CPU, when ``cfg`` does not
+    set one, unless ``NEFT_JAX_NO_TUNING`` is set."""
+    return (backend == "cpu" and cfg.backward_micro_batch is None
+            and not os.environ.get("NEFT_JAX_NO_TUNING"))
+
+
+def with_tuned_micro_batch(cfg, log: Callable[[str], None] = print):
+    """``cfg`` (an :class:`~neft_jax.harness.config.ExperimentConfig`) with the measured,
+    cached backward micro-batch of its model, width, batch and input channels on this CPU;
+    ``cfg`` itself where :func:`tunes` is false. Called by every run, so each model and
+    width of a sweep or reproduction gets its own choice."""
+    if not tunes(cfg, jax.default_backend()):
+        return cfg
+    channels = CHANNELS.get(cfg.dataset, 3)
+    key = f"{cfg.model}-w{cfg.width:g}-b{cfg.batch_size}-c{channels}"
+    retune = _RETUNE["requested"] and key not in _RETUNE["done"]
+    tuned = tuned_micro_batch(cfg.model, cfg.width, cfg.batch_size, channels, retune=retune,
+                              log=log)
+    _RETUNE["done"].add(key)
+    if key not in _SHOWN:
+        _SHOWN.add(key)
+        log(f"{cfg.model} ×{cfg.width:g}: " + tuned.line())
+    return dataclasses.replace(cfg, backward_micro_batch=tuned.micro_batch)
+
+
 def tuned_micro_batch(model: str, width: float, batch: int, channels: int,
                       retune: bool = False, log: Callable[[str], None] | None = None,
                       measure: Callable[..., float] | None = None) -> Tuned:
@@ -155,4 +194,5 @@ def tuned_micro_batch(model: str, width: float, batch: int, channels: int,
 
 
 __all__ = ["CANDIDATES", "CHANNELS", "CONVS", "Tuned", "cache_path", "machine", "model_convs",
-           "time_convs", "tuned_micro_batch"]
+           "request_retune", "time_convs", "tuned_micro_batch", "tunes",
+           "with_tuned_micro_batch"]

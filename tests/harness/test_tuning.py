@@ -35,18 +35,41 @@ def test_the_choice_is_measured_once_cached_and_measured_again_for_another_jax(
     assert calls[-2:] == [0, 8] and small.micro_batch == 8
 
 
-def test_a_run_uses_the_tuned_choice_and_says_so(tmp_path, monkeypatch):
+def _fresh_tuning(tmp_path, monkeypatch, measure):
     monkeypatch.setenv("NEFT_JAX_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("NEFT_JAX_NO_TUNING")
-    monkeypatch.setattr(tuning, "time_convs", _fake_measure([]))
+    monkeypatch.setattr(tuning, "time_convs", measure)
+    monkeypatch.setattr(tuning, "_RETUNE", {"requested": False, "done": set()})
+    monkeypatch.setattr(tuning, "_SHOWN", set())
+
+
+def test_a_run_uses_the_tuned_choice_says_so_once_and_retune_measures_again(
+        tmp_path, monkeypatch):
+    calls = []
+    _fresh_tuning(tmp_path, monkeypatch, _fake_measure(calls))
     args = cli.run_parser().parse_args(["--out", str(tmp_path / "r")])
     cfg, lines = config_from_args(args, "cpu")
-    assert cfg.backward_micro_batch == 8
-    assert "tuning: conv backward in micro-batches of 8" in lines
+    assert cfg.backward_micro_batch is None and "measured on this CPU on first use" in lines
+    logged = []
+    tuned = tuning.with_tuned_micro_batch(cfg, logged.append)
+    assert tuned.backward_micro_batch == 8 and len(calls) == 4
+    assert any("tuning: conv backward in micro-batches of 8" in line for line in logged)
+    logged.clear()
+    assert tuning.with_tuned_micro_batch(cfg, logged.append).backward_micro_batch == 8
+    assert logged == [] and len(calls) == 4  # cached, and said once per process
+    # --retune measures each shape once more in this process, then uses that.
+    args = cli.run_parser().parse_args(["--out", str(tmp_path / "r"), "--retune"])
+    cfg, _ = config_from_args(args, "cpu")
+    tuning.with_tuned_micro_batch(cfg, logged.append)
+    tuning.with_tuned_micro_batch(cfg, logged.append)
+    assert len(calls) == 8
+    # An explicit choice is neither measured nor announced.
     args = cli.run_parser().parse_args(["--out", str(tmp_path / "r"),
                                         "--backward-micro-batch", "16"])
-    cfg, lines = config_from_args(args, "cpu")  # an explicit choice is not tuned
-    assert cfg.backward_micro_batch == 16 and "tuning:" not in lines
+    cfg, lines = config_from_args(args, "cpu")
+    logged.clear()
+    assert tuning.with_tuned_micro_batch(cfg, logged.append).backward_micro_batch == 16
+    assert "micro-batches of 16" in lines and logged == [] and len(calls) == 8
 
 
 def test_conv_timing_runs_on_the_models_shapes():
@@ -55,21 +78,23 @@ def test_conv_timing_runs_on_the_models_shapes():
     assert tuning.time_convs(shapes[:1], 16, 8, repeats=1) > 0
 
 
-def test_reproduce_measures_each_model_its_own_micro_batch(tmp_path, monkeypatch):
-    import neft_jax.harness.reproduce as reproduce
+def test_each_run_gets_its_own_models_and_widths_choice(tmp_path, monkeypatch):
+    """The choice is made per run (model × width × batch), so a reproduction of both models
+    or a width sweep never trains one model with another's micro-batch."""
+    import neft_jax.harness.orchestration as orchestration
+    from neft_jax.harness.config import ExperimentConfig
 
-    monkeypatch.setenv("NEFT_JAX_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("NEFT_JAX_NO_TUNING")
-
-    def measure(shapes, batch, micro_batch):  # ResNet-18 (11 conv shapes) prefers 16
-        best = 16 if len(shapes) > 6 else 8
+    def measure(shapes, batch, micro_batch):  # ResNet-18 (11 conv shapes) and width 1 prefer 16
+        best = 16 if len(shapes) > 6 or shapes[1][2] == 128 else 8
         return 1.0 if micro_batch == best else 2.0
 
-    monkeypatch.setattr(tuning, "time_convs", measure)
+    _fresh_tuning(tmp_path, monkeypatch, measure)
     seen = {}
-    monkeypatch.setattr(reproduce, "run_plan",
-                        lambda *args, micro_batches=None, **kwargs: seen.update(micro_batches))
-    monkeypatch.setattr(reproduce, "write_report", lambda *args, **kwargs: None)
-    assert cli.reproduce_main(["--models", "vgg8,resnet18", "--out", str(tmp_path / "r"),
-                               "--no-progress"]) == 0
-    assert seen == {"vgg8": 8, "resnet18": 16}
+    monkeypatch.setattr(orchestration, "_run_experiment",
+                        lambda cfg, *rest: seen.update({(cfg.model, cfg.width):
+                                                        cfg.backward_micro_batch}))
+    for model, width in (("vgg8", 0.125), ("resnet18", 0.125), ("vgg8", 1.0)):
+        orchestration.run_experiment(ExperimentConfig(model=model, width=width,
+                                                      out=str(tmp_path / model)),
+                                     log=lambda message: None)
+    assert seen == {("vgg8", 0.125): 8, ("resnet18", 0.125): 16, ("vgg8", 1.0): 16}
