@@ -138,7 +138,8 @@ class ExperimentConfig:
                           choices=tuple(COMPUTE))
     backward_micro_batch: int | None = _field(
         None, "compute each conv's gradients N images at a time; same result, faster on CPU "
-        "(0 = whole batch; default: 8 on CPU, whole elsewhere)")
+        "(0 = whole batch; default: on CPU the size measured on first use per model × "
+        "width × batch and cached, whole batch elsewhere)")
     checkpoint_every: float = _field(
         30.0, "seconds between checkpoint saves: the state is saved at the end of the first "
         "epoch this long after the last save, and after the last epoch (0 = every epoch). "
