@@ -1,10 +1,13 @@
 """A wall-clock budget for long plans: start a piece of work only if it should end in time.
 
 :class:`Budget` measures from its creation. Estimates come from measured durations:
-the wall time of every finished cell of the same method (recorded in its
-``results.json``, from this launch or earlier ones), else the mean over all
-methods scaled by the method's relative cost, else unknown (the first cell
-runs: it is the measurement).
+the wall time of every finished cell of the same method, model, width and length
+(recorded in its ``results.json``, from this launch or earlier ones), else the
+other methods of that model × width × length scaled by each method's relative
+cost, else every measured cell scaled by method, model, width and epochs (so a
+reproduction's ResNet-18 cells or a scaling study's wider models are not
+estimated at a narrower model's speed), else unknown (the first cell runs: it is
+the measurement).
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ class Budget:
             raise ValueError(f"time budget must be > 0 seconds, got {seconds!r}")
         self.seconds = seconds
         self.start = time.monotonic()
-        #: Measured wall seconds of finished cells by method, shared by every stage.
+        #: Measured wall seconds of finished cells by :func:`cost_key`, shared by every
+        #: stage.
         self.durations: dict[str, list[float]] = {}
 
-    def record(self, method: str, seconds: float) -> None:
-        self.durations.setdefault(method, []).append(seconds)
+    def record(self, key: str, seconds: float) -> None:
+        """A finished cell's wall time, under its :func:`cost_key` (or method)."""
+        self.durations.setdefault(key, []).append(seconds)
 
     def remaining(self) -> float:
         if self.seconds is None:
@@ -50,28 +55,60 @@ class Budget:
                                   f"{self.seconds:.0f} s budget are left")
 
 
-def estimate_seconds(durations: dict[str, list[float]], method: str) -> float | None:
-    """Seconds one cell of ``method`` takes: its measured mean, else the overall mean per
-    unit of :data:`RELATIVE_COST` times its cost, else None."""
-    if durations.get(method):
-        return sum(durations[method]) / len(durations[method])
-    units = [d / RELATIVE_COST.get(m, 1.0) for m, ds in durations.items() for d in ds]
+#: Cost of one training of each model relative to VGG-8 at the same width (one H200 in
+#: TF32, noise injection: 40,976 against 26,410 images/s, docs/RESULTS.md).
+MODEL_COST = {"vgg8": 1.0, "resnet18": 1.55}
+#: A cell's cost grows as width ** WIDTH_EXPONENT: convs as width², but narrow models are
+#: dominated by fixed costs (CPU-2: ×0.125 → ×1 costs 16×, not 64×). 1.5 errs high, so a
+#: budget stops early rather than late.
+WIDTH_EXPONENT = 1.5
+
+
+def cost_key(method: str, model: str, width: float, epochs: int) -> str:
+    """The key a cell's wall time is recorded under: ``model/w<width>/e<epochs>/method``.
+    A bare method name is a key too (one model, width and length)."""
+    return f"{model}/w{width:g}/e{epochs}/{method}"
+
+
+def _parse(key: str) -> tuple[str, str, float]:
+    """(group, method, cost of the group) of a key; the group is model/width/epochs."""
+    *group, method = key.split("/")
+    if not group:
+        return "", method, 1.0
+    model, width, epochs = group
+    scale = MODEL_COST.get(model, 1.0) * float(width[1:]) ** WIDTH_EXPONENT * int(epochs[1:])
+    return "/".join(group), method, scale
+
+
+def estimate_seconds(durations: dict[str, list[float]], key: str) -> float | None:
+    """Seconds one cell of ``key`` (a :func:`cost_key` or a method) takes: its measured
+    mean; else the mean of the same model × width × epochs per unit of
+    :data:`RELATIVE_COST`, times its method's cost; else the mean of every measured cell
+    per unit of method, model, width and epoch cost, times its own; else None."""
+    if durations.get(key):
+        return sum(durations[key]) / len(durations[key])
+    group, method, scale = _parse(key)
+    same = {k: ds for k, ds in durations.items() if _parse(k)[0] == group}
+    units = []
+    for k, ds in (same or durations).items():
+        _, m, s = _parse(k)
+        units += [d / (RELATIVE_COST.get(m, 1.0) * (1.0 if same else s)) for d in ds]
     if not units:
         return None
-    return sum(units) / len(units) * RELATIVE_COST.get(method, 1.0)
+    return sum(units) / len(units) * RELATIVE_COST.get(method, 1.0) * (1.0 if same else scale)
 
 
-def estimate_total(durations: dict[str, list[float]], methods: Iterable[str]) -> float:
-    """Seconds the cells ``methods`` take by :func:`estimate_seconds` (NaN if none measured)."""
-    estimates = [estimate_seconds(durations, m) for m in methods]
+def estimate_total(durations: dict[str, list[float]], keys: Iterable[str]) -> float:
+    """Seconds the cells ``keys`` take by :func:`estimate_seconds` (NaN if none measured)."""
+    estimates = [estimate_seconds(durations, k) for k in keys]
     return float("nan") if None in estimates else sum(estimates)
 
 
-def fits(durations: dict[str, list[float]], methods: Iterable[str], seconds: float) -> int:
-    """How many of the cells ``methods`` (in order) fit in ``seconds`` by the estimates."""
+def fits(durations: dict[str, list[float]], keys: Iterable[str], seconds: float) -> int:
+    """How many of the cells ``keys`` (in order) fit in ``seconds`` by the estimates."""
     count, used = 0, 0.0
-    for method in methods:
-        estimate = estimate_seconds(durations, method)
+    for key in keys:
+        estimate = estimate_seconds(durations, key)
         if estimate is None or used + estimate > seconds:
             break
         used += estimate

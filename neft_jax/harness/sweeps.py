@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from neft_jax.evaluate import summarize_over_seeds
-from neft_jax.harness.budget import Budget, estimate_seconds, estimate_total, fits
+from neft_jax.harness.budget import Budget, cost_key, estimate_seconds, estimate_total, fits
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
@@ -123,12 +123,15 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
     budget = budget or Budget(None)
     measured = budget.durations
     launched: dict[str, list[float]] = defaultdict(list)  # this launch's cells only
+
+    def key(cell: Cell) -> str:
+        return cost_key(cell.method, cell.model, base.width, base.epochs)
+
     if budget.seconds is not None:  # only a real budget needs the earlier cells' times
-        for method, seconds in measured_seconds([c for c in cells if c not in todo], out).items():
-            for s in seconds:
-                budget.record(method, s)
+        for cell, seconds in measured_seconds([c for c in cells if c not in todo], out):
+            budget.record(key(cell), seconds)
     if budget.seconds is not None and todo:
-        fit = fits(measured, [c.method for c in todo], budget.remaining())
+        fit = fits(measured, [key(c) for c in todo], budget.remaining())
         log(f"time budget: {budget.remaining():.0f} s left; by the measured cell times "
             f"{fit} of the {len(todo)} cells left fit" if measured else
             f"time budget: {budget.remaining():.0f} s left; no cell measured yet")
@@ -139,7 +142,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
         if cell not in todo:
             log(f"[{i + 1}/{len(cells)}] {cell.name}: done before, skipped")
             continue
-        budget.check(cell.name, estimate_seconds(measured, cell.method))
+        budget.check(cell.name, estimate_seconds(measured, key(cell)))
         log(f"[{i + 1}/{len(cells)}] {cell.name}")
         start = time.perf_counter()
         cfg = dataclasses.replace(
@@ -153,10 +156,10 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             todo.remove(cell)
             continue
         seconds = time.perf_counter() - start
-        launched[cell.method].append(seconds)
-        budget.record(cell.method, seconds)
+        launched[key(cell)].append(seconds)
+        budget.record(key(cell), seconds)
         todo.remove(cell)
-        left = estimate_total(launched, [c.method for c in todo])
+        left = estimate_total(launched, [key(c) for c in todo])
         log(f"[{i + 1}/{len(cells)}] {cell.name}: {seconds:.0f} s"
             + (f"; about {left / 60:.0f} min left for {len(todo)} more"
                f" cell{'s' if len(todo) > 1 else ''}" if todo else ""))
@@ -164,16 +167,16 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
     return write_combined(cells, out)
 
 
-def measured_seconds(cells: Sequence[Cell], out: str) -> dict[str, list[float]]:
-    """Wall seconds of each finished cell (its ``results.json``), by method."""
-    seconds: dict[str, list[float]] = defaultdict(list)
+def measured_seconds(cells: Sequence[Cell], out: str) -> list[tuple[Cell, float]]:
+    """Wall seconds of each finished cell (its ``results.json``)."""
+    seconds = []
     for cell in cells:
         path = os.path.join(out, "cells", cell.name, "results.json")
         if os.path.exists(path):
             wall = RunResults.load(path).wall_seconds
             if wall:
-                seconds[cell.method].append(wall)
-    return dict(seconds)
+                seconds.append((cell, wall))
+    return seconds
 
 
 def collect_rows(cells: Sequence[Cell], out: str) -> list[dict]:

