@@ -160,9 +160,12 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
         budget.record(key(cell), seconds)
         todo.remove(cell)
         left = estimate_total(launched, [key(c) for c in todo])
+        fit = (f"; {fits(measured, [key(c) for c in todo], budget.remaining())} of them fit "
+               f"in the {max(budget.remaining(), 0):.0f} s of budget left"
+               if budget.seconds is not None else "")
         log(f"[{i + 1}/{len(cells)}] {cell.name}: {seconds:.0f} s"
             + (f"; about {left / 60:.0f} min left for {len(todo)} more"
-               f" cell{'s' if len(todo) > 1 else ''}" if todo else ""))
+               f" cell{'s' if len(todo) > 1 else ''}{fit}" if todo else ""))
         write_combined(cells, out)
     return write_combined(cells, out)
 
