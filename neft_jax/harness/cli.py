@@ -58,6 +58,32 @@ def quiet_library_logs(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
+#: Bytes of compiled programs kept in the user's cache (least recently used go first).
+XLA_CACHE_BYTES = 2 << 30
+
+
+def use_compilation_cache() -> str | None:
+    """Keep compiled XLA programs under the user's cache directory, so a command run again
+    (another σ, a resume, the next seed) skips compiling what it compiled before; returns
+    the folder. Off with ``NEFT_JAX_NO_XLA_CACHE=1``, and when jax already has a cache
+    folder (``JAX_COMPILATION_CACHE_DIR`` or one set in-process)."""
+    import jax
+
+    if os.environ.get("NEFT_JAX_NO_XLA_CACHE") or jax.config.jax_compilation_cache_dir:
+        return None
+    from neft_jax.harness.tuning import user_cache_dir
+
+    path = os.path.join(user_cache_dir(), "xla")
+    jax.config.update("jax_compilation_cache_dir", path)
+    try:  # jax bounds the cache only with filelock (a dependency; the GPU image may lack it)
+        import filelock  # noqa: F401
+
+        jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_BYTES)
+    except ImportError:
+        pass
+    return path
+
+
 def disk_full(error: BaseException) -> str | None:
     """The file a full disk stopped writing ("" if unnamed), or None if ``error`` is not a
     full disk; looks through the exceptions that caused or wrapped it."""
@@ -151,6 +177,7 @@ def run_main(argv=None) -> int:
     parser = run_parser()
     args = parser.parse_args(argv)
     quiet_library_logs(args.verbose)
+    use_compilation_cache()
     import jax
 
     from neft_jax.harness.orchestration import run_experiment
@@ -251,6 +278,7 @@ def sweep_main(argv=None) -> int:
     parser = sweep_parser()
     args = parser.parse_args(argv)
     quiet_library_logs(args.verbose)
+    use_compilation_cache()
     import jax
 
     from neft_jax.harness.sweeps import grid_cells, run_sweep
@@ -341,6 +369,7 @@ def reproduce_main(argv=None) -> int:
     parser = reproduce_parser()
     args = parser.parse_args(argv)
     quiet_library_logs(args.verbose)
+    use_compilation_cache()
     import jax
 
     from neft_jax.harness.budget import Budget
@@ -405,6 +434,7 @@ def scaling_main(argv=None) -> int:
     parser = scaling_parser()
     args = parser.parse_args(argv)
     quiet_library_logs(args.verbose)
+    use_compilation_cache()
     import jax
 
     from neft_jax.harness.budget import Budget, BudgetExhausted

@@ -61,11 +61,15 @@ def machine() -> dict:
             "jaxlib": jaxlib.__version__, "backend": jax.default_backend()}
 
 
-def cache_path() -> str:
-    base = os.environ.get("NEFT_JAX_CACHE_DIR") or os.path.join(
+def user_cache_dir() -> str:
+    """``$NEFT_JAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/neft_jax``, else ``~/.cache/neft_jax``."""
+    return os.environ.get("NEFT_JAX_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
         "neft_jax")
-    return os.path.join(base, "tuning.json")
+
+
+def cache_path() -> str:
+    return os.path.join(user_cache_dir(), "tuning.json")
 
 
 def model_convs(model: str, width: float, channels: int) -> list[tuple[int, ...]]:
@@ -206,5 +210,5 @@ def tuned_micro_batch(model: str, width: float, batch: int, channels: int,
 
 
 __all__ = ["CANDIDATES", "CHANNELS", "CONVS", "Tuned", "cache_path", "machine", "model_convs",
-           "request_retune", "time_convs", "tuned_micro_batch", "tunes",
+           "request_retune", "time_convs", "tuned_micro_batch", "tunes", "user_cache_dir",
            "with_tuned_micro_batch"]

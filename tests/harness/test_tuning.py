@@ -98,3 +98,28 @@ def test_each_run_gets_its_own_models_and_widths_choice(tmp_path, monkeypatch):
                                                       out=str(tmp_path / model)),
                                      log=lambda message: None)
     assert seen == {("vgg8", 0.125): 8, ("resnet18", 0.125): 16, ("vgg8", 1.0): 16}
+
+
+def test_commands_keep_compiled_programs_in_the_user_cache(tmp_path):
+    """A command run again reads its compiled programs from the cache folder; the variable
+    NEFT_JAX_NO_XLA_CACHE and a folder jax already has are respected."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import jax, jax.numpy as jnp\n"
+            "from neft_jax.harness.cli import use_compilation_cache\n"
+            "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)\n"
+            "print(use_compilation_cache())\n"
+            "jax.jit(lambda x: jnp.sin(x) @ x)(jnp.ones((64, 64))).block_until_ready()\n")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["NEFT_JAX_CACHE_DIR"] = str(tmp_path)
+
+    def run(**extra):
+        return subprocess.run([sys.executable, "-c", code], env={**env, **extra},
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    assert run() == str(tmp_path / "xla")
+    assert any(name.startswith("jit__lambda") for name in os.listdir(tmp_path / "xla"))
+    assert run(NEFT_JAX_NO_XLA_CACHE="1") == "None"
+    assert run(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "own")) == "None"
