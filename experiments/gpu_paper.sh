@@ -23,6 +23,7 @@ timeout 90 python3 experiments/bench.py --models vgg8 --methods noise --compute 
     --end-to-end 20 --skip-mc --steps 50 --data-dir data --jsonl "$OUT/bench.jsonl" \
     2>&1 | tee "$OUT/bench.txt" || echo "bench.py stopped (timeout or error); going on"
 python3 experiments/reproduce.py --profile paper --models vgg8,resnet18 --seeds 2 \
-    --time-budget "$BUDGET" --data-dir data --out "$RUN" --no-progress 2>&1 | tee "$OUT/log.txt"
+    --time-budget "$BUDGET" --rates "$OUT/bench.jsonl" --data-dir data --out "$RUN" \
+    --no-progress 2>&1 | tee "$OUT/log.txt"
 cp "$RUN/REPORT.md" "$RUN/report.json" "$OUT/" 2>/dev/null || true
 tar --exclude=checkpoints --exclude=.lock -czf "$OUT/paper_gpu.tgz" "$RUN"

@@ -114,3 +114,24 @@ def fits(durations: dict[str, list[float]], keys: Iterable[str], seconds: float)
         used += estimate
         count += 1
     return count
+
+
+#: A clean forward pass costs about this share of a train step (forward + backward).
+FORWARD_SHARE = 1 / 3
+
+
+def cell_seconds_from_rate(loop_images_per_s: float, method: str, model: str, epochs: int,
+                           train_images: int, evaluated_images: int,
+                           rate_model: str = "vgg8") -> float:
+    """Rough seconds of one cell from a measured training-loop rate (images/s of
+    ``rate_model``'s noise injection, e.g. ``bench.py --end-to-end``): its epochs of
+    ``train_images`` scaled by the method's and model's relative cost, plus
+    ``evaluated_images`` forward passes (Monte Carlo runs × test images × σ) at
+    1 / :data:`FORWARD_SHARE` times the training rate."""
+    scale = RELATIVE_COST.get(method, 1.0) * MODEL_COST.get(model, 1.0) \
+        / MODEL_COST.get(rate_model, 1.0)
+    training = epochs * train_images / loop_images_per_s * scale
+    evaluation = evaluated_images * FORWARD_SHARE / loop_images_per_s \
+        * MODEL_COST.get(model, 1.0) / MODEL_COST.get(rate_model, 1.0)
+    return training + evaluation
+

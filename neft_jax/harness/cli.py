@@ -358,6 +358,10 @@ def reproduce_parser() -> argparse.ArgumentParser:
     parser.add_argument("--table5-seeds", type=positive_int, default=2,
                         help="seeds of each Table V variant (default: 2)")
     add_worker_argument(parser)
+    parser.add_argument("--rates", metavar="JSONL", default=None,
+                        help="bench.py --jsonl output with an --end-to-end row: before "
+                        "starting, estimate each training's time from its measured loop rate "
+                        "and say how much of the plan fits the --time-budget")
     parser.add_argument("--report-only", action="store_true",
                         help="only rewrite REPORT.md, report.json, report.png from OUT")
     add_output_arguments(parser)
@@ -391,6 +395,8 @@ def reproduce_main(argv=None) -> int:
           f"seeds (Table III: {plan.table3_seeds}, Table V: {plan.table5_seeds}) into "
           f"{base.out}", flush=True)
     def job() -> int:
+        if args.rates and not args.report_only:
+            print(plan_estimate(base, plan, args.rates, args.time_budget), flush=True)
         if args.report_only:
             write_report(base.out, plan, base)
         else:
@@ -401,6 +407,26 @@ def reproduce_main(argv=None) -> int:
 
     return run_cleanly("reproduce.py", job, "finished work is kept; rerun the same command "
                        "to continue")
+
+
+def plan_estimate(base, plan, rates_path: str, budget_seconds: float | None) -> str:
+    """:func:`~neft_jax.harness.reproduce.estimate_from_rates` of a bench JSONL file, with
+    the dataset's split sizes."""
+    import json
+
+    from neft_jax.harness import data as data_lib
+    from neft_jax.harness.reproduce import estimate_from_rates
+
+    try:
+        with open(rates_path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as error:
+        return f"estimate: cannot read --rates {rates_path!r} ({error}); no estimate"
+    dataset = data_lib.load_dataset(base.dataset, base.data_dir)
+    train, validation = data_lib.validation_indices(dataset.train_labels, base.val_fraction,
+                                                    base.seed)
+    return estimate_from_rates(base, plan, rows, budget_seconds, len(train), len(validation),
+                               len(dataset.test_labels))
 
 
 #: Config fields the scaling study sets itself (width and epochs come from --points).

@@ -16,10 +16,11 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-from neft_jax.harness.budget import Budget, BudgetExhausted
+from neft_jax.harness.budget import Budget, BudgetExhausted, cell_seconds_from_rate
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
+from neft_jax.harness.paper import ALPHA_GRID
 from neft_jax.harness.paper_report import write_report
 from neft_jax.harness.plan import (
     ABLATION_SIGMA,
@@ -37,7 +38,8 @@ from neft_jax.harness.seeds import run_seeds
 from neft_jax.harness.sweeps import ALONE, Worker, grid_cells, run_sweep
 from neft_jax.models import MODELS
 
-__all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "run_plan", "write_report"]
+__all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "estimate_from_rates", "run_plan",
+           "trainings_of_plan", "write_report"]
 
 
 def run_plan(base: ExperimentConfig, plan: Plan, out: str,
@@ -108,28 +110,21 @@ class _Runner:
     def stage(self, stage: str, cfg: ExperimentConfig) -> None:
         plan, out, model = self.plan, self.out, cfg.model
         path = stage_dir(out, stage, model)
-        seeds = _seeds(cfg, plan.seeds)
         core = stage_dir(out, "core", model)
         run = {"log": self.log, "show_progress": self.show_progress}
-        if stage == "core":
-            self.sweep(cfg, path, CORE_METHODS, plan.core_sigmas, [None, CONTROL_ALPHA], seeds)
-        elif stage == "table2":
+        grid = grid_of_stage(stage, plan, cfg)
+        if stage == "table2":
             _link_cells(core, path,
                         lambda n: "-noise-" in n or "-irs-" in n and "alphadefault" in n)
-            self.sweep(cfg, path, ["noise", "irs"], plan.sigmas, [None], seeds)
         elif stage == "table3":
             _link_cells(stage_dir(out, "table2", model), path,
                         lambda n: f"-sigma{TABLE3_SIGMA:g}-" in n)
-            self.sweep(cfg, path, ["noise", "irs"], [TABLE3_SIGMA], [None],
-                       _seeds(cfg, plan.table3_seeds))
         elif stage == "control":
             _link_cells(core, path, lambda n: f"-irs-sigma{ABLATION_SIGMA:g}-alpha1e-09-" in n)
-            self.sweep(cfg, path, ["irs"], [ABLATION_SIGMA], [CONTROL_ALPHA], seeds)
         elif stage == "scaled":
             _link_cells(core, path, lambda n: f"-noise_scaled-sigma{ABLATION_SIGMA:g}-" in n)
-            self.sweep(cfg, path, ["noise_scaled"], [ABLATION_SIGMA], [None], seeds)
-        elif stage == "ovf":
-            self.sweep(cfg, path, ["ovf"], plan.sigmas, [None], seeds)
+        if grid is not None:
+            self.sweep(cfg, path, *grid)
         elif stage == "vanilla":
             sigmas = sorted(set(VANILLA_SIGMAS) | set(plan.sigmas))
             self.seeds_run(f"stage vanilla of {model}", lambda: run_seeds(dataclasses.replace(
@@ -149,6 +144,78 @@ class _Runner:
             self.seeds_run(f"stage alpha of {model}", lambda: run_experiment(dataclasses.replace(
                 cfg, methods=("irs",), sigma=ABLATION_SIGMA, alpha_search=True, out=path),
                 **run))
+
+
+def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig) -> tuple | None:
+    """(methods, σ, α, seeds) of a stage that is a grid of cells; None for the others."""
+    seeds = _seeds(cfg, plan.seeds)
+    return {
+        "core": (CORE_METHODS, plan.core_sigmas, [None, CONTROL_ALPHA], seeds),
+        "table2": (["noise", "irs"], plan.sigmas, [None], seeds),
+        "table3": (["noise", "irs"], [TABLE3_SIGMA], [None], _seeds(cfg, plan.table3_seeds)),
+        "control": (["irs"], [ABLATION_SIGMA], [CONTROL_ALPHA], seeds),
+        "scaled": (["noise_scaled"], [ABLATION_SIGMA], [None], seeds),
+        "ovf": (["ovf"], plan.sigmas, [None], seeds),
+    }.get(stage)
+
+
+def trainings_of_plan(base: ExperimentConfig, plan: Plan) -> list[tuple[str, str, int]]:
+    """Every training of ``plan`` in the order :func:`run_plan` takes them, each once (a
+    later stage's reused cells are not counted again): (model, method, σ evaluated)."""
+    trainings, seen = [], set()
+    for model in plan.models:
+        cfg = dataclasses.replace(base, model=model)
+        for stage in plan.stages:
+            grid = grid_of_stage(stage, plan, cfg)
+            if grid is not None:
+                for cell in grid_cells([model], [cfg.dataset], *grid):
+                    if cell.name not in seen:
+                        seen.add(cell.name)
+                        trainings.append((model, cell.method, 1))
+            elif stage == "vanilla":
+                sigmas = len(set(VANILLA_SIGMAS) | set(plan.sigmas))
+                trainings += [(model, "vanilla", sigmas)] * plan.seeds
+            elif stage == "table5":
+                variants = MODELS[model].num_exits + 1
+                trainings += [(model, "irs", 1)] * (variants * plan.table5_seeds)
+            elif stage == "alpha":
+                trainings += [(model, "irs", 0)] * (len(ALPHA_GRID) - 1) + [(model, "irs", 1)]
+    return trainings
+
+
+def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
+                        budget_seconds: float | None, num_train: int, num_validation: int,
+                        num_test: int) -> str:
+    """One line, before a plan starts: its trainings' rough seconds from the last
+    ``bench.py --end-to-end`` row of ``rows`` (the loop's images/s), and how many fit
+    in ``budget_seconds``."""
+    measured = [r for r in rows if r.get("bench") == "end_to_end"]
+    if not measured:
+        return ("estimate: no end-to-end row (bench.py --end-to-end) in the rates file; the "
+                "first cell is the measurement")
+    row = measured[-1]
+    rate = row["loop_images_per_s"]
+    validation = base.epochs * base.val_mc_runs * num_validation
+    seconds = [cell_seconds_from_rate(rate, method, model, base.epochs, num_train,
+                                      base.mc_runs * num_test * sigmas + validation,
+                                      rate_model=row["model"])
+               for model, method, sigmas in trainings_of_plan(base, plan)]
+    total, fit = 0.0, 0
+    for s in seconds:
+        if budget_seconds is not None and total + s > budget_seconds:
+            break
+        total, fit = total + s, fit + 1
+    by_method = {}
+    for (model, method, sigmas), s in zip(trainings_of_plan(base, plan), seconds, strict=True):
+        if sigmas == 1:
+            by_method.setdefault(f"{model} {method}", s)
+    shown = ", ".join(f"{k} ≈ {v:.0f} s" for k, v in list(by_method.items())[:6])
+    fits_line = (f"; about {fit} of them fit in the {budget_seconds:.0f} s budget"
+                 if budget_seconds is not None else "")
+    return (f"estimate (from the measured loop rate, {rate:,.0f} images/s of {row['model']} "
+            f"{row['method']} in {row.get('compute', '?')}): {len(seconds)} trainings, about "
+            f"{sum(seconds) / 60:.0f} min in all; per cell {shown}{fits_line}; compiles and "
+            "Monte Carlo are rough, the measured cells replace this after the first")
 
 
 def _link_cells(source: str, target: str, keep: Callable[[str], bool]) -> None:

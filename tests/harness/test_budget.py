@@ -116,3 +116,34 @@ def test_a_cell_is_estimated_from_its_own_model_width_and_length_first():
     durations[cost_key("irs", "vgg8", 0.5, 100)] = [40.0]
     assert estimate_seconds(durations, cost_key("noise", "vgg8", 0.5, 100)) == \
         pytest.approx(40.0 / RELATIVE_COST["irs"])
+
+
+def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path):
+    """``reproduce.py --rates bench.jsonl`` says before starting how many trainings fit,
+    from bench.py's end-to-end row; cells a later stage reuses are counted once."""
+    import json
+
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.plan import Plan
+    from neft_jax.harness.reproduce import trainings_of_plan
+
+    base = ExperimentConfig(epochs=10, mc_runs=100, out=str(tmp_path / "plan"))
+    plan = Plan(models=("vgg8",), stages=("core", "table2"), seeds=1, sigmas=(0.4, 0.6))
+    trainings = trainings_of_plan(base, plan)
+    # core: vanilla, noise, noise_scaled, IRS and the α → 0 control at two σ; Table II's
+    # noise/IRS cells at those σ are core's, so nothing new.
+    assert len(trainings) == 10 and trainings[0] == ("vgg8", "vanilla", 1)
+    rates = tmp_path / "bench.jsonl"
+    rows = [{"bench": "train", "images_per_s": 1.0},
+            {"bench": "end_to_end", "loop_images_per_s": 3600.0, "model": "vgg8",
+             "method": "noise", "compute": "fp32"}]
+    rates.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    line = cli.plan_estimate(base, plan, str(rates), 60.0)
+    # A noise cell: 10 epochs × 3,600 images at 3,600/s = 10 s, plus evaluation.
+    assert line.startswith("estimate (from the measured loop rate, 3,600 images/s")
+    assert "10 trainings" in line and "fit in the 60 s budget" in line
+    fit = int(line.split("about ")[-1].split(" of them")[0])
+    assert 1 <= fit < 10
+    assert "cannot read" in cli.plan_estimate(base, plan, str(tmp_path / "none"), 60.0)
+    rates.write_text(json.dumps(rows[0]) + "\n")
+    assert "no end-to-end row" in cli.plan_estimate(base, plan, str(rates), 60.0)
