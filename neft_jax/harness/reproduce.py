@@ -16,7 +16,12 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-from neft_jax.harness.budget import Budget, BudgetExhausted, cell_seconds_from_rate
+from neft_jax.harness.budget import (
+    RELATIVE_COST,
+    Budget,
+    BudgetExhausted,
+    cell_seconds_from_rate,
+)
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
@@ -195,11 +200,19 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
                 "first cell is the measurement")
     row = measured[-1]
     rate = row["loop_images_per_s"]
+    # The first training of each model × method also compiles (later ones read the
+    # compilation cache): bench's train row says how long its step took to compile.
+    compiles = [r["compile_s"] for r in rows if r.get("bench") == "train" and r.get("compile_s")]
+    compile_s = compiles[-1] if compiles else 0.0
     validation = base.epochs * base.val_mc_runs * num_validation
-    seconds = [cell_seconds_from_rate(rate, method, model, base.epochs, num_train,
-                                      base.mc_runs * num_test * sigmas + validation,
-                                      rate_model=row["model"])
-               for model, method, sigmas in trainings_of_plan(base, plan)]
+    seconds, compiled = [], set()
+    for model, method, sigmas in trainings_of_plan(base, plan):
+        first = (model, method) not in compiled
+        compiled.add((model, method))
+        seconds.append(cell_seconds_from_rate(
+            rate, method, model, base.epochs, num_train,
+            base.mc_runs * num_test * sigmas + validation, rate_model=row["model"])
+            + (compile_s * RELATIVE_COST.get(method, 1.0) if first else 0.0))
     total, fit = 0.0, 0
     for s in seconds:
         if budget_seconds is not None and total + s > budget_seconds:
@@ -213,9 +226,10 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
     fits_line = (f"; about {fit} of them fit in the {budget_seconds:.0f} s budget"
                  if budget_seconds is not None else "")
     return (f"estimate (from the measured loop rate, {rate:,.0f} images/s of {row['model']} "
-            f"{row['method']} in {row.get('compute', '?')}): {len(seconds)} trainings, about "
-            f"{sum(seconds) / 60:.0f} min in all; per cell {shown}{fits_line}; compiles and "
-            "Monte Carlo are rough, the measured cells replace this after the first")
+            f"{row['method']} in {row.get('compute', '?')}, and a {compile_s:.0f} s compile "
+            f"per model × method): {len(seconds)} trainings, about "
+            f"{sum(seconds) / 60:.0f} min in all; first cells {shown}{fits_line}; rough (Monte "
+            "Carlo from the training rate): the measured cells replace it after the first")
 
 
 def _link_cells(source: str, target: str, keep: Callable[[str], bool]) -> None:

@@ -134,13 +134,14 @@ def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path)
     # noise/IRS cells at those σ are core's, so nothing new.
     assert len(trainings) == 10 and trainings[0] == ("vgg8", "vanilla", 1)
     rates = tmp_path / "bench.jsonl"
-    rows = [{"bench": "train", "images_per_s": 1.0},
+    rows = [{"bench": "train", "images_per_s": 1.0, "compile_s": 5.0},
             {"bench": "end_to_end", "loop_images_per_s": 3600.0, "model": "vgg8",
              "method": "noise", "compute": "fp32"}]
     rates.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     line = cli.plan_estimate(base, plan, str(rates), 60.0)
     # A noise cell: 10 epochs × 3,600 images at 3,600/s = 10 s, plus evaluation.
     assert line.startswith("estimate (from the measured loop rate, 3,600 images/s")
+    assert "a 5 s compile per model × method" in line
     assert "10 trainings" in line and "fit in the 60 s budget" in line
     fit = int(line.split("about ")[-1].split(" of them")[0])
     assert 1 <= fit < 10
