@@ -111,7 +111,7 @@ def test_commands_keep_compiled_programs_in_the_user_cache(tmp_path):
             "from neft_jax.harness.cli import use_compilation_cache\n"
             "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)\n"
             "print(use_compilation_cache())\n"
-            "jax.jit(lambda x: jnp.sin(x) @ x)(jnp.ones((64, 64))).block_until_ready()\n")
+            "print(float(jax.jit(lambda x: jnp.sin(x) @ x)(jnp.ones((64, 64))).sum()))\n")
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["NEFT_JAX_CACHE_DIR"] = str(tmp_path)
 
@@ -119,7 +119,12 @@ def test_commands_keep_compiled_programs_in_the_user_cache(tmp_path):
         return subprocess.run([sys.executable, "-c", code], env={**env, **extra},
                               capture_output=True, text=True, check=True).stdout.strip()
 
-    assert run() == str(tmp_path / "xla")
-    assert any(name.startswith("jit__lambda") for name in os.listdir(tmp_path / "xla"))
-    assert run(NEFT_JAX_NO_XLA_CACHE="1") == "None"
-    assert run(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "own")) == "None"
+    first = run().splitlines()
+    assert first[0] == str(tmp_path / "xla")
+    cached = [tmp_path / "xla" / name for name in os.listdir(tmp_path / "xla")]
+    assert any(path.name.startswith("jit__lambda") for path in cached)
+    for path in cached:  # a damaged entry is compiled again (jax warns), same result
+        path.write_bytes(b"damaged")
+    assert run().splitlines() == first
+    assert run(NEFT_JAX_NO_XLA_CACHE="1").splitlines()[0] == "None"
+    assert run(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "own")).splitlines()[0] == "None"
