@@ -106,10 +106,15 @@ def estimate_total(durations: dict[str, list[float]], keys: Iterable[str]) -> fl
 
 def fits(durations: dict[str, list[float]], keys: Iterable[str], seconds: float) -> int:
     """How many of the cells ``keys`` (in order) fit in ``seconds`` by the estimates."""
+    return count_fitting((estimate_seconds(durations, key) for key in keys), seconds)
+
+
+def count_fitting(estimates: Iterable[float | None], seconds: float | None) -> int:
+    """How many of ``estimates`` (in order; None = unknown, which stops the count) add up
+    to at most ``seconds`` (None: no limit)."""
     count, used = 0, 0.0
-    for key in keys:
-        estimate = estimate_seconds(durations, key)
-        if estimate is None or used + estimate > seconds:
+    for estimate in estimates:
+        if estimate is None or (seconds is not None and used + estimate > seconds):
             break
         used += estimate
         count += 1

@@ -21,6 +21,7 @@ from neft_jax.harness.budget import (
     Budget,
     BudgetExhausted,
     cell_seconds_from_rate,
+    count_fitting,
 )
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.locking import FolderBusy
@@ -205,21 +206,18 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
     compiles = [r["compile_s"] for r in rows if r.get("bench") == "train" and r.get("compile_s")]
     compile_s = compiles[-1] if compiles else 0.0
     validation = base.epochs * base.val_mc_runs * num_validation
+    trainings = trainings_of_plan(base, plan)
     seconds, compiled = [], set()
-    for model, method, sigmas in trainings_of_plan(base, plan):
+    for model, method, sigmas in trainings:
         first = (model, method) not in compiled
         compiled.add((model, method))
         seconds.append(cell_seconds_from_rate(
             rate, method, model, base.epochs, num_train,
             base.mc_runs * num_test * sigmas + validation, rate_model=row["model"])
             + (compile_s * RELATIVE_COST.get(method, 1.0) if first else 0.0))
-    total, fit = 0.0, 0
-    for s in seconds:
-        if budget_seconds is not None and total + s > budget_seconds:
-            break
-        total, fit = total + s, fit + 1
+    fit = count_fitting(seconds, budget_seconds)
     by_method = {}
-    for (model, method, sigmas), s in zip(trainings_of_plan(base, plan), seconds, strict=True):
+    for (model, method, sigmas), s in zip(trainings, seconds, strict=True):
         if sigmas == 1:
             by_method.setdefault(f"{model} {method}", s)
     shown = ", ".join(f"{k} ≈ {v:.0f} s" for k, v in list(by_method.items())[:6])

@@ -24,6 +24,7 @@ from neft_jax.harness.data import NUM_CLASSES
 from neft_jax.harness.paper import PAPER_TABLE2
 from neft_jax.harness.plan import TABLE2_SIGMAS
 from neft_jax.harness.results import RunResults, write_atomic
+from neft_jax.harness.seeds import seed_list
 from neft_jax.harness.sweeps import Cell, Worker, grid_cells, run_sweep
 
 #: Widths of the map and the epoch counts run at each (more epochs for narrow models).
@@ -72,10 +73,6 @@ def parse_points(text: str) -> dict[float, tuple[int, ...]]:
     return points
 
 
-def _seeds(base: ExperimentConfig) -> list[int]:
-    return list(range(base.seed, base.seed + base.seeds))
-
-
 def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
               methods: Sequence[str] = METHODS, log: Callable[[str], None] = print,
               show_progress: bool = True, budget: Budget | None = None,
@@ -85,7 +82,7 @@ def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
     os.makedirs(out, exist_ok=True)
     budget = budget or Budget(None)
     cells = grid_cells([base.model], [base.dataset], methods, [base.sigma], [None],
-                       _seeds(base))
+                       seed_list(base))
     try:
         for i, point in enumerate(points):
             if i:  # the report of the points so far (the last one's is written below)
@@ -110,7 +107,7 @@ def collect(base: ExperimentConfig, points: Sequence[Point], out: str,
     for point in points:
         for method in methods:
             found = []
-            for seed in _seeds(base):
+            for seed in seed_list(base):
                 cell = Cell(base.model, base.dataset, method, float(base.sigma), None, seed)
                 path = os.path.join(out, point.name, "cells", cell.name, "results.json")
                 if not os.path.exists(path):
@@ -188,7 +185,7 @@ def write_study_report(base: ExperimentConfig, points: Sequence[Point], out: str
     report = {"settings": {"model": base.model, "dataset": base.dataset, "sigma": base.sigma,
                            "normalisation": base.normalisation,
                            "device_preset": base.device_preset, "mc_runs": base.mc_runs,
-                           "batch_size": base.batch_size, "seeds": _seeds(base),
+                           "batch_size": base.batch_size, "seeds": seed_list(base),
                            "points": [dataclasses.asdict(p) for p in points]},
               "rows": rows, "chance": chance, "findings": findings(rows, chance)}
     write_atomic(os.path.join(out, "scaling.json"), json.dumps(report, indent=1))
