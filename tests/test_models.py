@@ -1,11 +1,20 @@
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neft_jax.models import MODELS, VGG8, ResNet18, adaptive_avg_pool, create_model, exit_numbers
+from neft_jax.models import (
+    MODELS,
+    VGG8,
+    ResNet18,
+    adaptive_avg_pool,
+    create_model,
+    exit_numbers,
+    max_pool_2x2,
+)
 
 
 def _param_shapes(model, channels=3):
@@ -90,6 +99,25 @@ def test_adaptive_pool_matches_pytorch_rule(size, out):
     np.testing.assert_allclose(
         adaptive_avg_pool(jnp.asarray(x), out), _pytorch_adaptive_pool(x, out), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 9, 2)])
+def test_max_pool_2x2_matches_flax_in_value_and_gradient_after_relu(shape):
+    """Same values as nn.max_pool, and the same gradient after a ReLU (ties at 0 included)."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+    g = jnp.asarray(np.random.default_rng(1).normal(
+        size=(shape[0], shape[1] // 2, shape[2] // 2, shape[3])).astype(np.float32))
+
+    def loss(pool, x):
+        return jnp.sum(pool(nn.relu(x)) * g)
+
+    def flax_pool(v):
+        return nn.max_pool(v, (2, 2), strides=(2, 2))
+
+    np.testing.assert_array_equal(max_pool_2x2(x), flax_pool(x))
+    ours, theirs = (jax.grad(loss, argnums=1)(p, x) for p in (max_pool_2x2, flax_pool))
+    assert float(jnp.sum(x <= 0)) > 0  # windows of ReLU zeros (ties) are exercised
+    np.testing.assert_array_equal(ours, theirs)
 
 
 @pytest.mark.parametrize("model_cls, num_exits", [(VGG8, 3), (ResNet18, 4)])
