@@ -20,8 +20,12 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from neft_jax.conv import micro_batched_conv
 from neft_jax.perturbation import not_under, under
@@ -136,7 +140,16 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     b, h, w, c = x.shape
     if h % 2 or w % 2:
         return nn.max_pool(x, (2, 2), strides=(2, 2))
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    windows = (b, h // 2, 2, w // 2, 2, c)
+    sharding = jax.typeof(x).sharding
+    spec = getattr(sharding, "spec", None)
+    if spec is not None and any(axis is not None for axis in spec):
+        # An explicitly sharded batch (data parallelism) keeps its sharding: each
+        # of B, H, W, C keeps its own, and the two window axes are whole.
+        bs, hs, ws, cs = tuple(spec) + (None,) * (4 - len(spec))
+        out = NamedSharding(sharding.mesh, P(bs, hs, None, ws, None, cs))
+        return lax.reshape(x, windows, out_sharding=out).max(axis=(2, 4))
+    return x.reshape(windows).max(axis=(2, 4))
 
 
 class VGG8(nn.Module):
