@@ -3,6 +3,7 @@
     python experiments/scaling.py --out runs/scaling                       # the default map
     python experiments/scaling.py --points 0.125:12/48,1:4 --out runs/scaling_small
     python experiments/scaling.py --methods noise,irs --sigma 0.2 --out runs/scaling_02
+    python experiments/scaling.py --report-only --out runs/scaling          # tables so far
 
 Each (width, epochs) point is a resumable sweep under OUT/; points run cheapest
 first, and re-running the same command skips every finished cell. OUT/SCALING.md

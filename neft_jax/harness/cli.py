@@ -450,6 +450,9 @@ def scaling_parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS",
                         help="start a cell only if its measured time says it ends within "
                         "SECONDS; stop cleanly otherwise (the same command continues)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write OUT/SCALING.md, scaling.json and scaling.png "
+                        "from the cells of --points finished so far")
     add_worker_argument(parser)
     add_output_arguments(parser)
     return parser
@@ -464,7 +467,13 @@ def scaling_main(argv=None) -> int:
     import jax
 
     from neft_jax.harness.budget import Budget, BudgetExhausted
-    from neft_jax.harness.scaling import parse_points, run_study, study_points
+    from neft_jax.harness.scaling import (
+        format_study,
+        parse_points,
+        run_study,
+        study_points,
+        write_study_report,
+    )
 
     try:
         base, profile_line = config_from_args(args, jax.default_backend())
@@ -472,6 +481,13 @@ def scaling_main(argv=None) -> int:
         budget = Budget(args.time_budget)
     except ValueError as error:
         parser.error(str(error))
+    if args.report_only:
+        if not os.path.isdir(base.out):
+            parser.error(f"--report-only: no study in {base.out!r}")
+        report = write_study_report(base, points, base.out, base.methods)
+        print(format_study(report, base.methods))
+        print(f"report: {os.path.join(base.out, 'SCALING.md')}, scaling.json, scaling.png")
+        return 0
     print(f"scaling study: {len(points)} points of width × epochs (cheapest first), methods "
           f"{list(base.methods)} at σ = {base.sigma:g} ({base.normalisation} noise, "
           f"{base.device_preset}), {base.model} on {base.dataset}, batch {base.batch_size}, "

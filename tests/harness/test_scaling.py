@@ -67,12 +67,22 @@ def test_report_from_finished_cells(tmp_path):
     assert "vanilla 63.54, noise 97.77, irs 99.3 %" in table  # the paper's σ = 0.4 numbers
     assert json.loads((tmp_path / "scaling.json").read_text())["chance"] == 10.0
     assert (tmp_path / "scaling.png").stat().st_size > 0
+    # The command line writes the same report from the same cells, training nothing.
+    (tmp_path / "SCALING.md").unlink()
+    assert cli.scaling_main(["--report-only", "--points", "0.125:12,0.25:12", "--methods",
+                             "vanilla,noise,irs", "--sigma", "0.4", "--out",
+                             str(tmp_path)]) == 0
+    assert (tmp_path / "SCALING.md").read_text() == table
+    assert not (tmp_path / points[1].name).exists()  # nothing ran for the unfinished point
 
 
 def test_scaling_cli_refuses_bad_points(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.scaling_main(["--points", "0.5:", "--out", "unused"])
     assert exit_.value.code == 2 and "--points" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cli.scaling_main(["--report-only", "--out", "no/such/folder"])
+    assert exit_.value.code == 2 and "no study" in capsys.readouterr().err
 
 
 def test_several_seeds_give_the_mean_and_ci_over_seeds(tmp_path):
