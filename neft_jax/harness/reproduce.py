@@ -40,7 +40,7 @@ from neft_jax.harness.plan import (
     Plan,
     stage_dir,
 )
-from neft_jax.harness.seeds import run_seeds
+from neft_jax.harness.seeds import run_seeds, seed_list
 from neft_jax.harness.sweeps import ALONE, Worker, grid_cells, run_sweep
 from neft_jax.models import MODELS
 
@@ -78,10 +78,6 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
     report = write_report(out, plan, base)
     report["stopped"] = stopped
     return report
-
-
-def _seeds(cfg: ExperimentConfig, count: int) -> list[int]:
-    return list(range(cfg.seed, cfg.seed + count))
 
 
 @dataclasses.dataclass
@@ -154,11 +150,11 @@ class _Runner:
 
 def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig) -> tuple | None:
     """(methods, σ, α, seeds) of a stage that is a grid of cells; None for the others."""
-    seeds = _seeds(cfg, plan.seeds)
+    seeds = seed_list(cfg, plan.seeds)
     return {
         "core": (CORE_METHODS, plan.core_sigmas, [None, CONTROL_ALPHA], seeds),
         "table2": (["noise", "irs"], plan.sigmas, [None], seeds),
-        "table3": (["noise", "irs"], [TABLE3_SIGMA], [None], _seeds(cfg, plan.table3_seeds)),
+        "table3": (["noise", "irs"], [TABLE3_SIGMA], [None], seed_list(cfg, plan.table3_seeds)),
         "control": (["irs"], [ABLATION_SIGMA], [CONTROL_ALPHA], seeds),
         "scaled": (["noise_scaled"], [ABLATION_SIGMA], [None], seeds),
         "ovf": (["ovf"], plan.sigmas, [None], seeds),

@@ -55,9 +55,9 @@ def seed_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
                                out=os.path.join(cfg.out, f"seed-{seed}"), overwrite=False)
 
 
-def seed_list(cfg: ExperimentConfig) -> list[int]:
-    """The seeds of ``cfg``: ``cfg.seed … cfg.seed + cfg.seeds − 1``."""
-    return [cfg.seed + i for i in range(cfg.seeds)]
+def seed_list(cfg: ExperimentConfig, count: int | None = None) -> list[int]:
+    """The seeds of ``cfg``: ``cfg.seed … cfg.seed + n − 1`` with n = ``count`` or ``cfg.seeds``."""
+    return [cfg.seed + i for i in range(cfg.seeds if count is None else count)]
 
 
 def aggregate_seeds(cfg: ExperimentConfig, per_seed: dict[int, RunResults],
