@@ -12,7 +12,7 @@ every forward pass, std 0.7776·σ·max|W| per tensor ("range", RRAM1), straight
 through to the clean weights. Monte Carlo draws one noise instance per run, adds it
 to the kernels in place, evaluates the images in eval mode and restores the kernels,
 as the authors' test loop does. Rows carry the same keys as bench.py's (images/s,
-image-evals/s, the CPU model), so the two can be set side by side; run them one
+image-evals/s, the CPU model as bench.py names it), so the two can be set side by side; run them one
 after the other on a quiet machine with the same thread count.
 """
 
@@ -24,7 +24,11 @@ import os
 import sys
 import time
 
-RANGE_FACTOR = 0.7776  # std(ΔW) / (σ_d · max|W|) for 8-bit weights on 2-bit devices
+from neft_jax.device import DeviceModel
+from neft_jax.harness.orchestration import cpu_model
+
+#: std(ΔW) / (σ_d · max|W|) of the default device model ("range", RRAM1): 0.7776.
+RANGE_FACTOR = DeviceModel().bit_weight_norm
 
 
 def _torch():
@@ -179,24 +183,6 @@ def bench_monte_carlo(name, args):
             "image_evals_per_s": args.mc_runs * args.mc_images / elapsed}
 
 
-def cpu_model() -> str:
-    """'<model name> (family F model M)' from /proc/cpuinfo, as bench.py prints it."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-                if not line.strip():
-                    break
-    except OSError:
-        import platform
-
-        return platform.processor() or platform.machine()
-    return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')} " \
-           f"model {fields.get('model', '?')})"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="vgg8,resnet18")
@@ -220,14 +206,13 @@ def main(argv=None) -> int:
         p.error(f"--methods: {bad} not in vanilla, noise")
     torch = _torch()
     torch.set_num_threads(args.threads)
-    rows = []
+    device = cpu_model()
     for name in args.models.split(","):
-        if not args.skip_train:
-            rows += [bench_train(name, m, args) for m in methods]
+        rows = [bench_train(name, m, args) for m in methods] if not args.skip_train else []
         if not args.skip_mc:
             rows.append(bench_monte_carlo(name, args))
         for row in rows:
-            row.update(device=cpu_model(), threads=args.threads)
+            row.update(device=device, threads=args.threads)
             if args.jsonl:
                 with open(args.jsonl, "a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -240,7 +225,6 @@ def main(argv=None) -> int:
                 print(f"torch mc    {row['model']:9s} {row['runs']}×{row['images']} "
                       f"{row['image_evals_per_s']:10.1f} img-evals/s  [{row['device']}]",
                       flush=True)
-        rows = []
     return 0
 
 
