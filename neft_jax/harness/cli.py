@@ -182,7 +182,7 @@ def run_main(argv=None) -> int:
 
     from neft_jax.harness.orchestration import run_experiment
     from neft_jax.harness.reporting import format_table
-    from neft_jax.harness.seeds import choose_seed_mode, run_seeds
+    from neft_jax.harness.seeds import run_seeds
     from neft_jax.parallel import maybe_initialize_distributed
 
     maybe_initialize_distributed()
@@ -203,12 +203,8 @@ def run_main(argv=None) -> int:
 
     def job() -> int:
         if cfg.seeds > 1:
-            mode, why = choose_seed_mode(cfg.seed_mode, jax.default_backend(), devices,
-                                         width=cfg.width)
-            how = "in one vmapped program per method" if mode == "vmap" else "in sequence"
-            print(f"seeds: {cfg.seeds} independent runs ({cfg.seed}…{cfg.seed + cfg.seeds - 1})"
-                  f" {how} ({why}), each in its own seed-<n>/ folder", flush=True)
-            results = run_seeds(cfg, show_progress=show_progress(args))
+            results = run_seeds(cfg, log=lambda line: print(line, flush=True),
+                                show_progress=show_progress(args))
         else:
             results = run_experiment(cfg, show_progress=show_progress(args))
         print(format_table(results))

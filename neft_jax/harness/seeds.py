@@ -123,9 +123,12 @@ def run_seeds(cfg: ExperimentConfig, log: Callable[[str], None] = print,
     ``cfg.seed_mode`` ``auto`` is resolved with :func:`choose_seed_mode` (see the
     module docstring). The α search always runs sequentially.
     """
+    mode, why = choose_seed_mode(cfg.seed_mode, jax.default_backend(), jax.local_device_count(),
+                                 cfg.width)
+    how = "in one vmapped program per method" if mode == "vmap" else "in sequence"
+    log(f"seeds: {cfg.seeds} independent runs ({cfg.seed}…{cfg.seed + cfg.seeds - 1}) {how} "
+        f"({why}), each in its own seed-<n>/ folder")
     cfg = with_tuned_micro_batch(cfg, log)
-    mode, _ = choose_seed_mode(cfg.seed_mode, jax.default_backend(), jax.local_device_count(),
-                               cfg.width)
     with contextlib.ExitStack() as locks:
         prepare_out_dir(cfg, locks)
         started = time.perf_counter()

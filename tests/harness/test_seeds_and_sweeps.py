@@ -47,6 +47,8 @@ def test_seeds_in_one_vmapped_program_match_sequential_seeds(tmp_path):
                         log=messages.append, show_progress=False).to_json()
     assert vmapped["settings"]["seed_mode"] == "vmap"
     assert any("training seeds [2, 3] together" in m for m in messages)
+    assert any(m.startswith("seeds: 2 independent runs (2…3) in one vmapped program per "
+                            "method (chosen with --seed-mode)") for m in messages)
     for method in ("irs",):
         losses = {}
         for seed in (2, 3):
