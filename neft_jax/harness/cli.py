@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.config import PROFILES, ExperimentConfig
 from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of this API)
     add_config_arguments,
     config_from_args,
@@ -31,10 +31,15 @@ from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of t
 def run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neft-run", description="Train vanilla / noise-injection / IRS / OVF and print "
-        "the paper's Monte Carlo table.")
+        "the paper's Monte Carlo table.", epilog=profiles_epilog())
     add_config_arguments(parser)
     add_output_arguments(parser)
     return parser
+
+
+def profiles_epilog() -> str:
+    """The profiles (``--profile``) described, for a command's ``--help``."""
+    return "profiles: " + " ".join(f"{p.name}: {p.doc}" for p in PROFILES.values())
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:

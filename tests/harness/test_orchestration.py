@@ -263,3 +263,11 @@ def test_compute_follows_the_profile_unless_given(argv, backend, compute, tmp_pa
 def test_compute_option_is_validated(tmp_path):
     with pytest.raises(ValueError, match="compute must be one of"):
         _tiny_config(tmp_path, compute="fp16")
+
+
+def test_help_describes_each_profile():
+    from neft_jax.harness.config import PROFILES
+
+    text = " ".join(run_cli.run_parser().format_help().split())
+    for profile in PROFILES.values():
+        assert f"{profile.name}: {' '.join(profile.doc.split())}" in text
