@@ -114,14 +114,17 @@ def plot_feedback_ratio(results: RunResults, path: str) -> None:
     save_figure(fig, path)
 
 
-def save_figure(fig, path: str) -> None:
-    """Grid and legend on every axis, tight layout; write ``path`` atomically; close."""
+def save_figure(fig, path: str, axis_legends: bool = True,
+                bottom_margin: float = 0.0) -> None:
+    """Grid and (unless not ``axis_legends``) a legend on every axis, tight layout above a
+    ``bottom_margin`` (a share of the figure's height kept for a figure legend); write
+    ``path`` atomically; close."""
     plt = _pyplot()
     for ax in fig.axes:
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
+        if axis_legends and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom_margin, 1, 1))
     tmp = f"{path}.tmp-{os.getpid()}.png"
     fig.savefig(tmp)
     plt.close(fig)

@@ -253,26 +253,48 @@ def format_study(report: dict, methods: Sequence[str]) -> str:
 
 def plot_study(report: dict, methods: Sequence[str], path: str) -> None:
     """Accuracy against optimiser steps: a panel per method, a line per width, the paper's
-    full-scale number dashed, chance dotted."""
+    full-scale number dashed, chance dotted. When every point lies below 50 %, a second
+    row shows the same panels zoomed to the points' range."""
     from neft_jax.harness.reporting import _pyplot, save_figure
 
     plt = _pyplot()
     s = report["settings"]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.6), dpi=110,
-                             squeeze=False, sharey=True)
-    for ax, method in zip(axes[0], methods, strict=True):
-        rows = [r for r in report["rows"] if r["method"] == method and r["mean"] is not None]
-        for width in sorted({r["width"] for r in rows}):
-            line = sorted((r for r in rows if r["width"] == width), key=lambda r: r["steps"])
-            ax.errorbar([r["steps"] for r in line], [r["mean"] for r in line],
-                        yerr=[r["ci95"] or 0 for r in line], marker="o", capsize=3,
-                        label=f"width ×{width:g}")
+    found = [r for r in report["rows"] if r["method"] in methods and r["mean"] is not None]
+    low = [r["mean"] - (r["ci95"] or 0) for r in found] + [report["chance"]]
+    high = [r["mean"] + (r["ci95"] or 0) for r in found] + [report["chance"]]
+    zoom = (max(0.0, min(low) - 2), max(high) + 2) if max(high) < 50 else None
+    rows = 2 if zoom else 1
+    fig, axes = plt.subplots(rows, len(methods), figsize=(4 * len(methods), 3.2 * rows + 0.6),
+                             dpi=110, squeeze=False, sharey="row")
+    for column, method in enumerate(methods):
+        points = [r for r in found if r["method"] == method]
         reference = _paper_reference(s["model"], method, s["sigma"])
-        if reference is not None:
-            ax.axhline(reference, color="k", linestyle="--", linewidth=1,
-                       label=f"paper {reference:g} %")
-        ax.axhline(report["chance"], color="grey", linestyle=":", linewidth=1, label="chance")
-        ax.set(title=method, xlabel="optimiser steps", xscale="log", ylim=(0, 100))
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        for row in range(rows):
+            ax = axes[row][column]
+            for i, width in enumerate(sorted({r["width"] for r in points})):
+                line = sorted((r for r in points if r["width"] == width),
+                              key=lambda r: r["steps"])
+                ax.errorbar([r["steps"] for r in line], [r["mean"] for r in line],
+                            yerr=[r["ci95"] or 0 for r in line], marker="o", capsize=3,
+                            color=f"C{i}", label=f"width ×{width:g}")
+            if reference is not None and row == 0:
+                ax.axhline(reference, color="k", linestyle="--", linewidth=1,
+                           label="the paper (full scale)")
+            ax.axhline(report["chance"], color="grey", linestyle=":", linewidth=1,
+                       label="chance")
+            ax.set(xlabel="optimiser steps" if row == rows - 1 else None, xscale="log",
+                   ylim=zoom if row else (0, 100))
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        title = method + (f" (paper: {reference:g} %)" if reference is not None else "")
+        axes[0][column].set_title(title)
     axes[0][0].set_ylabel(f"accuracy at σ = {s['sigma']:g} (%)")
-    save_figure(fig, path)
+    if zoom:
+        axes[1][0].set_ylabel("the same, zoomed (%)")
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    ordered = sorted(handles, key=lambda label: (not label.startswith("width"), label))
+    fig.legend([handles[label] for label in ordered], ordered, loc="lower center",
+               ncol=len(ordered), frameon=False)
+    save_figure(fig, path, axis_legends=False, bottom_margin=0.4 / fig.get_figheight())

@@ -66,7 +66,8 @@ def test_report_from_finished_cells(tmp_path):
     assert "| ×0.125 | 12 | 336 | – | 20.00 ± 1.00 [2.0] | 35.00 ± 1.00 [2.0] |" in table
     assert "vanilla 63.54, noise 97.77, irs 99.3 %" in table  # the paper's σ = 0.4 numbers
     assert json.loads((tmp_path / "scaling.json").read_text())["chance"] == 10.0
-    assert (tmp_path / "scaling.png").stat().st_size > 0
+    # Every point below 50 %: a second, zoomed row of panels (the figure is taller).
+    assert _image_height(tmp_path / "scaling.png") > 700
     # The command line writes the same report from the same cells, training nothing.
     (tmp_path / "SCALING.md").unlink()
     assert cli.scaling_main(["--report-only", "--points", "0.125:12,0.25:12", "--methods",
@@ -74,6 +75,24 @@ def test_report_from_finished_cells(tmp_path):
                              str(tmp_path)]) == 0
     assert (tmp_path / "SCALING.md").read_text() == table
     assert not (tmp_path / points[1].name).exists()  # nothing ran for the unfinished point
+
+
+def _image_height(path) -> int:
+    import matplotlib.image
+
+    return matplotlib.image.imread(str(path)).shape[0]
+
+
+def test_the_plot_zooms_only_when_every_point_is_low(tmp_path):
+    from neft_jax.harness.scaling import plot_study
+
+    settings = {"model": "vgg8", "sigma": 0.4}
+    low = [_row(0.125, 12, "noise", 12.0, 1.0), _row(1.0, 4, "noise", 15.0, 1.0)]
+    high = low + [_row(1.0, 12, "noise", 80.0, 1.0)]
+    for rows, name in ((low, "low.png"), (high, "high.png")):
+        plot_study({"settings": settings, "rows": rows, "chance": 10.0}, ("noise",),
+                   str(tmp_path / name))
+    assert _image_height(tmp_path / "low.png") > 1.5 * _image_height(tmp_path / "high.png")
 
 
 def test_scaling_cli_refuses_bad_points(capsys):
