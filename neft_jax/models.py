@@ -27,7 +27,7 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from neft_jax.conv import micro_batched_conv
+from neft_jax.conv import model_conv
 from neft_jax.perturbation import not_under, under
 
 #: Kaiming-normal, fan-out, ReLU gain (PyTorch ``kaiming_normal_(mode="fan_out")``).
@@ -102,7 +102,7 @@ class ConvBN(nn.Module):
             use_bias=False,
             kernel_init=kaiming_fan_out,
             dtype=self.dtype,
-            conv_general_dilated=micro_batched_conv(micro) if micro else None,
+            conv_general_dilated=model_conv(micro),
         )(x)
         x = nn.BatchNorm(
             use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype

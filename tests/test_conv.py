@@ -1,4 +1,5 @@
-"""The micro-batched-backward convolution computes the same function and gradients."""
+"""The models' conv (micro-batched backward, shifted-sum forward of one-channel inputs on
+CPU) computes the same function and gradients as ``lax.conv_general_dilated``."""
 
 import functools
 
@@ -15,7 +16,9 @@ from neft_jax import conv as conv_lib
 from neft_jax.conv import (
     CPU_BACKWARD_MICRO_BATCH,
     micro_batched_conv,
+    model_conv,
     resolve_backward_micro_batch,
+    shifted_sum_conv,
 )
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.models import create_model
@@ -170,3 +173,57 @@ def test_config_validates_and_resolves_the_micro_batch():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="backward_micro_batch"):
             ExperimentConfig(backward_micro_batch=bad)
+
+
+@settings(max_examples=12, deadline=None)
+@given(batch=st.integers(1, 6), cout=st.integers(1, 9), stride=st.sampled_from([1, 2]),
+       kernel=st.sampled_from([1, 3, 5]), size=st.integers(5, 12),
+       padding=st.sampled_from(["SAME", "VALID", ((1, 1), (1, 1)), ((2, 0), (0, 1))]),
+       micro=st.sampled_from([None, 2]))
+def test_one_channel_conv_matches_xla_in_value_and_gradients(batch, cout, stride, kernel, size,
+                                                             padding, micro):
+    x, w, _ = _case(batch, size, 1, cout, kernel, stride)
+    assert shifted_sum_conv(x, w, (stride, stride), padding).shape == lax.conv_general_dilated(
+        x, w, (stride, stride), padding, dimension_numbers=NHWC).shape
+    want_y = lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=NHWC)
+    cotangent = jax.random.normal(jax.random.key(5), want_y.shape)
+    got = _value_and_grads(model_conv(micro), x, w, cotangent, stride, padding)
+    want = _value_and_grads(lax.conv_general_dilated, x, w, cotangent, stride, padding)
+    _assert_close(got, want)
+    chex.assert_trees_all_close(shifted_sum_conv(x, w, (stride, stride), padding), want_y,
+                                atol=1e-5, rtol=1e-5)
+
+
+def _convs_in(fn, *args) -> int:
+    return str(jax.make_jaxpr(fn)(*args)).count("conv_general_dilated")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the shifted sum is the CPU path")
+def test_one_channel_forward_is_a_shifted_sum_on_cpu_and_the_rest_is_xla():
+    conv = model_conv(None)
+    one = jnp.ones((2, 8, 8, 1))
+    three = jnp.ones((2, 8, 8, 3))
+    w1, w3 = jnp.ones((3, 3, 1, 4)), jnp.ones((3, 3, 3, 4))
+
+    def forward(x, w):
+        return conv(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
+
+    assert _convs_in(forward, one, w1) == 0  # no XLA conv for one input channel
+    assert _convs_in(forward, three, w3) == 1
+    assert _convs_in(forward, one.astype(jnp.bfloat16), w1.astype(jnp.bfloat16)) == 1
+    # Its gradients are XLA's conv (the filter gradient; the input's is dropped by XLA).
+    assert _convs_in(jax.grad(lambda w: jnp.sum(forward(one, w))), w1) >= 1
+
+
+def test_a_noisy_kernel_made_in_the_same_program_gives_the_same_layer():
+    """The kernel reaches the shifted sum through an exact identity product."""
+    x, w, _ = _case(3, 9, 1, 5, 3, 1)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def layer(conv, x, w, key):
+        noisy = w + 0.3 * jax.random.normal(key, w.shape)
+        return conv(x, noisy, (1, 1), "SAME", dimension_numbers=NHWC)
+
+    key = jax.random.key(2)
+    chex.assert_trees_all_close(layer(model_conv(None), x, w, key),
+                                layer(lax.conv_general_dilated, x, w, key), atol=1e-5)

@@ -4,7 +4,9 @@ The numbers were recorded on 2026-11-27 (jax 0.10.2, CPU) with the pre-move layo
 (``neft_jax.experiment``) and pass unchanged after the move into ``neft_jax.harness``.
 Vanilla's losses were re-pinned on 2026-11-28 for ``models.max_pool_2x2``, whose
 gradient equals ``nn.max_pool``'s exactly in float64 and differs in float32 only by
-summation order (epoch 2: 3.319920 → 3.320311); every other number stayed.
+summation order (epoch 2: 3.319920 → 3.320311); every other number stayed. The
+one-channel first layer's shifted-sum forward on CPU (``conv.model_conv``, same day) left
+them all within the tolerances below.
 Losses may move by float reassociation on another CPU (rel 1e-4); an accuracy by at
 most one prediction of the 1,000 test images.
 """
