@@ -175,9 +175,9 @@ def test_config_validates_and_resolves_the_micro_batch():
             ExperimentConfig(backward_micro_batch=bad)
 
 
-@settings(max_examples=12, deadline=None)
-@given(batch=st.integers(1, 6), cout=st.integers(1, 9), stride=st.sampled_from([1, 2]),
-       kernel=st.sampled_from([1, 3, 5]), size=st.integers(5, 12),
+@settings(max_examples=6, deadline=None)
+@given(batch=st.integers(1, 4), cout=st.integers(1, 6), stride=st.sampled_from([1, 2]),
+       kernel=st.sampled_from([1, 3, 5]), size=st.integers(5, 9),
        padding=st.sampled_from(["SAME", "VALID", ((1, 1), (1, 1)), ((2, 0), (0, 1))]),
        micro=st.sampled_from([None, 2]))
 def test_one_channel_conv_matches_xla_in_value_and_gradients(batch, cout, stride, kernel, size,
