@@ -266,17 +266,18 @@ def plot_study(report: dict, methods: Sequence[str], path: str) -> None:
     rows = 2 if zoom else 1
     fig, axes = plt.subplots(rows, len(methods), figsize=(4 * len(methods), 3.2 * rows + 0.6),
                              dpi=110, squeeze=False, sharey="row")
+    widths = sorted({r["width"] for r in found})  # one colour per width in every panel
     for column, method in enumerate(methods):
         points = [r for r in found if r["method"] == method]
         reference = _paper_reference(s["model"], method, s["sigma"])
         for row in range(rows):
             ax = axes[row][column]
-            for i, width in enumerate(sorted({r["width"] for r in points})):
+            for width in sorted({r["width"] for r in points}):
                 line = sorted((r for r in points if r["width"] == width),
                               key=lambda r: r["steps"])
                 ax.errorbar([r["steps"] for r in line], [r["mean"] for r in line],
                             yerr=[r["ci95"] or 0 for r in line], marker="o", capsize=3,
-                            color=f"C{i}", label=f"width ×{width:g}")
+                            color=f"C{widths.index(width)}", label=f"width ×{width:g}")
             if reference is not None and row == 0:
                 ax.axhline(reference, color="k", linestyle="--", linewidth=1,
                            label="the paper (full scale)")
@@ -290,7 +291,7 @@ def plot_study(report: dict, methods: Sequence[str], path: str) -> None:
     axes[0][0].set_ylabel(f"accuracy at σ = {s['sigma']:g} (%)")
     if zoom:
         axes[1][0].set_ylabel("the same, zoomed (%)")
-    handles = {}
+    handles = {}  # the legend has every width, whichever panel has it
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
