@@ -89,15 +89,7 @@ def micro_batched_conv(micro_batch: int):
 def _chunked_backward(whole, micro_batch: int, batch_axis: int, out_batch_axis: int):
     """``whole`` (a conv of (lhs, rhs)) with a custom VJP that runs per micro-batch."""
 
-    @jax.custom_vjp
-    def conv(lhs, rhs):
-        return whole(lhs, rhs)
-
-    def forward(lhs, rhs):
-        return whole(lhs, rhs), (lhs, rhs)
-
-    def backward(residuals, cotangent):
-        lhs, rhs = residuals
+    def backward(lhs, rhs, cotangent):
         size = lhs.shape[batch_axis]
         lhs_grads, rhs_grad = [], None
         for start in range(0, size, micro_batch):
@@ -110,7 +102,19 @@ def _chunked_backward(whole, micro_batch: int, batch_axis: int, out_batch_axis: 
             rhs_grad = piece_rhs_grad if rhs_grad is None else rhs_grad + piece_rhs_grad
         return jnp.concatenate(lhs_grads, axis=batch_axis), rhs_grad
 
-    conv.defvjp(forward, backward)
+    return _with_gradients(whole, backward)
+
+
+def _with_gradients(forward, backward):
+    """A function of (lhs, rhs) whose values are ``forward(lhs, rhs)`` and whose gradients
+    are ``backward(lhs, rhs, cotangent) -> (lhs_grad, rhs_grad)``."""
+
+    @jax.custom_vjp
+    def conv(lhs, rhs):
+        return forward(lhs, rhs)
+
+    conv.defvjp(lambda lhs, rhs: (forward(lhs, rhs), (lhs, rhs)),
+                lambda residuals, cotangent: backward(*residuals, cotangent))
     return conv
 
 
@@ -187,16 +191,8 @@ def _forward_by(forward, whole):
     """``whole`` (a conv of (lhs, rhs)) with its values computed by ``forward`` and its
     gradients by ``whole``'s own."""
 
-    @jax.custom_vjp
-    def conv(lhs, rhs):
-        return forward(lhs, rhs)
-
-    def forward_rule(lhs, rhs):
-        return forward(lhs, rhs), (lhs, rhs)
-
-    def backward(residuals, cotangent):
-        _, vjp = jax.vjp(whole, *residuals)
+    def backward(lhs, rhs, cotangent):
+        _, vjp = jax.vjp(whole, lhs, rhs)
         return vjp(cotangent)
 
-    conv.defvjp(forward_rule, backward)
-    return conv
+    return _with_gradients(forward, backward)
