@@ -247,8 +247,21 @@ def format_study(report: dict, methods: Sequence[str]) -> str:
               f"- noise_scaled is above noise injection beyond the CIs: "
               f"{where('noise_scaled_above_noise')}",
               f"- IRS is above noise_scaled beyond the CIs: {where('irs_above_noise_scaled')}",
-              ""]
+              "", _ci_caveat(len(s["seeds"])), ""]
     return "\n".join(lines)
+
+
+def _ci_caveat(seeds: int) -> str:
+    """What the table's ± leaves out, for one seed or a few."""
+    if seeds == 1:
+        return ("One seed: each ± covers the Monte Carlo runs of one trained model, not the "
+                "spread between training seeds (often several points), so a finding above "
+                "needs `--seeds 3 --mc-runs 200` at that point before it is a conclusion.")
+    from scipy.stats import t
+
+    wider = t.ppf(0.975, seeds - 1) / 1.96
+    return (f"± is 1.96·std/√n over the n = {seeds} seeds' means (SPEC §5's rule for "
+            f"runs); a Student-t interval would be {wider:.1f}× wider.")
 
 
 def plot_study(report: dict, methods: Sequence[str], path: str) -> None:

@@ -65,6 +65,7 @@ def test_report_from_finished_cells(tmp_path):
     table = (tmp_path / "SCALING.md").read_text()
     assert "| ×0.125 | 12 | 336 | – | 20.00 ± 1.00 [2.0] | 35.00 ± 1.00 [2.0] |" in table
     assert "vanilla 63.54, noise 97.77, irs 99.3 %" in table  # the paper's σ = 0.4 numbers
+    assert "One seed: each ± covers the Monte Carlo runs" in table
     assert json.loads((tmp_path / "scaling.json").read_text())["chance"] == 10.0
     # Every point below 50 %: a second, zoomed row of panels (the figure is taller).
     assert _image_height(tmp_path / "scaling.png") > 700
@@ -119,7 +120,9 @@ def test_several_seeds_give_the_mean_and_ci_over_seeds(tmp_path):
                    wall_seconds=60.0).save(str(folder / "results.json"))
     row, = write_study_report(base, [point], str(tmp_path), ("noise",))["rows"]
     assert row["seeds"] == 2 and row["mean"] == pytest.approx(22.0) and row["ci95"] > 1.0
-    assert "over seeds [0, 1]" in (tmp_path / "SCALING.md").read_text()
+    text = (tmp_path / "SCALING.md").read_text()
+    assert "over seeds [0, 1]" in text
+    assert "a Student-t interval would be 6.5× wider" in text  # t(0.975, 1) = 12.71
     one, = write_study_report(dataclasses.replace(base, seeds=1), [point], str(tmp_path),
                               ("noise",))["rows"]
     assert one["seeds"] == 1 and one["mean"] == 20.0 and one["ci95"] == 1.0
