@@ -18,3 +18,15 @@ def test_readme_python_blocks_run():
     result = namespace["result"]
     assert result.accuracies.shape == (20,)
     assert namespace["logits"].shape == (64, 10)
+
+
+def test_layout_table_names_every_module():
+    """README's Layout table lists each module of the package under its real file name."""
+    text = README.read_text()
+    table = text[text.index("| module | what it holds |"):text.index("Tests mirror this:")]
+    named = set(re.findall(r"`(?:neft_jax/|harness/)?(\w+\.py)`", table))
+    package = README.parent / "neft_jax"
+    modules = {p.name for p in package.glob("*.py")} | {p.name for p in
+                                                         package.glob("harness/*.py")}
+    assert modules - {"__init__.py"} <= named, sorted(modules - named - {"__init__.py"})
+    assert named <= modules, sorted(named - modules)
