@@ -81,7 +81,7 @@ def use_compilation_cache() -> str | None:
     path = os.path.join(user_cache_dir(), "xla")
     jax.config.update("jax_compilation_cache_dir", path)
     # Every program, however quick to compile: a model's eager init alone compiles ~120
-    # tiny programs (≈ 6 s on 2 cores), which jax's default (≥ 1 s each) never keeps.
+    # tiny programs (6–12 s on 2 cores), which jax's default (≥ 1 s each) never keeps.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     try:  # jax bounds the cache only with filelock (a dependency; the GPU image may lack it)
