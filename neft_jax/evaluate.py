@@ -42,6 +42,8 @@ from neft_jax.perturbation import Where
 #: did not finish 32 runs in two minutes (docs/RESULTS.md, "Speed on one GPU"). Backends
 #: not listed are measured on first use (:func:`autotune_chunk_size`), cached per model.
 DEFAULT_CHUNK_SIZE = {"cpu": 1, "gpu": 1}
+#: Normal quantiles of the 95 % and 99 % CI half-widths (SPEC §5: 1.96·std/√R, 2.576·std/√R).
+Z95, Z99 = 1.96, 2.576
 #: Candidates tried by the automatic measurement on accelerators.
 AUTOTUNE_CANDIDATES = (1, 2, 4, 8, 16)
 _AUTOTUNED: dict = {}
@@ -319,8 +321,8 @@ def summarize(accuracies: Sequence[float], ekl: float | None = None) -> dict:
         "runs": runs,
         "mean": float(np.mean(acc)),
         "std": std,
-        "ci95": 1.96 * std / math.sqrt(runs),
-        "ci99": 2.576 * std / math.sqrt(runs),
+        "ci95": Z95 * std / math.sqrt(runs),
+        "ci99": Z99 * std / math.sqrt(runs),
         "min": float(np.min(acc)),
         "max": float(np.max(acc)),
     }

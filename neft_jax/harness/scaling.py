@@ -259,8 +259,10 @@ def _ci_caveat(seeds: int) -> str:
                 "needs `--seeds 3 --mc-runs 200` at that point before it is a conclusion.")
     from scipy.stats import t
 
-    wider = t.ppf(0.975, seeds - 1) / 1.96
-    return (f"± is 1.96·std/√n over the n = {seeds} seeds' means (SPEC §5's rule for "
+    from neft_jax.evaluate import Z95
+
+    wider = t.ppf(0.975, seeds - 1) / Z95
+    return (f"± is {Z95:g}·std/√n over the n = {seeds} seeds' means (SPEC §5's rule for "
             f"runs); a Student-t interval would be {wider:.1f}× wider.")
 
 
