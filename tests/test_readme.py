@@ -30,3 +30,11 @@ def test_layout_table_names_every_module():
                                                          package.glob("harness/*.py")}
     assert modules - {"__init__.py"} <= named, sorted(modules - named - {"__init__.py"})
     assert named <= modules, sorted(named - modules)
+
+
+def test_ci_runs_readme_test_command():
+    """.ci/run runs README's test command (with -q added), so CI tests what users run."""
+    install_then_test = r"```bash\n(python3 -m pip install -e '\.\[dev\]' && python3 -m pytest.*)"
+    readme = re.search(install_then_test, README.read_text()).group(1)
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert readme.replace("python3 -m pytest", "python3 -m pytest -q") in ci.splitlines()
