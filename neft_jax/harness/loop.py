@@ -75,47 +75,83 @@ def train_on_indices_fn(model, method, device, augment, decay=0.1):
     return train_on_indices
 
 
-class _SingleRun:
+def with_running_sums(train_on_indices):
+    """``(state, sums, finite, images, labels, indices, step_root, global_step) ->
+    (state, sums, finite)``: one train step (key ``fold_in(step_root, global_step)``) that
+    adds its metrics to the epoch's running ``sums`` and ANDs ``finite`` with "the loss is
+    finite", all inside the compiled program, so that the host only dispatches steps and
+    never waits for one (no eager op between steps)."""
+
+    def step(state, sums, finite, images, labels, indices, step_root, global_step):
+        state, metrics = train_on_indices(state, images, labels, indices,
+                                          train_lib.step_key(step_root, global_step))
+        return (state, jax.tree.map(jnp.add, sums, metrics),
+                finite & jnp.isfinite(metrics["loss"]))
+
+    return step
+
+
+class _EpochSums:
+    """Zero metric sums and ``finite = True`` for the start of an epoch, shaped like one
+    step's metrics (traced once, by ``jax.eval_shape``, then reused)."""
+
+    _metrics = None
+
+    def zero_sums(self, state, images, labels, indices):
+        if self._metrics is None:
+            self._metrics = jax.eval_shape(self._metrics_of, state, images, labels, indices)[1]
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self._metrics)
+        return zeros, jnp.ones(self._metrics["loss"].shape, bool)
+
+
+class _SingleRun(_EpochSums):
     """One run, jitted alone (data-parallel with a multi-device mesh)."""
 
     def __init__(self, train_on_indices, step_root, mesh):
-        self.step_root, self.mesh = step_root, mesh
+        self.train_on_indices, self.step_root, self.mesh = train_on_indices, step_root, mesh
+        step = with_running_sums(train_on_indices)
         if mesh is None or mesh.size == 1:
-            self._step = jax.jit(train_on_indices, donate_argnums=(0,))
+            self._step = jax.jit(step, donate_argnums=(0, 1, 2))
         else:
             self._step = parallel.data_parallel_jit(
-                train_on_indices, mesh, (False, False, False, True, False), (0,))
+                step, mesh, (False,) * 5 + (True, False, False), (0, 1, 2))
 
     def stack(self, states):
         return states[0]
 
-    def step(self, state, images, labels, indices, global_step):
-        return self._step(state, images, labels, indices[0],
-                          train_lib.step_key(self.step_root, global_step))
+    def _metrics_of(self, state, images, labels, indices):
+        return self.train_on_indices(state, images, labels, indices[0], self.step_root)
+
+    def step(self, state, sums, finite, images, labels, indices, global_step):
+        return self._step(state, sums, finite, images, labels, indices[0], self.step_root,
+                          global_step)
 
     @staticmethod
     def select(tree, i: int):
         return tree
 
 
-class _VmappedRuns:
+class _VmappedRuns(_EpochSums):
     """R runs as one program, vmapped over a leading run axis of the state."""
 
     def __init__(self, train_on_indices, step_roots):
-        def vmapped_step(state, images, labels, indices, global_step):
-            keys = jax.vmap(train_lib.step_key, in_axes=(0, None))(step_roots, global_step)
-            return jax.vmap(train_on_indices, in_axes=(0, None, None, 0, 0))(
-                state, images, labels, indices, keys)
-
-        self._step = jax.jit(vmapped_step, donate_argnums=(0,))
+        self.step_roots = step_roots
+        self._one_step = jax.vmap(train_on_indices, in_axes=(0, None, None, 0, 0))
+        self._step = jax.jit(jax.vmap(with_running_sums(train_on_indices),
+                                      in_axes=(0, 0, 0, None, None, 0, 0, None)),
+                             donate_argnums=(0, 1, 2))
         self.mesh = None
 
     @staticmethod
     def stack(states):
         return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
-    def step(self, state, images, labels, indices, global_step):
-        return self._step(state, images, labels, jnp.asarray(indices), global_step)
+    def _metrics_of(self, state, images, labels, indices):
+        return self._one_step(state, images, labels, jnp.asarray(indices), self.step_roots)
+
+    def step(self, state, sums, finite, images, labels, indices, global_step):
+        return self._step(state, sums, finite, images, labels, jnp.asarray(indices),
+                          self.step_roots, global_step)
 
     @staticmethod
     def select(tree, i: int):
@@ -177,15 +213,15 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
             orders = np.stack([train[data_lib.epoch_batches(jax.random.fold_in(k.data, epoch),
                                                             num_train, batch_size)]
                                for (train, _), k in zip(splits, keys, strict=True)], axis=1)
-            sums, finite, steps_done = None, True, 0
+            sums, finite = engine.zero_sums(stacked, images, labels, orders[0])
+            steps_done = 0
             bar = tqdm(orders, desc=f"{method}{runs} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                        disable=not show_progress, unit="step")
             for indices in bar:  # (runs, batch) indices into the full training set
                 if cfg.max_train_steps is not None and global_step >= cfg.max_train_steps:
                     break
-                stacked, metrics = engine.step(stacked, images, labels, indices, global_step)
-                sums = add_metrics(sums, metrics)
-                finite = finite & jnp.isfinite(metrics["loss"])
+                stacked, sums, finite = engine.step(stacked, sums, finite, images, labels,
+                                                    indices, global_step)
                 global_step += 1
                 steps_done += 1
                 if show_progress and steps_done % 10 == 0:  # host sync only where progress shows
@@ -229,11 +265,6 @@ def epoch_means(sums: dict, steps: int) -> dict:
     if "feedback_ratio" in sums:
         means["feedback_ratio"] = float(sums["feedback_ratio"]) / steps
     return means
-
-
-def add_metrics(sums: dict | None, metrics: dict) -> dict:
-    """Running sums of step metrics (on device: no host sync)."""
-    return metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
 
 
 @dataclasses.dataclass

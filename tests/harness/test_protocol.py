@@ -213,3 +213,42 @@ def test_history_records_feedback_ratio_and_exit_accuracies_and_plots_them(tmp_p
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert json.loads(lines[-1])["feedback_ratio"] == outcome.history[-1]["feedback_ratio"]
+
+
+# ------------------------------------------------- the epoch's sums inside the step
+
+
+def test_running_sums_in_the_compiled_step_equal_eager_sums_and_catch_a_nan():
+    """The loop's step adds each step's metrics and the finite flag inside its one compiled
+    program (no eager op between steps); the sums, the flag and the step keys are what the
+    eager bookkeeping gave."""
+    from neft_jax.harness.loop import with_running_sums
+
+    def toy_step(state, images, labels, indices, key):
+        noise = jax.random.uniform(key)
+        loss = jnp.where(state == 2, jnp.nan, jnp.sum(images[indices]) + noise)
+        return state + 1, {"loss": loss, "accuracy": noise, "exit_accuracy": noise * jnp.ones(3)}
+
+    images, labels = jnp.arange(10.0), jnp.zeros(10, jnp.int32)
+    root = jax.random.key(7)
+    step = jax.jit(with_running_sums(toy_step))
+    state = jnp.asarray(0)
+    sums = {"loss": jnp.float32(0), "accuracy": jnp.float32(0), "exit_accuracy": jnp.zeros(3)}
+    finite = jnp.asarray(True)
+    eager_sums, eager_finite, eager_state = None, True, jnp.asarray(0)
+    for global_step in range(4):
+        indices = jnp.asarray([global_step, 9 - global_step])
+        state, sums, finite = step(state, sums, finite, images, labels, indices, root,
+                                   global_step)
+        eager_state, metrics = toy_step(eager_state, images, labels, indices,
+                                        T.step_key(root, global_step))
+        eager_sums = metrics if eager_sums is None else jax.tree.map(jnp.add, eager_sums,
+                                                                     metrics)
+        eager_finite = eager_finite & jnp.isfinite(metrics["loss"])
+        if global_step == 1:
+            assert bool(finite)  # steps 0 and 1 were finite
+            np.testing.assert_allclose(sums["loss"], 18 + eager_sums["accuracy"], rtol=1e-6)
+    assert int(state) == 4 and not bool(finite) and not bool(eager_finite)
+    for name in ("accuracy", "exit_accuracy"):
+        np.testing.assert_allclose(sums[name], eager_sums[name], rtol=1e-6)
+    assert np.isnan(sums["loss"])
