@@ -252,3 +252,19 @@ def test_running_sums_in_the_compiled_step_equal_eager_sums_and_catch_a_nan():
     for name in ("accuracy", "exit_accuracy"):
         np.testing.assert_allclose(sums[name], eager_sums[name], rtol=1e-6)
     assert np.isnan(sums["loss"])
+
+
+def test_the_step_is_traced_for_its_metric_shapes_once_per_model_and_method(tmp_path,
+                                                                             monkeypatch):
+    from neft_jax.harness import loop
+
+    monkeypatch.setattr(loop._EpochSums, "_shapes", {})
+    traced = []
+    metrics_of = loop._SingleRun._metrics_of
+    monkeypatch.setattr(loop._SingleRun, "_metrics_of",
+                        lambda self, *a: traced.append(1) or metrics_of(self, *a))
+    for seed in (1, 2):  # two runs of two epochs each, then another method
+        _train_quadrants(tmp_path / f"s{seed}", "noise", 0.0, 120, 80, seed=seed, epochs=2)
+    assert len(traced) == 1
+    _train_quadrants(tmp_path / "v", "vanilla", 0.0, 120, 80, seed=1, epochs=1)
+    assert len(traced) == 2
