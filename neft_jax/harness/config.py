@@ -125,6 +125,8 @@ class ExperimentConfig:
     overwrite: bool = _field(False, "replace what is in --out")
     val_fraction: float = _field(0.1, "share of the training data held out for validation")
     val_mc_runs: int = _field(8, "Monte Carlo runs of the per-epoch validation score")
+    val_every: int = _field(1, "validate every N epochs and after the last (the kept epoch is "
+                            "the best validated one); 1: every epoch, the authors' protocol")
     eval_batch_size: int = _field(500, "images per Monte Carlo evaluation batch")
     chunk_size: int | None = _field(None, "Monte Carlo keys vmapped together (default: per "
                                     "backend)")
@@ -236,6 +238,11 @@ class ExperimentConfig:
         return {k: jsonable(v) for k, v in
                 {**dataclasses.asdict(self), "lr": self.learning_rate}.items()}
 
+    @property
+    def validated_epochs(self) -> int:
+        """How many epochs a full run validates: every ``val_every``-th and the last."""
+        return self.epochs // self.val_every + (1 if self.epochs % self.val_every else 0)
+
     def resume_settings(self) -> dict:
         """The settings a resumed run must share with the run it resumes."""
         settings = self.to_dict()
@@ -280,7 +287,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _require(cfg.normalisation in NORMALISATIONS, "normalisation", f"one of {NORMALISATIONS}",
              cfg.normalisation)
     _require(cfg.profile in PROFILES, "profile", f"one of {sorted(PROFILES)}", cfg.profile)
-    for name in ("epochs", "batch_size", "mc_runs", "val_mc_runs", "eval_batch_size", "seeds"):
+    for name in ("epochs", "batch_size", "mc_runs", "val_mc_runs", "val_every",
+                 "eval_batch_size", "seeds"):
         _require(_is_positive_int(getattr(cfg, name)), name, "an integer > 0", getattr(cfg, name))
     _require(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool), "seed", "an integer",
              cfg.seed)

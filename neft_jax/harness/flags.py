@@ -68,8 +68,8 @@ PARSERS = {
     "checkpoint_every": non_negative_float,
     "drop_exits": exit_numbers, "methods": names,
     **{name: positive_int for name in ("epochs", "batch_size", "mc_runs", "seeds",
-                                       "val_mc_runs", "eval_batch_size", "chunk_size",
-                                       "max_train_steps")},
+                                       "val_mc_runs", "val_every", "eval_batch_size",
+                                       "chunk_size", "max_train_steps")},
 }
 
 

@@ -240,12 +240,16 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
             if steps_done == 0:
                 break
             seconds = time.perf_counter() - epoch_start
+            last = (epoch + 1 == cfg.epochs or steps_done < len(orders)
+                    or (cfg.max_train_steps is not None and global_step >= cfg.max_train_steps))
+            validate = last or (epoch + 1) % cfg.val_every == 0
             for i, run in enumerate(progress):
                 if run.diverged:
                     continue
                 state = engine.select(stacked, i)
-                val_accuracy = validation_accuracy(model, state, val_sets[i], keys[i].validation,
-                                                   epoch, configs[i], method, engine.mesh)
+                val_accuracy = (validation_accuracy(model, state, val_sets[i],
+                                                    keys[i].validation, epoch, configs[i], method,
+                                                    engine.mesh) if validate else None)
                 prefix = f"[seed {configs[i].seed}]" if vmapped else ""
                 run.end_epoch(epoch, state, epoch_means(engine.select(sums, i), steps_done),
                               bool(engine.select(finite, i)), val_accuracy, seconds,
@@ -312,11 +316,13 @@ class RunProgress:
         return state
 
     def end_epoch(self, epoch: int, state, means: dict, finite: bool,
-                  val_accuracy: float, seconds: float, log: Callable[[str], None]) -> None:
+                  val_accuracy: float | None, seconds: float,
+                  log: Callable[[str], None]) -> None:
         """Record epoch ``epoch`` (0-based): history, ``metrics.jsonl``, checkpoints when due,
         a line.
 
-        ``means``: the epoch's mean train metrics (:func:`epoch_means`).
+        ``means``: the epoch's mean train metrics (:func:`epoch_means`); ``val_accuracy``:
+        None for an epoch not validated (``--val-every``), which cannot become the best.
         """
         cfg, method = self.cfg, self.method
         if not finite:
@@ -326,7 +332,8 @@ class RunProgress:
         self.history.append(record)
         append_metrics(cfg.out, {"method": method, "alpha": self.alpha, "seed": cfg.seed,
                                  **record})
-        improved = not self.diverged and val_accuracy > self.best_val
+        improved = (not self.diverged and val_accuracy is not None
+                    and val_accuracy > self.best_val)
         if improved:
             self.best_val, self.best_epoch = val_accuracy, epoch + 1
         meta = {"epoch": epoch + 1, "history": list(self.history),
@@ -351,17 +358,20 @@ class RunProgress:
             self.unsaved_meta = None
         self.last_save = time.monotonic()
 
-    def _epoch_line(self, epoch: int, means: dict, val_accuracy: float, seconds: float) -> str:
+    def _epoch_line(self, epoch: int, means: dict, val_accuracy: float | None,
+                    seconds: float) -> str:
         cfg, method = self.cfg, self.method
         val_sigma = cfg.validation_sigma(method)
         ratio = means.get("feedback_ratio")
+        validation = (f"not validated (every {cfg.val_every})" if val_accuracy is None else
+                      f"val acc {val_accuracy:.2f}% (σ={val_sigma:g}"
+                      + (f", {cfg.val_mc_runs} runs" if val_sigma > 0 else "") + ")")
         return (f"  {method} epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, "
                 f"train acc {means['train_accuracy']:.2f}% "
-                f"({'clean' if method == 'vanilla' else 'noisy'}), "
-                f"val acc {val_accuracy:.2f}% (σ={val_sigma:g}"
-                + (f", {cfg.val_mc_runs} runs" if val_sigma > 0 else "") + "), "
+                f"({'clean' if method == 'vanilla' else 'noisy'}), {validation}, "
                 + (f"feedback/logits {ratio:.3g}, " if ratio is not None else "")
-                + f"best {self.best_val:.2f}% @ {self.best_epoch}, {seconds:.1f} s")
+                + (f"best {self.best_val:.2f}% @ {self.best_epoch}, " if self.best_epoch
+                   else "") + f"{seconds:.1f} s")
 
     def outcome(self, model, state, train_seconds: float,
                 log: Callable[[str], None] = print) -> TrainOutcome:

@@ -201,7 +201,7 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
     # compilation cache): bench's train row says how long its step took to compile.
     compiles = [r["compile_s"] for r in rows if r.get("bench") == "train" and r.get("compile_s")]
     compile_s = compiles[-1] if compiles else 0.0
-    validation = base.epochs * base.val_mc_runs * num_validation
+    validation = base.validated_epochs * base.val_mc_runs * num_validation
     trainings = trainings_of_plan(base, plan)
     seconds, compiled = [], set()
     for model, method, sigmas in trainings:

@@ -142,7 +142,7 @@ def test_refuses_non_empty_out_and_incompatible_resume(tmp_path):
     ({"model": "alexnet"}, "model"), ({"dataset": "imagenet"}, "dataset"),
     ({"methods": ("dropout",)}, "methods"), ({"device_preset": "PCM"}, "device_preset"),
     ({"alpha": 0.0}, "alpha"), ({"epochs": 0}, "epochs"), ({"batch_size": -2}, "batch_size"),
-    ({"mc_runs": 0}, "mc_runs"), ({"seed": 1.5}, "seed"),
+    ({"mc_runs": 0}, "mc_runs"), ({"seed": 1.5}, "seed"), ({"val_every": 0}, "val_every"),
 ])
 def test_config_validation_names_the_field(tmp_path, changes, field):
     with pytest.raises(ValueError, match=field):
@@ -156,6 +156,7 @@ def test_config_validation_names_the_field(tmp_path, changes, field):
     (["--alpha", "0"], "--alpha"), (["--device-preset", "PCM"], "--device-preset"),
     (["--methods", "vanilla,dropout"], "methods"),
     (["--backward-micro-batch", "-1"], "--backward-micro-batch"),
+    (["--val-every", "0"], "--val-every"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(argv, flag, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:

@@ -268,3 +268,19 @@ def test_the_step_is_traced_for_its_metric_shapes_once_per_model_and_method(tmp_
     assert len(traced) == 1
     _train_quadrants(tmp_path / "v", "vanilla", 0.0, 120, 80, seed=1, epochs=1)
     assert len(traced) == 2
+
+
+def test_val_every_validates_every_nth_epoch_and_the_last_and_keeps_the_best_of_those(
+        tmp_path):
+    dataset, cfg, outcome = _train_quadrants(tmp_path, "noise", 0.0, 200, 160, seed=3,
+                                             epochs=5, sigma=0.3, val_mc_runs=2, val_every=2,
+                                             val_fraction=0.25)
+    assert cfg.validated_epochs == 3
+    scores = [h["val_accuracy"] for h in outcome.history]
+    assert [s is None for s in scores] == [True, False, True, False, False]  # 2, 4 and 5
+    validated = {h["epoch"]: h["val_accuracy"] for h in outcome.history
+                 if h["val_accuracy"] is not None}
+    assert outcome.best_epoch == max(validated, key=lambda e: (validated[e], -e))
+    assert outcome.best_val_accuracy == validated[outcome.best_epoch]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["val_accuracy"] is None and len(lines) == 5
