@@ -108,9 +108,11 @@ def bench_end_to_end(model_name, method, args, rng):
     ``metrics.jsonl``, epoch lines) on ``mnist5k``, as images/s, beside the bare train
     step's rate on the same shapes in this process.
 
-    One run of E + 1 epochs (E = ``--end-to-end``); the loop's rate is E epochs' images
-    over the wall time from the end of epoch 1 (which compiles) to the end of epoch
-    E + 1, taken from the loop's own epoch lines. The bare rate is :func:`bench_train`.
+    One run of W + E epochs (E = ``--end-to-end``, W = ``--val-every``, 1 by default); the
+    loop's rate is E epochs' images over the wall time from the end of epoch W (the first
+    validated one: by then the step, the validation and the best-state copy have compiled)
+    to the end of epoch W + E, taken from the loop's own epoch lines. The bare rate is
+    :func:`bench_train`.
     """
     import tempfile
 
@@ -120,23 +122,25 @@ def bench_end_to_end(model_name, method, args, rng):
 
     dataset = load_dataset("mnist5k", args.data_dir)
     e = args.end_to_end
+    validation = {name: getattr(args, name) for name in ("val_mc_runs", "val_every")
+                  if getattr(args, name) is not None}
+    warm_up = validation.get("val_every", 1)
     epoch_ends = []
 
     def note_epoch_end(line: str) -> None:
-        if f" epoch {len(epoch_ends) + 1}/{e + 1}:" in line:
+        if f" epoch {len(epoch_ends) + 1}/{warm_up + e}:" in line:
             epoch_ends.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as folder:
         cfg = ExperimentConfig(model=model_name, methods=(method,), width=args.width,
                                batch_size=args.batch_size, compute=args.compute,
                                backward_micro_batch=args.backward_micro_batch,
-                               checkpoint_every=args.checkpoint_every, epochs=e + 1,
-                               out=folder, **{name: getattr(args, name)
-                                              for name in ("val_mc_runs", "val_every")
-                                              if getattr(args, name) is not None})
+                               checkpoint_every=args.checkpoint_every, epochs=warm_up + e,
+                               out=folder, **validation)
         train_runs([cfg], dataset, method, cfg.alpha_for(method),
                               log=note_epoch_end, show_progress=False)
-    assert len(epoch_ends) == e + 1, "the loop's epoch lines changed"
+    assert len(epoch_ends) == warm_up + e, "the loop's epoch lines changed"
+    epoch_ends = epoch_ends[warm_up - 1:]
     wall = epoch_ends[-1] - epoch_ends[0]
     num_train = len(validation_indices(dataset.train_labels, cfg.val_fraction, cfg.seed)[0])
     images = e * (num_train // cfg.batch_size) * cfg.batch_size

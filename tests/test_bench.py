@@ -31,11 +31,11 @@ def test_bench_end_to_end_row_times_the_real_loop_beside_the_bare_step(capsys):
     bench.main(["--models", "vgg8", "--methods", "noise", "--width", "0.0625",
                 "--batch-size", "64", "--steps", "2", "--skip-mc", "--end-to-end", "1",
                 "--checkpoint-every", "0", "--val-mc-runs", "2", "--backward-micro-batch", "0",
-                "--json"])
+                "--val-every", "2", "--json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["bench"] for r in rows] == ["train", "end_to_end"]
-    e2e = rows[1]
-    assert e2e["val_mc_runs"] == 2
+    e2e = rows[1]  # 3 epochs: timed from the end of the first validated one (2), to 3
+    assert e2e["val_mc_runs"] == 2 and e2e["val_every"] == 2
     assert e2e["images"] == 1 * (3600 // 64) * 64 and e2e["epochs_timed"] == 1
     assert e2e["loop_images_per_s"] > 0 and e2e["bare_images_per_s"] > 0
     assert e2e["fraction_of_bare"] == e2e["loop_images_per_s"] / e2e["bare_images_per_s"]

@@ -189,9 +189,10 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
                         budget_seconds: float | None, num_train: int, num_validation: int,
                         num_test: int) -> str:
     """One line, before a plan starts: its trainings' rough seconds from the last
-    ``bench.py --end-to-end`` row of ``rows`` (the loop's images/s), and how many fit
-    in ``budget_seconds``."""
-    measured = [r for r in rows if r.get("bench") == "end_to_end"]
+    ``bench.py --end-to-end`` row of ``rows`` (the loop's images/s) measured with the plan's
+    ``val_every``, and how many fit in ``budget_seconds``."""
+    measured = [r for r in rows if r.get("bench") == "end_to_end"
+                and r.get("val_every", 1) == base.val_every]
     if not measured:
         return ("estimate: no end-to-end row (bench.py --end-to-end) in the rates file; the "
                 "first cell is the measurement")

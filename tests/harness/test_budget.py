@@ -145,6 +145,10 @@ def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path)
     assert "10 trainings" in line and "fit in the 60 s budget" in line
     fit = int(line.split("about ")[-1].split(" of them")[0])
     assert 1 <= fit < 10
+    # A later row measured with another --val-every is not the plan's loop.
+    other = {**rows[1], "loop_images_per_s": 1.0, "val_every": 4}
+    rates.write_text("\n".join(json.dumps(r) for r in [*rows, other]) + "\n")
+    assert cli.plan_estimate(base, plan, str(rates), 60.0) == line
     assert "cannot read" in cli.plan_estimate(base, plan, str(tmp_path / "none"), 60.0)
     rates.write_text(json.dumps(rows[0]) + "\n")
     assert "no end-to-end row" in cli.plan_estimate(base, plan, str(rates), 60.0)
