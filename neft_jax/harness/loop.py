@@ -239,6 +239,7 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
             bar.close()
             if steps_done == 0:
                 break
+            jax.block_until_ready(sums)  # the steps run asynchronously: time them, not the queue
             seconds = time.perf_counter() - epoch_start
             last = (epoch + 1 == cfg.epochs or steps_done < len(orders)
                     or (cfg.max_train_steps is not None and global_step >= cfg.max_train_steps))
