@@ -238,10 +238,15 @@ class ExperimentConfig:
         return {k: jsonable(v) for k, v in
                 {**dataclasses.asdict(self), "lr": self.learning_rate}.items()}
 
+    def validates_after(self, epoch: int) -> bool:
+        """Whether a full run validates after epoch ``epoch`` (1-based): every
+        ``val_every``-th and the last."""
+        return epoch % self.val_every == 0 or epoch == self.epochs
+
     @property
     def validated_epochs(self) -> int:
-        """How many epochs a full run validates: every ``val_every``-th and the last."""
-        return self.epochs // self.val_every + (1 if self.epochs % self.val_every else 0)
+        """How many epochs a full run validates (:meth:`validates_after`)."""
+        return sum(self.validates_after(epoch) for epoch in range(1, self.epochs + 1))
 
     def resume_settings(self) -> dict:
         """The settings a resumed run must share with the run it resumes."""

@@ -241,9 +241,9 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
                 break
             jax.block_until_ready(sums)  # the steps run asynchronously: time them, not the queue
             seconds = time.perf_counter() - epoch_start
-            last = (epoch + 1 == cfg.epochs or steps_done < len(orders)
-                    or (cfg.max_train_steps is not None and global_step >= cfg.max_train_steps))
-            validate = last or (epoch + 1) % cfg.val_every == 0
+            stopped_early = steps_done < len(orders) or (
+                cfg.max_train_steps is not None and global_step >= cfg.max_train_steps)
+            validate = stopped_early or cfg.validates_after(epoch + 1)
             for i, run in enumerate(progress):
                 if run.diverged:
                     continue
