@@ -23,15 +23,20 @@ from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.data import NUM_CLASSES
 from neft_jax.harness.paper import PAPER_TABLE2
 from neft_jax.harness.plan import TABLE2_SIGMAS
-from neft_jax.harness.results import RunResults, write_atomic
+from neft_jax.harness.results import Evaluation, MethodResult, RunResults, write_atomic
 from neft_jax.harness.seeds import seed_list
 from neft_jax.harness.sweeps import Cell, Worker, grid_cells, run_sweep
 
 #: Widths of the map and the epoch counts run at each (more epochs for narrow models).
 DEFAULT_POINTS = {0.125: (12, 48), 0.25: (12, 36), 0.5: (8, 24), 1.0: (4, 12)}
 METHODS = ("vanilla", "noise", "irs", "noise_scaled")
+#: The differences the study is about: each NeFT-like method against noise injection,
+#: and IRS against the logit-scaled baseline.
+PAIRS = (("irs", "noise"), ("noise_scaled", "noise"), ("irs", "noise_scaled"))
 #: A method has left chance when its CI's lower end is this many points above chance.
 ABOVE_CHANCE = 5.0
+#: A difference between methods counts across seeds only from this many seeds on.
+MIN_SEEDS_ACROSS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +101,22 @@ def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
     return report
 
 
+def _finished_cells(base: ExperimentConfig, point: Point, out: str,
+                    method: str) -> dict[int, tuple[RunResults, MethodResult, Evaluation]]:
+    """Seed → (results, the method's entry, its evaluation at σ) of every finished cell."""
+    found = {}
+    for seed in seed_list(base):
+        cell = Cell(base.model, base.dataset, method, float(base.sigma), None, seed)
+        path = os.path.join(out, point.name, "cells", cell.name, "results.json")
+        if not os.path.exists(path):
+            continue
+        results = RunResults.load(path)
+        entry = results.methods.get(method)
+        if entry is not None and entry.at(base.sigma) is not None:
+            found[seed] = (results, entry, entry.at(base.sigma))
+    return found
+
+
 def collect(base: ExperimentConfig, points: Sequence[Point], out: str,
             methods: Sequence[str]) -> list[dict]:
     """One row per point × method with finished cells: accuracy at σ (one seed: mean ±
@@ -106,16 +127,7 @@ def collect(base: ExperimentConfig, points: Sequence[Point], out: str,
     rows = []
     for point in points:
         for method in methods:
-            found = []
-            for seed in seed_list(base):
-                cell = Cell(base.model, base.dataset, method, float(base.sigma), None, seed)
-                path = os.path.join(out, point.name, "cells", cell.name, "results.json")
-                if not os.path.exists(path):
-                    continue
-                results = RunResults.load(path)
-                entry = results.methods.get(method)
-                if entry is not None and entry.at(base.sigma) is not None:
-                    found.append((results, entry, entry.at(base.sigma)))
+            found = list(_finished_cells(base, point, out, method).values())
             if not found:
                 continue
             settings = found[0][0].settings
@@ -141,16 +153,62 @@ def collect(base: ExperimentConfig, points: Sequence[Point], out: str,
     return rows
 
 
+def paired_differences(base: ExperimentConfig, points: Sequence[Point], out: str,
+                       methods: Sequence[str]) -> list[dict]:
+    """Method a − method b at σ (points), seed by seed, for each pair of :data:`PAIRS`
+    whose two methods have finished cells at a common seed.
+
+    Within a seed both methods are scored on the same Monte Carlo noise keys, so each
+    seed's difference has a CI paired over the runs (z, as :func:`summarize`). Over
+    n ≥ 2 seeds, ``mean`` ± ``t_ci95`` is the mean of the seeds' differences with a
+    Student-t 95 % interval (n − 1 degrees of freedom): the spread between trainings.
+    """
+    import numpy as np
+    from scipy.stats import t
+
+    from neft_jax.evaluate import summarize
+
+    rows = []
+    for point in points:
+        cells = {m: _finished_cells(base, point, out, m) for m in methods}
+        for a, b in PAIRS:
+            if a not in cells or b not in cells:
+                continue
+            per_seed = []
+            for seed in sorted(set(cells[a]) & set(cells[b])):
+                (_, ma, ea), (_, mb, eb) = cells[a][seed], cells[b][seed]
+                if ma.diverged or mb.diverged or ea.mean is None or eb.mean is None:
+                    continue
+                paired = len(ea.accuracies) == len(eb.accuracies) > 1
+                per_seed.append({"seed": seed, "difference": ea.mean - eb.mean,
+                                 "ci95": summarize(np.subtract(ea.accuracies, eb.accuracies))[
+                                     "ci95"] if paired else None})
+            if not per_seed:
+                continue
+            differences = np.array([p["difference"] for p in per_seed])
+            n = differences.size
+            rows.append({"width": point.width, "epochs": point.epochs, "a": a, "b": b,
+                         "per_seed": per_seed, "seeds": n, "mean": float(differences.mean()),
+                         "t_ci95": float(t.ppf(0.975, n - 1) * differences.std(ddof=1)
+                                         / math.sqrt(n)) if n > 1 else None})
+    return rows
+
+
 def separated(a: dict, b: dict) -> bool:
-    """Whether two rows' 95 % CIs do not overlap (a above b)."""
-    if a["mean"] is None or b["mean"] is None:
+    """Whether two rows' 95 % CIs do not overlap (a above b). Rows over different numbers
+    of seeds are not compared: one seed's ± covers its runs only."""
+    if a["mean"] is None or b["mean"] is None or a.get("seeds", 1) != b.get("seeds", 1):
         return False
     return a["mean"] - (a["ci95"] or 0) > b["mean"] + (b["ci95"] or 0)
 
 
-def findings(rows: Sequence[dict], chance: float) -> dict:
-    """The smallest points (by cost) at which noise injection leaves chance, and at which
-    IRS and noise_scaled separate from noise injection (None where none does)."""
+def findings(rows: Sequence[dict], chance: float,
+             differences: Sequence[dict] = ()) -> dict:
+    """The smallest points (by cost) at which noise injection leaves chance, at which
+    IRS and noise_scaled separate from noise injection (None where none does), and, from
+    :func:`paired_differences`, at which each pair differs across seeds: the Student-t
+    interval over at least :data:`MIN_SEEDS_ACROSS` seeds excludes 0 (``sign`` +1: a
+    above b)."""
     by_point: dict[tuple, dict] = {}
     for row in rows:
         by_point.setdefault((row["width"], row["epochs"]), {})[row["method"]] = row
@@ -174,20 +232,33 @@ def findings(rows: Sequence[dict], chance: float) -> dict:
             and separated(m[method], m["noise"])) for method in ("irs", "noise_scaled")},
         "irs_above_noise_scaled": first(lambda m: "irs" in m and "noise_scaled" in m
                                         and separated(m["irs"], m["noise_scaled"])),
+        "across_seeds": {f"{a}-{b}": _first_difference(differences, a, b) for a, b in PAIRS},
     }
+
+
+def _first_difference(differences: Sequence[dict], a: str, b: str) -> dict | None:
+    """The cheapest point at which a − b's interval over seeds excludes 0, with its sign."""
+    for row in sorted((d for d in differences if (d["a"], d["b"]) == (a, b)),
+                      key=lambda d: (d["width"] ** 2 * d["epochs"], d["width"])):
+        if row["seeds"] >= MIN_SEEDS_ACROSS and abs(row["mean"]) > row["t_ci95"]:
+            return {"width": row["width"], "epochs": row["epochs"],
+                    "sign": 1 if row["mean"] > 0 else -1}
+    return None
 
 
 def write_study_report(base: ExperimentConfig, points: Sequence[Point], out: str,
                        methods: Sequence[str]) -> dict:
     """``SCALING.md``, ``scaling.json`` and ``scaling.png`` from every finished cell."""
     rows = collect(base, points, out, methods)
+    differences = paired_differences(base, points, out, methods)
     chance = 100.0 / NUM_CLASSES.get(base.dataset, 10)
     report = {"settings": {"model": base.model, "dataset": base.dataset, "sigma": base.sigma,
                            "normalisation": base.normalisation,
                            "device_preset": base.device_preset, "mc_runs": base.mc_runs,
                            "batch_size": base.batch_size, "seeds": seed_list(base),
                            "points": [dataclasses.asdict(p) for p in points]},
-              "rows": rows, "chance": chance, "findings": findings(rows, chance)}
+              "rows": rows, "differences": differences, "chance": chance,
+              "findings": findings(rows, chance, differences)}
     write_atomic(os.path.join(out, "scaling.json"), json.dumps(report, indent=1))
     write_atomic(os.path.join(out, "SCALING.md"), format_study(report, methods))
     if rows:
@@ -211,7 +282,9 @@ def format_study(report: dict, methods: Sequence[str]) -> str:
                  if len(s["seeds"]) == 1 else f"mean ± 95 % CI over seeds {s['seeds']} of "
                  f"each seed's mean over {s['mc_runs']} runs")
              + f"; vanilla is trained at σ = 0. Chance: {report['chance']:g} %. Wall time "
-             "per cell in minutes in brackets.", "",
+             "per cell in minutes in brackets"
+             + ("; a cell with fewer seeds names how many (one seed: ± over its runs)"
+                if len(s["seeds"]) > 1 else "") + ".", "",
              "| width | epochs | optimiser steps | " + " | ".join(methods) + " |",
              "|---|---|---|" + "---|" * len(methods)]
     by_point: dict[tuple, dict] = {}
@@ -224,8 +297,11 @@ def format_study(report: dict, methods: Sequence[str]) -> str:
             if row is None or row["mean"] is None:
                 shown.append("–" if row is None else "diverged")
             else:
+                partial = row.get("seeds", 1) < len(s["seeds"])  # not every seed is in
                 shown.append(f"{row['mean']:.2f} ± {row['ci95'] or 0:.2f} "
-                             f"[{row['wall_seconds'] / 60:.1f}]")
+                             + (f"({row['seeds']} seed{'s' * (row['seeds'] > 1)}) "
+                                if partial else "")
+                             + f"[{row['wall_seconds'] / 60:.1f}]")
         lines.append(f"| ×{width:g} | {epochs} | {steps} | "
                      + " | ".join(shown) + " |")
     paper = [f"{m} {v:g}" for m in methods
@@ -248,7 +324,43 @@ def format_study(report: dict, methods: Sequence[str]) -> str:
               f"{where('noise_scaled_above_noise')}",
               f"- IRS is above noise_scaled beyond the CIs: {where('irs_above_noise_scaled')}",
               "", _ci_caveat(len(s["seeds"])), ""]
+    if report.get("differences"):
+        lines += format_differences(report, len(by_point))
     return "\n".join(lines)
+
+
+LABELS = {"vanilla": "vanilla", "noise": "noise injection", "irs": "IRS",
+          "noise_scaled": "noise_scaled"}
+
+
+def format_differences(report: dict, finished_points: int) -> list[str]:
+    """The paired differences between methods, seed by seed and over the seeds."""
+    seeds = report["settings"]["seeds"]
+    lines = ["## Differences between methods, seed by seed", "",
+             "a − b in points at σ. Within a seed both methods are scored on the same Monte "
+             "Carlo noise keys, so each seed's ± is paired over its runs. \"Over seeds\" is "
+             "the mean of the seeds' differences ± a Student-t 95 % interval (n − 1 degrees "
+             "of freedom): the spread between trainings, which the runs' ± leaves out.", "",
+             "| width | epochs | a − b | " + " | ".join(f"seed {seed}" for seed in seeds)
+             + " | over seeds |", "|---|---|---|" + "---|" * (len(seeds) + 1)]
+    for row in sorted(report["differences"], key=lambda d: (d["width"], d["epochs"])):
+        by_seed = {p["seed"]: p for p in row["per_seed"]}
+        shown = [("–" if seed not in by_seed else f"{by_seed[seed]['difference']:+.2f}" + (
+            f" ± {by_seed[seed]['ci95']:.2f}" if by_seed[seed]["ci95"] is not None else ""))
+            for seed in seeds]
+        over = ("–" if row["t_ci95"] is None
+                else f"{row['mean']:+.2f} ± {row['t_ci95']:.2f} (n = {row['seeds']})")
+        lines.append(f"| ×{row['width']:g} | {row['epochs']} | {LABELS[row['a']]} − "
+                     f"{LABELS[row['b']]} | " + " | ".join(shown) + f" | {over} |")
+    lines += ["", f"Smallest point at which a − b's interval over at least {MIN_SEEDS_ACROSS} "
+              "seeds excludes 0:"]
+    for key, point in report["findings"].get("across_seeds", {}).items():
+        a, b = key.split("-")
+        where = (f"none of the {finished_points} points finished so far" if point is None
+                 else f"width ×{point['width']:g}, {point['epochs']} epochs, "
+                      f"{LABELS[a] if point['sign'] > 0 else LABELS[b]} above")
+        lines.append(f"- {LABELS[a]} − {LABELS[b]}: {where}")
+    return lines + [""]
 
 
 def _ci_caveat(seeds: int) -> str:

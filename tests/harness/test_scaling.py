@@ -126,3 +126,55 @@ def test_several_seeds_give_the_mean_and_ci_over_seeds(tmp_path):
     one, = write_study_report(dataclasses.replace(base, seeds=1), [point], str(tmp_path),
                               ("noise",))["rows"]
     assert one["seeds"] == 1 and one["mean"] == 20.0 and one["ci95"] == 1.0
+
+
+def _save_cell(tmp_path, point, method, seed, accuracies):
+    import numpy as np
+
+    from neft_jax.evaluate import summarize
+
+    cell = Cell("vgg8", "mnist5k", method, 0.4, None, seed)
+    folder = tmp_path / point.name / "cells" / cell.name
+    folder.mkdir(parents=True)
+    evaluation = Evaluation(sigma=0.4, summary=summarize(accuracies),
+                            accuracies=list(np.asarray(accuracies, float)))
+    RunResults(settings={"num_train": 3600, "batch_size": 128, "eval_sigmas": [0.4]},
+               methods={method: MethodResult(alpha=None, evaluations={0.4: evaluation})},
+               wall_seconds=60.0).save(str(folder / "results.json"))
+
+
+def test_differences_are_paired_within_a_seed_and_t_intervals_over_seeds(tmp_path):
+    import numpy as np
+    from scipy.stats import t
+
+    base = ExperimentConfig(mc_runs=4, sigma=0.4, seeds=3)
+    point = Point(1.0, 12)
+    # noise varies a lot between seeds; IRS is noise + a seed's offset on the same runs.
+    offsets = {0: 2.0, 1: 3.0, 2: 2.5}
+    for seed, level in ((0, 30.0), (1, 45.0), (2, 38.0)):
+        runs = level + np.array([-3.0, 1.0, 0.0, 2.0])
+        _save_cell(tmp_path, point, "noise", seed, runs)
+        _save_cell(tmp_path, point, "irs", seed, runs + offsets[seed] + [0.1, -0.1, 0.1, -0.1])
+    _save_cell(tmp_path, point, "noise_scaled", 0, [29.0, 31.0, 30.0, 28.0])  # one seed only
+    report = write_study_report(base, [point], str(tmp_path), ("noise", "irs", "noise_scaled"))
+    by_pair = {(d["a"], d["b"]): d for d in report["differences"]}
+    irs = by_pair[("irs", "noise")]
+    assert [p["difference"] for p in irs["per_seed"]] == pytest.approx([2.0, 3.0, 2.5])
+    assert irs["per_seed"][0]["ci95"] == pytest.approx(1.96 * 0.11547 / 2, rel=1e-3)  # paired
+    assert irs["mean"] == pytest.approx(2.5)
+    assert irs["t_ci95"] == pytest.approx(t.ppf(0.975, 2) * 0.5 / 3 ** 0.5)
+    # Across seeds IRS is above noise: the t interval excludes 0 ...
+    assert report["findings"]["across_seeds"]["irs-noise"] == {"width": 1.0, "epochs": 12,
+                                                               "sign": 1}
+    # ... while the rows' CIs over seeds overlap (the seeds' spread is ≈ 15 points).
+    assert report["findings"]["irs_above_noise"] is None
+    # One seed of noise_scaled: a per-seed difference, no interval, no finding, and its
+    # row is not compared with the three-seed rows.
+    scaled = by_pair[("noise_scaled", "noise")]
+    assert scaled["seeds"] == 1 and scaled["t_ci95"] is None
+    assert report["findings"]["across_seeds"]["noise_scaled-noise"] is None
+    text = (tmp_path / "SCALING.md").read_text()
+    assert "| ×1 | 12 | IRS − noise injection | +2.00 ± 0.11 | +3.00 ± 0.11 | +2.50 ± 0.11 " \
+           "| +2.50 ± 1.24 (n = 3) |" in text
+    assert "- IRS − noise injection: width ×1, 12 epochs, IRS above" in text
+    assert "29.50 ± 1.27 (1 seed) [1.0]" in text
