@@ -147,6 +147,7 @@ def collect(base: ExperimentConfig, points: Sequence[Point], out: str,
                          "method": method, "seeds": len(found), "mean": summary.get("mean"),
                          "ci95": summary.get("ci95"), "std": summary.get("std"),
                          "runs": (found[0][2].summary or {}).get("runs"),
+                         "seed_means": [e.mean for _, m, e in found if not m.diverged],
                          "clean": sum(cleans) / len(cleans) if cleans else None,
                          "diverged": any(m.diverged for _, m, _ in found),
                          "wall_seconds": sum(r.wall_seconds for r, _, _ in found) / len(found)})
@@ -379,8 +380,9 @@ def _ci_caveat(seeds: int) -> str:
 
 
 def plot_study(report: dict, methods: Sequence[str], path: str) -> None:
-    """Accuracy against optimiser steps: a panel per method, a line per width, the paper's
-    full-scale number dashed, chance dotted. When every point lies below 50 %, a second
+    """Accuracy against optimiser steps: a panel per method, a line per width (hollow
+    circles: each seed's mean where a point has several), the paper's full-scale number
+    dashed, chance dotted. When every point lies below 50 %, a second
     row shows the same panels zoomed to the points' range."""
     from neft_jax.harness.reporting import _pyplot, save_figure
 
@@ -402,9 +404,16 @@ def plot_study(report: dict, methods: Sequence[str], path: str) -> None:
             for width in sorted({r["width"] for r in points}):
                 line = sorted((r for r in points if r["width"] == width),
                               key=lambda r: r["steps"])
+                colour = f"C{widths.index(width)}"
                 ax.errorbar([r["steps"] for r in line], [r["mean"] for r in line],
                             yerr=[r["ci95"] or 0 for r in line], marker="o", capsize=3,
-                            color=f"C{widths.index(width)}", label=f"width ×{width:g}")
+                            color=colour, label=f"width ×{width:g}")
+                several = [r for r in line if len(r.get("seed_means") or ()) > 1]
+                if several:  # each seed's mean, so that the spread between trainings shows
+                    ax.scatter([r["steps"] for r in several for _ in r["seed_means"]],
+                               [m for r in several for m in r["seed_means"]], s=14,
+                               facecolors="none", edgecolors=colour, linewidths=0.8,
+                               label="one seed's mean", zorder=3)
             if reference is not None and row == 0:
                 ax.axhline(reference, color="k", linestyle="--", linewidth=1,
                            label="the paper (full scale)")
@@ -422,6 +431,9 @@ def plot_study(report: dict, methods: Sequence[str], path: str) -> None:
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
+    if "one seed's mean" in handles:  # in no width's colour: it stands for every width
+        handles["one seed's mean"] = plt.Line2D([], [], linestyle="none", marker="o",
+                                                markerfacecolor="none", color="grey")
     ordered = sorted(handles, key=lambda label: (not label.startswith("width"), label))
     fig.legend([handles[label] for label in ordered], ordered, loc="lower center",
                ncol=len(ordered), frameon=False)

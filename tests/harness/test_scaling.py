@@ -120,6 +120,7 @@ def test_several_seeds_give_the_mean_and_ci_over_seeds(tmp_path):
                    wall_seconds=60.0).save(str(folder / "results.json"))
     row, = write_study_report(base, [point], str(tmp_path), ("noise",))["rows"]
     assert row["seeds"] == 2 and row["mean"] == pytest.approx(22.0) and row["ci95"] > 1.0
+    assert row["seed_means"] == [20.0, 24.0]  # the plot marks each seed's mean
     text = (tmp_path / "SCALING.md").read_text()
     assert "over seeds [0, 1]" in text
     assert "a Student-t interval would be 6.5× wider" in text  # t(0.975, 1) = 12.71
