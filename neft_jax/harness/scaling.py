@@ -54,10 +54,15 @@ class Point:
         return self.width ** 2 * self.epochs
 
 
+def cheapest_first(width: float, epochs: int) -> tuple[float, float]:
+    """Sort key of a point (width, epochs): its :attr:`Point.cost`, then its width."""
+    return Point(width, epochs).cost, width
+
+
 def study_points(points: dict[float, Sequence[int]]) -> list[Point]:
     """Every (width, epochs) point, cheapest first."""
     return sorted((Point(float(w), int(e)) for w, es in points.items() for e in es),
-                  key=lambda p: (p.cost, p.width))
+                  key=lambda p: cheapest_first(p.width, p.epochs))
 
 
 def parse_points(text: str) -> dict[float, tuple[int, ...]]:
@@ -101,6 +106,17 @@ def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
     return report
 
 
+#: (point, method) → seed → (results, the method's entry, its evaluation at σ).
+Finished = dict[tuple[Point, str], dict[int, tuple[RunResults, MethodResult, Evaluation]]]
+
+
+def finished_cells(base: ExperimentConfig, points: Sequence[Point], out: str,
+                   methods: Sequence[str]) -> Finished:
+    """Every finished cell of the study, each ``results.json`` read once."""
+    return {(point, method): _finished_cells(base, point, out, method)
+            for point in points for method in methods}
+
+
 def _finished_cells(base: ExperimentConfig, point: Point, out: str,
                     method: str) -> dict[int, tuple[RunResults, MethodResult, Evaluation]]:
     """Seed → (results, the method's entry, its evaluation at σ) of every finished cell."""
@@ -117,8 +133,7 @@ def _finished_cells(base: ExperimentConfig, point: Point, out: str,
     return found
 
 
-def collect(base: ExperimentConfig, points: Sequence[Point], out: str,
-            methods: Sequence[str]) -> list[dict]:
+def collect(points: Sequence[Point], methods: Sequence[str], finished: Finished) -> list[dict]:
     """One row per point × method with finished cells: accuracy at σ (one seed: mean ±
     CI over Monte Carlo runs; several: mean ± CI over the seeds' means), clean
     accuracy, optimiser steps and wall time per cell."""
@@ -127,7 +142,7 @@ def collect(base: ExperimentConfig, points: Sequence[Point], out: str,
     rows = []
     for point in points:
         for method in methods:
-            found = list(_finished_cells(base, point, out, method).values())
+            found = list(finished[(point, method)].values())
             if not found:
                 continue
             settings = found[0][0].settings
@@ -154,8 +169,8 @@ def collect(base: ExperimentConfig, points: Sequence[Point], out: str,
     return rows
 
 
-def paired_differences(base: ExperimentConfig, points: Sequence[Point], out: str,
-                       methods: Sequence[str]) -> list[dict]:
+def paired_differences(points: Sequence[Point], methods: Sequence[str],
+                       finished: Finished) -> list[dict]:
     """Method a − method b at σ (points), seed by seed, for each pair of :data:`PAIRS`
     whose two methods have finished cells at a common seed.
 
@@ -171,7 +186,7 @@ def paired_differences(base: ExperimentConfig, points: Sequence[Point], out: str
 
     rows = []
     for point in points:
-        cells = {m: _finished_cells(base, point, out, m) for m in methods}
+        cells = {m: finished[(point, m)] for m in methods}
         for a, b in PAIRS:
             if a not in cells or b not in cells:
                 continue
@@ -213,7 +228,7 @@ def findings(rows: Sequence[dict], chance: float,
     by_point: dict[tuple, dict] = {}
     for row in rows:
         by_point.setdefault((row["width"], row["epochs"]), {})[row["method"]] = row
-    order = sorted(by_point, key=lambda p: (p[0] ** 2 * p[1], p[0]))
+    order = sorted(by_point, key=lambda p: cheapest_first(*p))
 
     def first(test) -> dict | None:
         for width, epochs in order:
@@ -240,7 +255,7 @@ def findings(rows: Sequence[dict], chance: float,
 def _first_difference(differences: Sequence[dict], a: str, b: str) -> dict | None:
     """The cheapest point at which a − b's interval over seeds excludes 0, with its sign."""
     for row in sorted((d for d in differences if (d["a"], d["b"]) == (a, b)),
-                      key=lambda d: (d["width"] ** 2 * d["epochs"], d["width"])):
+                      key=lambda d: cheapest_first(d["width"], d["epochs"])):
         if row["seeds"] >= MIN_SEEDS_ACROSS and abs(row["mean"]) > row["t_ci95"]:
             return {"width": row["width"], "epochs": row["epochs"],
                     "sign": 1 if row["mean"] > 0 else -1}
@@ -250,8 +265,9 @@ def _first_difference(differences: Sequence[dict], a: str, b: str) -> dict | Non
 def write_study_report(base: ExperimentConfig, points: Sequence[Point], out: str,
                        methods: Sequence[str]) -> dict:
     """``SCALING.md``, ``scaling.json`` and ``scaling.png`` from every finished cell."""
-    rows = collect(base, points, out, methods)
-    differences = paired_differences(base, points, out, methods)
+    finished = finished_cells(base, points, out, methods)
+    rows = collect(points, methods, finished)
+    differences = paired_differences(points, methods, finished)
     chance = 100.0 / NUM_CLASSES.get(base.dataset, 10)
     report = {"settings": {"model": base.model, "dataset": base.dataset, "sigma": base.sigma,
                            "normalisation": base.normalisation,
