@@ -330,7 +330,7 @@ def format_study(report: dict, methods: Sequence[str]) -> str:
 
     def where(key: str) -> str:
         point = found.get(key)
-        return f"none of the {len(by_point)} points finished so far" if point is None else (
+        return f"at none of the {len(by_point)} finished points" if point is None else (
             f"width ×{point['width']:g}, {point['epochs']} epochs")
 
     lines += ["", "Smallest point (by width² × epochs) at which:",
@@ -373,7 +373,7 @@ def format_differences(report: dict, finished_points: int) -> list[str]:
               "seeds excludes 0:"]
     for key, point in report["findings"].get("across_seeds", {}).items():
         a, b = key.split("-")
-        where = (f"none of the {finished_points} points finished so far" if point is None
+        where = (f"at none of the {finished_points} finished points" if point is None
                  else f"width ×{point['width']:g}, {point['epochs']} epochs, "
                       f"{LABELS[a] if point['sign'] > 0 else LABELS[b]} above")
         lines.append(f"- {LABELS[a]} − {LABELS[b]}: {where}")
