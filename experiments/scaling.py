@@ -9,7 +9,8 @@ Each (width, epochs) point is a resumable sweep under OUT/; points run cheapest
 first, and re-running the same command skips every finished cell. OUT/SCALING.md
 holds the table (accuracy ± CI and minutes per cell) and the smallest point at
 which noise injection leaves chance and IRS / noise_scaled separate from it;
-OUT/scaling.png the plot against optimiser steps with the paper's numbers.
+OUT/scaling.png the plot against optimiser steps with the paper's numbers;
+OUT/differences.png the differences between methods, paired within each seed.
 
 A thin main: the command line lives in :mod:`neft_jax.harness.cli` (also installed
 as ``neft-scaling``).

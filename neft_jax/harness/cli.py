@@ -439,6 +439,14 @@ SCALING_EXCLUDES = ("width", "epochs", "extra_sigmas", "alpha_search", "resume",
                     "seed_mode")
 
 
+def print_report_files(out: str) -> None:
+    """One line naming the scaling report's files that exist in ``out``."""
+    names = [n for n in ("SCALING.md", "scaling.json", "scaling.png", "differences.png")
+             if os.path.exists(os.path.join(out, n))]
+    print(f"report: {os.path.join(out, names[0]) if names else out}"
+          + "".join(f", {n}" for n in names[1:]))
+
+
 def scaling_parser() -> argparse.ArgumentParser:
     from neft_jax.harness.scaling import DEFAULT_POINTS, METHODS
 
@@ -446,7 +454,8 @@ def scaling_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neft-scaling", description="Where the paper's regime starts: every method at "
         "one σ over model width × training length, resumable; OUT/SCALING.md holds the table "
-        "and the smallest point where the methods separate, OUT/scaling.png the plot.")
+        "and the smallest point where the methods separate, OUT/scaling.png the plot, "
+        "OUT/differences.png the differences between methods paired within each seed.")
     add_config_arguments(parser, exclude=SCALING_EXCLUDES,
                          defaults={"mc_runs": 50, "out": "runs/scaling",
                                    "methods": METHODS})
@@ -456,8 +465,8 @@ def scaling_parser() -> argparse.ArgumentParser:
                         help="start a cell only if its measured time says it ends within "
                         "SECONDS; stop cleanly otherwise (the same command continues)")
     parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: write OUT/SCALING.md, scaling.json and scaling.png "
-                        "from the cells of --points finished so far")
+                        help="train nothing: write OUT/SCALING.md, scaling.json, scaling.png and "
+                        "differences.png from the cells of --points finished so far")
     add_worker_argument(parser)
     add_output_arguments(parser)
     return parser
@@ -491,7 +500,7 @@ def scaling_main(argv=None) -> int:
             parser.error(f"--report-only: no study in {base.out!r}")
         report = write_study_report(base, points, base.out, base.methods)
         print(format_study(report, base.methods))
-        print(f"report: {os.path.join(base.out, 'SCALING.md')}, scaling.json, scaling.png")
+        print_report_files(base.out)
         return 0
     print(f"scaling study: {len(points)} points of width × epochs (cheapest first), methods "
           f"{list(base.methods)} at σ = {base.sigma:g} ({base.normalisation} noise, "
@@ -507,7 +516,7 @@ def scaling_main(argv=None) -> int:
         except BudgetExhausted as reason:
             print(f"stopped before the time budget: {reason}; rerun the same command to "
                   "continue", flush=True)
-        print(f"report: {os.path.join(base.out, 'SCALING.md')}, scaling.json, scaling.png")
+        print_report_files(base.out)
         return 0
 
     return run_cleanly("scaling.py", job, "finished cells are kept; rerun the same command "

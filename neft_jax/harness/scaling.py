@@ -5,9 +5,10 @@ in ``out/w<width>-e<epochs>/`` over the methods at one σ (vanilla trained at σ
 and evaluated at σ), so the study inherits the sweeps' resume, locks, workers and
 time budget. Points run cheapest first (width × epochs), so a study stopped early
 holds the small end of the map. After each point, ``SCALING.md`` (table and
-findings), ``scaling.json`` and ``scaling.png`` (accuracy against optimiser steps,
+findings), ``scaling.json``, ``scaling.png`` (accuracy against optimiser steps,
 one panel per method, one line per width, the paper's full-scale number as a
-reference line) are rewritten from every finished cell.
+reference line) and ``differences.png`` (the paired differences between methods,
+seed by seed and over the seeds) are rewritten from every finished cell.
 """
 
 from __future__ import annotations
@@ -264,7 +265,8 @@ def _first_difference(differences: Sequence[dict], a: str, b: str) -> dict | Non
 
 def write_study_report(base: ExperimentConfig, points: Sequence[Point], out: str,
                        methods: Sequence[str]) -> dict:
-    """``SCALING.md``, ``scaling.json`` and ``scaling.png`` from every finished cell."""
+    """``SCALING.md``, ``scaling.json``, ``scaling.png`` and (when two methods share a
+    seed) ``differences.png`` from every finished cell."""
     finished = finished_cells(base, points, out, methods)
     rows = collect(points, methods, finished)
     differences = paired_differences(points, methods, finished)
@@ -280,6 +282,8 @@ def write_study_report(base: ExperimentConfig, points: Sequence[Point], out: str
     write_atomic(os.path.join(out, "SCALING.md"), format_study(report, methods))
     if rows:
         plot_study(report, methods, os.path.join(out, "scaling.png"))
+    if differences:
+        plot_differences(report, os.path.join(out, "differences.png"))
     return report
 
 
@@ -454,3 +458,51 @@ def plot_study(report: dict, methods: Sequence[str], path: str) -> None:
     fig.legend([handles[label] for label in ordered], ordered, loc="lower center",
                ncol=len(ordered), frameon=False)
     save_figure(fig, path, axis_legends=False, bottom_margin=0.4 / fig.get_figheight())
+
+
+def plot_differences(report: dict, path: str) -> None:
+    """The paired differences a − b (points at σ): a panel per pair of :data:`PAIRS`, the
+    study's points along x (cheapest first). Each seed's difference is a small marker
+    with its CI paired over the runs; the mean over the seeds is a large one with its
+    Student-t 95 % interval (where n ≥ 2 seeds). Zero is the dotted line: an interval over
+    seeds that misses it is a difference between the methods across trainings."""
+    from neft_jax.harness.reporting import _pyplot, save_figure
+
+    plt = _pyplot()
+    differences = report["differences"]
+    pairs = [pair for pair in PAIRS if any((d["a"], d["b"]) == pair for d in differences)]
+    points = sorted({(d["width"], d["epochs"]) for d in differences},
+                    key=lambda p: cheapest_first(*p))
+    seeds = sorted({p["seed"] for d in differences for p in d["per_seed"]})
+    panel_width = max(4.2, 0.6 * len(points) + 1.2)  # room for every point's label
+    fig, axes = plt.subplots(1, len(pairs), figsize=(panel_width * len(pairs), 3.8), dpi=110,
+                             squeeze=False, sharey=True)
+    means = any(d["t_ci95"] is not None for d in differences)
+    # the seeds side by side around the point, or left of it with the mean on its right
+    left, span = (-0.45, 0.45) if means else (-0.3, 0.6)
+    step = span / len(seeds)
+    for ax, (a, b) in zip(axes[0], pairs, strict=True):
+        for d in (d for d in differences if (d["a"], d["b"]) == (a, b)):
+            x = points.index((d["width"], d["epochs"]))
+            for p in d["per_seed"]:
+                ax.errorbar(x + left + step * (seeds.index(p["seed"]) + 0.5), p["difference"],
+                            yerr=p["ci95"] or 0, marker="o", markersize=4, capsize=2,
+                            color=f"C{seeds.index(p['seed']) % 10}",
+                            label=f"seed {p['seed']} (± over runs)")
+            if d["t_ci95"] is not None:
+                ax.errorbar(x + 0.2, d["mean"], yerr=d["t_ci95"], marker="D", markersize=7,
+                            capsize=4, linewidth=2, color="k",
+                            label="mean over seeds (± Student-t)")
+        ax.axhline(0, color="grey", linestyle=":", linewidth=1)
+        ax.set_xticks(range(len(points)), [f"×{w:g}\n{e} ep." for w, e in points],
+                      fontsize=8)
+        ax.set(title=f"{LABELS[a]} − {LABELS[b]}", xlabel="width, epochs",
+               xlim=(-0.6, len(points) - 0.4))
+    axes[0][0].set_ylabel(f"difference at σ = {report['settings']['sigma']:g} (points)")
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="lower center",
+               ncol=len(handles), frameon=False, fontsize=8)
+    save_figure(fig, path, axis_legends=False, bottom_margin=0.35 / fig.get_figheight())

@@ -67,6 +67,7 @@ def test_report_from_finished_cells(tmp_path):
     assert "vanilla 63.54, noise 97.77, irs 99.3 %" in table  # the paper's σ = 0.4 numbers
     assert "One seed: each ± covers the Monte Carlo runs" in table
     assert json.loads((tmp_path / "scaling.json").read_text())["chance"] == 10.0
+    assert (tmp_path / "differences.png").exists()  # IRS − noise injection, seed 0
     # Every point below 50 %: a second, zoomed row of panels (the figure is taller).
     assert _image_height(tmp_path / "scaling.png") > 700
     # The command line writes the same report from the same cells, training nothing.
@@ -179,3 +180,8 @@ def test_differences_are_paired_within_a_seed_and_t_intervals_over_seeds(tmp_pat
            "| +2.50 ± 1.24 (n = 3) |" in text
     assert "- IRS − noise injection: width ×1, 12 epochs, IRS above" in text
     assert "29.50 ± 1.27 (1 seed) [1.0]" in text
+    # The differences are drawn too: one panel per pair that has a common seed (3 here).
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(str(tmp_path / "differences.png")).shape[:2]
+    assert width > 2.5 * height
