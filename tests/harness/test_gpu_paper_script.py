@@ -1,0 +1,49 @@
+"""``experiments/gpu_paper.sh``, the one-call GPU plan, shrunk to run on CPU.
+
+A device call returns only what is under its output folder when it ends, so the
+script must bring back its report and archive even when a cell outruns the time
+budget, and it must run where mlxtend and tensorflow-datasets are missing (the
+GPU image).
+"""
+
+import json
+import os
+import subprocess
+import tarfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_path):
+    from neft_jax.harness.mnist5k import export
+
+    data = tmp_path / "data"
+    export(str(data))
+    block = tmp_path / "block"  # the GPU image has neither package
+    for name in ("mlxtend", "tensorflow_datasets"):
+        (block / name).mkdir(parents=True)
+        (block / name / "__init__.py").write_text("raise ImportError('not on the GPU image')\n")
+    out, run = tmp_path / "out", tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(block), "GPU_PAPER_DATA": str(data),
+           "GPU_PAPER_RUN": str(run), "GPU_PAPER_HARD_MARGIN": "0",
+           # the second bench is cut short: the plan must go on without its row
+           "GPU_PAPER_BENCH_LIMITS": "90 3",
+           "GPU_PAPER_BENCH_EXTRA": "--width 0.03 --steps 2 --end-to-end 1 --compute fp32",
+           # 500 epochs cannot end within the 20 s budget: the hard stop must end the cell.
+           "GPU_PAPER_EXTRA": "--models vgg8 --stages core --seeds 1 --width 0.03 "
+                              "--epochs 500 --mc-runs 2 --compute fp32"}
+    done = subprocess.run(["bash", "experiments/gpu_paper.sh", str(out), "20"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    rows = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
+    assert [r["val_every"] for r in rows if r.get("bench") == "end_to_end"] == [1]
+    assert "bench.py --val-every 4 stopped; going on" in done.stdout
+    log = (out / "log.txt").read_text()
+    assert "stopped at the hard limit of 20 s" in log
+    assert "vgg8-mnist5k-vanilla-sigma0.4-alphanone-seed0" in log  # the first cell had begun
+    assert (out / "REPORT.md").read_text().strip()
+    with tarfile.open(out / "paper_gpu.tgz") as archive:
+        names = archive.getnames()
+    assert any(n.endswith("REPORT.md") for n in names)
+    assert not any("checkpoints" in n for n in names)
