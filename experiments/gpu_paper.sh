@@ -55,8 +55,9 @@ set +e
 timeout --kill-after=10 "$HARD" python3 experiments/reproduce.py "${PLAN[@]}" \
     --time-budget "$BUDGET" --rates "$OUT/bench.jsonl" --no-progress 2>&1 | tee "$OUT/log.txt"
 status=${PIPESTATUS[0]}
-[ "$status" -eq 0 ] || echo "reproduce.py ended with status $status (124 or 137: stopped at the hard limit of $HARD s); rebuilding the report from the finished cells" | tee -a "$OUT/log.txt"
-[ "$status" -eq 0 ] || python3 experiments/reproduce.py "${PLAN[@]}" --report-only \
-    --no-progress >> "$OUT/log.txt" 2>&1
+if [ "$status" -ne 0 ]; then
+    echo "reproduce.py ended with status $status (124 or 137: stopped at the hard limit of $HARD s); rebuilding the report from the finished cells" | tee -a "$OUT/log.txt"
+    python3 experiments/reproduce.py "${PLAN[@]}" --report-only --no-progress >> "$OUT/log.txt" 2>&1
+fi
 cp "$RUN/REPORT.md" "$RUN/report.json" "$OUT/" 2>/dev/null
 tar --exclude=checkpoints --exclude=.lock -czf "$OUT/paper_gpu.tgz" "$RUN"

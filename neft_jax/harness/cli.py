@@ -441,8 +441,9 @@ SCALING_EXCLUDES = ("width", "epochs", "extra_sigmas", "alpha_search", "resume",
 
 def print_report_files(out: str) -> None:
     """One line naming the scaling report's files that exist in ``out``."""
-    names = [n for n in ("SCALING.md", "scaling.json", "scaling.png", "differences.png")
-             if os.path.exists(os.path.join(out, n))]
+    from neft_jax.harness.scaling import REPORT_FILES
+
+    names = [n for n in REPORT_FILES if os.path.exists(os.path.join(out, n))]
     print(f"report: {os.path.join(out, names[0]) if names else out}"
           + "".join(f", {n}" for n in names[1:]))
 

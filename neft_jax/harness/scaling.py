@@ -263,6 +263,11 @@ def _first_difference(differences: Sequence[dict], a: str, b: str) -> dict | Non
     return None
 
 
+#: The report's files, in the order the report line names them (the plots only when
+#: there is something to draw).
+REPORT_FILES = ("SCALING.md", "scaling.json", "scaling.png", "differences.png")
+
+
 def write_study_report(base: ExperimentConfig, points: Sequence[Point], out: str,
                        methods: Sequence[str]) -> dict:
     """``SCALING.md``, ``scaling.json``, ``scaling.png`` and (when two methods share a
@@ -399,6 +404,15 @@ def _ci_caveat(seeds: int) -> str:
             f"runs); a Student-t interval would be {wider:.1f}× wider.")
 
 
+def legend_handles(axes) -> dict:
+    """Label → the first handle with that label over ``axes``, for one figure legend."""
+    handles = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    return handles
+
+
 def plot_study(report: dict, methods: Sequence[str], path: str) -> None:
     """Accuracy against optimiser steps: a panel per method, a line per width (hollow
     circles: each seed's mean where a point has several), the paper's full-scale number
@@ -447,10 +461,7 @@ def plot_study(report: dict, methods: Sequence[str], path: str) -> None:
     axes[0][0].set_ylabel(f"accuracy at σ = {s['sigma']:g} (%)")
     if zoom:
         axes[1][0].set_ylabel("the same, zoomed (%)")
-    handles = {}  # the legend has every width, whichever panel has it
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, handle)
+    handles = legend_handles(axes[0])  # every width, whichever panel has it
     if "one seed's mean" in handles:  # in no width's colour: it stands for every width
         handles["one seed's mean"] = plt.Line2D([], [], linestyle="none", marker="o",
                                                 markerfacecolor="none", color="grey")
@@ -499,10 +510,7 @@ def plot_differences(report: dict, path: str) -> None:
         ax.set(title=f"{LABELS[a]} − {LABELS[b]}", xlabel="width, epochs",
                xlim=(-0.6, len(points) - 0.4))
     axes[0][0].set_ylabel(f"difference at σ = {report['settings']['sigma']:g} (points)")
-    handles = {}
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, handle)
+    handles = legend_handles(axes[0])
     fig.legend(list(handles.values()), list(handles), loc="lower center",
                ncol=len(handles), frameon=False, fontsize=8)
     save_figure(fig, path, axis_legends=False, bottom_margin=0.35 / fig.get_figheight())
