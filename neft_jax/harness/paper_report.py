@@ -2,7 +2,10 @@
 
 :func:`write_report` turns whatever stages of the plan have finished into the
 tables of the paper (II, III, V), the α search, EKL, the σ = 0 vanilla sweep and,
-when it ran, the core stage, with the published numbers (SPEC §6) beside ours.
+when it ran, the core stage, with the published numbers (SPEC §6) beside ours. The
+core stage is also shown seed by seed (clean accuracy; for IRS the feedback term's
+size and the exits' accuracies at the last epoch) with the differences between its
+methods within each seed, paired over the same Monte Carlo noise instances.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from neft_jax.harness.paper import (
 from neft_jax.harness.plan import (
     ABLATION_SIGMA,
     CONTROL_ALPHA,
+    CORE_METHODS,
     TABLE2_SIGMAS,
     TABLE3_SIGMA,
     VANILLA_SIGMAS,
@@ -119,8 +123,14 @@ def collect_report(out: str, plan: Plan) -> dict:
                 test = entry.at(ABLATION_SIGMA)
                 alpha = {"validation_accuracy": entry.alpha_search, "chosen": entry.alpha,
                          "test": test.summary if test else None}
+        core_cells = _core_cells(stage_dir(out, "core", model))
         report[model] = {
             "core": _sweep_table(stage_dir(out, "core", model)),
+            "core_by_seed": [{"method": name, "sigma": sigma, "seed": seed,
+                              **{k: v for k, v in cell.items() if k != "accuracies"}}
+                             for (name, sigma, seed), cell in sorted(
+                                 core_cells.items(), key=_core_order)],
+            "core_differences": core_differences(core_cells),
             "table2": rows,
             "vanilla_sweep": {sigma_key(s): _from_seeds(vanilla, "vanilla", s)
                               for s in VANILLA_SIGMAS},
@@ -129,6 +139,74 @@ def collect_report(out: str, plan: Plan) -> dict:
             "alpha_search": alpha,
         }
     return report
+
+
+#: The core stage's differences (a − b within each seed), each NeFT-like method against
+#: noise injection, then IRS against the two that share eq. (1)'s logit scaling.
+CORE_PAIRS = (("irs", "noise"), ("noise_scaled", "noise"), ("control", "noise"),
+              ("irs", "control"), ("irs", "noise_scaled"))
+
+
+def _core_order(item) -> tuple:
+    """σ, then the core stage's order of methods (the control after IRS), then seed."""
+    (name, sigma, seed), _ = item
+    order = (*CORE_METHODS, "control")
+    return sigma, order.index(name) if name in order else len(order), name, seed
+
+
+def _feedback_size(ratio: float | None) -> str:
+    """The feedback term's RMS over the logits', as a percentage (× from 10× on)."""
+    if ratio is None:
+        return "–"
+    if ratio >= 10:
+        return f"{ratio:.0f}×"
+    return "< 0.01 %" if ratio < 1e-4 else f"{100 * ratio:.3g} %"
+
+
+def _core_cells(path: str) -> dict[tuple[str, float, int], dict]:
+    """The finished, not diverged core cells by (name, σ, seed), the name ``control`` for
+    IRS at α = 1e-9: Monte Carlo accuracies (%) and mean at σ, clean accuracy, and the
+    last epoch's ``feedback_ratio`` (RMS of α·Σ c_i z_i over RMS of z) and
+    ``exit_accuracies`` (%, noisy training batches), None where the method has none."""
+    cells = {}
+    for results_path in _cell_paths(path):
+        results = RunResults.load(results_path)
+        settings = results.settings
+        (method, entry), = results.methods.items()
+        alpha, sigma = settings["alpha"], float(settings["sigma"])
+        evaluation = entry.at(sigma)
+        if entry.diverged or evaluation is None or not evaluation.accuracies:
+            continue
+        control = method == "irs" and alpha is not None and math.isclose(alpha, CONTROL_ALPHA)
+        last = entry.history[-1] if entry.history else {}
+        cells[("control" if control else method, sigma, int(settings["seed"]))] = {
+            "accuracies": evaluation.accuracies, "mean": evaluation.mean,
+            "ci95": evaluation.summary["ci95"], "clean": entry.clean_accuracy,
+            "feedback_ratio": last.get("feedback_ratio"),
+            "exit_accuracies": last.get("exit_accuracies")}
+    return cells
+
+
+def core_differences(cells: dict[tuple[str, float, int], dict]) -> list[dict]:
+    """For each σ and pair of :data:`CORE_PAIRS` with cells at a common seed: a − b per
+    seed, mean ± 95 % CI paired over the Monte Carlo runs (both cells of a seed are
+    scored on the same noise keys)."""
+    import numpy as np
+
+    from neft_jax.evaluate import summarize
+
+    rows = []
+    for sigma in sorted({s for _, s, _ in cells}):
+        for a, b in CORE_PAIRS:
+            per_seed = []
+            for seed in sorted({seed for _, _, seed in cells}):
+                x, y = cells.get((a, sigma, seed)), cells.get((b, sigma, seed))
+                if x and y and len(x["accuracies"]) == len(y["accuracies"]) > 1:
+                    d = summarize(np.subtract(x["accuracies"], y["accuracies"]))
+                    per_seed.append({"seed": seed, "difference": d["mean"], "ci95": d["ci95"]})
+            if per_seed:
+                rows.append({"sigma": sigma, "a": a, "b": b, "per_seed": per_seed})
+    return rows
 
 
 def _paired_all_exits(out, model, table5) -> dict | None:
@@ -184,6 +262,8 @@ def format_report(report: dict, plan: Plan, base: ExperimentConfig) -> str:
                 lines.append(f"| {method} (paper) | " + " | ".join(
                     ("≤" if i in bounds else "") + f"{p:g}" for i, p in enumerate(paper)) + " |")
         lines += _core_lines(data.get("core") or [])
+        lines += _core_seed_lines(data.get("core_by_seed") or [],
+                                  data.get("core_differences") or [])
         lines += ["", f"### EKL (nats) at σ = {ABLATION_SIGMA:g}", "", "| method | EKL |",
                   "|---|---|"]
         for method, cells in data["table2"].items():
@@ -279,4 +359,34 @@ def _core_lines(rows: list[dict]) -> list[str]:
             cells.append(_fmt(_cell(match[0]["mean"], match[0]["ci95"], match[0]["seeds"]))
                          if match and match[0]["mean"] is not None else "–")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _core_seed_lines(cells: list[dict], differences: list[dict]) -> list[str]:
+    """The core cells seed by seed, and their differences within each seed."""
+    if not cells:
+        return []
+    lines = ["", "#### Seed by seed (Monte Carlo mean ± 95 % CI over the runs; clean accuracy; "
+             "for IRS at the last epoch: feedback term / logits (RMS), exits' accuracy on the "
+             "noisy training batches)", "",
+             "| method | σ | seed | accuracy (%) | clean (%) | feedback / logits | exits (%) |",
+             "|---|---|---|---|---|---|---|"]
+    for c in cells:
+        ratio = _feedback_size(c["feedback_ratio"])
+        exits = "–" if not c["exit_accuracies"] else ", ".join(
+            f"{a:.1f}" for a in c["exit_accuracies"])
+        clean = "–" if c["clean"] is None else f"{c['clean']:.1f}"
+        lines.append(f"| {c['method']} | {c['sigma']:g} | {c['seed']} | {c['mean']:.2f} ± "
+                     f"{c['ci95']:.2f} | {clean} | {ratio} | {exits} |")
+    if differences:
+        seeds = sorted({p["seed"] for d in differences for p in d["per_seed"]})
+        lines += ["", "#### Differences within each seed (points; ± 95 % CI paired over the "
+                  "same noise instances; `control` is IRS at α = 1e-9)", "",
+                  "| difference | σ | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+                  "|---|---|" + "---|" * len(seeds)]
+        for d in differences:
+            by_seed = {p["seed"]: p for p in d["per_seed"]}
+            lines.append(f"| {d['a']} − {d['b']} | {d['sigma']:g} | " + " | ".join(
+                f"{by_seed[s]['difference']:+.2f} ± {by_seed[s]['ci95']:.2f}" if s in by_seed
+                else "–" for s in seeds) + " |")
     return lines

@@ -240,8 +240,9 @@ def write_combined(cells: Sequence[Cell], out: str) -> list[dict]:
     if table:
         writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
         writer.writeheader()
-        writer.writerows({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
-                         for row in table)
+        # 7 significant digits, not 6 decimals: the control's α = 1e-9 must not read as 0.
+        writer.writerows({k: float(f"{v:.7g}") if isinstance(v, float) else v
+                          for k, v in row.items()} for row in table)
     write_atomic(os.path.join(out, "sweep.csv"), buffer.getvalue())
     if table:
         plot_sweep(table, out)

@@ -70,3 +70,48 @@ def test_ovf_stage_runs_resnet18_at_every_table2_sigma(tmp_path):
     assert sorted(ovf) == ["0.2", "0.6"]
     assert all(cell["seeds"] == 1 and 0 <= cell["mean"] <= 100 for cell in ovf.values())
     assert "| ovf (ours) |" in (out / "REPORT.md").read_text()
+
+
+def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tmp_path):
+    """REPORT.md's core section: each cell's mean, clean accuracy and (IRS) feedback size,
+    and a − b within each seed, paired over the same noise instances (the CI of the
+    differences, not of the two means)."""
+    import numpy as np
+
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.paper_report import write_report
+    from neft_jax.harness.plan import CONTROL_ALPHA
+    from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+
+    rng = np.random.default_rng(0)
+    shared = rng.normal(50.0, 5.0, 200)  # one noise instance moves every method alike
+    offsets = {("noise", None): 0.0, ("irs", 0.01): 3.0, ("irs", CONTROL_ALPHA): 10.0}
+    for seed in (0, 1):
+        for (method, alpha), offset in offsets.items():
+            accuracies = [float(a) for a in shared + offset + seed + rng.normal(0, 0.1, 200)]
+            label = "default" if alpha == 0.01 else ("none" if alpha is None else f"{alpha:g}")
+            name = f"vgg8-mnist5k-{method}-sigma0.4-alpha{label}-seed{seed}"
+            history = [{"epoch": 1, "feedback_ratio": 1.5 if alpha == 0.01 else 1e-9,
+                        "exit_accuracies": [0.0, 7.5, 2.0]}] if method == "irs" else []
+            mean = sum(accuracies) / 200
+            (tmp_path / "core_vgg8" / "cells" / name).mkdir(parents=True)
+            RunResults(
+                settings={"model": "vgg8", "dataset": "mnist5k", "methods": [method],
+                          "sigma": 0.4, "alpha": alpha, "seed": seed, "eval_sigmas": [0.4]},
+                methods={method: MethodResult(alpha=alpha, clean_accuracy=80.0 + seed,
+                                              history=history, evaluations={0.4: Evaluation(
+                                                  0.4, {"mean": mean, "ci95": 0.7},
+                                                  accuracies=accuracies)})},
+            ).save(str(tmp_path / "core_vgg8" / "cells" / name / "results.json"))
+    report = write_report(str(tmp_path), Plan(stages=("core",), seeds=2),
+                          ExperimentConfig())["vgg8"]
+    differences = {(d["a"], d["b"]): d["per_seed"] for d in report["core_differences"]}
+    assert set(differences) == {("irs", "noise"), ("control", "noise"), ("irs", "control")}
+    irs_noise = differences[("irs", "noise")]
+    assert [p["seed"] for p in irs_noise] == [0, 1]
+    assert all(abs(p["difference"] - 3.0) < 0.05 and p["ci95"] < 0.05 for p in irs_noise)
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "| irs − control | 0.4 | -7.00 ± 0.0" in text
+    assert "| irs | 0.4 | 1 |" in text and "| 81.0 | 150 % | 0.0, 7.5, 2.0 |" in text
+    assert "| control | 0.4 | 0 |" in text and "< 0.01 %" in text
+    assert "| noise | 0.4 | 0 |" in text and "| 80.0 | – | – |" in text
