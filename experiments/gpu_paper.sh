@@ -17,6 +17,14 @@
 # jax/flax/optax/orbax/rich/tqdm/matplotlib are used with PYTHONPATH set to the
 # checkout. Run it again (with the archive unpacked into runs/) to continue.
 #
+# To continue an earlier run in one call, skip the benches and start from its files:
+#   GPU_PAPER_FROM=docs/results/paper_gpu_h200_2026-11-28 \
+#   GPU_PAPER_RATES=docs/results/paper_gpu_h200_2026-11-28/bench.jsonl \
+#   bash experiments/gpu_paper.sh OUT_DIR 540          # ≤ 540 + 15 + 10 + ≈ 20 s
+# GPU_PAPER_FROM is copied to the run folder when that does not exist yet (its finished
+# cells are skipped, and their wall times size the budget); GPU_PAPER_RATES, a bench.jsonl
+# of an earlier call, replaces both benches.
+#
 # For a test on CPU, the environment can shrink it: GPU_PAPER_BENCH_EXTRA and
 # GPU_PAPER_EXTRA are appended to bench.py's and reproduce.py's arguments (the last
 # value of a flag wins), GPU_PAPER_RUN (default runs/paper_gpu) and GPU_PAPER_DATA
@@ -35,15 +43,24 @@ read -r BENCH_LIMIT BENCH_VAL_EVERY_LIMIT <<< "${GPU_PAPER_BENCH_LIMITS:-90 45}"
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt" || true
-timeout "$BENCH_LIMIT" python3 experiments/bench.py --models vgg8 --methods noise --compute tf32 \
-    --end-to-end 20 --skip-mc --steps 50 --data-dir "$DATA" --jsonl "$OUT/bench.jsonl" \
-    ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} 2>&1 | tee "$OUT/bench.txt" || echo "bench.py stopped (timeout or error); going on"
-# The same loop validating every 4th epoch (run.py --val-every 4): how much of the gap to
-# the bare step is validation. bench.py compiles afresh (it times compilation, so it
-# keeps no compilation cache); if it cannot finish in 45 s, the first row stands alone.
-timeout "$BENCH_VAL_EVERY_LIMIT" python3 experiments/bench.py --models vgg8 --methods noise --compute tf32 \
-    --end-to-end 20 --val-every 4 --skip-mc --steps 50 --data-dir "$DATA" \
-    --jsonl "$OUT/bench.jsonl" ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} 2>&1 | tee -a "$OUT/bench.txt" || echo "bench.py --val-every 4 stopped; going on"
+if [ -n "${GPU_PAPER_FROM:-}" ] && [ ! -e "$RUN" ]; then
+    mkdir -p "$(dirname "$RUN")" && cp -r "$GPU_PAPER_FROM" "$RUN"
+    echo "continuing from $GPU_PAPER_FROM ($(find "$RUN" -name results.json | wc -l) results.json files)"
+fi
+if [ -n "${GPU_PAPER_RATES:-}" ]; then
+    cp "$GPU_PAPER_RATES" "$OUT/bench.jsonl"
+    echo "benches skipped: the rates are those of $GPU_PAPER_RATES" | tee "$OUT/bench.txt"
+else
+    timeout "$BENCH_LIMIT" python3 experiments/bench.py --models vgg8 --methods noise --compute tf32 \
+        --end-to-end 20 --skip-mc --steps 50 --data-dir "$DATA" --jsonl "$OUT/bench.jsonl" \
+        ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} 2>&1 | tee "$OUT/bench.txt" || echo "bench.py stopped (timeout or error); going on"
+    # The same loop validating every 4th epoch (run.py --val-every 4): how much of the gap to
+    # the bare step is validation. bench.py compiles afresh (it times compilation, so it
+    # keeps no compilation cache); if it cannot finish in 45 s, the first row stands alone.
+    timeout "$BENCH_VAL_EVERY_LIMIT" python3 experiments/bench.py --models vgg8 --methods noise --compute tf32 \
+        --end-to-end 20 --val-every 4 --skip-mc --steps 50 --data-dir "$DATA" \
+        --jsonl "$OUT/bench.jsonl" ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} 2>&1 | tee -a "$OUT/bench.txt" || echo "bench.py --val-every 4 stopped; going on"
+fi
 # The budget decides which cells start; a cell that runs longer than its estimate is
 # stopped 15 s (GPU_PAPER_HARD_MARGIN) after the budget (SIGTERM: its finished epochs are checkpointed)
 # so that the archive below is always written before the call's time limit. Whatever

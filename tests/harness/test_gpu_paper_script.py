@@ -47,3 +47,45 @@ def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_p
         names = archive.getnames()
     assert any(n.endswith("REPORT.md") for n in names)
     assert not any("checkpoints" in n for n in names)
+
+
+def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
+    """GPU_PAPER_FROM seeds the run folder with an earlier call's files (their finished
+    cells are skipped and their wall times size the budget) and GPU_PAPER_RATES replaces
+    both benches, so the whole call goes to new cells."""
+    from neft_jax.harness.mnist5k import export
+    from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+
+    data = tmp_path / "data"
+    export(str(data))
+    earlier = tmp_path / "earlier"
+    name = "vgg8-mnist5k-vanilla-sigma0.4-alphanone-seed0"
+    (earlier / "core_vgg8" / "cells" / name).mkdir(parents=True)
+    RunResults(settings={"model": "vgg8", "dataset": "mnist5k", "methods": ["vanilla"],
+                         "sigma": 0.4, "alpha": None, "seed": 0, "eval_sigmas": [0.4]},
+               methods={"vanilla": MethodResult(alpha=None, clean_accuracy=98.0, evaluations={
+                   0.4: Evaluation(0.4, {"mean": 17.3, "ci95": 0.9},
+                                   accuracies=[17.3, 17.3])})},
+               wall_seconds=100.0).save(str(earlier / "core_vgg8" / "cells" / name /
+                                            "results.json"))
+    rates = tmp_path / "bench.jsonl"
+    rates.write_text(json.dumps({"bench": "end_to_end", "model": "vgg8", "method": "noise",
+                                 "compute": "tf32", "val_every": 1,
+                                 "loop_images_per_s": 30000.0}) + "\n")
+    out, run = tmp_path / "out", tmp_path / "run"
+    env = {**os.environ, "GPU_PAPER_DATA": str(data), "GPU_PAPER_RUN": str(run),
+           "GPU_PAPER_FROM": str(earlier), "GPU_PAPER_RATES": str(rates),
+           "GPU_PAPER_EXTRA": "--models vgg8 --stages core --seeds 1 --width 0.03 "
+                              "--epochs 2 --mc-runs 2 --compute fp32"}
+    # The next cell (noise injection) is estimated from the earlier vanilla cell's 100 s:
+    # it does not fit in 5 s, so nothing is trained and the call ends at once.
+    done = subprocess.run(["bash", "experiments/gpu_paper.sh", str(out), "5"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "continuing from" in done.stdout and "benches skipped" in done.stdout
+    assert (out / "bench.jsonl").read_text() == rates.read_text()
+    log = (out / "log.txt").read_text()
+    assert f"{name}: done before, skipped" in log and "stopped before the time budget" in log
+    assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 98.0 |" in (out / "REPORT.md").read_text()
+    with tarfile.open(out / "paper_gpu.tgz") as archive:
+        assert any(n.endswith(f"{name}/results.json") for n in archive.getnames())
