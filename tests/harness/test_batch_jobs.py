@@ -268,14 +268,15 @@ def test_a_plans_multi_seed_runs_are_split_between_workers_and_skip_held_folders
     from neft_jax.harness.sweeps import Worker
 
     ran, messages = [], []
+    job = ExperimentConfig(methods=("vanilla",), out=str(tmp_path / "job"))
     second = _Runner(Plan(), str(tmp_path), messages.append, False, Budget(None), Worker(2, 2))
     for name in ("vanilla", "table5 drop1", "table5 drop2"):
-        second.seeds_run(name, lambda name=name: ran.append(name))
+        second.seeds_run(name, lambda job, name=name, **_: ran.append(name), job)
     assert ran == ["table5 drop1"]  # positions 0 and 2 are worker 1's
 
-    def held():
+    def held(job, **_):
         raise FolderBusy("'x' is in use by pid 1 on h")
 
     alone = _Runner(Plan(), str(tmp_path), messages.append, False, Budget(None), Worker())
-    alone.seeds_run("stage alpha of vgg8", held)
+    alone.seeds_run("stage alpha of vgg8", held, job)
     assert messages == ["stage alpha of vgg8: held by another worker, skipped"]

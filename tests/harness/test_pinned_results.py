@@ -7,8 +7,10 @@ gradient equals ``nn.max_pool``'s exactly in float64 and differs in float32 only
 summation order (epoch 2: 3.319920 → 3.320311); every other number stayed. The
 one-channel first layer's shifted-sum forward on CPU (``conv.model_conv``, same day) left
 them all within the tolerances below.
-Losses may move by float reassociation on another CPU (rel 1e-4); an accuracy by at
-most one prediction of the 1,000 test images.
+Losses may move by float reassociation on another CPU (rel 5e-4: on 2026-11-28 an AMD
+EPYC of family 25 model 1 gave 3.319674 for vanilla's epoch 2, rel 1.9e-4 from the pin
+made on an Intel Xeon of family 6 model 207, with every other number in tolerance); an
+accuracy by at most one prediction of the 1,000 test images.
 """
 
 import json
@@ -36,7 +38,7 @@ def test_tiny_run_gives_the_pinned_numbers(tmp_path):
     for method, pinned in PINNED.items():
         entry = results["methods"][method]
         history = entry["history"]
-        assert [h["loss"] for h in history] == pytest.approx(pinned["loss"], rel=1e-4)
+        assert [h["loss"] for h in history] == pytest.approx(pinned["loss"], rel=5e-4)
         assert [h["val_accuracy"] for h in history] == pytest.approx(pinned["val_accuracy"],
                                                                      abs=0.26)
         if "feedback_ratio" in pinned:
