@@ -331,6 +331,15 @@ def summarize(accuracies: Sequence[float], ekl: float | None = None) -> dict:
     return summary
 
 
+def paired_summary(a: Sequence[float], b: Sequence[float]) -> dict | None:
+    """:func:`summarize` of ``a − b`` run by run, for two models scored on the same noise
+    keys (run i of each drew the same instance); None unless both have the same number
+    of runs, more than one."""
+    if not len(a) == len(b) > 1:
+        return None
+    return summarize(np.subtract(a, b))
+
+
 def count_not_converged(accuracies: Sequence[float], tolerance: float = 0.05) -> int:
     """Runs whose accuracy is more than ``tolerance`` (a fraction) from the mean (SPEC §5).
 

@@ -191,9 +191,7 @@ def core_differences(cells: dict[tuple[str, float, int], dict]) -> list[dict]:
     """For each σ and pair of :data:`CORE_PAIRS` with cells at a common seed: a − b per
     seed, mean ± 95 % CI paired over the Monte Carlo runs (both cells of a seed are
     scored on the same noise keys)."""
-    import numpy as np
-
-    from neft_jax.evaluate import summarize
+    from neft_jax.evaluate import paired_summary
 
     rows = []
     for sigma in sorted({s for _, s, _ in cells}):
@@ -201,8 +199,8 @@ def core_differences(cells: dict[tuple[str, float, int], dict]) -> list[dict]:
             per_seed = []
             for seed in sorted({seed for _, _, seed in cells}):
                 x, y = cells.get((a, sigma, seed)), cells.get((b, sigma, seed))
-                if x and y and len(x["accuracies"]) == len(y["accuracies"]) > 1:
-                    d = summarize(np.subtract(x["accuracies"], y["accuracies"]))
+                d = x and y and paired_summary(x["accuracies"], y["accuracies"])
+                if d:
                     per_seed.append({"seed": seed, "difference": d["mean"], "ci95": d["ci95"]})
             if per_seed:
                 rows.append({"sigma": sigma, "a": a, "b": b, "per_seed": per_seed})

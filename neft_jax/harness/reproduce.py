@@ -42,9 +42,8 @@ from neft_jax.harness.plan import (
     Plan,
     stage_dir,
 )
-from neft_jax.harness.results import RunResults
 from neft_jax.harness.seeds import run_seeds, seed_config, seed_list
-from neft_jax.harness.sweeps import ALONE, Worker, grid_cells, run_sweep
+from neft_jax.harness.sweeps import ALONE, Worker, cell_done, grid_cells, run_sweep
 from neft_jax.models import MODELS
 
 __all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "estimate_from_rates", "run_plan",
@@ -161,17 +160,10 @@ def trainings_left(job: ExperimentConfig) -> int:
     (all or none: the search keeps no partial result), else one per unfinished seed
     (``run_seeds`` keeps each seed in ``seed-<n>/``)."""
     method, = job.methods
-
-    def done(out: str) -> bool:
-        path = os.path.join(out, "results.json")
-        if not os.path.exists(path):
-            return False
-        results = RunResults.load(path)
-        return method in results.methods and results.methods[method].done(job.eval_sigmas)
-
     if job.alpha_search:
-        return 0 if done(job.out) else len(ALPHA_GRID)
-    return sum(not done(seed_config(job, seed).out) for seed in seed_list(job))
+        return 0 if cell_done(job.out, method) else len(ALPHA_GRID)
+    return sum(not cell_done(seed_config(job, seed).out, method) for seed in seed_list(job))
+
 
 def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig) -> tuple | None:
     """(methods, σ, α, seeds) of a stage that is a grid of cells; None for the others."""

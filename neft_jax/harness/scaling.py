@@ -183,7 +183,7 @@ def paired_differences(points: Sequence[Point], methods: Sequence[str],
     import numpy as np
     from scipy.stats import t
 
-    from neft_jax.evaluate import summarize
+    from neft_jax.evaluate import paired_summary
 
     rows = []
     for point in points:
@@ -196,10 +196,9 @@ def paired_differences(points: Sequence[Point], methods: Sequence[str],
                 (_, ma, ea), (_, mb, eb) = cells[a][seed], cells[b][seed]
                 if ma.diverged or mb.diverged or ea.mean is None or eb.mean is None:
                     continue
-                paired = len(ea.accuracies) == len(eb.accuracies) > 1
+                paired = paired_summary(ea.accuracies, eb.accuracies)
                 per_seed.append({"seed": seed, "difference": ea.mean - eb.mean,
-                                 "ci95": summarize(np.subtract(ea.accuracies, eb.accuracies))[
-                                     "ci95"] if paired else None})
+                                 "ci95": paired["ci95"] if paired else None})
             if not per_seed:
                 continue
             differences = np.array([p["difference"] for p in per_seed])
