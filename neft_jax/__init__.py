@@ -8,11 +8,14 @@ The drop-in library (this package's top level) never imports the paper harness
 * :mod:`neft_jax.models` — multi-exit VGG-8 and ResNet-18 (Table I).
 * :mod:`neft_jax.losses` — eq. (1).
 * :mod:`neft_jax.train` — :class:`TrainState` and the jitted step of each method.
+* :mod:`neft_jax.adapters` — the training contract for any model (linen, NNX, a
+  function), :func:`with_exits` to attach the paper's exits, :func:`evaluation_model`.
 * :mod:`neft_jax.evaluate` — :func:`monte_carlo` evaluation, EKL, summaries.
 * :mod:`neft_jax.conv`, :mod:`neft_jax.parallel` — CPU conv backward, multi-device.
 """
 
-from neft_jax import evaluate, losses, models, parallel, perturbation, train
+from neft_jax import adapters, evaluate, losses, models, parallel, perturbation, train
+from neft_jax.adapters import evaluation_model, with_exits
 from neft_jax.device import PRESETS, DeviceModel
 from neft_jax.evaluate import MonteCarloResult, TestSet, make_test_set, monte_carlo, summarize
 from neft_jax.losses import negative_feedback_loss
@@ -31,6 +34,9 @@ __all__ = [
     "METHODS",
     "PRESETS",
     "VGG8",
+    "adapters",
+    "evaluation_model",
+    "with_exits",
     "DeviceModel",
     "MonteCarloResult",
     "NoWeightsSelected",

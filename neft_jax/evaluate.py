@@ -53,7 +53,8 @@ _AUTOTUNED: dict = {}
 class TestSet(NamedTuple):
     """A test set laid out in equal batches on the device.
 
-    images ``(num_batches, batch, H, W, C)``, labels ``(num_batches, batch)``,
+    images ``(num_batches, batch, *features)`` (e.g. ``H, W, C``), labels
+    ``(num_batches, batch)``,
     mask ``(num_batches, batch)`` (False on padding).
     """
 
@@ -76,13 +77,13 @@ class MonteCarloResult(NamedTuple):
 
 
 def make_test_set(images: Any, labels: Any, batch_size: int = 500) -> TestSet:
-    """Pad and reshape ``images (N, H, W, C)``, ``labels (N,)`` into a :class:`TestSet`."""
+    """Pad and reshape inputs ``(N, *features)`` (images ``(N, H, W, C)``, or any feature
+    shape such as ``(N, F)``) and ``labels (N,)`` into a :class:`TestSet`."""
     images = np.asarray(images, np.float32)
     labels = np.asarray(labels, np.int32)
-    if images.ndim != 4 or labels.shape != images.shape[:1]:
-        raise ValueError(
-            f"images must be (N, H, W, C) and labels (N,), got {images.shape} and {labels.shape}"
-        )
+    if images.ndim < 2 or labels.shape != images.shape[:1] or not len(labels):
+        raise ValueError(f"inputs must be (N, *features) and labels (N,) with N >= 1, got "
+                         f"{images.shape} and {labels.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(labels)
@@ -237,7 +238,12 @@ def monte_carlo(
       :class:`MonteCarloResult` with per-run accuracies ``(R,)`` (or ``(1,)``
       at σ = 0) and the EKL.
     """
+    from neft_jax.perturbation import as_device
+
+    device = as_device(device)
     model, variables = as_forward(model, variables)
+    if not device.is_noiseless:
+        _require_perturbed_leaves(model, variables, where)
     keys = jnp.asarray(keys)
     if keys.ndim == 0 or keys.shape[0] < 1:
         raise ValueError("keys must be a non-empty batch of PRNG keys")
@@ -283,6 +289,22 @@ def monte_carlo(
     return MonteCarloResult(accuracies, ekl, chunk_size)
 
 
+def _require_perturbed_leaves(forward: Forward, variables, where: Where) -> None:
+    """Raise :class:`~neft_jax.NoWeightsSelected` when ``where`` selects no leaf of what
+    Monte Carlo perturbs: its numbers would be noise-free numbers labelled noisy."""
+    from neft_jax.perturbation import NoWeightsSelected, leaf_name, path_names
+
+    tree = variables["params"] if forward.kind == "linen" else variables
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if any(where(path_names(path), leaf) for path, leaf in leaves):
+        return
+    seen = sorted({str(leaf_name(path_names(path))) for path, _ in leaves})
+    raise NoWeightsSelected(
+        f"monte_carlo: σ > 0 but `where` selects none of the weights (leaf names seen: "
+        f"{seen[:12]}{' ...' if len(seen) > 12 else ''}), so every run would be noise-free; "
+        "pass where=lambda path, leaf: ... to choose the weights that get noise")
+
+
 def _autotuned_chunk_size(model, variables, test_set, device) -> int:
     """Measure the chunk sizes once per (backend, model, test-set shape) and cache the best."""
     key = (jax.default_backend(), model, test_set.images.shape)
@@ -312,8 +334,14 @@ def monte_carlo_loop(model, variables, test_set, keys, device, where=backbone_ke
     return np.array(counts, np.float64) / test_set.size
 
 
+#: Low quantiles of the runs' accuracies in every summary (worst cases, as robustness
+#: papers report a k-th percentile): key -> quantile.
+QUANTILES = {"q01": 0.01, "q05": 0.05}
+
+
 def summarize(accuracies: Sequence[float], ekl: float | None = None) -> dict:
-    """Mean, std (ddof = 1), 95 % / 99 % CI half-widths of run accuracies (same units)."""
+    """Mean, std (ddof = 1), 95 % / 99 % CI half-widths, the 1 % and 5 % quantiles
+    (numpy's linear interpolation), min and max of run accuracies (same units)."""
     acc = np.asarray(accuracies, np.float64)
     runs = acc.size
     std = float(np.std(acc, ddof=1)) if runs > 1 else 0.0
@@ -323,6 +351,7 @@ def summarize(accuracies: Sequence[float], ekl: float | None = None) -> dict:
         "std": std,
         "ci95": Z95 * std / math.sqrt(runs),
         "ci99": Z99 * std / math.sqrt(runs),
+        **{name: float(np.quantile(acc, q)) for name, q in QUANTILES.items()},
         "min": float(np.min(acc)),
         "max": float(np.max(acc)),
     }

@@ -8,7 +8,6 @@ perturb the weights and compute logits.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any
 
 import flax.linen as nn
@@ -25,25 +24,29 @@ def inference_model(model: nn.Module) -> nn.Module:
 class Forward:
     """How Monte Carlo gets logits from a model (hashable: a static jit argument).
 
-    ``kind`` is ``"linen"`` (``target`` a module; noise on ``variables["params"]``;
-    ``train=False`` passed when its ``__call__`` takes it), ``"nnx"`` (``target`` the
-    graphdef of ``nnx.split``; noise on the state; evaluated in eval mode) or
-    ``"function"`` (``target(variables, images) -> logits``; noise on ``variables``).
-    A model that returns a tuple or list is taken to return ``(logits, ...)``.
+    ``kind`` is ``"linen"`` (``target`` a module; noise on ``variables["params"]``; its
+    train flag, when ``__call__`` has one, set to evaluation: ``train=False``,
+    ``deterministic=True``, …, :data:`neft_jax.adapters.TRAIN_FLAGS`), ``"nnx"``
+    (``target`` the graphdef of ``nnx.split``; noise on the state, or on a tuple of
+    states; evaluated in eval mode) or ``"function"`` (``target(variables, images) ->
+    logits``; noise on ``variables``). A model that returns a tuple or list is taken to
+    return ``(logits, ...)``.
     """
 
     kind: str
     target: Any
-    train_kwarg: bool = False
+    flag: str | None = None
 
     def logits(self, variables, images):
         if self.kind == "linen":
-            kwargs = {"train": False} if self.train_kwarg else {}
-            out = self.target.apply(variables, images, **kwargs)
+            from neft_jax.adapters import flag_kwargs
+
+            out = self.target.apply(variables, images, **flag_kwargs(self.flag, train=False))
         elif self.kind == "nnx":
             from flax import nnx
 
-            model = nnx.merge(self.target, variables)
+            states = variables if isinstance(variables, tuple) else (variables,)
+            model = nnx.merge(self.target, *states)
             model.eval()
             out = model(images)
         else:
@@ -51,10 +54,12 @@ class Forward:
         return out[0] if isinstance(out, (tuple, list)) else out
 
     def perturb(self, variables, key, device, where):
+        """Noise on the selected leaves (monte_carlo checks beforehand that σ > 0 selects
+        some; a traced σ = 0 selects none silently)."""
         if self.kind == "linen":
             return {**variables, "params": perturb(variables["params"], key, device,
-                                                    where=where)}
-        return perturb(variables, key, device, where=where)
+                                                    where=where, on_empty="ignore")}
+        return perturb(variables, key, device, where=where, on_empty="ignore")
 
 
 def as_forward(model, variables) -> tuple[Forward, Any]:
@@ -63,9 +68,10 @@ def as_forward(model, variables) -> tuple[Forward, Any]:
     if isinstance(model, Forward):
         return model, variables
     if isinstance(model, nn.Module):
-        call = inspect.signature(type(model).__call__).parameters
+        from neft_jax.adapters import train_flag
+
         variables = {**variables, "batch_stats": variables.get("batch_stats", {})}
-        return Forward("linen", inference_model(model), "train" in call), variables
+        return Forward("linen", inference_model(model), train_flag(model)), variables
     try:
         from flax import nnx
     except ImportError:  # pragma: no cover - flax without nnx

@@ -64,16 +64,19 @@ def _channels(base: int, width: float) -> int:
 
 
 class ExitHead(nn.Module):
-    """Exit MLP: adaptive avg-pool → flatten → dense hidden → ReLU → dense K."""
+    """Exit MLP: adaptive avg-pool → flatten → dense hidden → ReLU → dense K.
 
-    pool_size: int
+    ``pool_size`` None: no pooling (features already ``(B, F)``)."""
+
+    pool_size: int | None
     hidden: int
     num_classes: int
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        x = adaptive_avg_pool(x, self.pool_size)
+        if self.pool_size is not None:
+            x = adaptive_avg_pool(x, self.pool_size)
         x = x.reshape((x.shape[0], -1))
         dense = functools.partial(nn.Dense, kernel_init=kaiming_fan_out, dtype=self.dtype)
         x = nn.relu(dense(self.hidden)(x))
@@ -247,13 +250,13 @@ class ResNet(nn.Module):
         logits = nn.Dense(self.num_classes, kernel_init=kaiming_fan_out, dtype=self.dtype)(x)
         chosen = exit_numbers(self.exits, self.num_exits)
         exit_logits = tuple(
-            head(pool_size=_exit_pool_size(tap.shape[1]), name=f"{EXIT_PREFIX}{i + 1}")(tap)
+            head(pool_size=exit_pool_size(tap.shape[1]), name=f"{EXIT_PREFIX}{i + 1}")(tap)
             for i, tap in enumerate(taps[:4]) if i + 1 in chosen
         )
         return logits.astype(jnp.float32), tuple(z.astype(jnp.float32) for z in exit_logits)
 
 
-def _exit_pool_size(spatial: int) -> int:
+def exit_pool_size(spatial: int) -> int:
     """Exit pool size by tap resolution (Table I): 32→6, 16→4, 8→3 (for 32×32 inputs)."""
     return {32: 6, 16: 4, 8: 3}.get(spatial, max(1, math.ceil(spatial * 3 / 8)))
 

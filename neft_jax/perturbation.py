@@ -108,7 +108,8 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | 
       key: a ``jax.random`` key; each selected leaf gets ``fold_in(key, i)``
         for its index i among the selected leaves, so leaves of equal shape
         get independent noise and the same key gives the same noise.
-      device: the :class:`DeviceModel` (σ, bits, preset, normalisation, scale).
+      device: the :class:`DeviceModel` (σ, bits, preset, normalisation, scale), or a
+        number σ for the default device model.
       where: ``where(path, leaf) -> bool`` with ``path`` a tuple of key names;
         default :func:`is_kernel` (conv and dense kernels only).
       on_empty: when ``where`` selects no leaf: ``"warn"`` (default; the params come
@@ -120,6 +121,7 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | 
     """
     if on_empty not in ON_EMPTY:
         raise ValueError(f"on_empty must be one of {ON_EMPTY}, got {on_empty!r}")
+    device = as_device(device)
     if device.is_noiseless:
         return params
     default_rule = where is None
@@ -145,6 +147,18 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | 
         out.append(leaf + jax.lax.stop_gradient(noise))
         index += 1
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def as_device(device: Any) -> DeviceModel:
+    """``device``, or ``DeviceModel(sigma=device)`` for a number σ (shorthand: the default
+    device model, eq. (5) as printed); a one-line TypeError for anything else."""
+    if isinstance(device, DeviceModel):
+        return device
+    if isinstance(device, (int, float)) and not isinstance(device, bool) or (
+            hasattr(device, "dtype") and jnp.ndim(device) == 0):
+        return DeviceModel(sigma=device)
+    raise TypeError(f"device must be a neft_jax.DeviceModel (e.g. DeviceModel(sigma=0.4)) or "
+                    f"a number σ, got {type(device).__name__}")
 
 
 def _report_empty_selection(leaves_with_paths, default_rule: bool, on_empty: str) -> None:

@@ -30,14 +30,19 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from neft_jax.adapters import as_trainable, initial_variables
 from neft_jax.device import DeviceModel
 from neft_jax.losses import cross_entropy, feedback_ratio, feedback_term, subtract_feedback
 from neft_jax.models import backbone_kernels, exit_kernels
-from neft_jax.perturbation import perturb
+from neft_jax.perturbation import Where, perturb
 
 METHODS = ("vanilla", "noise", "noise_scaled", "irs", "ovf")
-#: The paper's four methods: what a run trains unless told otherwise.
+#: The paper's four methods.
 PAPER_METHODS = ("vanilla", "noise", "irs", "ovf")
+#: What a run trains unless told otherwise: the paper's four and the fair baseline
+#: ``noise_scaled`` (eq. (1)'s logit scaling without the feedback), so that every table
+#: shows whether IRS/OVF's gain is the feedback's.
+DEFAULT_METHODS = ("vanilla", "noise", "noise_scaled", "irs", "ovf")
 #: Methods trained with eq. (1)'s feedback term (they have an α).
 FEEDBACK_METHODS = ("irs", "ovf")
 #: σ offsets of OVF's three extra forward passes, in the order of z_1, z_2, z_3.
@@ -95,18 +100,27 @@ def make_hparams(sigma: float, exit_sigma: float | None = None, alpha: float = 0
 
 
 def create_train_state(
-    model: nn.Module,
-    key: jax.Array,
-    input_shape: Sequence[int],
+    model: Any,
+    key: jax.Array | None,
+    input_shape: Sequence[int] | None,
     tx: optax.GradientTransformation,
     hparams: dict | None = None,
+    *,
+    params: Any = None,
 ) -> TrainState:
-    """Initialise a model (input ``(B, H, W, C)``) and wrap it in a :class:`TrainState`."""
-    variables = model.init(key, jnp.zeros(tuple(input_shape), jnp.float32), train=False)
+    """Wrap a model and its initial weights in a :class:`TrainState`.
+
+    ``model``: a linen module (initialised from ``key`` on zeros of ``input_shape``, any
+    input shape), an NNX module (its own state; ``key``/``input_shape`` unused) or a
+    function ``apply(params, x)`` with its initial ``params`` (:mod:`neft_jax.adapters`).
+    ``state.batch_stats`` holds the non-parameter state (BatchNorm statistics), {} when
+    there is none.
+    """
+    trainable, model_params, extra = initial_variables(model, key, input_shape, params)
     return TrainState.create(
-        apply_fn=model.apply,
-        params=variables["params"],
-        batch_stats=variables.get("batch_stats", {}),
+        apply_fn=trainable,
+        params=model_params,
+        batch_stats=extra,
         tx=tx,
         hparams=make_hparams(0.0) if hparams is None else hparams,
     )
@@ -125,13 +139,16 @@ def make_train_step(
     ovf_offsets: Sequence[float] = OVF_SIGMA_OFFSETS,
     ovf_update_stats: bool = True,
     logit_divisor: float | None = None,
+    where: Where | None = None,
     jit: bool = True,
     donate: bool = False,
 ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
     """Build the train step of ``method``.
 
     Args:
-      model: the linen module (with exits for ``irs``).
+      model: a linen module, an NNX module or a function ``apply(params, x)`` that returns
+        logits, or logits and exit logits (:mod:`neft_jax.adapters`); IRS needs exit
+        logits (built-in models with ``exits=True``, or :func:`neft_jax.with_exits`).
       method: one of :data:`METHODS`.
       device: backbone device template; its σ is replaced by
         ``state.hparams["sigma"]`` at every step. Exits always use the RRAM1
@@ -143,7 +160,11 @@ def make_train_step(
         after the main pass, in order (the authors' code; default). False keeps only
         the main pass's update.
       logit_divisor: ``noise_scaled`` trains on ``CE(z / logit_divisor)``; default
-        ``model.num_exits + 1`` (IRS's s + 1 for that model).
+        ``model.num_exits + 1`` (IRS's s + 1 for that model), else the number of exit
+        logits the model returns + 1.
+      where: the backbone weights that get noise (default: kernels outside ``exit_*``
+        modules); the step raises if it selects none. Exit kernels (under ``exit_*``)
+        get the exits' σ.
       jit: return the jitted step (default) or the plain function.
       donate: donate the input state's buffers (jit only).
 
@@ -155,6 +176,8 @@ def make_train_step(
     validate_method(method)
     device = DeviceModel() if device is None else device
     exit_template = device.replace(state_factor=1)
+    trainable = as_trainable(model)
+    backbone = backbone_kernels if where is None else where
     if method == "noise_scaled":
         logit_divisor = _default_logit_divisor(model, logit_divisor)
 
@@ -162,15 +185,11 @@ def make_train_step(
         if sigma is not None:
             backbone_key, exit_key = jax.random.split(key)
             params = perturb(params, backbone_key, device.replace(sigma=sigma),
-                             where=backbone_kernels)
+                             where=backbone, on_empty="raise")
             if exit_sigma is not None:
                 params = perturb(params, exit_key, exit_template.replace(sigma=exit_sigma),
                                  where=exit_kernels, on_empty="ignore")
-        (logits, exit_logits), updates = apply_fn(
-            {"params": params, "batch_stats": batch_stats},
-            x, train=True, mutable=["batch_stats"],
-        )
-        return logits, exit_logits, updates["batch_stats"]
+        return trainable.apply(params, batch_stats, x, key, train=True)
 
     def loss_fn(params, state, batch, key):
         x, y = batch["image"], batch["label"]
@@ -183,7 +202,10 @@ def make_train_step(
         aux = {}
         if method == "irs":
             if not exit_logits:
-                raise ValueError("method 'irs' needs a model built with exits=True")
+                raise ValueError("method 'irs' needs a model that returns (logits, "
+                                 "exit_logits): VGG8/ResNet18 with exits=True, or your linen "
+                                 "model wrapped by neft_jax.with_exits(model, taps=[...], "
+                                 "num_classes=K)")
             feedback_logits = exit_logits
             aux["exit_accuracy"] = jnp.stack([_accuracy(z, y) for z in exit_logits])
         elif method == "ovf":
@@ -200,7 +222,16 @@ def make_train_step(
             aux["feedback_ratio"] = feedback_ratio(jax.lax.stop_gradient(logits),
                                                    jax.lax.stop_gradient(feedback))
         elif method == "noise_scaled":
-            loss = cross_entropy(logits / logit_divisor, y)
+            divisor = logit_divisor
+            if divisor is None:
+                if not exit_logits:
+                    raise ValueError(
+                        "method 'noise_scaled' trains on CE(z / (s + 1)), s = the number of "
+                        "exits IRS would use; this model has no num_exits attribute and "
+                        "returns no exit logits: pass logit_divisor=s + 1 (e.g. 4 for three "
+                        "exits)")
+                divisor = float(len(exit_logits) + 1)
+            loss = cross_entropy(logits / divisor, y)
         else:
             loss = cross_entropy(logits, y)
         aux["accuracy"] = _accuracy(logits, y)
@@ -217,12 +248,13 @@ def make_train_step(
     return jax.jit(step, donate_argnums=(0,) if donate else ())
 
 
-def _default_logit_divisor(model: nn.Module, divisor: float | None) -> float:
+def _default_logit_divisor(model: Any, divisor: float | None) -> float | None:
+    """``divisor``, else ``model.num_exits + 1``; None when neither is known (the step then
+    derives it from the exit logits the model returns)."""
     if divisor is None:
         num_exits = getattr(model, "num_exits", None)
         if num_exits is None:
-            raise ValueError("method 'noise_scaled' needs logit_divisor (s + 1) for a model "
-                             "without a num_exits attribute")
+            return None
         divisor = num_exits + 1
     if not divisor > 0:
         raise ValueError(f"logit_divisor must be > 0, got {divisor!r}")

@@ -69,13 +69,13 @@ def test_nnx_module_is_evaluated_from_its_own_state_in_eval_mode():
     assert np.ptp(noisy.accuracies) > 0
 
 
-def test_plain_function_with_where_and_warning_without_it():
+def test_plain_function_with_where_and_refusal_without_it():
     clean = neft_jax.monte_carlo(_apply, PARAMS, TEST_SET, KEYS, neft_jax.DeviceModel(0.0))
     assert clean.accuracies[0] == pytest.approx(_clean_accuracy(_apply(PARAMS, X)))
     noisy = neft_jax.monte_carlo(_apply, PARAMS, TEST_SET, KEYS, neft_jax.DeviceModel(2.0),
                                  where=_is_w)
     assert np.ptp(noisy.accuracies) > 0
-    with pytest.warns(UserWarning, match=r"no leaf was perturbed.*'W1'"):
+    with pytest.raises(neft_jax.NoWeightsSelected, match=r"selects none.*'W1'"):
         neft_jax.monte_carlo(_apply, PARAMS, TEST_SET, KEYS, DEVICE)
 
 

@@ -81,7 +81,9 @@ def test_noise_gradient_is_straight_through_at_noisy_weights():
     images, labels = quadrant_task(8, seed=0)
     key = jax.random.key(3)
     backbone_key = jax.random.split(jax.random.split(key, 4)[0])[0]
-    noisy = perturb(state.params, backbone_key, DeviceModel(0.3), where=T.backbone_kernels)
+    # σ as the step sees it (a float32 hparam): the same std to the last bit
+    noisy = perturb(state.params, backbone_key, DeviceModel(jnp.float32(0.3)),
+                    where=T.backbone_kernels)
 
     def loss_at(params):
         (logits, _), _ = model.apply({"params": params, "batch_stats": state.batch_stats},

@@ -1,0 +1,244 @@
+"""Any JAX model, trained and evaluated the same way: linen, NNX or a plain function.
+
+The training contract (:func:`neft_jax.create_train_state`, :func:`neft_jax.make_train_step`):
+
+* **linen module**: ``model.apply(variables, x, **flag)`` returns logits ``(B, K)``, or
+  ``(logits, exit_logits)`` with ``exit_logits`` a sequence of ``(B, K)`` arrays. A train
+  flag is found by name in ``__call__``'s signature (:data:`TRAIN_FLAGS`: ``train``,
+  ``training``, ``is_training`` are True in training; ``deterministic`` and
+  ``use_running_average`` False), or there is none. BatchNorm statistics (the
+  ``batch_stats`` collection) are updated in training when the module has them; a
+  ``dropout`` RNG stream is passed in training.
+* **NNX module**: split into its ``nnx.Param`` state (trained) and the rest (BatchNorm
+  statistics, RNG counts: ``TrainState.batch_stats``); called in ``train()`` mode in
+  training and ``eval()`` mode in evaluation.
+* **function** ``apply(params, x)``: the same outputs, no other state.
+
+Noise goes on the leaves that ``where`` selects (default: kernels outside ``exit_*``
+modules); a model whose weights are named otherwise passes ``where=``. IRS needs exit
+logits: the built-in models with ``exits=True``, or any linen model wrapped by
+:func:`with_exits`, which attaches the paper's exit heads (adaptive average pool to a
+small grid, dense 512, ReLU, dense K) to the submodules it names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from neft_jax.models import EXIT_PREFIX, ExitHead, exit_pool_size
+
+#: Train-flag names and the value each takes in training (evaluation gets the opposite).
+TRAIN_FLAGS = {"train": True, "training": True, "is_training": True,
+               "deterministic": False, "use_running_average": False}
+
+
+def split_outputs(out) -> tuple[jax.Array, tuple]:
+    """``(logits, exit_logits)`` from what a model returns: logits, or a pair of logits and
+    a sequence of exit logits."""
+    if isinstance(out, (tuple, list)):
+        if len(out) == 2 and isinstance(out[1], (tuple, list)):
+            return out[0], tuple(out[1])
+        raise ValueError(f"a model must return logits (B, K) or (logits, exit_logits) with "
+                         f"exit_logits a sequence of (B, K) arrays; got a {type(out).__name__} "
+                         f"of {len(out)}")
+    return out, ()
+
+
+def train_flag(module: nn.Module) -> str | None:
+    """The name of ``module``'s train flag (:data:`TRAIN_FLAGS`), or None."""
+    if isinstance(module, WithExits):
+        return train_flag(module.backbone)
+    names = inspect.signature(type(module).__call__).parameters
+    return next((name for name in TRAIN_FLAGS if name in names), None)
+
+
+def flag_kwargs(flag: str | None, train: bool) -> dict:
+    """``{flag: value}`` for training (``train``) or evaluation; {} without a flag."""
+    if flag is None:
+        return {}
+    return {flag: TRAIN_FLAGS[flag] if train else not TRAIN_FLAGS[flag]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainable:
+    """How a train step calls a model (hashable: kept in ``TrainState.apply_fn``).
+
+    ``kind``: ``"linen"`` (``target`` the module), ``"nnx"`` (``target`` the graphdef) or
+    ``"function"`` (``target(params, x)``); ``flag``: the linen train flag or None.
+    """
+
+    kind: str
+    target: Any
+    flag: str | None = None
+
+    def apply(self, params, extra, x, key, train: bool = True):
+        """``(logits, exit_logits, new_extra)`` of one forward pass; ``extra`` is the
+        non-parameter state (linen ``batch_stats``, NNX's other state, {} for a function)."""
+        if self.kind == "linen":
+            variables = {"params": params, "batch_stats": extra}
+            kwargs = flag_kwargs(self.flag, train)
+            if train and extra:
+                out, updates = self.target.apply(variables, x, **kwargs, rngs={"dropout": key},
+                                                 mutable=["batch_stats"])
+                extra = updates["batch_stats"]
+            else:
+                out = self.target.apply(variables, x, **kwargs,
+                                        rngs={"dropout": key} if train else None)
+        elif self.kind == "nnx":
+            from flax import nnx
+
+            # fresh Variables of this trace level (BatchNorm writes its statistics into them)
+            params, extra = jax.tree.map(lambda leaf: leaf, (params, extra))
+            model = nnx.merge(self.target, params, extra)
+            model.train() if train else model.eval()
+            out = model(x)
+            _, _, extra = nnx.split(model, nnx.Param, ...)
+        else:
+            out = self.target(params, x)
+        logits, exit_logits = split_outputs(out)
+        return logits, exit_logits, extra
+
+
+def as_trainable(model) -> Trainable:
+    """The :class:`Trainable` of a linen module, an NNX module or a function."""
+    if isinstance(model, Trainable):
+        return model
+    if isinstance(model, nn.Module):
+        return Trainable("linen", model, train_flag(model))
+    nnx = _nnx()
+    if nnx is not None and isinstance(model, nnx.Module):
+        return Trainable("nnx", nnx.graphdef(model))
+    if callable(model):
+        return Trainable("function", model)
+    raise TypeError(f"model must be a flax linen module, an nnx.Module or a function "
+                    f"apply(params, x) -> logits, got {type(model).__name__}")
+
+
+def initial_variables(model, key, input_shape, params=None) -> tuple[Trainable, Any, Any]:
+    """``(trainable, params, extra)`` of a model before training.
+
+    linen: initialised from ``key`` on zeros of ``input_shape`` (in evaluation mode);
+    NNX: the module's own state; function: ``params`` (required)."""
+    trainable = as_trainable(model)
+    if trainable.kind == "linen":
+        if key is None or input_shape is None:
+            raise ValueError("a linen model needs key and input_shape to be initialised")
+        import jax.numpy as jnp
+
+        variables = model.init(key, jnp.zeros(tuple(input_shape), jnp.float32),
+                               **flag_kwargs(trainable.flag, train=False))
+        return trainable, variables["params"], variables.get("batch_stats", {})
+    if trainable.kind == "nnx":
+        from flax import nnx
+
+        _, model_params, extra = nnx.split(model, nnx.Param, ...)
+        return trainable, model_params, extra
+    if params is None:
+        raise ValueError("a function model apply(params, x) needs params=: the initial "
+                         "parameters to train")
+    return trainable, params, {}
+
+
+def evaluation_model(state) -> tuple[Any, Any]:
+    """``(model, variables)`` for :func:`neft_jax.monte_carlo` from a trained
+    :class:`~neft_jax.TrainState` (exits are dropped at inference)."""
+    from neft_jax.forward import Forward
+
+    trainable = state.apply_fn
+    if not isinstance(trainable, Trainable):
+        raise TypeError("evaluation_model needs a state made by neft_jax.create_train_state")
+    if trainable.kind == "linen":
+        return trainable.target, {"params": state.params, "batch_stats": state.batch_stats}
+    if trainable.kind == "nnx":
+        return Forward("nnx", trainable.target), (state.params, state.batch_stats)
+    return trainable.target, state.params
+
+
+class WithExits(nn.Module):
+    """A linen backbone with the paper's exit heads attached to the submodules ``taps``
+    names (by name, e.g. ``"conv1"`` or ``"Conv_0"``, or by path inside the backbone,
+    ``"block1/conv"``); exit i is the module ``exit_{i}``, shallowest first as listed.
+
+    Returns ``(logits, exit_logits)``; with ``exits=False`` (what Monte Carlo evaluation
+    uses) the backbone's logits alone. A tap's output ``(B, H, W, C)`` is average-pooled to
+    ``pool_sizes[i]`` (default by resolution as in the paper: 32→6, 16→4, 8→3); a
+    ``(B, F)`` output goes to the dense layers as it is.
+    """
+
+    backbone: nn.Module
+    taps: tuple[str, ...]
+    num_classes: int
+    hidden: int = 512
+    pool_sizes: tuple[int, ...] | None = None
+    exits: bool = True
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.taps)
+
+    @nn.compact
+    def __call__(self, x, *args, **kwargs):
+        captured: dict[str, Any] = {}
+        inside = len(self.path) + 1  # path entries of this module and of "backbone"
+
+        def capture(next_fun, call_args, call_kwargs, context):
+            out = next_fun(*call_args, **call_kwargs)
+            module = context.module
+            if context.method_name == "__call__" and module.path[:inside - 1] == self.path \
+                    and len(module.path) > inside:
+                relative = "/".join(map(str, module.path[inside:]))
+                for name in (module.name, relative):
+                    if name in self.taps and name not in captured:
+                        captured[name] = out
+            return out
+
+        with nn.intercept_methods(capture):
+            logits, _ = split_outputs(self.backbone(x, *args, **kwargs))
+        if not self.exits:
+            return logits
+        missing = [t for t in self.taps if t not in captured]
+        if missing:
+            raise ValueError(f"with_exits: no submodule of the backbone is named {missing}; "
+                             "name submodules (nn.Conv(..., name='conv1')) or use the "
+                             "automatic names (Conv_0, Dense_1, ...)")
+        exit_logits = []
+        for i, tap in enumerate(self.taps):
+            features = captured[tap]
+            if isinstance(features, (tuple, list)):
+                features = features[0]
+            size = (self.pool_sizes[i] if self.pool_sizes else
+                    exit_pool_size(features.shape[1]) if features.ndim == 4 else None)
+            head = ExitHead(pool_size=size, hidden=self.hidden, num_classes=self.num_classes,
+                            name=f"{EXIT_PREFIX}{i + 1}")
+            exit_logits.append(head(features).astype(logits.dtype))
+        return logits, tuple(exit_logits)
+
+
+def with_exits(backbone: nn.Module, taps: Sequence[str], num_classes: int, *,
+               hidden: int = 512, pool_sizes: Sequence[int] | None = None) -> WithExits:
+    """``backbone`` with the paper's exits at the submodules ``taps`` names, for IRS
+    (:class:`WithExits`)."""
+    if isinstance(backbone, WithExits) or not isinstance(backbone, nn.Module):
+        raise TypeError("with_exits takes a flax linen module (NNX models and functions "
+                        "return their exit logits themselves: (logits, [z_1, ...]))")
+    if isinstance(taps, str) or not taps:
+        raise ValueError(f"taps must be a non-empty sequence of submodule names, got {taps!r}")
+    if pool_sizes is not None and len(pool_sizes) != len(taps):
+        raise ValueError(f"pool_sizes must give one size per tap ({len(taps)}), got "
+                         f"{len(pool_sizes)}")
+    return WithExits(backbone, tuple(taps), num_classes, hidden,
+                     None if pool_sizes is None else tuple(pool_sizes))
+
+
+def _nnx():
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover - flax without nnx
+        return None
+    return nnx

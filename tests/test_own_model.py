@@ -1,0 +1,181 @@
+"""Training one's own model: linen without BatchNorm, NNX, a plain function, with every
+method; IRS on a linen model with attached exits; evaluation that cannot lie."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import neft_jax
+from neft_jax.perturbation import not_under
+
+X = jax.random.normal(jax.random.key(0), (32, 8, 8, 1))
+Y = (jnp.arange(32) % 3).astype(jnp.int32)
+BATCH = {"image": X, "label": Y}
+TX = neft_jax.create_optimizer(1e-2, 100)
+HP = neft_jax.make_hparams(0.5, alpha=0.1)
+NOISY_METHODS = ("noise", "noise_scaled", "irs", "ovf")
+
+
+class PlainCNN(nn.Module):
+    """No BatchNorm, a ``deterministic`` flag (dropout), logits only."""
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        x = nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
+        x = nn.Dropout(0.1)(x, deterministic=deterministic)
+        x = nn.relu(nn.Conv(4, (3, 3), name="conv2")(x))
+        return nn.Dense(3)(x.mean(axis=(1, 2)))
+
+
+class NNXNet(nnx.Module):
+    """BatchNorm, and one exit of its own: returns ``(logits, [z_1])``."""
+
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(1, 4, (3, 3), rngs=rngs)
+        self.norm = nnx.BatchNorm(4, rngs=rngs)
+        self.head = nnx.Linear(4, 3, rngs=rngs)
+        self.exit_1 = nnx.Linear(4, 3, rngs=rngs)
+
+    def __call__(self, x):
+        h = nnx.relu(self.norm(self.conv(x))).mean(axis=(1, 2))
+        return self.head(h), [self.exit_1(h)]
+
+
+def _apply(params, images):
+    hidden = jnp.tanh(images.reshape(images.shape[0], -1) @ params["W1"] + params["b1"])
+    return hidden @ params["W2"], [hidden @ params["exit_1"]["W"]]
+
+
+PARAMS = {"W1": 0.3 * jax.random.normal(jax.random.key(2), (64, 16)), "b1": jnp.zeros(16),
+          "W2": jax.random.normal(jax.random.key(3), (16, 3)),
+          "exit_1": {"W": jax.random.normal(jax.random.key(4), (16, 3))}}
+FUNCTION_WEIGHTS = not_under("exit_", lambda path, leaf: str(path[-1]).startswith("W"))
+
+
+def _models():
+    """(name, model for the step, state, where) of each kind of user model."""
+    linen = neft_jax.with_exits(PlainCNN(), taps=["conv1"], num_classes=3)
+    net = NNXNet(nnx.Rngs(0))
+    return [
+        ("linen", linen, neft_jax.create_train_state(linen, jax.random.key(1), X.shape, TX,
+                                                     HP), None),
+        ("nnx", net, neft_jax.create_train_state(net, None, None, TX, HP), None),
+        ("function", _apply, neft_jax.create_train_state(_apply, None, None, TX, HP,
+                                                         params=PARAMS), FUNCTION_WEIGHTS),
+    ]
+
+
+def _changed(a, b) -> bool:
+    return any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b),
+                                                     strict=True))
+
+
+@pytest.mark.parametrize("kind", ["linen", "nnx", "function"])
+def test_every_method_trains_each_kind_of_model(kind):
+    name, model, state, where = next(m for m in _models() if m[0] == kind)
+    for method in neft_jax.METHODS:
+        step = neft_jax.make_train_step(model, method, neft_jax.DeviceModel(), where=where)
+        new, metrics = step(state, BATCH, jax.random.key(5))
+        assert np.isfinite(float(metrics["loss"])), (kind, method)
+        assert _changed(new.params, state.params), (kind, method)
+        if method in NOISY_METHODS:  # the noise reaches the model: other keys, other losses
+            _, other = step(state, BATCH, jax.random.key(6))
+            assert float(other["loss"]) != float(metrics["loss"]), (kind, method)
+        if method == "irs":
+            assert metrics["exit_accuracy"].shape == (1,)
+    if kind == "nnx":  # BatchNorm statistics are carried and updated
+        assert _changed(new.batch_stats, state.batch_stats)
+
+
+def test_a_trained_linen_model_with_attached_exits_is_evaluated_without_them():
+    _, model, state, _ = _models()[0]
+    assert set(state.params) == {"backbone", "exit_1"}
+    step = neft_jax.make_train_step(model, "irs", neft_jax.DeviceModel())
+    for i in range(3):
+        state, _ = step(state, BATCH, jax.random.key(i))
+    eval_model, variables = neft_jax.evaluation_model(state)
+    test_set = neft_jax.make_test_set(X, Y, 16)
+    clean = neft_jax.monte_carlo(eval_model, variables, test_set, jax.random.split(
+        jax.random.key(0), 3), neft_jax.DeviceModel(0.0))
+    logits = PlainCNN().apply({"params": state.params["backbone"]}, X)
+    assert clean.accuracies[0] == pytest.approx(float(jnp.mean(logits.argmax(-1) == Y)))
+    noisy = neft_jax.monte_carlo(eval_model, variables, test_set, jax.random.split(
+        jax.random.key(0), 3), neft_jax.DeviceModel(1.5))
+    assert noisy.ekl > 1e-4  # the runs' predictions disagree: the backbone got noise
+
+
+def test_nnx_and_function_states_evaluate_through_evaluation_model():
+    _, _, nnx_state, _ = _models()[1]
+    _, _, fn_state, _ = _models()[2]
+    test_set = neft_jax.make_test_set(X, Y, 16)
+    keys = jax.random.split(jax.random.key(0), 3)
+    model, variables = neft_jax.evaluation_model(nnx_state)
+    assert neft_jax.monte_carlo(model, variables, test_set, keys, 0.4).accuracies.shape == (3,)
+    model, variables = neft_jax.evaluation_model(fn_state)
+    result = neft_jax.monte_carlo(model, variables, test_set, keys, 0.4,
+                                  where=FUNCTION_WEIGHTS)
+    assert result.accuracies.shape == (3,)
+
+
+def test_mistakes_give_one_clear_line():
+    plain = PlainCNN()
+    state = neft_jax.create_train_state(plain, jax.random.key(1), X.shape, TX, HP)
+    with pytest.raises(ValueError, match="with_exits"):
+        neft_jax.make_train_step(plain, "irs")(state, BATCH, jax.random.key(0))
+    with pytest.raises(ValueError, match="logit_divisor=s \\+ 1"):
+        neft_jax.make_train_step(plain, "noise_scaled")(state, BATCH, jax.random.key(0))
+    divided = neft_jax.make_train_step(plain, "noise_scaled", logit_divisor=4.0)
+    assert np.isfinite(float(divided(state, BATCH, jax.random.key(0))[1]["loss"]))
+    with pytest.raises(ValueError, match="no submodule of the backbone is named \\['conv9'\\]"):
+        neft_jax.with_exits(plain, ["conv9"], 3).init(jax.random.key(0), X)
+    with pytest.raises(ValueError, match="needs params="):
+        neft_jax.create_train_state(_apply, None, None, TX)
+    fn_state = neft_jax.create_train_state(_apply, None, None, TX, HP, params=PARAMS)
+    with pytest.raises(neft_jax.NoWeightsSelected, match="where="):  # W1/W2 aren't "kernel"
+        neft_jax.make_train_step(_apply, "noise")(fn_state, BATCH, jax.random.key(0))
+
+
+def test_monte_carlo_refuses_to_report_noise_free_numbers_as_noisy():
+    test_set = neft_jax.make_test_set(X.reshape(32, -1), Y, 16)  # flat features are fine
+    keys = jax.random.split(jax.random.key(0), 2)
+
+    def apply(params, x):
+        return jnp.tanh(x @ params["W1"]) @ params["W2"][:, :3]
+
+    params = {"W1": PARAMS["W1"], "W2": PARAMS["W2"]}
+    with pytest.raises(neft_jax.NoWeightsSelected, match=r"'W1', 'W2'"):
+        neft_jax.monte_carlo(apply, params, test_set, keys, neft_jax.DeviceModel(0.4))
+    clean = neft_jax.monte_carlo(apply, params, test_set, keys, neft_jax.DeviceModel(0.0))
+    assert clean.accuracies.shape == (1,)
+
+
+def test_perturb_takes_a_number_as_sigma_and_says_what_to_pass_otherwise():
+    params = {"kernel": jnp.ones((3, 3))}
+    key = jax.random.key(0)
+    by_number = neft_jax.perturb(params, key, 0.4)["kernel"]
+    by_device = neft_jax.perturb(params, key, neft_jax.DeviceModel(0.4))["kernel"]
+    np.testing.assert_array_equal(by_number, by_device)
+    with pytest.raises(TypeError, match="DeviceModel\\(sigma=0.4\\)"):
+        neft_jax.perturb(params, key, "0.4")
+
+
+def test_linen_flag_named_deterministic_is_set_for_evaluation():
+    """Dropout off in evaluation: two clean runs of a dropout model agree exactly."""
+    model = PlainCNN()
+    variables = model.init(jax.random.key(0), X)
+    test_set = neft_jax.make_test_set(X, Y, 16)
+    a = neft_jax.monte_carlo(model, variables, test_set, jax.random.split(jax.random.key(1), 1),
+                             0.0)
+    logits = model.apply(variables, X, deterministic=True)
+    assert a.accuracies[0] == pytest.approx(float(jnp.mean(logits.argmax(-1) == Y)))
+
+
+def test_summary_quantiles_match_numpy():
+    accuracies = np.random.default_rng(0).uniform(40, 90, 257)
+    summary = neft_jax.summarize(accuracies)
+    assert summary["q01"] == pytest.approx(np.quantile(accuracies, 0.01))
+    assert summary["q05"] == pytest.approx(np.quantile(accuracies, 0.05))
+    assert summary["min"] <= summary["q01"] <= summary["q05"] <= summary["mean"]
