@@ -9,7 +9,7 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_python_blocks_run():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) >= 4
+    assert len(blocks) >= 3
     namespace: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. perturb selecting no weight
@@ -17,7 +17,23 @@ def test_readme_python_blocks_run():
             exec(compile(block, str(README), "exec"), namespace)
     result = namespace["result"]
     assert result.accuracies.shape == (20,)
+    assert namespace["scored"].accuracies.shape == (20,)  # the own-model training example
     assert namespace["logits"].shape == (64, 10)
+
+
+def test_usage_python_blocks_run():
+    """docs/usage.md's Python blocks (your own model: NNX training, a plain function) run
+    as they stand, in order, in one namespace."""
+    usage = README.parent / "docs" / "usage.md"
+    blocks = re.findall(r"```python\n(.*?)```", usage.read_text(), flags=re.S)
+    assert len(blocks) >= 3
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for block in blocks:
+            exec(compile(block, str(usage), "exec"), namespace)
+    assert namespace["nnx_result"].accuracies.shape == (20,)
+    assert namespace["result"].accuracies.shape == (20,)
 
 
 def test_layout_table_names_every_module():
