@@ -17,10 +17,12 @@
 # jax/flax/optax/orbax/rich/tqdm/matplotlib are used with PYTHONPATH set to the
 # checkout. Run it again (with the archive unpacked into runs/) to continue.
 #
-# To continue an earlier run in one call, skip the benches and start from its files:
-#   GPU_PAPER_FROM=docs/results/paper_gpu_h200_2026-11-28 \
+# The noise is the default `level` (eq. 5 as printed; docs/FINDINGS.md). To skip the
+# benches, reuse an earlier call's rates (the 2026-11-28 run used `range` noise, so it is
+# not continued; its rates still hold):
 #   GPU_PAPER_RATES=docs/results/paper_gpu_h200_2026-11-28/bench.jsonl \
 #   bash experiments/gpu_paper.sh OUT_DIR 540          # ≤ 540 + 15 + 10 + ≈ 20 s
+# To continue an earlier run in one call, add GPU_PAPER_FROM=<its committed folder>.
 # GPU_PAPER_FROM is copied to the run folder when that does not exist yet (its finished
 # cells are skipped, and their wall times size the budget); GPU_PAPER_RATES, a bench.jsonl
 # of an earlier call, replaces both benches.

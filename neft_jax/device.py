@@ -58,8 +58,9 @@ class DeviceModel:
       weight_bits: M, bits per stored weight.
       device_bits: N, bits per device; must divide ``weight_bits``.
       state_factor: k of the state-dependent variation (1 = plain model).
-      normalisation: ``"range"`` (default, authors' code) or ``"level"``
-        (eq. 5 read literally).
+      normalisation: ``"level"`` (default: eq. 5 as printed, ``D = 2^M − 1``,
+        std 0.26·σ·scale, the σ of the paper's tables; docs/method.md §1) or
+        ``"range"`` (the authors' released code, ``D = Σ_j 2^{jN}``, 3× the std).
       scale: ``"layer"`` (max|W| per tensor, default) or ``"model"``
         (max|W| over every perturbed tensor).
     """
@@ -68,7 +69,7 @@ class DeviceModel:
     weight_bits: int = 8
     device_bits: int = 2
     state_factor: int = 1
-    normalisation: str = "range"
+    normalisation: str = "level"
     scale: str = "layer"
 
     def __post_init__(self):

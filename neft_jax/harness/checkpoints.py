@@ -7,7 +7,8 @@ Layout under ``directory``::
 
 The metadata is a small JSON dict (epoch, history, best score, settings) that a
 resumed run needs besides the arrays, plus a checksum of the state's bytes
-(:func:`state_checksum`). Saves are synchronous: when
+(:func:`state_checksum`) and one of the metadata itself (:func:`metadata_checksum`), so
+an edited value is caught like a flipped bit. Saves are synchronous: when
 :meth:`RunCheckpoints.save_latest` returns, the checkpoint is on disk, and
 Orbax writes into a temporary folder that it renames when complete, so a
 killed process never leaves a half-written checkpoint behind.
@@ -21,6 +22,7 @@ never trained on, so it cannot show up as a diverged run.
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from collections.abc import Callable
@@ -50,6 +52,40 @@ def state_checksum(state: Any) -> str:
         crc = zlib.crc32(f"{array.dtype}{array.shape}".encode(), crc)
         crc = zlib.crc32(array.reshape(-1).view(np.uint8), crc)
     return f"{crc:08x}"
+
+
+def metadata_checksum(metadata: dict) -> str:
+    """CRC-32 (hex) of a save's JSON metadata with sorted keys (its checksums left out):
+    what a restore must read back."""
+    body = {k: v for k, v in metadata.items() if k not in ("checksum", "metadata_checksum")}
+    return f"{zlib.crc32(json.dumps(body, sort_keys=True).encode()):08x}"
+
+
+def newest_metadata(directory: str) -> tuple[dict, str] | None:
+    """``(metadata, path)`` of the newest save under ``directory`` (``latest``, else
+    ``best``) whose metadata reads back intact; None when there is none.
+
+    Reads the metadata's JSON file directly, with no checkpoint manager, so nothing is
+    created or cleaned up in a folder another process may be writing."""
+    for kind in ("latest", "best"):
+        folder = os.path.join(directory, kind)
+        try:
+            steps = sorted((int(n) for n in os.listdir(folder) if n.isdigit()), reverse=True)
+        except OSError:
+            continue
+        for step in steps:
+            path = os.path.join(folder, str(step), "metadata", "metadata")
+            try:
+                with open(path) as f:
+                    metadata = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(metadata, dict):
+                continue
+            expected = metadata.get("metadata_checksum")  # saves made before have none
+            if expected is None or metadata_checksum(metadata) == expected:
+                return metadata, path
+    return None
 
 
 def _one_line(error: BaseException) -> str:
@@ -102,7 +138,8 @@ class RunCheckpoints:
             epoch,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                metadata=ocp.args.JsonSave({**metadata, "checksum": state_checksum(state)})
+                metadata=ocp.args.JsonSave({**metadata, "checksum": state_checksum(state),
+                                            "metadata_checksum": metadata_checksum(metadata)})
             ),
             force=True,
         )
@@ -165,6 +202,9 @@ class RunCheckpoints:
         expected = metadata.pop("checksum", None)  # saves made before checksums have none
         if expected is not None and state_checksum(state) != expected:
             raise ValueError("its bytes changed on disk (checksum mismatch)")
+        expected = metadata.pop("metadata_checksum", None)
+        if expected is not None and metadata_checksum(metadata) != expected:
+            raise ValueError("its metadata changed on disk (metadata checksum mismatch)")
         return state, metadata
 
     def close(self) -> None:

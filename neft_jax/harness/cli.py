@@ -144,10 +144,11 @@ def _stop_on_sigterm(signum, frame):
     raise Stopped
 
 
-def run_cleanly(prog: str, job, hint: str) -> int:
+def run_cleanly(prog: str, job, hint) -> int:
     """Run ``job()``; a bad setting, missing data or an unusable file is one line and status
-    2, a full disk one line and status 1; SIGINT and SIGTERM stop with one line (``hint``
-    says how to continue) and status 130 / 143.
+    2, a full disk one line and status 1; SIGINT and SIGTERM stop with one line (``hint``,
+    a string or a function giving one when the stop comes, says what is saved and how to
+    continue) and status 130 / 143.
     Finished epochs are checkpointed and finished methods written before each returns."""
     from neft_jax.harness.data import DatasetUnavailableError
 
@@ -158,7 +159,7 @@ def run_cleanly(prog: str, job, hint: str) -> int:
         where = disk_full(error)
         if where is not None:
             print(f"{prog}: error: disk full" + (f" writing {where}" if where else "")
-                  + f"; free some space ({hint})", file=sys.stderr)
+                  + f"; free some space ({_text(hint)})", file=sys.stderr)
             return 1
         if isinstance(error, (ValueError, DatasetUnavailableError)):
             return fail(prog, error)
@@ -166,19 +167,62 @@ def run_cleanly(prog: str, job, hint: str) -> int:
     except KeyboardInterrupt as stop:
         name = "SIGTERM" if isinstance(stop, Stopped) else "SIGINT"
         where = "".join(f" {note}" for note in getattr(stop, "__notes__", ())[:1])
-        print(f"{prog}: stopped by {name}{where}; {hint}", file=sys.stderr)
+        print(f"{prog}: stopped by {name}{where}; {_text(hint)}", file=sys.stderr)
         return 143 if isinstance(stop, Stopped) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _text(hint) -> str:
+    return hint() if callable(hint) else hint
+
+
+def finished_methods(out: str) -> list[str]:
+    """Methods finished in ``out``: those in its ``results.json``, or, for several seeds,
+    in every ``seed-<n>/results.json`` (as ``method (seeds a, b)`` where not all have it)."""
+    from neft_jax.harness.results import RunResults
+
+    def methods(folder: str) -> list[str]:
+        try:
+            return list(RunResults.load(os.path.join(folder, "results.json")).methods)
+        except ValueError:
+            return []
+
+    if os.path.exists(os.path.join(out, "results.json")):
+        return methods(out)
+    seeds = sorted((name for name in _listdir(out) if name.startswith("seed-")),
+                   key=lambda name: int(name[5:]) if name[5:].isdigit() else 0)
+    by_method: dict[str, list[str]] = {}
+    for seed in seeds:
+        for method in methods(os.path.join(out, seed)):
+            by_method.setdefault(method, []).append(seed[5:])
+    return [method if len(found) == len(seeds) else f"{method} (seed{'s' * (len(found) > 1)} "
+            f"{', '.join(found)})" for method, found in by_method.items()]
+
+
+def _listdir(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def run_hint(out: str) -> str:
+    """What a stopped run has saved in ``out`` (finished methods; the stop's own note says
+    which epochs of the method it stopped in) and how to continue."""
+    done = finished_methods(out)
+    saved = (f"finished methods saved in {out}: {', '.join(done)}" if done
+             else f"no method finished yet in {out}")
+    return f"{saved}; rerun the same command with --resume to continue"
+
+
 def has_run(out: str) -> bool:
-    """Whether ``out`` holds anything ``--resume`` can continue: results, checkpoints or
-    seed folders."""
+    """Whether ``out`` holds anything ``--resume`` can continue: results, checkpoints, seed
+    folders, or the settings file a run writes first."""
     if not os.path.isdir(out):
         return False
-    return any(name in ("results.json", "checkpoints") or name.startswith("seed-")
-               for name in os.listdir(out))
+    return any(name in ("results.json", "checkpoints", "settings.json")
+               or name.startswith("seed-") for name in os.listdir(out))
 
 
 def run_main(argv=None) -> int:
@@ -205,6 +249,10 @@ def run_main(argv=None) -> int:
           + (" (data-parallel training, Monte Carlo keys split over devices)"
              if devices > 1 else ""), flush=True)
     print(f"output: {cfg.out}", flush=True)
+    if cfg.resume and cfg.overwrite:
+        from neft_jax.harness.orchestration import RESUME_AND_OVERWRITE
+
+        return fail("run.py", ValueError(RESUME_AND_OVERWRITE.format(out=cfg.out)))
     if cfg.resume and not has_run(cfg.out):
         return fail("run.py", ValueError(f"--resume: {cfg.out!r} holds no run to resume (no "
                                          "results.json or checkpoints); check the path, or "
@@ -221,9 +269,7 @@ def run_main(argv=None) -> int:
               f"accuracy_vs_sigma.png, metrics.jsonl  (wall time {results.wall_seconds:.0f} s)")
         return 0
 
-    hint = (f"finished epochs and methods are saved in {cfg.out}; rerun the same command "
-            "with --resume to continue")
-    return run_cleanly("run.py", job, hint)
+    return run_cleanly("run.py", job, lambda: run_hint(cfg.out))
 
 
 #: Grid keys of ``neft-sweep --config FILE`` (TOML or JSON), the same as its flags.

@@ -66,11 +66,17 @@ COMPUTE = {"fp32": (jnp.float32, "float32"), "tf32": (jnp.float32, "tensorfloat3
 
 SEED_MODES = ("auto", "sequential", "vmap")
 
-#: Fields a resumed run must share with the run it resumes.
-RESUME_KEYS = ("model", "dataset", "methods", "sigma", "exit_sigma", "device_preset",
-               "normalisation", "epochs",
-               "batch_size", "lr", "width", "seed", "val_fraction", "alpha_search",
-               "drop_exits", "equal_coefficients", "compute", "mc_runs")
+#: Every setting that changes a trained and evaluated result's numbers: a result is
+#: reused (resumed, or skipped as done) only when these match (:mod:`neft_jax.harness.identity`).
+#: Left out: where results go (out, data_dir, resume, overwrite), how work is scheduled
+#: (seeds, seed_mode, checkpoint_every), what only changes speed (backward_micro_batch,
+#: chunk_size, eval_batch_size) and the σ a result is evaluated at (``--sweep`` adds σ).
+IDENTITY_KEYS = ("model", "dataset", "methods", "width", "epochs", "batch_size", "lr",
+                 "sigma", "exit_sigma", "normalisation", "device_preset", "alpha",
+                 "alpha_search", "drop_exits", "equal_coefficients", "mc_runs", "compute",
+                 "seed", "val_fraction", "val_mc_runs", "val_every", "max_train_steps")
+#: Fields a resumed run must share with the run it resumes: its identity.
+RESUME_KEYS = IDENTITY_KEYS
 
 
 def _field(default, help: str, **cli):
@@ -87,7 +93,7 @@ class ExperimentConfig:
                           "cifar100 need a prepared TFDS dir, tiny_imagenet the unzipped "
                           "tiny-imagenet-200 folder (--data-dir)", choices=DATASETS)
     methods: tuple[str, ...] = _field(
-        train_lib.PAPER_METHODS, "comma-separated subset of " + ",".join(train_lib.METHODS)
+        train_lib.DEFAULT_METHODS, "comma-separated subset of " + ",".join(train_lib.METHODS)
         + " (noise_scaled: noise injection on CE(z/(s+1)), eq. (1)'s scaling without "
         "feedback)", choices=train_lib.METHODS)
     sigma: float = _field(0.4, "device variation σ_d for training and evaluation")
@@ -101,9 +107,10 @@ class ExperimentConfig:
     exit_sigma: float | None = _field(None, "σ of the exits (default: --sigma)")
     device_preset: str = _field("RRAM1", "state-dependent variation (SPEC §1)",
                                 choices=tuple(sorted(PRESETS)))
-    normalisation: str = _field("range", "range: σ relative to one device's range (authors' "
-                                "code, std 0.78·σ·max|W|); level: eq. (5) literally (3× "
-                                "smaller)", choices=NORMALISATIONS)
+    normalisation: str = _field("level", "level: eq. (5) as printed, std 0.26·σ·max|W|, the σ "
+                                "of the paper's tables (docs/method.md §1); range: the authors' "
+                                "released code, std 0.78·σ·max|W| (3× larger)",
+                                choices=NORMALISATIONS)
     profile: str = _field("quick", "settings by budget (default: paper on GPU/TPU, quick on "
                           "CPU)", choices=tuple(sorted(PROFILES)))
     epochs: int = _field(12, "training epochs")
@@ -249,7 +256,7 @@ class ExperimentConfig:
         return sum(self.validates_after(epoch) for epoch in range(1, self.epochs + 1))
 
     def resume_settings(self) -> dict:
-        """The settings a resumed run must share with the run it resumes."""
+        """The settings a resumed run must share with the run it resumes (its identity)."""
         settings = self.to_dict()
         return {k: settings[k] for k in RESUME_KEYS}
 

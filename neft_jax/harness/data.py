@@ -110,17 +110,18 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     Args:
         name: dataset name.
         data_dir: TFDS data directory holding the prepared dataset; ``None`` means
-            TFDS's default (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). Ignored
-            for ``"mnist5k"``; for ``"tiny_imagenet"`` the folder holding (or being)
-            ``tiny-imagenet-200``.
+            TFDS's default (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). For
+            ``"mnist5k"`` a folder that may hold ``mnist5k.npz`` (it must exist; the file
+            is checked, :func:`neft_jax.harness.mnist5k.read_file`); for
+            ``"tiny_imagenet"`` the folder holding (or being) ``tiny-imagenet-200``.
 
     Returns:
         A :class:`Dataset`; its arrays are read-only.
 
     Raises:
-        ValueError: unknown ``name``.
-        DatasetUnavailableError: a TFDS dataset is not prepared in ``data_dir``, or
-            Tiny-ImageNet is not there.
+        ValueError: unknown ``name``, or a damaged ``mnist5k.npz`` (one line naming it).
+        DatasetUnavailableError: a TFDS dataset is not prepared in ``data_dir``,
+            Tiny-ImageNet is not there, or the ``data_dir`` of mnist5k does not exist.
     """
     if name not in DATASETS:
         raise ValueError(f"name must be one of {DATASETS}, got {name!r}")

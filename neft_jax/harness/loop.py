@@ -29,7 +29,8 @@ from neft_jax.harness import data as data_lib
 from neft_jax.harness.checkpoints import RunCheckpoints
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.evaluation import validation_accuracy
-from neft_jax.harness.results import append_metrics
+from neft_jax.harness.identity import check_same, checkpoint_settings, fingerprint, identity
+from neft_jax.harness.results import append_metrics, drop_metrics
 
 
 @dataclasses.dataclass
@@ -181,7 +182,11 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
     splits = [data_lib.validation_indices(dataset.train_labels, c.val_fraction, c.seed)
               for c in configs]
     num_train = len(splits[0][0])
-    batch_size = min(cfg.batch_size, num_train)
+    if cfg.batch_size > num_train:  # never clamped: results.json states the batch trained
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set "
+                         f"({num_train} images after the validation split); use "
+                         f"--batch-size {num_train} or less")
+    batch_size = cfg.batch_size
     steps_per_epoch = num_train // batch_size
     tx = train_lib.create_optimizer(cfg.learning_rate, cfg.epochs * steps_per_epoch)
     keys = [RunKeys.of_seed(c.seed) for c in configs]
@@ -255,10 +260,12 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
                 run.end_epoch(epoch, state, epoch_means(engine.select(sums, i), steps_done),
                               bool(engine.select(finite, i)), val_accuracy, seconds,
                               lambda m, p=prefix: log(p + m))
-    except KeyboardInterrupt as stop:  # SIGINT/SIGTERM: say where; saved epochs stay
-        saved = max(p.checkpoints.latest_epoch() or 0 for p in progress)
-        stop.add_note(f"in epoch {epoch + 1}/{cfg.epochs} of {method}"
-                      + (f", epochs 1–{saved} saved" if saved else ""))
+    except KeyboardInterrupt as stop:  # SIGINT/SIGTERM: say where and what is on disk
+        saved = min(p.checkpoints.latest_epoch() or 0 for p in progress)
+        stop.add_note(f"in epoch {epoch + 1}/{cfg.epochs} of {method} ("
+                      + (f"no epoch of {method} saved yet" if not saved else
+                         f"epoch 1 of {method} saved" if saved == 1 else
+                         f"epochs 1–{saved} of {method} saved") + ")")
         raise
     for i, run in enumerate(progress):
         if not run.diverged:  # a diverged run was saved when it diverged
@@ -303,17 +310,35 @@ class RunProgress:
     pending_best: tuple | None = None  # (epoch, state, metadata) not saved yet
     unsaved_meta: dict | None = None  # metadata of the last epoch, when not saved yet
 
+    @property
+    def settings(self) -> dict:
+        """The identity every save of this run stores (:mod:`neft_jax.harness.identity`)."""
+        return identity(self.cfg)
+
     def resume(self, state, log: Callable[[str], None]):
-        """Restore the latest checkpoint into ``state`` when resuming; return the state."""
-        restored = self.checkpoints.restore(state, log=log) if self.cfg.resume else None
-        if restored is None:
+        """Restore the latest checkpoint into ``state`` when resuming; return the state.
+
+        The checkpoint's stored settings are checked first (a change of width, say, is
+        named as such, not taken for a damaged save), and ``metrics.jsonl`` loses the
+        lines of the epochs this run does again."""
+        if not self.cfg.resume:
             return state
-        state, meta = restored
-        self.checkpoints.discard_after(meta["epoch"])
-        self.history, self.start_epoch = meta["history"], meta["epoch"]
-        self.best_val, self.best_epoch = meta["best_val_accuracy"], meta["best_epoch"]
-        self.diverged = meta.get("diverged", False)
-        log(f"  resumed {self.method} from epoch {self.start_epoch}")
+        found = checkpoint_settings(self.checkpoints.directory)
+        if found is not None:
+            check_same(found[0], self.cfg, f"--resume: the checkpoints in "
+                       f"{self.checkpoints.directory!r}", "use a new --out, or --overwrite "
+                       "to replace that run")  # as orchestration.RESUME_REMEDY
+        restored = self.checkpoints.restore(state, log=log)
+        if restored is not None:
+            state, meta = restored
+            self.checkpoints.discard_after(meta["epoch"])
+            self.history, self.start_epoch = meta["history"], meta["epoch"]
+            self.best_val, self.best_epoch = meta["best_val_accuracy"], meta["best_epoch"]
+            self.diverged = meta.get("diverged", False)
+            log(f"  resumed {self.method} from epoch {self.start_epoch}")
+        drop_metrics(self.cfg.out, lambda line: not (
+            line.get("method") == self.method and line.get("alpha") == self.alpha
+            and line.get("seed") == self.cfg.seed and line.get("epoch", 0) > self.start_epoch))
         return state
 
     def end_epoch(self, epoch: int, state, means: dict, finite: bool,
@@ -340,7 +365,7 @@ class RunProgress:
         meta = {"epoch": epoch + 1, "history": list(self.history),
                 "best_val_accuracy": self.best_val, "best_epoch": self.best_epoch,
                 "diverged": self.diverged, "method": method, "alpha": self.alpha,
-                "settings": cfg.resume_settings()}
+                "settings": self.settings, "fingerprint": fingerprint(self.settings)}
         if improved:
             self.pending_best = (epoch + 1, jax.tree.map(jnp.copy, state), meta)
         self.unsaved_meta = meta

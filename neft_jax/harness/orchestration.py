@@ -9,7 +9,6 @@ finished methods and ``--resume`` continues the rest from their checkpoints.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import os
 import platform
@@ -23,14 +22,26 @@ from neft_jax import train as train_lib
 from neft_jax.evaluate import make_test_set, monte_carlo
 from neft_jax.harness import data as data_lib
 from neft_jax.harness.checkpoints import check_checkpoint_folder
-from neft_jax.harness.config import RESUME_KEYS, ExperimentConfig, jsonable
+from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.evaluation import ALPHA_SEARCH_KEY, train_and_test_record
+from neft_jax.harness.identity import (
+    check_run_folder,
+    fingerprint,
+    identity,
+    write_settings_file,
+)
 from neft_jax.harness.locking import LOCK_NAME, FolderLock
 from neft_jax.harness.loop import TrainOutcome, train_runs
 from neft_jax.harness.paper import ALPHA_GRID
 from neft_jax.harness.reporting import write_results
 from neft_jax.harness.results import RunResults
 from neft_jax.harness.tuning import with_tuned_micro_batch
+
+#: The refusal of ``--resume`` together with ``--overwrite``.
+RESUME_AND_OVERWRITE = ("--resume and --overwrite exclude each other: --resume continues the "
+                        "run in {out!r}, --overwrite deletes it; pass one of them")
+#: What to do when ``--resume`` finds a run made with other settings.
+RESUME_REMEDY = "use a new --out, or --overwrite to replace that run"
 
 
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
@@ -39,16 +50,44 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
 
     On a CPU, a ``cfg`` without a backward micro-batch gets the one measured (once,
     cached) for its model and width (:mod:`neft_jax.harness.tuning`)."""
+    check_resume(cfg)  # read-only; prepare_out_dir checks again under the folder's lock
+    dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir)
+    check_batch_size(cfg, dataset)  # before the tuner, which times convs of that batch
     cfg = with_tuned_micro_batch(cfg, log)
     with jax.default_matmul_precision(cfg.matmul_precision), contextlib.ExitStack() as locks:
-        return _run_experiment(cfg, log, show_progress, locks)
+        return _run_experiment(cfg, log, show_progress, locks, dataset)
 
 
-def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None],
-                    show_progress: bool, locks: contextlib.ExitStack) -> RunResults:
+def check_resume(cfg: ExperimentConfig) -> None:
+    """Before anything costly: refuse ``--resume`` with ``--overwrite``, and a resume whose
+    stored settings differ from ``cfg``'s (:func:`~neft_jax.harness.identity.check_run_folder`)."""
+    if cfg.resume and cfg.overwrite:
+        raise ValueError(RESUME_AND_OVERWRITE.format(out=cfg.out))
+    if cfg.resume and os.path.isdir(cfg.out):
+        check_run_folder(cfg, f"--resume: the run in {cfg.out!r}", RESUME_REMEDY)
+
+
+def training_set_size(cfg: ExperimentConfig, dataset: data_lib.Dataset) -> int:
+    """Images ``cfg`` trains on: the training set less its validation split."""
+    return len(data_lib.validation_indices(dataset.train_labels, cfg.val_fraction,
+                                           cfg.seed)[0])
+
+
+def check_batch_size(cfg: ExperimentConfig, dataset: data_lib.Dataset) -> None:
+    """A ValueError when a batch of ``cfg`` is larger than its training set."""
+    num_train = training_set_size(cfg, dataset)
+    if cfg.batch_size > num_train:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is larger than the training set: {num_train} images "
+            f"of {cfg.dataset} are left after holding out {100 * cfg.val_fraction:g} % for "
+            "validation; "
+            f"use --batch-size {num_train} or less")
+
+
+def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None], show_progress: bool,
+                    locks: contextlib.ExitStack, dataset: data_lib.Dataset) -> RunResults:
     previous = prepare_out_dir(cfg, locks)
     started = time.perf_counter()
-    dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir)
     num_train, num_val = (len(i) for i in data_lib.validation_indices(
         dataset.train_labels, cfg.val_fraction, cfg.seed))
     log(f"data: {cfg.dataset}: {num_train} train, {num_val} validation (from train), "
@@ -82,7 +121,8 @@ def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None],
 def start_results(cfg: ExperimentConfig, previous: RunResults | None, num_train: int,
                   num_validation: int, num_test: int) -> RunResults:
     """The results of one run: previous methods kept, settings and environment renewed."""
-    settings = {**cfg.to_dict(), "eval_sigmas": list(cfg.eval_sigmas),
+    settings = {**cfg.to_dict(), "fingerprint": fingerprint(identity(cfg)),
+                "eval_sigmas": list(cfg.eval_sigmas),
                 "num_train": num_train, "num_validation": num_validation,
                 "num_test": num_test, "accuracy_unit": "percent", "ekl_unit": "nats"}
     methods = previous.methods if previous else {}
@@ -95,9 +135,14 @@ def prepare_out_dir(cfg: ExperimentConfig,
     """Create ``cfg.out`` and take its lock (held by ``locks``; :class:`FolderBusy` when
     another process holds it); refuse a non-empty one without resume/overwrite.
 
+    On ``--resume``, every stored identity of the run (``settings.json``, ``results.json``,
+    each method's newest checkpoint) must match ``cfg``'s (:class:`SettingsChanged`
+    names the settings that differ). With the lock held, ``settings.json`` is (re)written.
     Returns the previous results when resuming (None otherwise).
     """
     out = cfg.out
+    if cfg.resume and cfg.overwrite:
+        raise ValueError(RESUME_AND_OVERWRITE.format(out=out))
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"out must be a directory, but {out!r} is a file")
     existing = os.path.isdir(out) and bool(set(os.listdir(out)) - {LOCK_NAME})
@@ -116,6 +161,8 @@ def prepare_out_dir(cfg: ExperimentConfig,
     try:
         check_checkpoint_folder(out)
         previous = _clear_or_load_previous(cfg, existing)
+        if locks is not None:
+            write_settings_file(out, cfg)
     except BaseException:
         lock.release()
         raise
@@ -134,24 +181,12 @@ def _clear_or_load_previous(cfg: ExperimentConfig, existing: bool) -> RunResults
             path = os.path.join(out, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         return None
+    if cfg.resume and existing:
+        check_run_folder(cfg, f"--resume: the run in {out!r}", RESUME_REMEDY)
     previous_path = os.path.join(out, "results.json")
     if cfg.resume and os.path.exists(previous_path):
-        previous = RunResults.load(previous_path)
-        check_resume_compatible(cfg, previous.settings)
-        return previous
+        return RunResults.load(previous_path)
     return None
-
-
-def check_resume_compatible(cfg: ExperimentConfig, previous_settings: dict) -> None:
-    defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
-    current = cfg.resume_settings()
-    for key in RESUME_KEYS:  # runs made before a setting existed had its default
-        now = current[key]
-        before = previous_settings.get(key, jsonable(defaults[key]))
-        if now != before:
-            raise ValueError(f"--resume: the run in {cfg.out!r} was made with {key}={before!r}, "
-                             f"this command has {key}={now!r}; use a new --out or the same "
-                             "settings")
 
 
 def cpu_model() -> str:

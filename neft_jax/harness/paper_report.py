@@ -15,6 +15,7 @@ import math
 import os
 
 from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.identity import shared_differences
 from neft_jax.harness.paper import (
     PAPER_TABLE2,
     PAPER_TABLE2_UPPER_BOUNDS,
@@ -37,27 +38,51 @@ from neft_jax.harness.sweeps import Cell, aggregate_over_seeds, collect_rows
 from neft_jax.models import MODELS
 
 
-def _sweep_rows(path: str) -> list[dict]:
-    """One row per finished cell × σ of a (partly) finished sweep directory."""
-    cells = []
-    for results_path in _cell_paths(path):
-        settings = RunResults.load(results_path).settings
-        cells.append(Cell(settings["model"], settings["dataset"], settings["methods"][0],
-                          float(settings["sigma"]), settings["alpha"], int(settings["seed"])))
-    return collect_rows(cells, path)
+class _Reader:
+    """Reads a plan's finished results; with ``base``, leaves out (and names in
+    ``other_settings``) those made with other settings than ``base`` gives every cell
+    (:data:`~neft_jax.harness.identity.SHARED_KEYS`), so a report never shows them
+    under ``base``'s settings."""
 
+    def __init__(self, base: ExperimentConfig | None):
+        self.base = base
+        self.other_settings: dict[str, str] = {}
 
-def _sweep_table(path: str) -> list[dict]:
-    """Mean ± CI over seeds per cell (seed left out) of a sweep directory."""
-    return aggregate_over_seeds(_sweep_rows(path))
+    def matches(self, path: str, settings: dict) -> bool:
+        if self.base is None:
+            return True
+        changed = shared_differences(settings, self.base)
+        if changed:
+            self.other_settings[os.path.dirname(path)] = ", ".join(changed)
+        return not changed
 
+    def results(self, results_path: str) -> RunResults | None:
+        results = RunResults.load(results_path)
+        return results if self.matches(results_path, results.settings) else None
 
-def _seeds_results(path: str) -> RunResults | None:
-    results_path = os.path.join(path, "results.json")
-    if not os.path.exists(results_path):
-        return None
-    results = RunResults.load(results_path)
-    return results if results.seeds else None
+    def sweep_rows(self, path: str) -> list[dict]:
+        """One row per finished cell × σ of a (partly) finished sweep directory."""
+        cells = []
+        for results_path in _cell_paths(path):
+            results = self.results(results_path)
+            if results is None:
+                continue
+            settings = results.settings
+            cells.append(Cell(settings["model"], settings["dataset"], settings["methods"][0],
+                              float(settings["sigma"]), settings["alpha"],
+                              int(settings["seed"])))
+        return collect_rows(cells, path)
+
+    def sweep_table(self, path: str) -> list[dict]:
+        """Mean ± CI over seeds per cell (seed left out) of a sweep directory."""
+        return aggregate_over_seeds(self.sweep_rows(path))
+
+    def seeds_results(self, path: str) -> RunResults | None:
+        results_path = os.path.join(path, "results.json")
+        if not os.path.exists(results_path):
+            return None
+        results = self.results(results_path)
+        return results if results is not None and results.seeds else None
 
 
 def _cell(mean, ci95, seeds, ekl=None, not_converged=None, seed_means=None) -> dict:
@@ -87,15 +112,18 @@ def _from_seeds(results: RunResults | None, method, sigma) -> dict | None:
                  evaluation.not_converged, evaluation.seed_means)
 
 
-def collect_report(out: str, plan: Plan) -> dict:
-    """Every finished number of the plan, per model, in one dict (percent, nats)."""
+def collect_report(out: str, plan: Plan, base: ExperimentConfig | None = None) -> dict:
+    """Every finished number of the plan, per model, in one dict (percent, nats). With
+    ``base``, results made with other settings than ``base`` gives them are left out and
+    listed under ``other_settings`` (path → the settings that differ)."""
     report = {}
     for model in plan.models:
-        table2 = _sweep_table(stage_dir(out, "table2", model))
-        vanilla = _seeds_results(stage_dir(out, "vanilla", model))
-        control = _sweep_table(stage_dir(out, "control", model))
-        scaled = _sweep_table(stage_dir(out, "scaled", model))
-        ovf = _sweep_table(stage_dir(out, "ovf", model))
+        read = _Reader(base)
+        table2 = read.sweep_table(stage_dir(out, "table2", model))
+        vanilla = read.seeds_results(stage_dir(out, "vanilla", model))
+        control = read.sweep_table(stage_dir(out, "control", model))
+        scaled = read.sweep_table(stage_dir(out, "scaled", model))
+        ovf = read.sweep_table(stage_dir(out, "ovf", model))
         rows = {
             "vanilla": {sigma_key(s): _from_seeds(vanilla, "vanilla", s) for s in plan.sigmas},
             "noise": {sigma_key(s): _from_sweep(table2, "noise", s) for s in plan.sigmas},
@@ -106,26 +134,28 @@ def collect_report(out: str, plan: Plan) -> dict:
                 scaled, "noise_scaled", ABLATION_SIGMA)},
             "ovf": {sigma_key(s): _from_sweep(ovf, "ovf", s) for s in plan.sigmas},
         }
-        table3 = _sweep_table(stage_dir(out, "table3", model))
+        table3 = read.sweep_table(stage_dir(out, "table3", model))
         table5 = {}
         for i in range(1, MODELS[model].num_exits + 1):
             table5[f"without exit {i}"] = _from_seeds(
-                _seeds_results(stage_dir(out, "table5", model, f"drop{i}")), "irs",
+                read.seeds_results(stage_dir(out, "table5", model, f"drop{i}")), "irs",
                 ABLATION_SIGMA)
         table5["equal coefficients"] = _from_seeds(
-            _seeds_results(stage_dir(out, "table5", model, "equal")), "irs", ABLATION_SIGMA)
-        table5["all exits"] = _paired_all_exits(out, model, table5)
+            read.seeds_results(stage_dir(out, "table5", model, "equal")), "irs",
+            ABLATION_SIGMA)
+        table5["all exits"] = _paired_all_exits(read, out, model, table5)
         alpha_path = os.path.join(stage_dir(out, "alpha", model), "results.json")
         alpha = None
-        if os.path.exists(alpha_path):
-            entry = RunResults.load(alpha_path).methods.get("irs")
+        alpha_results = read.results(alpha_path) if os.path.exists(alpha_path) else None
+        if alpha_results is not None:
+            entry = alpha_results.methods.get("irs")
             if entry and entry.alpha_search is not None:
                 test = entry.at(ABLATION_SIGMA)
                 alpha = {"validation_accuracy": entry.alpha_search, "chosen": entry.alpha,
                          "test": test.summary if test else None}
-        core_cells = _core_cells(stage_dir(out, "core", model))
+        core_cells = _core_cells(read, stage_dir(out, "core", model))
         report[model] = {
-            "core": _sweep_table(stage_dir(out, "core", model)),
+            "core": read.sweep_table(stage_dir(out, "core", model)),
             "core_by_seed": [{"method": name, "sigma": sigma, "seed": seed,
                               **{k: v for k, v in cell.items() if k != "accuracies"}}
                              for (name, sigma, seed), cell in sorted(
@@ -138,6 +168,8 @@ def collect_report(out: str, plan: Plan) -> dict:
             "table5": table5,
             "alpha_search": alpha,
         }
+        if read.other_settings:
+            report[model]["other_settings"] = dict(sorted(read.other_settings.items()))
     return report
 
 
@@ -163,14 +195,16 @@ def _feedback_size(ratio: float | None) -> str:
     return "< 0.01 %" if ratio < 1e-4 else f"{100 * ratio:.3g} %"
 
 
-def _core_cells(path: str) -> dict[tuple[str, float, int], dict]:
+def _core_cells(read: _Reader, path: str) -> dict[tuple[str, float, int], dict]:
     """The finished, not diverged core cells by (name, σ, seed), the name ``control`` for
     IRS at α = 1e-9: Monte Carlo accuracies (%) and mean at σ, clean accuracy, and the
     last epoch's ``feedback_ratio`` (RMS of α·Σ c_i z_i over RMS of z) and
     ``exit_accuracies`` (%, noisy training batches), None where the method has none."""
     cells = {}
     for results_path in _cell_paths(path):
-        results = RunResults.load(results_path)
+        results = read.results(results_path)
+        if results is None:
+            continue
         settings = results.settings
         (method, entry), = results.methods.items()
         alpha, sigma = settings["alpha"], float(settings["sigma"])
@@ -207,10 +241,10 @@ def core_differences(cells: dict[tuple[str, float, int], dict]) -> list[dict]:
     return rows
 
 
-def _paired_all_exits(out, model, table5) -> dict | None:
+def _paired_all_exits(read: _Reader, out, model, table5) -> dict | None:
     """IRS with all exits at σ = 0.4 over the same seeds as the ablation runs (paired)."""
     seeds = next((len(v["seed_means"]) for v in table5.values() if v), None)
-    rows = [r for r in _sweep_rows(stage_dir(out, "table2", model))
+    rows = [r for r in read.sweep_rows(stage_dir(out, "table2", model))
             if r["method"] == "irs" and math.isclose(r["sigma"], ABLATION_SIGMA)
             and math.isclose(r["eval_sigma"], ABLATION_SIGMA)]
     rows = sorted(rows, key=lambda r: r["seed"])[:seeds] if seeds else rows
@@ -248,7 +282,15 @@ def format_report(report: dict, plan: Plan, base: ExperimentConfig) -> str:
              "200 epochs).", ""]
     for model, data in report.items():
         sigmas = [f"{s:g}" for s in plan.sigmas]
-        lines += [f"## {model}", "", "### Table II: accuracy (%) against σ", "",
+        lines += [f"## {model}", ""]
+        left_out = data.get("other_settings") or {}
+        if left_out:
+            path, changed = next(iter(left_out.items()))
+            lines += [f"Left out: {len(left_out)} finished result{'s' * (len(left_out) > 1)} "
+                      f"made with other settings than these (made with → these), e.g. {path}: "
+                      f"{changed}" + ("; report.json lists them all" if len(left_out) > 1
+                                      else "") + ".", ""]
+        lines += ["### Table II: accuracy (%) against σ", "",
                   "| method | " + " | ".join(f"σ={s}" for s in sigmas) + " |",
                   "|---|" + "---|" * len(sigmas)]
         for method, cells in data["table2"].items():
@@ -330,7 +372,7 @@ def plot_report(report: dict, plan: Plan, path: str) -> None:
 
 def write_report(out: str, plan: Plan, base: ExperimentConfig) -> dict:
     """REPORT.md, report.json and report.png in ``out`` from every finished stage."""
-    report = collect_report(out, plan)
+    report = collect_report(out, plan, base)
     write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=1))
     write_atomic(os.path.join(out, "REPORT.md"), format_report(report, plan, base))
     plot_report(report, plan, os.path.join(out, "report.png"))

@@ -62,6 +62,15 @@ def _pyplot():
     return plt
 
 
+def noise_label(settings: dict) -> str:
+    """What noise a run's numbers are under, e.g. "'level' noise (eq. 5), RRAM1, trained at
+    σ = 0.4" (runs made before the setting existed used 'range')."""
+    definition = settings.get("normalisation", "range")
+    source = {"level": "eq. 5", "range": "authors' code"}.get(definition, "")
+    return (f"'{definition}' noise ({source}), {settings.get('device_preset', 'RRAM1')}, "
+            f"trained at σ = {float(settings['sigma']):g}")
+
+
 def plot_accuracy_vs_sigma(results: RunResults, path: str) -> None:
     """Mean Monte Carlo accuracy (± 95 % CI) against σ, one line per method; with a single σ,
     one bar per method from 0. A dashed line marks chance."""
@@ -85,9 +94,8 @@ def plot_accuracy_vs_sigma(results: RunResults, path: str) -> None:
         ax.axhline(results.chance, color="grey", linestyle="--", linewidth=1, label="chance")
     settings = results.settings
     ax.set_ylabel("Monte Carlo accuracy (%)")
-    ax.set_title(f"{settings['model']} on {settings['dataset']} "
-                 f"({settings['device_preset']}, {settings['mc_runs']} runs, "
-                 f"width ×{settings['width']:g})", fontsize=9)
+    ax.set_title(f"{settings['model']} on {settings['dataset']}, {noise_label(settings)}\n"
+                 f"{settings['mc_runs']} runs, width ×{settings['width']:g}", fontsize=9)
     save_figure(fig, path)
 
 
@@ -107,11 +115,34 @@ def plot_feedback_ratio(results: RunResults, path: str) -> None:
         for i, _ in enumerate(history[0].get("exit_accuracies", [])):
             acc_ax.plot(epochs, [h["exit_accuracies"][i] for h in history], ":",
                         label=f"{method} exit {i + 1}")
+    below = below_chance_exits(results)
+    if below:
+        acc_ax.text(0.02, 0.02, "\n".join(
+            f"{method} exit {i}: {acc:.1f} % < chance" for method, i, acc in below)
+            + "\nbelow chance = the exit anti-predicts: eq. (1) subtracts\nits logits, "
+            "so the loss rewards an inverted exit;\nexits are dropped at inference",
+            transform=acc_ax.transAxes, fontsize=6, va="bottom",
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "grey"})
     ratio_ax.set(yscale="log", xlabel="epoch", ylabel="RMS(feedback) / RMS(logits)",
                  title="size of eq. (1)'s feedback term")
     acc_ax.set(xlabel="epoch", ylabel="training accuracy at noisy weights (%)",
                title="backbone and exits")
     save_figure(fig, path)
+
+
+def below_chance_exits(results: RunResults, margin: float = 3.0) -> list[tuple]:
+    """``(method, exit number, last-epoch accuracy %)`` of each exit whose training accuracy
+    ends more than ``margin`` points below chance (an anti-predicting exit)."""
+    chance = results.chance
+    if chance is None:
+        return []
+    found = []
+    for method, entry in results.methods.items():
+        last = next((h for h in reversed(entry.history) if h.get("exit_accuracies")), None)
+        for i, accuracy in enumerate(last["exit_accuracies"] if last else [], start=1):
+            if accuracy < chance - margin:
+                found.append((method, i, accuracy))
+    return found
 
 
 def save_figure(fig, path: str, axis_legends: bool = True,
@@ -138,7 +169,7 @@ def format_table(results: RunResults) -> str:
     from rich.table import Table
 
     settings = results.settings
-    table = Table(title="Monte Carlo accuracy (%)")
+    table = Table()
     table.add_column("method")
     table.add_column("α")
     table.add_column("clean", justify="right")
@@ -167,7 +198,14 @@ def format_table(results: RunResults) -> str:
     chance = results.chance
     legend = (f"cells: {over} [std] (EKL, nats); clean: accuracy without noise (σ = 0)"
               + (f"; chance: {chance:.1f} %" if chance else ""))
-    return console.file.getvalue() + legend + "\n" + verdict(results) + "\n"
+    title = f"Monte Carlo accuracy (%) under {noise_label(settings)}\n"
+    below = below_chance_exits(results)
+    note = ("Note: " + "; ".join(f"{m} exit {i} ends at {a:.1f} %" for m, i, a in below)
+            + " training accuracy, below chance: such an exit anti-predicts (eq. (1) "
+            "subtracts its logits, so the loss rewards an inverted exit). Exits are "
+            "dropped at inference; feedback_ratio.png shows them per epoch.\n") if below else ""
+    return (title + console.file.getvalue() + legend + "\n" + note + verdict(results)
+            + "\n")
 
 
 #: Methods this close to chance (percentage points) at the run's σ "learned nothing".
@@ -207,4 +245,46 @@ def verdict(results: RunResults) -> str:
     if tied:
         sentence += (("; " if beaten else ", but ") + f"{', '.join(tied)} "
                      f"{'is' if len(tied) == 1 else 'are'} within its CI")
-    return sentence + "."
+    against = feedback_against_baseline(results, sigma)
+    return sentence + "." + (f"\n{against}" if against else "")
+
+
+#: The fair baseline that IRS/OVF are judged against (eq. (1)'s scaling, no feedback).
+BASELINE = "noise_scaled"
+
+
+def feedback_against_baseline(results: RunResults, sigma: float) -> str | None:
+    """One plain sentence per feedback method: does it beat ``noise_scaled`` at ``sigma``?
+
+    With both scored on the same Monte Carlo keys (a single run), the comparison is the
+    paired difference run by run and its 95 % CI; for an aggregate over seeds, the two
+    means' 95 % CIs. None when ``noise_scaled`` or every feedback method is missing."""
+    from neft_jax.evaluate import paired_summary
+
+    def scored(method):
+        entry = results.methods.get(method)
+        evaluation = entry.at(sigma) if entry and not entry.diverged else None
+        return evaluation if evaluation is not None and evaluation.summary else None
+
+    base = scored(BASELINE)
+    methods = [m for m in results.methods if uses_feedback(m) and scored(m)]
+    if base is None or not methods:
+        return None
+    parts = []
+    for method in methods:
+        mine = scored(method)
+        paired = paired_summary(mine.accuracies, base.accuracies)
+        if paired is not None:
+            diff, ci = paired["mean"], paired["ci95"]
+            how = f"{diff:+.1f} ± {ci:.1f} points, paired over {paired['runs']} noise instances"
+        else:
+            diff = mine.summary["mean"] - base.summary["mean"]
+            ci = mine.summary["ci95"] + base.summary["ci95"]
+            how = f"{diff:+.1f} points, 95 % CIs {'apart' if abs(diff) > ci else 'overlapping'}"
+        if abs(diff) <= ci:
+            outcome = "does not differ from"
+        else:
+            outcome = "beats" if diff > 0 else "loses to"
+        parts.append(f"{method.upper()} {outcome} {BASELINE} ({how})")
+    return ("Against the fair baseline (noise injection with eq. (1)'s logit scaling, no "
+            "feedback): " + "; ".join(parts) + ".")

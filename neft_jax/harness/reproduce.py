@@ -7,7 +7,10 @@ a cell only if its measured time says it ends before the budget, and otherwise
 stops cleanly with everything finished saved; the same command continues later.
 Stages reuse finished cells of other stages that are the same experiment (Table
 III the σ = 0.6 cells of Table II; Table II, the control and the fair baseline
-those of ``core``), as relative symlinks, so an output folder can move.
+those of ``core``), as relative symlinks, so an output folder can move. A cell is
+reused only when it was made with this command's settings: the finished cells of every
+grid stage are checked before anything trains (:func:`~neft_jax.harness.sweeps.check_cells`),
+and the multi-seed runs when they start (their ``--resume`` check).
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ from neft_jax.harness.plan import (
     stage_dir,
 )
 from neft_jax.harness.seeds import run_seeds, seed_config, seed_list
-from neft_jax.harness.sweeps import ALONE, Worker, cell_done, grid_cells, run_sweep
+from neft_jax.harness.sweeps import (
+    ALONE,
+    Worker,
+    cell_done,
+    check_cells,
+    grid_cells,
+    run_sweep,
+)
 from neft_jax.models import MODELS
 
 __all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "estimate_from_rates", "run_plan",
@@ -66,10 +76,16 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
     budget = budget or Budget(None)
     stopped = None
     run = _Runner(plan, out, log, show_progress, budget, worker or ALONE)
+    for model in plan.models:  # every grid's finished cells made alike, before any trains
+        for stage in plan.stages:
+            grid = grid_of_stage(stage, plan, stage_config(base, model))
+            if grid is not None:
+                check_cells(grid_cells([model], [base.dataset], *grid),
+                            stage_config(base, model), stage_dir(out, stage, model),
+                            worker or ALONE)
     try:
         for model in plan.models:
-            cfg = dataclasses.replace(base, model=model, resume=True, overwrite=False,
-                                      extra_sigmas=(), seeds=1)
+            cfg = stage_config(base, model)
             for stage in plan.stages:
                 log(f"== {model}: {stage}")
                 run.stage(stage, cfg)
@@ -80,6 +96,12 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
     report = write_report(out, plan, base)
     report["stopped"] = stopped
     return report
+
+
+def stage_config(base: ExperimentConfig, model: str) -> ExperimentConfig:
+    """The settings every stage of ``model`` starts from."""
+    return dataclasses.replace(base, model=model, resume=True, overwrite=False,
+                               extra_sigmas=(), seeds=1)
 
 
 @dataclasses.dataclass

@@ -5,7 +5,8 @@
 only: :func:`sigma_key` is the one place that spelling lives). A multi-seed run
 stores the same types, its evaluations holding the per-seed means and the
 non-convergence count. ``metrics.jsonl`` beside it gets one line per finished
-epoch (append-only, so ``tail -f`` follows a long run).
+epoch (appended, so ``tail -f`` follows a long run; a resumed run first drops the lines
+of the epochs it does again).
 """
 
 from __future__ import annotations
@@ -37,6 +38,28 @@ def append_metrics(out: str, record: dict) -> None:
     with open(os.path.join(out, "metrics.jsonl"), "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
+
+
+def drop_metrics(out: str, keep) -> None:
+    """Rewrite ``out/metrics.jsonl`` with only the lines whose record ``keep(record)``
+    accepts (a resumed run drops the epochs it does again, so each epoch has one line).
+    Lines that are not JSON records are kept as they are."""
+    path = os.path.join(out, "metrics.jsonl")
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or keep(record):
+            kept.append(line)
+    if len(kept) != len(lines):
+        write_atomic(path, "".join(line + "\n" for line in kept))
 
 
 @dataclasses.dataclass

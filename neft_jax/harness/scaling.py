@@ -3,7 +3,9 @@
 Each point (width, epochs) of the study is a sweep (:mod:`neft_jax.harness.sweeps`)
 in ``out/w<width>-e<epochs>/`` over the methods at one σ (vanilla trained at σ = 0
 and evaluated at σ), so the study inherits the sweeps' resume, locks, workers and
-time budget. Points run cheapest first (width × epochs), so a study stopped early
+time budget, and their settings check: every point's cells are checked against this
+command's settings before any trains, and the report leaves out (naming them) cells
+made with other settings. Points run cheapest first (width × epochs), so a study stopped early
 holds the small end of the map. After each point, ``SCALING.md`` (table and
 findings), ``scaling.json``, ``scaling.png`` (accuracy against optimiser steps,
 one panel per method, one line per width, the paper's full-scale number as a
@@ -22,11 +24,12 @@ from collections.abc import Callable, Sequence
 from neft_jax.harness.budget import Budget
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.data import NUM_CLASSES
+from neft_jax.harness.identity import shared_differences
 from neft_jax.harness.paper import PAPER_TABLE2
 from neft_jax.harness.plan import TABLE2_SIGMAS
 from neft_jax.harness.results import Evaluation, MethodResult, RunResults, write_atomic
 from neft_jax.harness.seeds import seed_list
-from neft_jax.harness.sweeps import Cell, Worker, grid_cells, run_sweep
+from neft_jax.harness.sweeps import Cell, Worker, check_cells, grid_cells, run_sweep
 
 #: Widths of the map and the epoch counts run at each (more epochs for narrow models).
 DEFAULT_POINTS = {0.125: (12, 48), 0.25: (12, 36), 0.5: (8, 24), 1.0: (4, 12)}
@@ -94,17 +97,23 @@ def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
     budget = budget or Budget(None)
     cells = grid_cells([base.model], [base.dataset], methods, [base.sigma], [None],
                        seed_list(base))
+    for point in points:  # every point's finished cells made alike, before any trains
+        check_cells(cells, point_config(base, point), os.path.join(out, point.name), worker)
     try:
         for i, point in enumerate(points):
             if i:  # the report of the points so far (the last one's is written below)
                 write_study_report(base, points, out, methods)
             log(f"== point {i + 1}/{len(points)}: width ×{point.width:g}, {point.epochs} epochs")
-            cfg = dataclasses.replace(base, width=point.width, epochs=point.epochs, seeds=1)
-            run_sweep(cells, cfg, os.path.join(out, point.name), log=log,
+            run_sweep(cells, point_config(base, point), os.path.join(out, point.name), log=log,
                       show_progress=show_progress, budget=budget, worker=worker)
     finally:  # also after an interruption or an exhausted budget
         report = write_study_report(base, points, out, methods)
     return report
+
+
+def point_config(base: ExperimentConfig, point: Point) -> ExperimentConfig:
+    """The settings the cells of ``point`` are made with."""
+    return dataclasses.replace(base, width=point.width, epochs=point.epochs, seeds=1)
 
 
 #: (point, method) → seed → (results, the method's entry, its evaluation at σ).
@@ -112,22 +121,31 @@ Finished = dict[tuple[Point, str], dict[int, tuple[RunResults, MethodResult, Eva
 
 
 def finished_cells(base: ExperimentConfig, points: Sequence[Point], out: str,
-                   methods: Sequence[str]) -> Finished:
-    """Every finished cell of the study, each ``results.json`` read once."""
-    return {(point, method): _finished_cells(base, point, out, method)
+                   methods: Sequence[str], other_settings: list[str] | None = None) -> Finished:
+    """Every finished cell of the study, each ``results.json`` read once. A cell made with
+    other settings than ``base`` gives its point's cells is left out (and named in
+    ``other_settings``)."""
+    return {(point, method): _finished_cells(base, point, out, method, other_settings)
             for point in points for method in methods}
 
 
-def _finished_cells(base: ExperimentConfig, point: Point, out: str,
-                    method: str) -> dict[int, tuple[RunResults, MethodResult, Evaluation]]:
+def _finished_cells(base: ExperimentConfig, point: Point, out: str, method: str,
+                    other_settings: list[str] | None = None
+                    ) -> dict[int, tuple[RunResults, MethodResult, Evaluation]]:
     """Seed → (results, the method's entry, its evaluation at σ) of every finished cell."""
     found = {}
+    expected = point_config(base, point)
     for seed in seed_list(base):
         cell = Cell(base.model, base.dataset, method, float(base.sigma), None, seed)
         path = os.path.join(out, point.name, "cells", cell.name, "results.json")
         if not os.path.exists(path):
             continue
         results = RunResults.load(path)
+        changed = shared_differences(results.settings, expected)
+        if changed:
+            if other_settings is not None:
+                other_settings.append(f"{os.path.dirname(path)} ({', '.join(changed)})")
+            continue
         entry = results.methods.get(method)
         if entry is not None and entry.at(base.sigma) is not None:
             found[seed] = (results, entry, entry.at(base.sigma))
@@ -271,7 +289,8 @@ def write_study_report(base: ExperimentConfig, points: Sequence[Point], out: str
                        methods: Sequence[str]) -> dict:
     """``SCALING.md``, ``scaling.json``, ``scaling.png`` and (when two methods share a
     seed) ``differences.png`` from every finished cell."""
-    finished = finished_cells(base, points, out, methods)
+    other_settings: list[str] = []
+    finished = finished_cells(base, points, out, methods, other_settings)
     rows = collect(points, methods, finished)
     differences = paired_differences(points, methods, finished)
     chance = 100.0 / NUM_CLASSES.get(base.dataset, 10)
@@ -282,6 +301,8 @@ def write_study_report(base: ExperimentConfig, points: Sequence[Point], out: str
                            "points": [dataclasses.asdict(p) for p in points]},
               "rows": rows, "differences": differences, "chance": chance,
               "findings": findings(rows, chance, differences)}
+    if other_settings:
+        report["other_settings"] = other_settings
     write_atomic(os.path.join(out, "scaling.json"), json.dumps(report, indent=1))
     write_atomic(os.path.join(out, "SCALING.md"), format_study(report, methods))
     if rows:
@@ -312,6 +333,12 @@ def format_study(report: dict, methods: Sequence[str]) -> str:
                 if len(s["seeds"]) > 1 else "") + ".", "",
              "| width | epochs | optimiser steps | " + " | ".join(methods) + " |",
              "|---|---|---|" + "---|" * len(methods)]
+    if report.get("other_settings"):
+        left_out = report["other_settings"]
+        lines[-2:-2] = [f"Left out: {len(left_out)} finished cell{'s' * (len(left_out) > 1)} "
+                        f"made with other settings (made with → these): {left_out[0]}"
+                        + (" and more (scaling.json lists them)" if len(left_out) > 1 else "")
+                        + ".", ""]
     by_point: dict[tuple, dict] = {}
     for row in report["rows"]:
         by_point.setdefault((row["width"], row["epochs"], row["steps"]), {})[row["method"]] = row

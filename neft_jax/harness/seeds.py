@@ -37,8 +37,10 @@ from neft_jax.evaluate import make_test_set, summarize_over_seeds
 from neft_jax.harness import data as data_lib
 from neft_jax.harness.config import SEED_MODES, ExperimentConfig
 from neft_jax.harness.evaluation import train_and_test_record
+from neft_jax.harness.identity import fingerprint, identity
 from neft_jax.harness.loop import train_runs
 from neft_jax.harness.orchestration import (
+    check_batch_size,
     environment,
     prepare_out_dir,
     run_experiment,
@@ -86,7 +88,8 @@ def aggregate_seeds(cfg: ExperimentConfig, per_seed: dict[int, RunResults],
         methods[method] = MethodResult(
             alpha=alphas.pop() if len(alphas) == 1 else sorted(alphas), evaluations=evaluations,
             clean_accuracy=None if None in cleans else sum(cleans) / len(cleans))
-    settings = {**cfg.to_dict(), "eval_sigmas": list(cfg.eval_sigmas), "seeds": seeds,
+    settings = {**cfg.to_dict(), "fingerprint": fingerprint(identity(cfg)),
+                "eval_sigmas": list(cfg.eval_sigmas), "seeds": seeds,
                 "accuracy_unit": "percent", "ekl_unit": "nats",
                 "aggregate": "per-seed Monte Carlo means; mean ± 95 % CI over seeds"}
     return RunResults(settings=settings, environment=environment(), methods=methods,
@@ -128,9 +131,10 @@ def run_seeds(cfg: ExperimentConfig, log: Callable[[str], None] = print,
     how = "in one vmapped program per method" if mode == "vmap" else "in sequence"
     log(f"seeds: {cfg.seeds} independent runs ({cfg.seed}…{cfg.seed + cfg.seeds - 1}) {how} "
         f"({why}), each in its own seed-<n>/ folder")
-    cfg = with_tuned_micro_batch(cfg, log)
     with contextlib.ExitStack() as locks:
         prepare_out_dir(cfg, locks)
+        check_batch_size(cfg, data_lib.load_dataset(cfg.dataset, cfg.data_dir))
+        cfg = with_tuned_micro_batch(cfg, log)
         started = time.perf_counter()
         seeds = seed_list(cfg)
         if mode == "vmap" and not cfg.alpha_search:

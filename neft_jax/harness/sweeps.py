@@ -3,7 +3,10 @@
 Each cell is one single-method, single-seed experiment in
 ``out/cells/<cell-name>/``. A cell whose ``results.json`` is complete is skipped,
 so a sweep that was killed or re-launched finishes the remaining cells and never
-redoes a finished one. A half-finished cell resumes from its checkpoints.
+redoes a finished one. A half-finished cell resumes from its checkpoints. Both happen
+only when the cell was made with this command's settings (its ``settings.json``,
+:mod:`neft_jax.harness.identity`); a launch with other settings on the same ``out`` is
+refused before any cell runs, naming the settings that differ.
 
 Many workers (processes on one machine, or the tasks of a cluster array job on a
 shared filesystem) can run the same sweep on one ``out``: each cell is locked by
@@ -27,6 +30,14 @@ from collections.abc import Callable, Sequence
 from neft_jax.evaluate import summarize_over_seeds
 from neft_jax.harness.budget import Budget, cost_key, estimate_seconds, estimate_total, fits
 from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.identity import (
+    SettingsChanged,
+    check_same,
+    fingerprint,
+    identity_of_settings,
+    stored_identity,
+    without_seed,
+)
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.reporting import save_figure
@@ -98,6 +109,46 @@ def grid_cells(models: Sequence[str], datasets: Sequence[str], methods: Sequence
     return cells
 
 
+def cell_config(base: ExperimentConfig, cell: Cell, path: str) -> ExperimentConfig:
+    """The single-method, single-seed experiment of ``cell`` in folder ``path``."""
+    return dataclasses.replace(
+        base, model=cell.model, dataset=cell.dataset, methods=(cell.method,),
+        sigma=cell.sigma, alpha=cell.alpha, seed=cell.seed, seeds=1, out=path,
+        resume=os.path.isdir(path), overwrite=False)
+
+
+#: What to do about cells made with other settings.
+OTHER_SETTINGS_REMEDY = ("use another --out, or delete the cells made with the old settings "
+                         "to train them again")
+
+
+def check_cells(cells: Sequence[Cell], base: ExperimentConfig, out: str,
+                worker: Worker | None = None) -> None:
+    """Before anything runs: every existing cell of ``worker``'s share must have been made
+    with the settings this command gives it (its ``settings.json``, else its
+    ``results.json``); else :class:`~neft_jax.harness.identity.SettingsChanged`, one line
+    naming the first such cell, the settings that differ (old → new) and how many other
+    cells differ too. A finished cell is reused, and a half-done one resumed, only when
+    they match."""
+    worker = worker or ALONE
+    changed = []
+    for i, cell in enumerate(cells):
+        path = os.path.join(out, "cells", cell.name)
+        if not worker.takes(i) or not os.path.isdir(path):
+            continue
+        found = stored_identity(path)
+        if found is None:
+            continue
+        try:
+            check_same(found[0], cell_config(base, cell, path), path, OTHER_SETTINGS_REMEDY)
+        except SettingsChanged as error:
+            changed.append(error)
+    if changed:
+        more = len(changed) - 1
+        raise SettingsChanged(str(changed[0]) + (
+            f" ({more} more cell{'s differ' if more > 1 else ' differs'} too)" if more else ""))
+
+
 def cell_done(path: str, method: str) -> bool:
     results_path = os.path.join(path, "results.json")
     if not os.path.exists(results_path):
@@ -116,8 +167,9 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
     With ``budget``, a cell starts only if its method's measured time (finished cells of
     this or earlier launches) says it ends in time, else :class:`BudgetExhausted`.
     """
-    os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     worker = worker or ALONE
+    check_cells(cells, base, out, worker)
+    os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     todo = [c for i, c in enumerate(cells) if worker.takes(i)
             and not cell_done(os.path.join(out, "cells", c.name), c.method)]
     budget = budget or Budget(None)
@@ -145,12 +197,8 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
         budget.check(cell.name, estimate_seconds(measured, key(cell)))
         log(f"[{i + 1}/{len(cells)}] {cell.name}")
         start = time.perf_counter()
-        cfg = dataclasses.replace(
-            base, model=cell.model, dataset=cell.dataset, methods=(cell.method,),
-            sigma=cell.sigma, alpha=cell.alpha, seed=cell.seed, seeds=1, out=path,
-            resume=os.path.isdir(path), overwrite=False)
         try:
-            run_experiment(cfg, log=log, show_progress=show_progress)
+            run_experiment(cell_config(base, cell, path), log=log, show_progress=show_progress)
         except FolderBusy:  # another worker holds this cell: it trains it, we go on
             log(f"[{i + 1}/{len(cells)}] {cell.name}: held by another worker, skipped")
             todo.remove(cell)
@@ -183,31 +231,38 @@ def measured_seconds(cells: Sequence[Cell], out: str) -> list[tuple[Cell, float]
 
 
 def collect_rows(cells: Sequence[Cell], out: str) -> list[dict]:
-    """One row per finished cell × evaluated σ."""
+    """One row per finished cell × evaluated σ; ``settings`` is the fingerprint of the
+    cell's settings but its seed (:mod:`neft_jax.harness.identity`), so that only cells
+    made alike are averaged over seeds."""
     rows = []
     for cell in cells:
         path = os.path.join(out, "cells", cell.name, "results.json")
         if not os.path.exists(path):
             continue
-        entry = RunResults.load(path).methods.get(cell.method)
+        results = RunResults.load(path)
+        entry = results.methods.get(cell.method)
         if not entry:
             continue
+        settings = fingerprint(without_seed(identity_of_settings(results.settings)))
         for sigma, evaluation in entry.evaluations.items():
             summary = evaluation.summary or {}
             rows.append({
                 **dataclasses.asdict(cell), "alpha": entry.alpha,
                 "eval_sigma": float(sigma), "diverged": entry.diverged,
                 **{k: summary.get(k) for k in ("mean", "ci95", "std", "ekl", "runs")},
+                "settings": settings,
             })
     return rows
 
 
 def aggregate_over_seeds(rows: Sequence[dict]) -> list[dict]:
-    """Mean ± 95 % CI over seeds and non-converged count per cell without its seed."""
+    """Mean ± 95 % CI over seeds and non-converged count per cell without its seed (and per
+    ``settings`` fingerprint, where rows have one: cells made with other settings are never
+    averaged together)."""
     groups = defaultdict(list)
     for row in rows:
         key = (row["model"], row["dataset"], row["method"], row["sigma"], row["alpha"],
-               row["eval_sigma"])
+               row["eval_sigma"], row.get("settings"))
         groups[key].append(row)
     table = []
     for key, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
@@ -217,12 +272,13 @@ def aggregate_over_seeds(rows: Sequence[dict]) -> list[dict]:
         summary = summary or {}
         one = len(members) < 2  # a spread over one seed is undefined, not zero
         table.append({
-            **dict(zip(("model", "dataset", "method", "sigma", "alpha", "eval_sigma"), key,
+            **dict(zip(("model", "dataset", "method", "sigma", "alpha", "eval_sigma"), key[:-1],
                        strict=True)),
             "seeds": len(members), "mean": summary.get("mean"),
             "ci95": None if one else summary.get("ci95"),
             "std_over_seeds": None if one else summary.get("std"), "ekl": summary.get("ekl"),
             "not_converged": not_converged,
+            **({"settings": key[-1]} if key[-1] is not None else {}),
         })
     return table
 

@@ -34,7 +34,7 @@ def test_run_py_end_to_end(tmp_path, capsys):
     assert "chance: 10.0 %" in legend[0] and "clean" in printed
     assert any(line.startswith("Verdict: ") for line in printed.splitlines())
     results = json.loads((out / "results.json").read_text())
-    assert set(results["methods"]) == {"vanilla", "noise", "irs", "ovf"}
+    assert set(results["methods"]) == {"vanilla", "noise", "noise_scaled", "irs", "ovf"}
     for method, entry in results["methods"].items():
         assert set(entry["evaluations"]) == {"0.1", "0.3"}
         for evaluation in entry["evaluations"].values():
@@ -46,7 +46,7 @@ def test_run_py_end_to_end(tmp_path, capsys):
                                   if method in ("irs", "ovf") else 0.0)
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 8 and {r["method"] for r in rows} == set(results["methods"])
+    assert len(rows) == 10 and {r["method"] for r in rows} == set(results["methods"])
     png = (out / "accuracy_vs_sigma.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert (out / "checkpoints" / "irs-alpha0.01" / "best").is_dir()

@@ -7,10 +7,12 @@ SETTINGS = {"sigma": 0.4, "eval_sigmas": [0.4], "mc_runs": 200, "dataset": "mnis
             "width": 0.125, "epochs": 12, "normalisation": "range"}
 
 
-def _results(**means_and_cis):
+def _results(accuracies=None, **means_and_cis):
+    accuracies = accuracies or {}
     methods = {m: MethodResult(alpha=0.01 if m == "irs" else 0.0, clean_accuracy=95.0,
                                evaluations={0.4: Evaluation(0.4, {"mean": mean, "ci95": ci,
-                                                                  "std": 2.0, "ekl": 0.5})})
+                                                                  "std": 2.0, "ekl": 0.5},
+                                                            accuracies=accuracies.get(m, []))})
                for m, (mean, ci) in means_and_cis.items()}
     return RunResults(settings=dict(SETTINGS), methods=methods)
 
@@ -71,3 +73,52 @@ def test_sweep_rejects_flags_it_does_not_use(capsys):
             cli.sweep_main([*flag, "--out", "unused"])
         assert exit_info.value.code == 2
         assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_verdict_says_whether_irs_and_ovf_beat_noise_scaled_paired_over_the_same_runs():
+    """IRS − noise_scaled is judged run by run (same noise keys): a constant +2-point gap
+    is a win although both means' CIs (±5) overlap; OVF 2 points below on every run loses."""
+    base = [50.0, 60.0, 70.0, 80.0]
+    accuracies = {"noise_scaled": base, "irs": [a + 2.0 for a in base],
+                  "ovf": [a - 2.0 + 0.1 * (i % 2) for i, a in enumerate(base)]}
+    text = verdict(_results(accuracies, noise_scaled=(65.0, 5.0), irs=(67.0, 5.0),
+                            ovf=(63.05, 5.0)))
+    against = text.splitlines()[-1]
+    assert against.startswith("Against the fair baseline")
+    assert "IRS beats noise_scaled (+2.0 ± 0.0 points, paired over 4 noise instances)" in against
+    assert "OVF loses to noise_scaled (-2.0 ± 0.1 points" in against
+
+
+def test_verdict_without_paired_runs_compares_the_cis_and_says_no_difference():
+    text = verdict(_results(noise_scaled=(65.0, 5.0), irs=(67.0, 5.0)))
+    assert "IRS does not differ from noise_scaled (+2.0 points, 95 % CIs overlapping)" in text
+    assert "Against the fair baseline" not in verdict(_results(noise=(65.0, 5.0),
+                                                               irs=(67.0, 5.0)))
+
+
+def test_table_title_names_the_noise_definition_preset_and_sigma():
+    results = _results(noise=(50.8, 9.7))
+    results.settings.update(normalisation="level", device_preset="FeFET2")
+    title = format_table(results).splitlines()[0]
+    assert "'level' noise (eq. 5), FeFET2, trained at σ = 0.4" in title
+    results.settings["normalisation"] = "range"
+    assert "'range' noise (authors' code)" in format_table(results).splitlines()[0]
+
+
+def test_exits_below_chance_are_explained_in_the_table_and_the_plot(tmp_path):
+    from neft_jax.harness.reporting import below_chance_exits, plot_feedback_ratio
+
+    results = _results(irs=(67.0, 5.0))
+    results.methods["irs"].history = [
+        {"epoch": 1, "train_accuracy": 50.0, "feedback_ratio": 0.1,
+         "exit_accuracies": [20.0, 30.0]},
+        {"epoch": 2, "train_accuracy": 60.0, "feedback_ratio": 0.5,
+         "exit_accuracies": [3.1, 40.0]}]
+    assert below_chance_exits(results) == [("irs", 1, 3.1)]
+    text = format_table(results)
+    assert "irs exit 1 ends at 3.1 % training accuracy, below chance" in text
+    assert "anti-predicts" in text and text.rstrip().splitlines()[-1].startswith("Verdict:")
+    plot_feedback_ratio(results, str(tmp_path / "f.png"))
+    assert (tmp_path / "f.png").stat().st_size > 0
+    results.methods["irs"].history[-1]["exit_accuracies"] = [9.0, 40.0]  # within 3 points
+    assert below_chance_exits(results) == [] and "anti-predicts" not in format_table(results)

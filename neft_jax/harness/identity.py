@@ -1,0 +1,160 @@
+"""The settings identity of a result: which settings made it, checked before any reuse.
+
+Every result-bearing unit stores the settings that change its numbers
+(:data:`~neft_jax.harness.config.IDENTITY_KEYS`)
+and a short fingerprint of them: a run's ``results.json`` (``settings``), each method's
+checkpoints (their metadata), and ``settings.json`` in every run folder (so in every
+sweep, reproduction and scaling cell), which a person browsing the folder can read and
+which exists from the start of a run, before any checkpoint. A unit is reused (resumed,
+or skipped as done) only when its stored settings equal the command's; otherwise
+:class:`SettingsChanged` names the settings that differ, old → new, in one line.
+
+Results made before the identity existed have no ``settings.json``; their
+``results.json`` settings hold every setting, so their identity is read from there (a key
+it lacks had its default then).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+from neft_jax.harness.config import IDENTITY_KEYS, ExperimentConfig, jsonable
+
+#: The identity keys a plan or study gives all its cells alike (the others, the model,
+#: method, σ, α, seed, exits and α search, vary from cell to cell).
+SHARED_KEYS = ("dataset", "width", "epochs", "batch_size", "lr", "exit_sigma",
+               "normalisation", "device_preset", "mc_runs", "compute", "val_fraction",
+               "val_mc_runs", "val_every", "max_train_steps")
+#: The file in each run folder that holds its identity.
+SETTINGS_FILE = "settings.json"
+
+_DEFAULTS = {f.name: jsonable(f.default) for f in dataclasses.fields(ExperimentConfig)}
+
+
+class SettingsChanged(ValueError):
+    """A stored result was made with other settings than the command's."""
+
+
+def identity(cfg: ExperimentConfig) -> dict:
+    """The settings of ``cfg`` that change its numbers (:data:`IDENTITY_KEYS`; JSON types,
+    ``lr`` resolved)."""
+    return cfg.resume_settings()
+
+
+def identity_of_settings(settings: dict, fill_defaults: bool = True) -> dict:
+    """The identity stored in a results file's or checkpoint's ``settings``: a key it lacks
+    predates that setting and had its default (``fill_defaults``), or is left out."""
+    if fill_defaults:
+        return {key: settings.get(key, _DEFAULTS[key]) for key in IDENTITY_KEYS}
+    return {key: settings[key] for key in IDENTITY_KEYS if key in settings}
+
+
+def _canonical(value):
+    """Numbers as floats (0 and 0.0 are one setting), tuples as lists."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def fingerprint(settings: dict) -> str:
+    """A short hash of ``settings`` (an :func:`identity`): 10 hex digits."""
+    text = json.dumps({k: _canonical(v) for k, v in sorted(settings.items())}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def without_seed(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k != "seed"}
+
+
+def differences(stored: dict, current: dict) -> list[str]:
+    """``key=old → key=new`` for every key of ``stored`` whose value ``current`` changes."""
+    return [f"{key}={stored[key]!r} → {key}={current[key]!r}"
+            for key in IDENTITY_KEYS if key in stored and key in current
+            and _canonical(stored[key]) != _canonical(current[key])]
+
+
+def write_settings_file(folder: str, cfg: ExperimentConfig) -> None:
+    """``folder/settings.json``: the identity of ``cfg`` and its fingerprint."""
+    from neft_jax.harness.results import write_atomic
+
+    settings = identity(cfg)
+    write_atomic(os.path.join(folder, SETTINGS_FILE), json.dumps(
+        {"fingerprint": fingerprint(settings), "settings": settings}, indent=1))
+
+
+def stored_identity(folder: str) -> tuple[dict, str] | None:
+    """``(identity, where)`` of the run in ``folder``: from its ``settings.json``, else from
+    its ``results.json`` settings; None when neither is there. An unreadable file is a
+    ValueError naming it."""
+    from neft_jax.harness.results import RunResults
+
+    path = os.path.join(folder, SETTINGS_FILE)
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                return identity_of_settings(json.load(f)["settings"], False), path
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a readable settings file ({error}); delete it or "
+                             "use another --out") from error
+    path = os.path.join(folder, "results.json")
+    if os.path.exists(path):
+        return identity_of_settings(RunResults.load(path).settings), path
+    return None
+
+
+def checkpoint_settings(directory: str) -> tuple[dict, str] | None:
+    """``(identity, where)`` stored in the newest intact save of a method's checkpoints
+    (:func:`~neft_jax.harness.checkpoints.newest_metadata`); None when none holds settings."""
+    from neft_jax.harness.checkpoints import newest_metadata
+
+    found = newest_metadata(directory)
+    if found is None or not isinstance(found[0].get("settings"), dict):
+        return None
+    return identity_of_settings(found[0]["settings"], False), found[1]
+
+
+def _listdir(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def check_same(stored: dict, cfg: ExperimentConfig, what: str, remedy: str) -> None:
+    """Raise :class:`SettingsChanged` (one line: ``what``, the differing settings old → new,
+    ``remedy``) when ``stored`` differs from ``cfg``'s identity."""
+    changed = differences(stored, identity(cfg))
+    if changed:
+        raise SettingsChanged(f"{what} was made with other settings (made with → this "
+                              f"command): {', '.join(changed)}; {remedy}")
+
+
+def check_run_folder(cfg: ExperimentConfig, what: str, remedy: str) -> None:
+    """Compare every stored identity of the run in ``cfg.out`` with ``cfg``: its
+    ``settings.json``, its ``results.json`` and the newest intact save of each method's
+    checkpoints (a run killed inside its first method has only those)."""
+    found = stored_identity(cfg.out)
+    if found is not None:
+        check_same(found[0], cfg, what, remedy)
+    for name in sorted(_listdir(os.path.join(cfg.out, "checkpoints"))):
+        found = checkpoint_settings(os.path.join(cfg.out, "checkpoints", name))
+        if found is not None:
+            check_same(found[0], cfg, f"{what} (its checkpoints of {name})", remedy)
+
+
+def shared_differences(settings: dict, base: ExperimentConfig) -> list[str]:
+    """The :data:`SHARED_KEYS` a cell's stored ``settings`` hold with other values than
+    ``base`` gives its cells (``lr`` resolved for the cell's model); keys it does not
+    hold are not compared."""
+    model = settings.get("model", base.model)
+    expected = identity(dataclasses.replace(base, model=model) if model != base.model
+                        else base)
+    stored = identity_of_settings(settings, False)
+    return differences({k: v for k, v in stored.items() if k in SHARED_KEYS}, expected)
