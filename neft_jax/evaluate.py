@@ -292,16 +292,15 @@ def monte_carlo(
 def _require_perturbed_leaves(forward: Forward, variables, where: Where) -> None:
     """Raise :class:`~neft_jax.NoWeightsSelected` when ``where`` selects no leaf of what
     Monte Carlo perturbs: its numbers would be noise-free numbers labelled noisy."""
-    from neft_jax.perturbation import NoWeightsSelected, leaf_name, path_names
+    from neft_jax.perturbation import NoWeightsSelected, path_names, seen_leaf_names
 
     tree = variables["params"] if forward.kind == "linen" else variables
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     if any(where(path_names(path), leaf) for path, leaf in leaves):
         return
-    seen = sorted({str(leaf_name(path_names(path))) for path, _ in leaves})
     raise NoWeightsSelected(
         f"monte_carlo: σ > 0 but `where` selects none of the weights (leaf names seen: "
-        f"{seen[:12]}{' ...' if len(seen) > 12 else ''}), so every run would be noise-free; "
+        f"{seen_leaf_names(leaves)}), so every run would be noise-free; "
         "pass where=lambda path, leaf: ... to choose the weights that get noise")
 
 

@@ -161,14 +161,20 @@ def as_device(device: Any) -> DeviceModel:
                     f"a number σ, got {type(device).__name__}")
 
 
+def seen_leaf_names(leaves_with_paths, limit: int = 12) -> str:
+    """The sorted distinct leaf names of a flattened tree, the first ``limit`` of them, for
+    an error that says what a selection saw."""
+    seen = sorted({str(leaf_name(path_names(path))) for path, _ in leaves_with_paths})
+    return f"{seen[:limit]}{' ...' if len(seen) > limit else ''}"
+
+
 def _report_empty_selection(leaves_with_paths, default_rule: bool, on_empty: str) -> None:
     if on_empty == "ignore":
         return
-    seen = sorted({str(leaf_name(path_names(path))) for path, _ in leaves_with_paths})
     rule = "the default selection" if default_rule else "the selection"
     message = (f"perturb: no leaf was perturbed: {rule} (by default leaves named "
                f"{' or '.join(KERNEL_NAMES)} with ndim >= 2) matched none of this tree's leaf "
-               f"names {seen[:12]}{' ...' if len(seen) > 12 else ''}. Pass "
+               f"names {seen_leaf_names(leaves_with_paths)}. Pass "
                "where=lambda path, leaf: ... (path: a tuple of key names) to choose the "
                "weights, or on_empty='ignore' to silence this.")
     if on_empty == "raise":

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 from checkpoint_damage import damage_newest_save
+from subprocess_env import shared_cache_env
 
 from neft_jax.harness import cli
 from neft_jax.harness.config import ExperimentConfig
@@ -238,16 +239,12 @@ def test_two_sweep_workers_on_one_folder_train_every_cell_exactly_once(tmp_path)
     import subprocess
     import sys
 
-    import jax
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = tmp_path / "sweep"
     cmd = [sys.executable, os.path.join(root, "experiments", "sweep.py"), "--methods", "noise",
            "--sigmas", "0.1,0.2", *TINY, "--out", str(out)]
-    env = {**os.environ,  # the workers share this session's compilation cache
-           "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env = shared_cache_env()  # subprocesses share this session's compilation cache
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env) for _ in range(2)]
     logs = [worker.communicate(timeout=600) for worker in workers]

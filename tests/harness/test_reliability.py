@@ -10,6 +10,7 @@ import time
 import chex
 import jax
 import pytest
+from subprocess_env import shared_cache_env
 
 from neft_jax import train as T
 from neft_jax.evaluate import count_not_converged
@@ -74,10 +75,7 @@ def _final_params(out):
 
 def _run(out, *extra, wait=True):
     cmd = [sys.executable, RUN_PY, *CLI, "--out", str(out), *extra]
-    env = {**os.environ,  # the subprocesses share this session's compilation cache
-           "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env = shared_cache_env()  # subprocesses share this session's compilation cache
     if wait:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

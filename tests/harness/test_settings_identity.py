@@ -13,9 +13,9 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
+from subprocess_env import shared_cache_env
 
 from neft_jax.harness import cli
 from neft_jax.harness import data as data_lib
@@ -33,10 +33,7 @@ TINY = ["--epochs", "1", "--max-train-steps", "1", "--batch-size", "32", "--widt
 
 def _command(script: str, *args: str, wait: bool = True):
     cmd = [sys.executable, os.path.join(ROOT, "experiments", script), *args]
-    env = {**os.environ,  # the subprocesses share this session's compilation cache
-           "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env = shared_cache_env()  # subprocesses share this session's compilation cache
     if wait:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
