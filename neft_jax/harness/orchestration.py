@@ -145,20 +145,16 @@ def prepare_out_dir(cfg: ExperimentConfig,
         raise ValueError(RESUME_AND_OVERWRITE.format(out=out))
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"out must be a directory, but {out!r} is a file")
-    existing = os.path.isdir(out) and bool(set(os.listdir(out)) - {LOCK_NAME})
-    if existing and not (cfg.resume or cfg.overwrite):
-        raise ValueError(f"out {out!r} is not empty: pass --resume to continue that run or "
-                         "--overwrite to replace it")
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, f".write-test-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
+    try:  # the lock first: what another process may be writing is never judged unlocked
+        lock = FolderLock(out)
     except OSError as error:
         raise ValueError(f"out {out!r} cannot be written: {error.strerror}") from error
-    lock = FolderLock(out)
     try:
+        existing = bool(set(os.listdir(out)) - {LOCK_NAME})
+        if existing and not (cfg.resume or cfg.overwrite):
+            raise ValueError(f"out {out!r} is not empty: pass --resume to continue that run "
+                             "or --overwrite to replace it")
+        check_writable(out)
         check_checkpoint_folder(out)
         previous = _clear_or_load_previous(cfg, existing)
         if locks is not None:
@@ -171,6 +167,17 @@ def prepare_out_dir(cfg: ExperimentConfig,
     else:
         locks.callback(lock.release)
     return previous
+
+
+def check_writable(out: str) -> None:
+    """A file can be written in ``out``, else ValueError naming why."""
+    probe = os.path.join(out, f".write-test-{os.getpid()}")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"out {out!r} cannot be written: {error.strerror}") from error
 
 
 def _clear_or_load_previous(cfg: ExperimentConfig, existing: bool) -> RunResults | None:

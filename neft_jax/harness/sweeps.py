@@ -114,7 +114,7 @@ def cell_config(base: ExperimentConfig, cell: Cell, path: str) -> ExperimentConf
     return dataclasses.replace(
         base, model=cell.model, dataset=cell.dataset, methods=(cell.method,),
         sigma=cell.sigma, alpha=cell.alpha, seed=cell.seed, seeds=1, out=path,
-        resume=os.path.isdir(path), overwrite=False)
+        resume=True, overwrite=False)  # another worker may create the folder at any time
 
 
 #: What to do about cells made with other settings.

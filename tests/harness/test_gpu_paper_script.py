@@ -67,7 +67,9 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     name = "vgg8-mnist5k-vanilla-sigma0.4-alphanone-seed0"
     (earlier / "core_vgg8" / "cells" / name).mkdir(parents=True)
     RunResults(settings={"model": "vgg8", "dataset": "mnist5k", "methods": ["vanilla"],
-                         "sigma": 0.4, "alpha": None, "seed": 0, "eval_sigmas": [0.4]},
+                         "sigma": 0.4, "alpha": None, "seed": 0, "eval_sigmas": [0.4],
+                             # the settings GPU_PAPER_EXTRA gives below: the cell is reused
+                             "width": 0.03, "epochs": 2, "lr": 0.001, "mc_runs": 2},
                methods={"vanilla": MethodResult(alpha=None, clean_accuracy=98.0, evaluations={
                    0.4: Evaluation(0.4, {"mean": 17.3, "ci95": 0.9},
                                    accuracies=[17.3, 17.3])})},

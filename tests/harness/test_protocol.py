@@ -182,9 +182,19 @@ def test_noise_scaled_loss_is_cross_entropy_of_scaled_logits_at_the_noisy_weight
 
 
 def test_noise_scaled_needs_a_divisor_for_models_without_exits():
+    """A model with no num_exits that returns no exit logits cannot give s + 1: the first
+    step says to pass logit_divisor; with it, the loss is CE(z / 4)."""
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 2))
+    batch = {"image": x, "label": jnp.array([0, 1, 2, 0])}
+    state = T.create_train_state(TinyBN(), jax.random.key(0), x.shape, optax.sgd(0.0),
+                                 T.make_hparams(0.0))
     with pytest.raises(ValueError, match="logit_divisor"):
-        T.make_train_step(TinyBN(), "noise_scaled")
-    T.make_train_step(TinyBN(), "noise_scaled", logit_divisor=4.0)
+        T.make_train_step(TinyBN(), "noise_scaled", jit=False)(state, batch, jax.random.key(2))
+    _, metrics = T.make_train_step(TinyBN(), "noise_scaled", logit_divisor=4.0,
+                                   jit=False)(state, batch, jax.random.key(2))
+    assert np.isfinite(float(metrics["loss"]))
+    with pytest.raises(ValueError, match="logit_divisor must be > 0"):
+        T.make_train_step(TinyBN(), "noise_scaled", logit_divisor=0.0)
 
 
 @pytest.mark.parametrize("method", ["irs", "ovf"])
