@@ -13,10 +13,15 @@ os.environ["NEFT_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="neft-jax-cache-")
 import jax  # noqa: E402
 
 # Many tests compile the same small programs (e.g. a width-×0.0625 VGG-8 train step).
-# A compilation cache private to this test session lets later tests reuse them
-# (measured: ≈ 35 % less CPU time for test_experiment + test_reproduce).
-_CACHE_DIR = tempfile.mkdtemp(prefix="neft-jax-xla-cache-")
-atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+# One compilation cache for the whole test session lets later tests reuse them: pytest's
+# main process makes it and names it in the environment before pytest-xdist starts its
+# workers, so every worker (and every subprocess a test starts) shares it. It starts empty
+# on every run, as on a fresh clone.
+_OWNER = "NEFT_JAX_TEST_XLA_CACHE" not in os.environ
+_CACHE_DIR = os.environ.setdefault("NEFT_JAX_TEST_XLA_CACHE",
+                                   tempfile.mkdtemp(prefix="neft-jax-xla-cache-"))
+if _OWNER:
+    atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
