@@ -300,7 +300,7 @@ def check_precision(model_name, args, rng):
 def device_name() -> str:
     """The CPU model (family/model numbers) on CPU, the device kind elsewhere."""
     if jax.default_backend() == "cpu":
-        from neft_jax.harness.orchestration import cpu_model
+        from neft_jax.harness.runtime import cpu_model
 
         return cpu_model()
     return jax.devices()[0].device_kind

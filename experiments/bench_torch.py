@@ -25,7 +25,7 @@ import sys
 import time
 
 from neft_jax.device import DeviceModel
-from neft_jax.harness.orchestration import cpu_model
+from neft_jax.harness.runtime import cpu_model
 
 #: std(ΔW) / (σ_d · max|W|) of the authors' "range" device model (RRAM1): 0.7776.
 RANGE_FACTOR = DeviceModel(normalisation="range").bit_weight_norm

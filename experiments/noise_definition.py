@@ -78,7 +78,7 @@ def run_cell(cell: Cell, out: str, mc_runs: int, sigmas: tuple[float, ...], log)
     from neft_jax.harness import data as data_lib
     from neft_jax.harness.evaluation import SavedEvaluations, evaluate_at_sigmas
     from neft_jax.harness.loop import train_runs
-    from neft_jax.harness.orchestration import cpu_model
+    from neft_jax.harness.runtime import cpu_model
     from neft_jax.harness.tuning import with_tuned_micro_batch
 
     cfg = with_tuned_micro_batch(cell_config(cell, out, mc_runs, sigmas), log)

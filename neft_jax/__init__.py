@@ -9,18 +9,32 @@ The drop-in library (this package's top level) never imports the paper harness
 * :mod:`neft_jax.losses` — eq. (1).
 * :mod:`neft_jax.train` — :class:`TrainState` and the jitted step of each method.
 * :mod:`neft_jax.adapters` — the training contract for any model (linen, NNX, a
-  function), :func:`with_exits` to attach the paper's exits, :func:`evaluation_model`.
-* :mod:`neft_jax.evaluate` — :func:`monte_carlo` evaluation, EKL, summaries.
+  function), :func:`with_exits` to attach the paper's exits.
+* :mod:`neft_jax.forward` — logits of any model at evaluation; :func:`evaluation_model`
+  (a trained state, exits dropped).
+* :mod:`neft_jax.evaluate` — :func:`monte_carlo` evaluation, EKL.
+* :mod:`neft_jax.stats` — :func:`summarize`, :func:`paired_summary`, convergence counts.
 * :mod:`neft_jax.conv`, :mod:`neft_jax.parallel` — CPU conv backward, multi-device.
 """
 
-from neft_jax import adapters, evaluate, losses, models, parallel, perturbation, train
-from neft_jax.adapters import evaluation_model, with_exits
+from neft_jax import (
+    adapters,
+    evaluate,
+    losses,
+    models,
+    parallel,
+    perturbation,
+    stats,
+    train,
+)
+from neft_jax.adapters import with_exits
 from neft_jax.device import PRESETS, DeviceModel
-from neft_jax.evaluate import MonteCarloResult, TestSet, make_test_set, monte_carlo, summarize
+from neft_jax.evaluate import MonteCarloResult, TestSet, make_test_set, monte_carlo
+from neft_jax.forward import evaluation_model
 from neft_jax.losses import negative_feedback_loss
 from neft_jax.models import VGG8, ResNet18, create_model
 from neft_jax.perturbation import NoWeightsSelected, is_kernel, not_under, perturb, under
+from neft_jax.stats import paired_summary, summarize
 from neft_jax.train import (
     METHODS,
     TrainState,
@@ -59,6 +73,8 @@ __all__ = [
     "parallel",
     "perturb",
     "perturbation",
+    "paired_summary",
+    "stats",
     "summarize",
     "train",
     "under",

@@ -145,21 +145,6 @@ def initial_variables(model, key, input_shape, params=None) -> tuple[Trainable, 
     return trainable, params, {}
 
 
-def evaluation_model(state) -> tuple[Any, Any]:
-    """``(model, variables)`` for :func:`neft_jax.monte_carlo` from a trained
-    :class:`~neft_jax.TrainState` (exits are dropped at inference)."""
-    from neft_jax.forward import Forward
-
-    trainable = state.apply_fn
-    if not isinstance(trainable, Trainable):
-        raise TypeError("evaluation_model needs a state made by neft_jax.create_train_state")
-    if trainable.kind == "linen":
-        return trainable.target, {"params": state.params, "batch_stats": state.batch_stats}
-    if trainable.kind == "nnx":
-        return Forward("nnx", trainable.target), (state.params, state.batch_stats)
-    return trainable.target, state.params
-
-
 class WithExits(nn.Module):
     """A linen backbone with the paper's exit heads attached to the submodules ``taps``
     names (by name, e.g. ``"conv1"`` or ``"Conv_0"``, or by path inside the backbone,

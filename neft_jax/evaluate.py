@@ -1,5 +1,8 @@
 """Monte Carlo evaluation under device noise (SPEC §5, paper Algorithm 2).
 
+The statistics of its accuracies (summaries, paired differences, convergence counts)
+are in :mod:`neft_jax.stats`.
+
 For each of R noise keys, one noise instance is drawn for every backbone
 kernel and held fixed over the whole test set (BatchNorm in inference mode);
 the run's accuracy is recorded. The computation is one jitted program:
@@ -21,7 +24,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -42,12 +45,9 @@ from neft_jax.perturbation import Where
 #: did not finish 32 runs in two minutes (docs/RESULTS.md, "Speed on one GPU"). Backends
 #: not listed are measured on first use (:func:`autotune_chunk_size`), cached per model.
 DEFAULT_CHUNK_SIZE = {"cpu": 1, "gpu": 1}
-#: Normal quantiles of the 95 % and 99 % CI half-widths (SPEC §5: 1.96·std/√R, 2.576·std/√R).
-Z95, Z99 = 1.96, 2.576
 #: Candidates tried by the automatic measurement on accelerators.
 AUTOTUNE_CANDIDATES = (1, 2, 4, 8, 16)
 _AUTOTUNED: dict = {}
-
 
 
 class TestSet(NamedTuple):
@@ -331,71 +331,6 @@ def monte_carlo_loop(model, variables, test_set, keys, device, where=backbone_ke
     model, variables = as_forward(model, variables)
     counts = [int(evaluate_one_run(model, variables, test_set, k, device, where)) for k in keys]
     return np.array(counts, np.float64) / test_set.size
-
-
-#: Low quantiles of the runs' accuracies in every summary (worst cases, as robustness
-#: papers report a k-th percentile): key -> quantile.
-QUANTILES = {"q01": 0.01, "q05": 0.05}
-
-
-def summarize(accuracies: Sequence[float], ekl: float | None = None) -> dict:
-    """Mean, std (ddof = 1), 95 % / 99 % CI half-widths, the 1 % and 5 % quantiles
-    (numpy's linear interpolation), min and max of run accuracies (same units)."""
-    acc = np.asarray(accuracies, np.float64)
-    runs = acc.size
-    std = float(np.std(acc, ddof=1)) if runs > 1 else 0.0
-    summary = {
-        "runs": runs,
-        "mean": float(np.mean(acc)),
-        "std": std,
-        "ci95": Z95 * std / math.sqrt(runs),
-        "ci99": Z99 * std / math.sqrt(runs),
-        **{name: float(np.quantile(acc, q)) for name, q in QUANTILES.items()},
-        "min": float(np.min(acc)),
-        "max": float(np.max(acc)),
-    }
-    if ekl is not None:
-        summary["ekl"] = float(ekl)
-    return summary
-
-
-def paired_summary(a: Sequence[float], b: Sequence[float]) -> dict | None:
-    """:func:`summarize` of ``a − b`` run by run, for two models scored on the same noise
-    keys (run i of each drew the same instance); None unless both have the same number
-    of runs, more than one."""
-    if not len(a) == len(b) > 1:
-        return None
-    return summarize(np.subtract(a, b))
-
-
-def count_not_converged(accuracies: Sequence[float], tolerance: float = 0.05) -> int:
-    """Runs whose accuracy is more than ``tolerance`` (a fraction) from the mean (SPEC §5).
-
-    Non-finite entries (diverged runs) count as not converged.
-    """
-    acc = np.asarray(accuracies, np.float64)
-    finite = np.isfinite(acc)
-    if not finite.any():
-        return int(acc.size)
-    mean = np.mean(acc[finite])
-    return int(np.sum(~finite) + np.sum(np.abs(acc[finite] - mean) > tolerance))
-
-
-def summarize_over_seeds(seed_means: Sequence[float], seed_ekls: Sequence[float | None],
-                         tolerance_pct: float = 5.0) -> tuple[dict | None, int]:
-    """Independent runs' Monte Carlo means (%, NaN = diverged) → ``(summary, not_converged)``.
-
-    ``summary`` is :func:`summarize` of the finite means with ``ekl`` the mean of the
-    runs' EKL (None when every run diverged); ``not_converged`` counts runs more than
-    ``tolerance_pct`` points from the mean, or diverged (SPEC §5, Table III).
-    """
-    means = np.asarray([np.nan if m is None else m for m in seed_means], np.float64)
-    finite = means[np.isfinite(means)]
-    summary = summarize(finite) if finite.size else None
-    ekls = np.asarray([np.nan if e is None else e for e in seed_ekls], np.float64)
-    if summary is not None and np.isfinite(ekls).any():
-        summary["ekl"] = float(np.nanmean(ekls))
-    return summary, count_not_converged(means / 100, tolerance_pct / 100)
 
 
 def autotune_chunk_size(

@@ -12,6 +12,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from neft_jax.adapters import Trainable, flag_kwargs, train_flag
 from neft_jax.perturbation import perturb
 
 
@@ -39,8 +40,6 @@ class Forward:
 
     def logits(self, variables, images):
         if self.kind == "linen":
-            from neft_jax.adapters import flag_kwargs
-
             out = self.target.apply(variables, images, **flag_kwargs(self.flag, train=False))
         elif self.kind == "nnx":
             from flax import nnx
@@ -68,8 +67,6 @@ def as_forward(model, variables) -> tuple[Forward, Any]:
     if isinstance(model, Forward):
         return model, variables
     if isinstance(model, nn.Module):
-        from neft_jax.adapters import train_flag
-
         variables = {**variables, "batch_stats": variables.get("batch_stats", {})}
         return Forward("linen", inference_model(model), train_flag(model)), variables
     try:
@@ -85,3 +82,14 @@ def as_forward(model, variables) -> tuple[Forward, Any]:
                     f"apply(variables, images) -> logits, got {type(model).__name__}")
 
 
+def evaluation_model(state) -> tuple[Any, Any]:
+    """``(model, variables)`` for :func:`neft_jax.monte_carlo` from a trained
+    :class:`~neft_jax.TrainState` (exits are dropped at inference)."""
+    trainable = state.apply_fn
+    if not isinstance(trainable, Trainable):
+        raise TypeError("evaluation_model needs a state made by neft_jax.create_train_state")
+    if trainable.kind == "linen":
+        return trainable.target, {"params": state.params, "batch_stats": state.batch_stats}
+    if trainable.kind == "nnx":
+        return Forward("nnx", trainable.target), (state.params, state.batch_stats)
+    return trainable.target, state.params

@@ -1,4 +1,3 @@
-import math
 
 import chex
 import jax
@@ -6,10 +5,9 @@ import numpy as np
 import pytest
 from synthetic import quadrant_task
 
-from neft_jax import DeviceModel, make_test_set, monte_carlo, summarize
+from neft_jax import DeviceModel, make_test_set, monte_carlo
 from neft_jax.evaluate import (
     _monte_carlo_sums,
-    count_not_converged,
     epistemic_kl,
     monte_carlo_loop,
 )
@@ -93,25 +91,6 @@ def test_ekl_equals_mean_kl_to_mean_prediction():
     assert ekl == pytest.approx(kl.mean(), rel=1e-9)
 
 
-def test_summary_statistics():
-    acc = [0.90, 0.92, 0.94, 0.96]
-    summary = summarize(acc, ekl=0.25)
-    std = np.std(acc, ddof=1)
-    assert summary["mean"] == pytest.approx(0.93)
-    assert summary["std"] == pytest.approx(std)
-    assert summary["ci95"] == pytest.approx(1.96 * std / 2)
-    assert summary["ci99"] == pytest.approx(2.576 * std / 2)
-    assert summary["runs"] == 4 and summary["ekl"] == 0.25
-    single = summarize([0.5])
-    assert single["std"] == 0.0 and single["ci95"] == 0.0
-
-
-def test_count_not_converged():
-    assert count_not_converged([0.9, 0.91, 0.89] * 3 + [0.5]) == 1
-    assert count_not_converged([0.9, 0.9, math.nan]) == 1
-    assert count_not_converged([0.9] * 10) == 0
-
-
 def test_autotune_measures_every_candidate(setup):
     from neft_jax.evaluate import autotune_chunk_size
 
@@ -121,17 +100,3 @@ def test_autotune_measures_every_candidate(setup):
     assert set(timings) == {1, 2} and best in (1, 2)
     assert all(t > 0 for t in timings.values())
     assert timings[best] == min(timings.values())
-
-
-def test_summarize_over_seeds_counts_far_and_diverged_runs():
-    from neft_jax.evaluate import summarize_over_seeds
-
-    summary, not_converged = summarize_over_seeds([90.0, 91.0, 92.0, float("nan")],
-                                                  [0.1, 0.3, None, None])
-    assert summary["mean"] == pytest.approx(91.0) and summary["runs"] == 3
-    assert summary["ekl"] == pytest.approx(0.2)
-    assert not_converged == 1
-    _, far = summarize_over_seeds([90.0, 91.0, 80.0], [None] * 3)
-    assert far == 1  # 80 is 7 points from the mean 87; 90 and 91 are within 5
-    none, all_diverged = summarize_over_seeds([float("nan")] * 2, [None] * 2)
-    assert none is None and all_diverged == 2

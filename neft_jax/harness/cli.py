@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import logging
 import os
 import signal
@@ -25,6 +24,12 @@ from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of t
     positive_float,
     positive_int,
     sigma_list,
+)
+from neft_jax.harness.runtime import (
+    Stopped,
+    disk_full,
+    stop_on_sigterm,
+    use_compilation_cache,
 )
 
 
@@ -63,50 +68,6 @@ def quiet_library_logs(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
-#: Bytes of compiled programs kept in the user's cache (least recently used go first).
-XLA_CACHE_BYTES = 2 << 30
-
-
-def use_compilation_cache() -> str | None:
-    """Keep compiled XLA programs under the user's cache directory, so a command run again
-    (another σ, a resume, the next seed) skips compiling what it compiled before; returns
-    the folder. Off with ``NEFT_JAX_NO_XLA_CACHE=1``, and when jax already has a cache
-    folder (``JAX_COMPILATION_CACHE_DIR`` or one set in-process)."""
-    import jax
-
-    if os.environ.get("NEFT_JAX_NO_XLA_CACHE") or jax.config.jax_compilation_cache_dir:
-        return None
-    from neft_jax.harness.tuning import user_cache_dir
-
-    path = os.path.join(user_cache_dir(), "xla")
-    jax.config.update("jax_compilation_cache_dir", path)
-    # Every program, however quick to compile: a model's eager init alone compiles ~120
-    # tiny programs (6–12 s on 2 cores), which jax's default (≥ 1 s each) never keeps.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    try:  # jax bounds the cache only with filelock (a dependency; the GPU image may lack it)
-        import filelock  # noqa: F401
-
-        jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_BYTES)
-    except ImportError:
-        pass
-    return path
-
-
-def disk_full(error: BaseException) -> str | None:
-    """The file a full disk stopped writing ("" if unnamed), or None if ``error`` is not a
-    full disk; looks through the exceptions that caused or wrapped it."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return error.filename or ""
-        if "No space left on device" in str(error):
-            return ""
-        error = error.__cause__ or error.__context__
-    return None
-
-
 def worker_spec(text: str):
     from neft_jax.harness.sweeps import Worker
 
@@ -136,14 +97,6 @@ def fail(prog: str, error: Exception) -> int:
     return 2
 
 
-class Stopped(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that the same clean stop handles both."""
-
-
-def _stop_on_sigterm(signum, frame):
-    raise Stopped
-
-
 def run_cleanly(prog: str, job, hint) -> int:
     """Run ``job()``; a bad setting, missing data or an unusable file is one line and status
     2, a full disk one line and status 1; SIGINT and SIGTERM stop with one line (``hint``,
@@ -152,7 +105,7 @@ def run_cleanly(prog: str, job, hint) -> int:
     Finished epochs are checkpointed and finished methods written before each returns."""
     from neft_jax.harness.data import DatasetUnavailableError
 
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         return job()
     except Exception as error:

@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 import jax
 
 from neft_jax import parallel
-from neft_jax.evaluate import TestSet, monte_carlo, summarize
+from neft_jax.evaluate import TestSet, monte_carlo
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.results import Evaluation, MethodResult, sigma_key, write_atomic
+from neft_jax.stats import summarize
 
 #: Monte Carlo keys of σ fold ``MC_KEY_OFFSET + round(σ·1e6)`` into the seed's key, far
 #: from the small integers other key streams of a run use.

@@ -9,9 +9,7 @@ finished methods and ``--resume`` continues the rest from their checkpoints.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
-import platform
 import shutil
 import time
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from neft_jax.harness.loop import TrainOutcome, train_runs
 from neft_jax.harness.paper import ALPHA_GRID
 from neft_jax.harness.reporting import write_results
 from neft_jax.harness.results import RunResults
+from neft_jax.harness.runtime import environment
 from neft_jax.harness.tuning import with_tuned_micro_batch
 
 #: The refusal of ``--resume`` together with ``--overwrite``.
@@ -194,29 +193,6 @@ def _clear_or_load_previous(cfg: ExperimentConfig, existing: bool) -> RunResults
     if cfg.resume and os.path.exists(previous_path):
         return RunResults.load(previous_path)
     return None
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``, with family/model numbers), else platform's."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
-                          if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        return (f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, "
-                f"model {fields.get('model', '?')})")
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
-def environment() -> dict:
-    return {
-        "jax": jax.__version__, "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()], "python": platform.python_version(),
-        "machine": platform.machine(), "processor": platform.processor(),
-        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
 
 
 def search_alpha(cfg: ExperimentConfig, dataset: data_lib.Dataset, method: str,

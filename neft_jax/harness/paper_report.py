@@ -225,7 +225,7 @@ def core_differences(cells: dict[tuple[str, float, int], dict]) -> list[dict]:
     """For each σ and pair of :data:`CORE_PAIRS` with cells at a common seed: a − b per
     seed, mean ± 95 % CI paired over the Monte Carlo runs (both cells of a seed are
     scored on the same noise keys)."""
-    from neft_jax.evaluate import paired_summary
+    from neft_jax.stats import paired_summary
 
     rows = []
     for sigma in sorted({s for _, s, _ in cells}):

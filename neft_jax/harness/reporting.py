@@ -259,7 +259,7 @@ def feedback_against_baseline(results: RunResults, sigma: float) -> str | None:
     With both scored on the same Monte Carlo keys (a single run), the comparison is the
     paired difference run by run and its 95 % CI; for an aggregate over seeds, the two
     means' 95 % CIs. None when ``noise_scaled`` or every feedback method is missing."""
-    from neft_jax.evaluate import paired_summary
+    from neft_jax.stats import paired_summary
 
     def scored(method):
         entry = results.methods.get(method)

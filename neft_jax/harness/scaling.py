@@ -156,7 +156,7 @@ def collect(points: Sequence[Point], methods: Sequence[str], finished: Finished)
     """One row per point × method with finished cells: accuracy at σ (one seed: mean ±
     CI over Monte Carlo runs; several: mean ± CI over the seeds' means), clean
     accuracy, optimiser steps and wall time per cell."""
-    from neft_jax.evaluate import summarize_over_seeds
+    from neft_jax.stats import summarize_over_seeds
 
     rows = []
     for point in points:
@@ -201,7 +201,7 @@ def paired_differences(points: Sequence[Point], methods: Sequence[str],
     import numpy as np
     from scipy.stats import t
 
-    from neft_jax.evaluate import paired_summary
+    from neft_jax.stats import paired_summary
 
     rows = []
     for point in points:
@@ -423,7 +423,7 @@ def _ci_caveat(seeds: int) -> str:
                 "needs `--seeds 3 --mc-runs 200` at that point before it is a conclusion.")
     from scipy.stats import t
 
-    from neft_jax.evaluate import Z95
+    from neft_jax.stats import Z95
 
     wider = t.ppf(0.975, seeds - 1) / Z95
     return (f"± is {Z95:g}·std/√n over the n = {seeds} seeds' means (SPEC §5's rule for "

@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 import jax
 
-from neft_jax.evaluate import make_test_set, summarize_over_seeds
+from neft_jax.evaluate import make_test_set
 from neft_jax.harness import data as data_lib
 from neft_jax.harness.config import SEED_MODES, ExperimentConfig
 from neft_jax.harness.evaluation import train_and_test_record
@@ -41,14 +41,15 @@ from neft_jax.harness.identity import fingerprint, identity
 from neft_jax.harness.loop import train_runs
 from neft_jax.harness.orchestration import (
     check_batch_size,
-    environment,
     prepare_out_dir,
     run_experiment,
     start_results,
 )
 from neft_jax.harness.reporting import write_results
 from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+from neft_jax.harness.runtime import environment
 from neft_jax.harness.tuning import with_tuned_micro_batch
+from neft_jax.stats import summarize_over_seeds
 
 
 def seed_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:

@@ -27,7 +27,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from neft_jax.evaluate import summarize_over_seeds
 from neft_jax.harness.budget import Budget, cost_key, estimate_seconds, estimate_total, fits
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.identity import (
@@ -42,6 +41,7 @@ from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.reporting import save_figure
 from neft_jax.harness.results import RunResults, write_atomic
+from neft_jax.stats import summarize_over_seeds
 from neft_jax.train import uses_feedback
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from neft_jax.conv import micro_batched_conv
 from neft_jax.harness.results import write_atomic
+from neft_jax.harness.runtime import cpu_model, user_cache_dir
 from neft_jax.models import _channels
 
 #: Each model's convs at width 1 on 32×32 inputs: (H = W of the input, C_in, C_out,
@@ -55,17 +56,8 @@ def machine() -> dict:
     """What a cached choice is valid for: CPU model, core count, jax and jaxlib versions."""
     import jaxlib
 
-    from neft_jax.harness.orchestration import cpu_model
-
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
             "jaxlib": jaxlib.__version__, "backend": jax.default_backend()}
-
-
-def user_cache_dir() -> str:
-    """``$NEFT_JAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/neft_jax``, else ``~/.cache/neft_jax``."""
-    return os.environ.get("NEFT_JAX_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "neft_jax")
 
 
 def cache_path() -> str:

@@ -13,13 +13,13 @@ import pytest
 from subprocess_env import shared_cache_env
 
 from neft_jax import train as T
-from neft_jax.evaluate import count_not_converged
 from neft_jax.harness.checkpoints import RunCheckpoints
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.data import load_dataset
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.results import write_atomic
 from neft_jax.models import create_model
+from neft_jax.stats import count_not_converged
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_PY = os.path.join(ROOT, "experiments", "run.py")

@@ -46,8 +46,8 @@ def test_result_files_are_readable():
     import csv
     import io
 
-    from neft_jax.harness.orchestration import environment
     from neft_jax.harness.reporting import results_csv
+    from neft_jax.harness.runtime import environment
     from neft_jax.harness.sweeps import aggregate_over_seeds
 
     rows = list(csv.DictReader(io.StringIO(results_csv(_results(noise=(16.0 - 2e-15, 1.0),

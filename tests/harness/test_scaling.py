@@ -133,7 +133,7 @@ def test_several_seeds_give_the_mean_and_ci_over_seeds(tmp_path):
 def _save_cell(tmp_path, point, method, seed, accuracies):
     import numpy as np
 
-    from neft_jax.evaluate import summarize
+    from neft_jax.stats import summarize
 
     cell = Cell("vgg8", "mnist5k", method, 0.4, None, seed)
     folder = tmp_path / point.name / "cells" / cell.name

@@ -109,7 +109,7 @@ def test_commands_keep_compiled_programs_in_the_user_cache(tmp_path):
     import sys
 
     code = ("import jax, jax.numpy as jnp\n"
-            "from neft_jax.harness.cli import use_compilation_cache\n"
+            "from neft_jax.harness.runtime import use_compilation_cache\n"
             "print(use_compilation_cache())\n"
             "print(float(jax.jit(lambda x: jnp.sin(x) @ x)(jnp.ones((64, 64))).sum()))\n")
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}

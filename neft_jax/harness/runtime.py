@@ -1,0 +1,117 @@
+"""Process and machine concerns: what machine this is, the user's cache folder, the XLA
+compilation cache, SIGTERM as a clean stop, and a full disk told apart from other errors.
+
+Imports nothing else of the harness, so any module may use it (the tuner's cache key,
+``results.json``'s environment, the command line's set-up).
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import os
+import platform
+
+#: Bytes of compiled programs kept in the user's cache (least recently used go first).
+XLA_CACHE_BYTES = 2 << 30
+#: Packages whose versions ``results.json`` records (their numbers depend on them).
+PACKAGES = ("neft_jax", "jax", "jaxlib", "flax", "optax")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, with family/model numbers), else platform's."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
+                          if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        return (f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, "
+                f"model {fields.get('model', '?')})")
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed version of each of :data:`PACKAGES` (None where it cannot be read)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    if versions["neft_jax"] is None:  # a source tree that is not installed
+        import neft_jax
+
+        versions["neft_jax"] = getattr(neft_jax, "__version__", None)
+    return versions
+
+
+def environment() -> dict:
+    """Where the numbers were made: package versions, backend and devices, Python, CPU, and
+    the date."""
+    import jax
+
+    return {
+        "jax": jax.__version__, "packages": package_versions(),
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()], "python": platform.python_version(),
+        "machine": platform.machine(), "processor": platform.processor(),
+        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def user_cache_dir() -> str:
+    """``$NEFT_JAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/neft_jax``, else ``~/.cache/neft_jax``."""
+    return os.environ.get("NEFT_JAX_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "neft_jax")
+
+
+def use_compilation_cache() -> str | None:
+    """Keep compiled XLA programs under the user's cache directory, so a command run again
+    (another σ, a resume, the next seed) skips compiling what it compiled before; returns
+    the folder. Off with ``NEFT_JAX_NO_XLA_CACHE=1``, and when jax already has a cache
+    folder (``JAX_COMPILATION_CACHE_DIR`` or one set in-process)."""
+    import jax
+
+    if os.environ.get("NEFT_JAX_NO_XLA_CACHE") or jax.config.jax_compilation_cache_dir:
+        return None
+    path = os.path.join(user_cache_dir(), "xla")
+    jax.config.update("jax_compilation_cache_dir", path)
+    # Every program, however quick to compile: a model's eager init alone compiles ~120
+    # tiny programs (6–12 s on 2 cores), which jax's default (≥ 1 s each) never keeps.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    try:  # jax bounds the cache only with filelock (a dependency; the GPU image may lack it)
+        import filelock  # noqa: F401
+
+        jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_BYTES)
+    except ImportError:
+        pass
+    return path
+
+
+def disk_full(error: BaseException) -> str | None:
+    """The file a full disk stopped writing ("" if unnamed), or None if ``error`` is not a
+    full disk; looks through the exceptions that caused or wrapped it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return error.filename or ""
+        if "No space left on device" in str(error):
+            return ""
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean stop handles both."""
+
+
+def stop_on_sigterm(signum, frame):
+    """A SIGTERM handler: raise :class:`Stopped`."""
+    raise Stopped
