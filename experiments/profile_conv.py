@@ -23,7 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from neft_jax.conv import micro_batched_conv
-from neft_jax.harness.tuning import CONVS, DIMS  # each model's convs at width 1, 32×32
+from neft_jax.harness.tuning import DIMS, model_convs
+from neft_jax.models import MODELS
+
+
+def convs(model: str) -> list[tuple[int, ...]]:
+    """``model``'s distinct convs at width 1 on 32×32 RGB inputs, read from the model:
+    (H, C_in, C_out, kernel, stride, count)."""
+    return model_convs(model, 1.0, 3)
 
 
 def conv(x, w, stride=1):
@@ -92,7 +99,7 @@ def profile_layer(batch, size, c_in, c_out, kernel, stride, count, key, micro_ba
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=sorted(CONVS), default="vgg8")
+    parser.add_argument("--model", choices=sorted(MODELS), default="vgg8")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--backward-micro-batch", type=int, default=8,
                         help="micro-batch of the micro-batched backward column")
@@ -103,7 +110,7 @@ def main(argv=None):
     key = jax.random.key(0)
     rows = [profile_layer(args.batch_size, *layer, jax.random.fold_in(key, i),
                           micro_batch=args.backward_micro_batch)
-            for i, layer in enumerate(CONVS[args.model])]
+            for i, layer in enumerate(convs(args.model))]
     total = {k: sum(r[k] for r in rows) for k in rows[0] if k.endswith("_ms")}
     total_gflop = sum(r["gflop"] for r in rows)
     total.update({f"{k[:-3]}_gflops": total_gflop * _passes(k) / (total[k] / 1e3)

@@ -51,9 +51,9 @@ def test_conv_profile_handles_strided_and_1x1_convs_of_resnet18():
     assert row["layer"] == "8x8 4->6 k1 s2 ×3"
     assert row["gflop"] == 3 * 2 * 2 * 4 * 4 * 4 * 6 / 1e9
     assert row["forward_ms"] > 0 and row["forward_gflops"] > 0
-    kernels = {(k, s) for _, _, _, k, s, _ in profile_conv.CONVS["resnet18"]}
+    kernels = {(k, s) for _, _, _, k, s, _ in profile_conv.convs("resnet18")}
     assert kernels == {(3, 1), (3, 2), (1, 2)}
-    assert sum(n for *_, n in profile_conv.CONVS["resnet18"]) == 17 + 3  # 17 3×3 + 3 shortcuts
+    assert sum(n for *_, n in profile_conv.convs("resnet18")) == 17 + 3  # 17 3×3 + 3 shortcuts
 
 
 def test_conv_profile_times_the_micro_batched_backward_and_checks_it():

@@ -23,25 +23,17 @@ import os
 import time
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from neft_jax.conv import micro_batched_conv
+from neft_jax.harness.data import IMAGE_SIZE
 from neft_jax.harness.results import write_atomic
 from neft_jax.harness.runtime import cpu_model, user_cache_dir
-from neft_jax.models import _channels
+from neft_jax.models import create_model
 
-#: Each model's convs at width 1 on 32×32 inputs: (H = W of the input, C_in, C_out,
-#: kernel, stride, how many such convs the model has); C_in of the first is the input's.
-CONVS = {
-    "vgg8": ((32, 3, 64, 3, 1, 1), (32, 64, 128, 3, 1, 1), (16, 128, 256, 3, 1, 1),
-             (16, 256, 256, 3, 1, 1), (8, 256, 512, 3, 1, 1), (8, 512, 512, 3, 1, 1)),
-    "resnet18": ((32, 3, 64, 3, 1, 1), (32, 64, 64, 3, 1, 4), (32, 64, 128, 3, 2, 1),
-                 (32, 64, 128, 1, 2, 1), (16, 128, 128, 3, 1, 3), (16, 128, 256, 3, 2, 1),
-                 (16, 128, 256, 1, 2, 1), (8, 256, 256, 3, 1, 3), (8, 256, 512, 3, 2, 1),
-                 (8, 256, 512, 1, 2, 1), (4, 512, 512, 3, 1, 3)),
-}
 #: Micro-batch sizes tried (0 = the whole batch).
 CANDIDATES = (0, 8, 16, 32)
 #: Input channels of each dataset (the first conv's C_in).
@@ -65,12 +57,31 @@ def cache_path() -> str:
 
 
 def model_convs(model: str, width: float, channels: int) -> list[tuple[int, ...]]:
-    """``model``'s conv shapes at ``width`` (channels as :mod:`neft_jax.models` scales them)."""
-    shapes = []
-    for i, (size, c_in, c_out, kernel, stride, count) in enumerate(CONVS[model]):
-        scaled_in = channels if i == 0 else _channels(c_in, width)
-        shapes.append((size, scaled_in, _channels(c_out, width), kernel, stride, count))
-    return shapes
+    """``model``'s distinct convs at ``width`` on 32×32 inputs of ``channels`` channels, read
+    from the model itself: ``(H = W of the input, C_in, C_out, kernel, stride, how many
+    such convs it has)``, largest inputs first.
+
+    The model's initialisation is traced (:func:`jax.eval_shape`: nothing is computed)
+    with every ``nn.Conv`` call intercepted for its input's shape and its settings."""
+    seen: dict[tuple[int, ...], int] = {}
+
+    def record(call, args, kwargs, context):
+        module = context.module
+        if isinstance(module, nn.Conv) and context.method_name == "__call__":
+            x = args[0]
+            kernel = module.kernel_size[0]
+            strides = module.strides or 1
+            stride = strides if isinstance(strides, int) else strides[0]
+            shape = (x.shape[1], x.shape[-1], module.features, kernel, stride)
+            seen[shape] = seen.get(shape, 0) + 1
+        return call(*args, **kwargs)
+
+    net = create_model(model, 10, width=width, exits=False)
+    images = jax.ShapeDtypeStruct((1, IMAGE_SIZE, IMAGE_SIZE, channels), jnp.float32)
+    with nn.intercept_methods(record):
+        jax.eval_shape(net.init, jax.random.key(0), images)
+    order = sorted(seen, key=lambda s: (-s[0], s[1], s[2], -s[3], s[4]))
+    return [(*shape, seen[shape]) for shape in order]
 
 
 def time_convs(shapes, batch: int, micro_batch: int, repeats: int = 2) -> float:
@@ -201,6 +212,6 @@ def tuned_micro_batch(model: str, width: float, batch: int, channels: int,
     return Tuned(best, timings, entry["measured"], seconds, False, path)
 
 
-__all__ = ["CANDIDATES", "CHANNELS", "CONVS", "Tuned", "cache_path", "machine", "model_convs",
+__all__ = ["CANDIDATES", "CHANNELS", "Tuned", "cache_path", "machine", "model_convs",
            "request_retune", "time_convs", "tuned_micro_batch", "tunes", "user_cache_dir",
            "with_tuned_micro_batch"]

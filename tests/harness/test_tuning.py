@@ -75,6 +75,10 @@ def test_a_run_uses_the_tuned_choice_says_so_once_and_retune_measures_again(
 def test_conv_timing_runs_on_the_models_shapes():
     shapes = tuning.model_convs("vgg8", 0.0625, 1)
     assert shapes[0][:3] == (32, 1, 4) and shapes[-1][:3] == (8, 32, 32)
+    resnet = tuning.model_convs("resnet18", 1.0, 3)  # read from the model: 17 3×3 + 3 1×1
+    assert len(resnet) == 11 and sum(count for *_, count in resnet) == 17 + 3
+    assert resnet[0] == (32, 3, 64, 3, 1, 1) and resnet[-1] == (4, 512, 512, 3, 1, 3)
+    assert (32, 64, 128, 1, 2, 1) in resnet  # the first strided shortcut
     assert tuning.time_convs(shapes[:1], 16, 8, repeats=1) > 0
 
 
