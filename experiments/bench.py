@@ -351,8 +351,10 @@ def _print(row, as_json, jsonl=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from neft_jax.harness.cli import CommandParser
+
+    parser = CommandParser(description=__doc__.splitlines()[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--models", default="vgg8,resnet18", help="comma-separated models")
     parser.add_argument("--methods", default=",".join(T.METHODS),
                         help="comma-separated training methods to time")

@@ -18,7 +18,6 @@ after the other on a quiet machine with the same thread count.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -184,7 +183,9 @@ def bench_monte_carlo(name, args):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from neft_jax.harness.cli import CommandParser
+
+    p = CommandParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="vgg8,resnet18")
     p.add_argument("--methods", default="noise", help="comma-separated: vanilla, noise")
     p.add_argument("--width", type=float, default=1.0)

@@ -14,7 +14,6 @@ whole backward pass (input + filter gradient) costs when computed in micro-batch
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
@@ -98,7 +97,9 @@ def profile_layer(batch, size, c_in, c_out, kernel, stride, count, key, micro_ba
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from neft_jax.harness.cli import CommandParser
+
+    parser = CommandParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="vgg8")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--backward-micro-batch", type=int, default=8,

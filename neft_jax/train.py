@@ -21,6 +21,7 @@ recompiles the step.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -72,8 +73,16 @@ def uses_feedback(method: str) -> bool:
 
 def validate_method(method: str) -> str:
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; allowed: {list(METHODS)}")
+        raise ValueError(unknown_method(method))
     return method
+
+
+def unknown_method(method: Any) -> str:
+    """Why ``method`` is refused: its name, the nearest method name when one is close
+    (``irss`` → ``irs``), and the names allowed."""
+    close = difflib.get_close_matches(str(method).lower(), METHODS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown method {method!r}{hint} (allowed: {', '.join(METHODS)})"
 
 
 def create_optimizer(learning_rate: float = 1e-3, total_steps: int | None = None):

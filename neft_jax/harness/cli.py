@@ -4,7 +4,8 @@ Every option of the three commands comes from a field of
 :class:`~neft_jax.harness.config.ExperimentConfig` (its help text is the field's
 metadata, its default the field's), plus each command's own grid or plan flags.
 Flags whose default depends on the profile show both profiles' values. Options a
-command does not use are not offered, so argparse rejects them.
+command does not use are not offered, so argparse rejects them. A bad flag is one line,
+``PROG: error: ...`` (:class:`CommandParser`); the usage block is only in ``--help``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from neft_jax.harness.config import PROFILES, ExperimentConfig
 from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of this API)
     add_config_arguments,
     config_from_args,
+    method_names,
     names,
     positive_float,
     positive_int,
@@ -33,9 +35,26 @@ from neft_jax.harness.runtime import (
 )
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, ``PROG: error: MESSAGE (see --help)``,
+    and exit status 2, without the usage block (which lists every flag: ``--help`` shows
+    it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def command_name(installed: str, script: str) -> str:
+    """The name the user typed: ``script`` (``experiments/run.py``) or ``installed``
+    (``neft-run``), so that an error line names the command that was run."""
+    typed = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return typed if typed in (installed, script) else installed
+
+
 def run_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="neft-run", description="Train vanilla / noise-injection / IRS / OVF and print "
+    parser = CommandParser(
+        prog=command_name("neft-run", "run.py"),
+        description="Train vanilla / noise-injection / IRS / OVF and print "
         "the paper's Monte Carlo table.", epilog=profiles_epilog())
     add_config_arguments(parser)
     add_output_arguments(parser)
@@ -205,9 +224,9 @@ def run_main(argv=None) -> int:
     if cfg.resume and cfg.overwrite:
         from neft_jax.harness.orchestration import RESUME_AND_OVERWRITE
 
-        return fail("run.py", ValueError(RESUME_AND_OVERWRITE.format(out=cfg.out)))
+        return fail(parser.prog, ValueError(RESUME_AND_OVERWRITE.format(out=cfg.out)))
     if cfg.resume and not has_run(cfg.out):
-        return fail("run.py", ValueError(f"--resume: {cfg.out!r} holds no run to resume (no "
+        return fail(parser.prog, ValueError(f"--resume: {cfg.out!r} holds no run to resume (no "
                                          "results.json or checkpoints); check the path, or "
                                          "drop --resume to start a new run"))
 
@@ -222,7 +241,7 @@ def run_main(argv=None) -> int:
               f"accuracy_vs_sigma.png, metrics.jsonl  (wall time {results.wall_seconds:.0f} s)")
         return 0
 
-    return run_cleanly("run.py", job, lambda: run_hint(cfg.out))
+    return run_cleanly(parser.prog, job, lambda: run_hint(cfg.out))
 
 
 #: Grid keys of ``neft-sweep --config FILE`` (TOML or JSON), the same as its flags.
@@ -239,8 +258,9 @@ def alpha_list(text: str) -> tuple:
 
 
 def sweep_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="neft-sweep", description="A resumable grid of experiments: model × dataset × "
+    parser = CommandParser(
+        prog=command_name("neft-sweep", "sweep.py"),
+        description="A resumable grid of experiments: model × dataset × "
         "method × σ × α × seeds; re-running the same command skips every finished cell.")
     add_config_arguments(parser, exclude=SWEEP_EXCLUDES)
     parser.add_argument("--config", default=None,
@@ -313,7 +333,8 @@ def sweep_main(argv=None) -> int:
     try:
         base, profile_line = config_from_args(args, jax.default_backend())
         cells = grid_cells(_as_list(grid["models"]), _as_list(grid["datasets"]),
-                           _as_list(grid["methods"]), [float(s) for s in _as_list(grid["sigmas"])],
+                           method_names(_as_list(grid["methods"])),
+                           [float(s) for s in _as_list(grid["sigmas"])],
                            alphas, seed_values)
         for cell in cells:  # validate every cell before the first one runs
             dataclasses.replace(base, model=cell.model, dataset=cell.dataset,
@@ -329,7 +350,7 @@ def sweep_main(argv=None) -> int:
         print(f"{len(table)} rows: {os.path.join(args.out, 'sweep.csv')}")
         return 0
 
-    return run_cleanly("sweep.py", job, "finished cells are kept; rerun the same command to "
+    return run_cleanly(parser.prog, job, "finished cells are kept; rerun the same command to "
                        "continue (a half-done cell resumes from its checkpoints)")
 
 
@@ -340,8 +361,9 @@ REPRODUCE_EXCLUDES = ("methods", "extra_sigmas", "alpha_search", "resume", "over
 def reproduce_parser() -> argparse.ArgumentParser:
     from neft_jax.harness.reproduce import BUDGET_STAGES, STAGES
 
-    parser = argparse.ArgumentParser(
-        prog="neft-reproduce", description="Reproduce the paper's Tables II, III and V, the α "
+    parser = CommandParser(
+        prog=command_name("neft-reproduce", "reproduce.py"),
+        description="Reproduce the paper's Tables II, III and V, the α "
         "search and EKL with one resumable command; OUT/REPORT.md sets ours beside the paper's.")
     add_config_arguments(parser, exclude=REPRODUCE_EXCLUDES,
                          defaults={"seeds": 3, "out": "runs/reproduce"})
@@ -409,7 +431,7 @@ def reproduce_main(argv=None) -> int:
         print(f"report: {os.path.join(base.out, 'REPORT.md')}, report.json, report.png")
         return 0
 
-    return run_cleanly("reproduce.py", job, "finished work is kept; rerun the same command "
+    return run_cleanly(parser.prog, job, "finished work is kept; rerun the same command "
                        "to continue")
 
 
@@ -451,8 +473,9 @@ def scaling_parser() -> argparse.ArgumentParser:
     from neft_jax.harness.scaling import DEFAULT_POINTS, METHODS
 
     points = ",".join(f"{w:g}:" + "/".join(map(str, es)) for w, es in DEFAULT_POINTS.items())
-    parser = argparse.ArgumentParser(
-        prog="neft-scaling", description="Where the paper's regime starts: every method at "
+    parser = CommandParser(
+        prog=command_name("neft-scaling", "scaling.py"),
+        description="Where the paper's regime starts: every method at "
         "one σ over model width × training length, resumable; OUT/SCALING.md holds the table "
         "and the smallest point where the methods separate, OUT/scaling.png the plot, "
         "OUT/differences.png the differences between methods paired within each seed.")
@@ -519,5 +542,5 @@ def scaling_main(argv=None) -> int:
         print_report_files(base.out)
         return 0
 
-    return run_cleanly("scaling.py", job, "finished cells are kept; rerun the same command "
+    return run_cleanly(parser.prog, job, "finished cells are kept; rerun the same command "
                        "to continue")

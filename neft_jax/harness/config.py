@@ -284,6 +284,9 @@ def validate_config(cfg: ExperimentConfig) -> None:
     """Raise ValueError naming the first bad field and what is allowed."""
     _require(cfg.model in MODELS, "model", f"one of {sorted(MODELS)}", cfg.model)
     _require(cfg.dataset in DATASETS, "dataset", f"one of {list(DATASETS)}", cfg.dataset)
+    for method in cfg.methods if isinstance(cfg.methods, (tuple, list)) else ():
+        if method not in train_lib.METHODS:
+            raise ValueError(f"methods: {train_lib.unknown_method(method)}")
     _require(len(cfg.methods) > 0 and all(m in train_lib.METHODS for m in cfg.methods)
              and len(set(cfg.methods)) == len(cfg.methods),
              "methods", f"distinct names from {list(train_lib.METHODS)}", cfg.methods)

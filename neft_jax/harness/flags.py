@@ -15,6 +15,7 @@ import os
 import secrets
 
 from neft_jax.harness.config import PROFILE_FIELDS, PROFILES, ExperimentConfig
+from neft_jax.train import METHODS, unknown_method
 
 
 def _parser_of(cast, check, requirement: str):
@@ -60,13 +61,34 @@ def names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+def method_names(methods) -> tuple[str, ...]:
+    """Method names, comma-separated text or a list (a ``--config`` file's), in any case
+    (``IRS,OVF`` → ``("irs", "ovf")``); an unknown one is a ValueError naming the nearest
+    method ("did you mean 'irs'?")."""
+    items = names(methods) if isinstance(methods, str) else tuple(
+        str(m).strip() for m in methods)
+    chosen = tuple(m.lower() for m in items)
+    for given, name in zip(items, chosen, strict=True):
+        if name not in METHODS:
+            raise ValueError(unknown_method(given))
+    return chosen
+
+
+def method_list(text: str) -> tuple[str, ...]:
+    """``--methods``: :func:`method_names` as an argparse type."""
+    try:
+        return method_names(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 #: How each non-string, non-boolean field is parsed from its flag.
 PARSERS = {
     "sigma": sigma_value, "exit_sigma": sigma_value, "extra_sigmas": sigma_list,
     "alpha": positive_float, "lr": positive_float, "width": positive_float,
     "val_fraction": fraction, "seed": int, "backward_micro_batch": non_negative_int,
     "checkpoint_every": non_negative_float,
-    "drop_exits": exit_numbers, "methods": names,
+    "drop_exits": exit_numbers, "methods": method_list,
     **{name: positive_int for name in ("epochs", "batch_size", "mc_runs", "seeds",
                                        "val_mc_runs", "val_every", "eval_batch_size",
                                        "chunk_size", "max_train_steps")},
