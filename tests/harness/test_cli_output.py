@@ -1,12 +1,17 @@
-"""Output that says what it is (issue 36): one-line flag errors, method names in any case.
+"""Output that says what it is (issue 36): one-line flag errors, method names in any case,
+no lock file left in a finished folder.
 
 Nothing here trains: the commands are stopped by their checks before the first step."""
 
+import contextlib
+import os
 import sys
 
 import pytest
 
 from neft_jax.harness import cli
+from neft_jax.harness import locking as locking_lib
+from neft_jax.harness.locking import LOCK_NAME, FolderBusy, FolderLock
 
 PARSERS = [cli.run_parser, cli.sweep_parser, cli.reproduce_parser, cli.scaling_parser]
 
@@ -95,3 +100,62 @@ def test_the_library_and_the_config_name_the_nearest_method():
         ExperimentConfig(methods=("IRS",))
     with pytest.raises(ValueError, match=r"unknown method 'dropout' \(allowed"):
         validate_method("dropout")  # nothing close: no suggestion
+
+
+# --- item 3: a released lock leaves no lock file, and a folder it made empty goes ----------
+
+
+def test_a_released_lock_deletes_its_file_and_the_empty_folder_it_made(tmp_path):
+    made = tmp_path / "new" / "run"
+    lock = FolderLock(str(made))
+    assert (made / LOCK_NAME).exists()
+    lock.release()
+    assert not made.exists() and (tmp_path / "new").exists()
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with FolderLock(str(kept)):  # an existing (empty) folder is not this lock's to delete
+        pass
+    assert kept.exists() and os.listdir(kept) == []
+    with FolderLock(str(made)):
+        (made / "results.json").write_text("{}")
+    assert os.listdir(made) == ["results.json"]  # made here, but results are kept
+    FolderLock(str(made)).release()  # free again; deleting the file twice is harmless
+
+
+def test_a_lock_file_deleted_between_open_and_lock_is_not_trusted(tmp_path, monkeypatch):
+    """The holder releases (deletes the lock file) after the next writer opened it and
+    before that writer locks it: the writer locks a file no longer at the path, sees it,
+    and locks the new one, so a third writer is still refused."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    holder = FolderLock(str(folder))
+    flock = locking_lib.fcntl.flock
+    raced = []
+
+    def flock_after_the_holder_released(fd, operation):
+        if operation & locking_lib.fcntl.LOCK_EX and not raced:
+            raced.append(os.fstat(fd).st_ino)
+            holder.release()
+        return flock(fd, operation)
+
+    monkeypatch.setattr(locking_lib.fcntl, "flock", flock_after_the_holder_released)
+    writer = FolderLock(str(folder))
+    assert raced  # the race happened
+    at_path = os.stat(folder / LOCK_NAME)
+    assert os.fstat(writer._fd).st_ino == at_path.st_ino
+    with pytest.raises(FolderBusy, match="in use by pid"):
+        FolderLock(str(folder))
+    writer.release()
+    assert os.listdir(folder) == []
+
+
+def test_a_run_folder_keeps_no_lock_file_after_the_run(tmp_path):
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.orchestration import prepare_out_dir
+
+    cfg = ExperimentConfig(methods=("noise",), epochs=1, out=str(tmp_path / "r"))
+    with contextlib.ExitStack() as locks:
+        prepare_out_dir(cfg, locks)
+        assert (tmp_path / "r" / LOCK_NAME).exists()
+    assert os.listdir(tmp_path / "r") == ["settings.json"]
