@@ -17,7 +17,6 @@ command continues after a kill. ``--report-only`` writes ``REPORT.md`` and
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -81,9 +80,10 @@ def run_cell(cell: Cell, out: str, mc_runs: int, sigmas: tuple[float, ...], log)
     from neft_jax.harness.runtime import cpu_model
     from neft_jax.harness.tuning import with_tuned_micro_batch
 
-    cfg = with_tuned_micro_batch(cell_config(cell, out, mc_runs, sigmas), log)
+    cfg = cell_config(cell, out, mc_runs, sigmas)
+    dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir)  # missing data: before tuning
+    cfg = with_tuned_micro_batch(cfg, log)
     os.makedirs(cfg.out, exist_ok=True)
-    dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir)
     test_set = make_test_set(dataset.test_images, dataset.test_labels, cfg.eval_batch_size)
     with jax.default_matmul_precision(cfg.matmul_precision):
         outcome, = train_runs([cfg], dataset, "vanilla", 0.0, log=log, show_progress=False)
@@ -185,7 +185,9 @@ def report(out: str, sigmas: tuple[float, ...]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from neft_jax.harness.cli import CommandParser
+
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/noise_definition")
     parser.add_argument("--cells", default="vgg8:1:20,resnet18:0.25:12",
                         help="MODEL:WIDTH:EPOCHS, comma-separated")

@@ -157,6 +157,36 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     )
 
 
+def check_available(name: str, data_dir: str | None = None) -> None:
+    """Whether ``name`` can be loaded from ``data_dir``, cheaply, without reading it all: a
+    command calls this before it makes an output folder or tunes anything, so that missing
+    data stops it in seconds with one line saying what to do.
+
+    Raises:
+        ValueError: unknown ``name``, or a damaged ``mnist5k.npz``.
+        DatasetUnavailableError: as :func:`load_dataset` would.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+    if name == "mnist5k":
+        from neft_jax.harness import mnist5k
+
+        try:
+            _load_mnist5k(data_dir)  # 5,000 digits, cached for the load that follows
+        except mnist5k.Mnist5kUnavailable as err:
+            raise DatasetUnavailableError(str(err)) from err
+    elif name == "tiny_imagenet":
+        from neft_jax.harness import tiny_imagenet
+
+        try:
+            tiny_imagenet.find_root(data_dir)
+        except tiny_imagenet.TinyImageNetUnavailable as err:
+            raise DatasetUnavailableError(str(err)) from err
+    else:
+        for split in ("train", "test"):
+            _tfds_source(name, split, data_dir)
+
+
 def validation_indices(labels: np.ndarray, fraction: float,
                        seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Index arrays ``(kept, held_out)`` into the training set of :func:`split_validation`."""
@@ -361,7 +391,19 @@ def _unavailable_message(name: str, data_dir: str | None) -> str:
 
 def _load_tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Reads one prepared TFDS split -> ((N, 32, 32, C) float32 images, (N,) int32 labels)."""
-    import tensorflow_datasets as tfds
+    images, labels = _read_records(_tfds_source(name, split, data_dir))
+    return _prepare(images, name), labels
+
+
+def _tfds_source(name: str, split: str, data_dir: str | None):
+    """The TFDS data source of one prepared split (nothing read yet), or
+    DatasetUnavailableError saying how to prepare it."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:
+        raise DatasetUnavailableError(
+            f"Dataset {name!r} is read with tensorflow-datasets, which is not installed: "
+            "pip install tensorflow-datasets, or use --dataset mnist5k") from err
 
     # What TFDS 4.9 raises for a dataset that is absent: KeyError (empty splits, default
     # data dir), NotImplementedError (no dataset_info.json in an explicit data dir, so it
@@ -374,11 +416,9 @@ def _load_tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.nd
         tfds.core.registered.DatasetNotFoundError,
     )
     try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except missing as err:
         raise DatasetUnavailableError(_unavailable_message(name, data_dir)) from err
-    images, labels = _read_records(source)
-    return _prepare(images, name), labels
 
 
 def _read_records(source: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:

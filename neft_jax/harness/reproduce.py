@@ -19,6 +19,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 
+from neft_jax.harness import data as data_lib
 from neft_jax.harness.budget import (
     RELATIVE_COST,
     Budget,
@@ -72,6 +73,7 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
     ``out`` share the work by locks. On a CPU each run measures (or reads from the cache)
     its own model's conv backward micro-batch unless ``base`` sets one.
     """
+    data_lib.check_available(base.dataset, base.data_dir)  # before any folder is made
     os.makedirs(out, exist_ok=True)
     budget = budget or Budget(None)
     stopped = None

@@ -21,6 +21,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 
+from neft_jax.harness import data as data_lib
 from neft_jax.harness.budget import Budget
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.data import NUM_CLASSES
@@ -93,6 +94,7 @@ def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
               worker: Worker | None = None) -> dict:
     """Run every unfinished cell of every point (``base.seeds`` seeds from ``base.seed``);
     rewrite the report after each point."""
+    data_lib.check_available(base.dataset, base.data_dir)  # before any folder is made
     os.makedirs(out, exist_ok=True)
     budget = budget or Budget(None)
     cells = grid_cells([base.model], [base.dataset], methods, [base.sigma], [None],

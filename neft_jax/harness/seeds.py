@@ -132,9 +132,10 @@ def run_seeds(cfg: ExperimentConfig, log: Callable[[str], None] = print,
     how = "in one vmapped program per method" if mode == "vmap" else "in sequence"
     log(f"seeds: {cfg.seeds} independent runs ({cfg.seed}…{cfg.seed + cfg.seeds - 1}) {how} "
         f"({why}), each in its own seed-<n>/ folder")
+    # The data first: missing data stops the run before a folder is made or a conv is timed.
+    check_batch_size(cfg, data_lib.load_dataset(cfg.dataset, cfg.data_dir))
     with contextlib.ExitStack() as locks:
         prepare_out_dir(cfg, locks)
-        check_batch_size(cfg, data_lib.load_dataset(cfg.dataset, cfg.data_dir))
         cfg = with_tuned_micro_batch(cfg, log)
         started = time.perf_counter()
         seeds = seed_list(cfg)

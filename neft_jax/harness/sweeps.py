@@ -27,6 +27,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
+from neft_jax.harness import data as data_lib
 from neft_jax.harness.budget import Budget, cost_key, estimate_seconds, estimate_total, fits
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.identity import (
@@ -168,6 +169,8 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
     this or earlier launches) says it ends in time, else :class:`BudgetExhausted`.
     """
     worker = worker or ALONE
+    for dataset in dict.fromkeys(cell.dataset for cell in cells):  # before any folder is made
+        data_lib.check_available(dataset, base.data_dir)
     check_cells(cells, base, out, worker)
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     todo = [c for i, c in enumerate(cells) if worker.takes(i)

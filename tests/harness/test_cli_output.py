@@ -1,5 +1,5 @@
 """Output that says what it is (issue 36): one-line flag errors, method names in any case,
-no lock file left in a finished folder.
+no lock file left in a finished folder, missing data refused before tuning.
 
 Nothing here trains: the commands are stopped by their checks before the first step."""
 
@@ -159,3 +159,34 @@ def test_a_run_folder_keeps_no_lock_file_after_the_run(tmp_path):
         prepare_out_dir(cfg, locks)
         assert (tmp_path / "r" / LOCK_NAME).exists()
     assert os.listdir(tmp_path / "r") == ["settings.json"]
+
+
+# --- item 4: missing data stops every command before tuning, leaving no folder -------------
+
+
+TINY = ["--epochs", "1", "--width", "0.0625"]
+
+
+@pytest.mark.parametrize("main, extra", [
+    (cli.run_main, TINY), (cli.run_main, [*TINY, "--seeds", "2"]), (cli.sweep_main, TINY),
+    (cli.reproduce_main, [*TINY, "--stages", "table2"]),
+    (cli.scaling_main, ["--points", "0.0625:1"]),
+])
+def test_missing_data_stops_before_tuning_and_leaves_no_folder(main, extra, tmp_path, capsys,
+                                                               monkeypatch):
+    from neft_jax.harness import orchestration, seeds
+
+    def no_tuning(*args, **kwargs):
+        raise AssertionError("tuning started")
+
+    monkeypatch.setattr(orchestration, "with_tuned_micro_batch", no_tuning)
+    monkeypatch.setattr(seeds, "with_tuned_micro_batch", no_tuning)
+    out = tmp_path / "out"
+    code = main(["--dataset", "cifar10", "--data-dir", str(tmp_path / "tfds"), "--out", str(out),
+                 "--no-progress", *extra])
+    assert code == 2
+    printed = []
+    line = _error_line(capsys, printed)
+    assert "error: Dataset 'cifar10' is not prepared" in line and "--data-dir" in line
+    assert "tuning: timing" not in printed[0]  # nor did the tuner log
+    assert not out.exists()
