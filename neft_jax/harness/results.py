@@ -13,9 +13,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Iterable
 from typing import Any
+
+#: Significant digits of the measured numbers in ``results.json`` (accuracies, summaries,
+#: losses, timings): ``94.19999999999999`` is stored as ``94.2``. A per-run accuracy (in
+#: percent, below 100) moves by at most 0.00005 points, less than half of one image of a
+#: test set of up to 1,000,000 images, so it still says how many images the run got right.
+RESULT_DIGITS = 6
+
+
+def rounded(value: Any, digits: int = RESULT_DIGITS) -> Any:
+    """``value`` with every finite float (in dicts and lists too) rounded to ``digits``
+    significant digits; ints, bools, strings, None and non-finite floats unchanged."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 def sigma_key(sigma: float) -> str:
@@ -163,10 +182,13 @@ class RunResults:
             else None
 
     def to_json(self) -> dict:
+        """The JSON form: measured numbers :func:`rounded` (each method's α and the
+        settings, which identify the run, stay exact)."""
         data: dict[str, Any] = {
-            "methods": {m: r.to_json() for m, r in self.methods.items()},
+            "methods": {m: {**rounded(r.to_json()), "alpha": r.alpha}
+                        for m, r in self.methods.items()},
             "settings": self.settings, "environment": self.environment,
-            "wall_seconds": self.wall_seconds}
+            "wall_seconds": rounded(self.wall_seconds)}
         if self.per_seed_results is not None:
             data["per_seed_results"] = self.per_seed_results
         return data

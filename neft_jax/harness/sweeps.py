@@ -252,7 +252,8 @@ def collect_rows(cells: Sequence[Cell], out: str) -> list[dict]:
             rows.append({
                 **dataclasses.asdict(cell), "alpha": entry.alpha,
                 "eval_sigma": float(sigma), "diverged": entry.diverged,
-                **{k: summary.get(k) for k in ("mean", "ci95", "std", "ekl", "runs")},
+                **{k: summary.get(k) for k in ("mean", "ci95", "std", "ekl", "runs", "min",
+                                               "q01", "q05")},
                 "settings": settings,
             })
     return rows

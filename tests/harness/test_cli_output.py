@@ -1,12 +1,17 @@
 """Output that says what it is (issue 36): one-line flag errors, method names in any case,
-no lock file left in a finished folder, missing data refused before tuning.
+no lock file left in a finished folder, missing data refused before tuning, rounded
+numbers and package versions in results.json, the worst Monte Carlo runs in the CSV.
 
 Nothing here trains: the commands are stopped by their checks before the first step."""
 
 import contextlib
+import csv
+import io
+import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 from neft_jax.harness import cli
@@ -190,3 +195,73 @@ def test_missing_data_stops_before_tuning_and_leaves_no_folder(main, extra, tmp_
     assert "error: Dataset 'cifar10' is not prepared" in line and "--data-dir" in line
     assert "tuning: timing" not in printed[0]  # nor did the tuner log
     assert not out.exists()
+
+
+# --- item 5: rounded numbers and package versions in results.json --------------------------
+
+
+def test_results_json_rounds_measured_numbers_but_not_settings_or_alpha(tmp_path):
+    from neft_jax.harness.results import Evaluation, MethodResult, RunResults, rounded
+
+    settings = {"eval_sigmas": [0.4], "lr": 0.00123456789, "alpha": 0.00123456789}
+    evaluation = Evaluation(0.4, {"mean": 94.19999999999999, "runs": 2, "ekl": 0.0123456789},
+                            accuracies=[94.19999999999999, 94.2], eval_seconds=1.234567891)
+    results = RunResults(settings=settings, wall_seconds=12.3456789, methods={
+        "irs": MethodResult(alpha=0.00123456789, evaluations={0.4: evaluation},
+                            history=[{"epoch": 1, "loss": 2.302585093, "feedback_ratio": 1e-9}]),
+        "ovf": MethodResult(alpha=1e-9)})
+    results.save(str(tmp_path / "results.json"))
+    text = (tmp_path / "results.json").read_text()
+    assert "94.19999" not in text
+    saved = json.loads(text)
+    irs = saved["methods"]["irs"]
+    assert irs["evaluations"]["0.4"]["accuracies"] == [94.2, 94.2]
+    assert irs["evaluations"]["0.4"]["summary"] == {"mean": 94.2, "runs": 2, "ekl": 0.0123457}
+    assert irs["history"] == [{"epoch": 1, "loss": 2.30259, "feedback_ratio": 1e-9}]
+    assert irs["alpha"] == 0.00123456789 and saved["methods"]["ovf"]["alpha"] == 1e-9
+    assert saved["settings"] == settings and saved["wall_seconds"] == 12.3457
+    assert RunResults.load(str(tmp_path / "results.json")).methods["irs"].at(0.4).mean == 94.2
+    assert rounded([float("nan"), True, 3, None, "x"])[1:] == [True, 3, None, "x"]
+    assert np.isnan(rounded(float("nan")))
+
+
+def test_results_json_names_the_package_versions():
+    from importlib import metadata
+
+    import jax
+
+    from neft_jax.harness.runtime import environment
+
+    packages = environment()["packages"]
+    assert list(packages) == ["neft_jax", "jax", "jaxlib", "flax", "optax"]
+    assert packages["jax"] == jax.__version__ and packages["flax"] == metadata.version("flax")
+    assert packages["neft_jax"]
+
+
+# --- item 6: the worst Monte Carlo runs (1 % and 5 % quantiles, min) in the CSV/JSON -------
+
+
+def test_result_csv_and_sweep_json_carry_the_quantiles_and_min(tmp_path):
+    from neft_jax.harness.reporting import results_csv
+    from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+    from neft_jax.harness.sweeps import Cell, collect_rows
+    from neft_jax.stats import summarize
+
+    accuracies = list(np.random.default_rng(0).uniform(40.0, 90.0, 200).round(1))
+    evaluation = Evaluation(0.4, summarize(accuracies, ekl=0.5), accuracies=accuracies)
+    results = RunResults(settings={"eval_sigmas": [0.4]},
+                         methods={"noise": MethodResult(alpha=0.0, evaluations={0.4: evaluation})})
+    row, = csv.DictReader(io.StringIO(results_csv(results)))
+    expected = {"q01": np.quantile(accuracies, 0.01), "q05": np.quantile(accuracies, 0.05),
+                "min": min(accuracies)}
+    for name, value in expected.items():
+        assert float(row[name]) == pytest.approx(value, rel=1e-5)  # 6 significant digits
+    assert float(row["min"]) <= float(row["q01"]) <= float(row["q05"]) <= float(row["mean"])
+
+    cell = Cell("vgg8", "mnist5k", "noise", 0.4, None, 0)
+    folder = tmp_path / "cells" / cell.name
+    folder.mkdir(parents=True)
+    results.save(str(folder / "results.json"))
+    cell_row, = collect_rows([cell], str(tmp_path))
+    for name, value in expected.items():
+        assert cell_row[name] == pytest.approx(value, rel=1e-5)
