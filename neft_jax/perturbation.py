@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from neft_jax.device import STATE_BAND, DeviceModel
+from neft_jax.draws import standard_normals
 
 Path = tuple[Any, ...]
 Where = Callable[[Path, Any], bool]
@@ -79,9 +80,15 @@ def weight_noise(
     weight: jax.Array, key: jax.Array, device: DeviceModel, scale: jax.Array
 ) -> jax.Array:
     """ΔW for one tensor, shape and dtype of ``weight``; ``scale`` = max|W| (a scalar)."""
+    return scaled_noise(weight, jax.random.normal(key, weight.shape, jnp.float32), device, scale)
+
+
+def scaled_noise(weight: jax.Array, normal: jax.Array, device: DeviceModel,
+                 scale: jax.Array) -> jax.Array:
+    """ΔW for one tensor from its standard normal draw ``normal`` (float32, W's shape)."""
     scale = jax.lax.stop_gradient(scale).astype(jnp.float32)
     std = device.noise_std(scale)
-    noise = jax.random.normal(key, weight.shape, jnp.float32) * std
+    noise = normal * std
     if device.state_factor != 1:
         ratio = jnp.abs(jax.lax.stop_gradient(weight)).astype(jnp.float32) / jnp.where(
             scale > 0, scale, 1.0
@@ -136,16 +143,18 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | 
     if device.scale == "model":
         model_scale = jnp.max(jnp.stack([jnp.max(jnp.abs(w)).astype(jnp.float32) for w in chosen]))
 
+    # One fused draw for all leaves (neft_jax.draws): the same numbers as drawing each
+    # leaf from fold_in(key, i), with one kernel to compile instead of one per shape.
+    normals = iter(standard_normals([jax.random.fold_in(key, i) for i in range(len(chosen))],
+                                    [jnp.shape(w) for w in chosen]))
     out = []
-    index = 0
     for leaf, sel in zip(leaves, selected, strict=True):
         if not sel:
             out.append(leaf)
             continue
         scale = model_scale if device.scale == "model" else jnp.max(jnp.abs(leaf))
-        noise = weight_noise(leaf, jax.random.fold_in(key, index), device, scale)
+        noise = scaled_noise(leaf, next(normals), device, scale)
         out.append(leaf + jax.lax.stop_gradient(noise))
-        index += 1
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
