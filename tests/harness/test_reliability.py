@@ -95,6 +95,7 @@ def _signal_after_epoch(out, epoch: int, signum: int, *extra):
     return proc
 
 
+@pytest.mark.slow
 def test_sigkill_and_sigterm_then_resume_give_identical_parameters(tmp_path):
     """Killed (SIGKILL) after epoch 1, stopped (SIGTERM) after epoch 2 of the resumed run,
     resumed again: the same parameters and Monte Carlo numbers as an uninterrupted run."""
