@@ -7,6 +7,7 @@ The drop-in library (this package's top level) never imports the paper harness
 * :mod:`neft_jax.perturbation` — :func:`perturb` (also ``neft_jax.perturb``), the weight noise.
 * :mod:`neft_jax.models` — multi-exit VGG-8 and ResNet-18 (Table I).
 * :mod:`neft_jax.losses` — eq. (1).
+* :mod:`neft_jax.methods` — the methods, one entry each (exits, feedback, loss, label).
 * :mod:`neft_jax.train` — :class:`TrainState` and the jitted step of each method.
 * :mod:`neft_jax.adapters` — the training contract for any model (linen, NNX, a
   function), :func:`with_exits` to attach the paper's exits.
@@ -21,6 +22,7 @@ from neft_jax import (
     adapters,
     evaluate,
     losses,
+    methods,
     models,
     parallel,
     perturbation,
@@ -66,6 +68,7 @@ __all__ = [
     "make_hparams",
     "make_test_set",
     "make_train_step",
+    "methods",
     "models",
     "monte_carlo",
     "negative_feedback_loss",

@@ -1,6 +1,6 @@
 """Training: state, optimiser and the jitted train step of each method (SPEC §3–4).
 
-Methods:
+Methods (:mod:`neft_jax.methods`, one entry each):
   ``vanilla``  plain cross-entropy, clean weights.
   ``noise``    cross-entropy at noisy weights (noise injection).
   ``noise_scaled``  noise injection trained on ``CE(z / (s + 1))``, s = the model's
@@ -21,7 +21,6 @@ recompiles the step.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,22 +32,23 @@ from flax.training import train_state
 
 from neft_jax.adapters import as_trainable, initial_variables
 from neft_jax.device import DeviceModel
-from neft_jax.losses import cross_entropy, feedback_ratio, feedback_term, subtract_feedback
+from neft_jax.methods import (  # noqa: F401  (part of this module's API)
+    DEFAULT_METHODS,
+    FEEDBACK_METHODS,
+    METHODS,
+    PAPER_METHODS,
+    LossInputs,
+    method_spec,
+    unknown_method,
+    uses_exits,
+    uses_feedback,
+    validate_method,
+)
 from neft_jax.models import backbone_kernels, exit_kernels
 from neft_jax.perturbation import Where, perturb
 
-METHODS = ("vanilla", "noise", "noise_scaled", "irs", "ovf")
-#: The paper's four methods.
-PAPER_METHODS = ("vanilla", "noise", "irs", "ovf")
-#: What a run trains unless told otherwise: the paper's four and the fair baseline
-#: ``noise_scaled`` (eq. (1)'s logit scaling without the feedback), so that every table
-#: shows whether IRS/OVF's gain is the feedback's.
-DEFAULT_METHODS = ("vanilla", "noise", "noise_scaled", "irs", "ovf")
-#: Methods trained with eq. (1)'s feedback term (they have an α).
-FEEDBACK_METHODS = ("irs", "ovf")
 #: σ offsets of OVF's three extra forward passes, in the order of z_1, z_2, z_3.
 OVF_SIGMA_OFFSETS = (0.15, 0.10, 0.05)
-
 
 
 class TrainState(train_state.TrainState):
@@ -59,30 +59,6 @@ class TrainState(train_state.TrainState):
 
     batch_stats: Any
     hparams: Any
-
-
-def uses_exits(method: str) -> bool:
-    """Whether a method trains the exits (only IRS)."""
-    return validate_method(method) == "irs"
-
-
-def uses_feedback(method: str) -> bool:
-    """Whether a method has eq. (1)'s feedback term and so an α (IRS, OVF)."""
-    return validate_method(method) in FEEDBACK_METHODS
-
-
-def validate_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(unknown_method(method))
-    return method
-
-
-def unknown_method(method: Any) -> str:
-    """Why ``method`` is refused: its name, the nearest method name when one is close
-    (``irss`` → ``irs``), and the names allowed."""
-    close = difflib.get_close_matches(str(method).lower(), METHODS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown method {method!r}{hint} (allowed: {', '.join(METHODS)})"
 
 
 def create_optimizer(learning_rate: float = 1e-3, total_steps: int | None = None):
@@ -182,12 +158,12 @@ def make_train_step(
       ``accuracy`` (backbone, at the noisy weights), for IRS ``exit_accuracy``
       ``(num_exits,)``, and for IRS/OVF ``feedback_ratio``: RMS(α·Σ c_i z_i) / RMS(z).
     """
-    validate_method(method)
+    spec = method_spec(method)
     device = DeviceModel() if device is None else device
     exit_template = device.replace(state_factor=1)
     trainable = as_trainable(model)
     backbone = backbone_kernels if where is None else where
-    if method == "noise_scaled":
+    if spec.scales_logits:
         logit_divisor = _default_logit_divisor(model, logit_divisor)
 
     def forward(params, batch_stats, apply_fn, x, key, sigma, exit_sigma):
@@ -203,21 +179,23 @@ def make_train_step(
     def loss_fn(params, state, batch, key):
         x, y = batch["image"], batch["label"]
         hp = state.hparams
-        sigma = None if method == "vanilla" else hp["sigma"]
-        exit_sigma = hp["exit_sigma"] if method == "irs" else None
+        sigma = hp["sigma"] if spec.perturbs else None
+        exit_sigma = hp["exit_sigma"] if spec.exits else None
         keys = jax.random.split(key, 1 + len(ovf_offsets))
         logits, exit_logits, batch_stats = forward(params, state.batch_stats, state.apply_fn,
                                                    x, keys[0], sigma, exit_sigma)
         aux = {}
-        if method == "irs":
+        if spec.exits:
             if not exit_logits:
-                raise ValueError("method 'irs' needs a model that returns (logits, "
+                raise ValueError(f"method {method!r} needs a model that returns (logits, "
                                  "exit_logits): VGG8/ResNet18 with exits=True, or your linen "
                                  "model wrapped by neft_jax.with_exits(model, taps=[...], "
                                  "num_classes=K)")
-            feedback_logits = exit_logits
             aux["exit_accuracy"] = jnp.stack([_accuracy(z, y) for z in exit_logits])
-        elif method == "ovf":
+        feedback_logits = ()
+        if spec.feedback == "exits":
+            feedback_logits = exit_logits
+        elif spec.feedback == "passes":
             feedback_logits = []
             for k, offset in zip(keys[1:], ovf_offsets, strict=True):
                 z, _, updated = forward(params, batch_stats, state.apply_fn, x, k,
@@ -225,24 +203,9 @@ def make_train_step(
                 feedback_logits.append(z)
                 if ovf_update_stats:
                     batch_stats = updated
-        if method in FEEDBACK_METHODS:
-            feedback = feedback_term(feedback_logits, hp["alpha"], decay)
-            loss = cross_entropy(subtract_feedback(logits, feedback, len(feedback_logits)), y)
-            aux["feedback_ratio"] = feedback_ratio(jax.lax.stop_gradient(logits),
-                                                   jax.lax.stop_gradient(feedback))
-        elif method == "noise_scaled":
-            divisor = logit_divisor
-            if divisor is None:
-                if not exit_logits:
-                    raise ValueError(
-                        "method 'noise_scaled' trains on CE(z / (s + 1)), s = the number of "
-                        "exits IRS would use; this model has no num_exits attribute and "
-                        "returns no exit logits: pass logit_divisor=s + 1 (e.g. 4 for three "
-                        "exits)")
-                divisor = float(len(exit_logits) + 1)
-            loss = cross_entropy(logits / divisor, y)
-        else:
-            loss = cross_entropy(logits, y)
+        loss, metrics = spec.loss(method, LossInputs(logits, y, exit_logits, feedback_logits,
+                                                     hp["alpha"], decay, logit_divisor))
+        aux.update(metrics)
         aux["accuracy"] = _accuracy(logits, y)
         return loss, (aux, batch_stats)
 

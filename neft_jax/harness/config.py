@@ -221,15 +221,15 @@ class ExperimentConfig:
     def feedback_coefficients(self, method: str) -> float | tuple[float, ...]:
         """Eq. (1)'s coefficients for ``method``: the decay, or, when IRS drops exits
         (Table V), each remaining exit's own ``decay^(i−1)`` by its Table I number i."""
-        if method != "irs" or not self.drop_exits:
+        if not train_lib.uses_exits(method) or not self.drop_exits:
             return self.feedback_decay
         kept = self.exits_for(method)
         return tuple(self.feedback_decay ** (i - 1) for i in kept)
 
     def validation_sigma(self, method: str) -> float:
-        """σ at which ``method``'s kept epoch is chosen: the run's σ, but 0 for vanilla,
-        which the authors select by clean accuracy (SPEC §4)."""
-        return 0.0 if method == "vanilla" else self.sigma
+        """σ at which ``method``'s kept epoch is chosen: the run's σ, but 0 for a method
+        trained clean (vanilla), which the authors select by clean accuracy (SPEC §4)."""
+        return train_lib.method_spec(method).validation_sigma(self.sigma)
 
     def checkpoint_dir(self, method: str, alpha: float) -> str:
         """Where ``method`` (with ``alpha`` when it has one) keeps its checkpoints."""

@@ -386,7 +386,7 @@ class RunProgress:
 
     def _epoch_line(self, epoch: int, means: dict, val_accuracy: float | None,
                     seconds: float) -> str:
-        cfg, method = self.cfg, self.method
+        cfg, method, spec = self.cfg, self.method, train_lib.method_spec(self.method)
         val_sigma = cfg.validation_sigma(method)
         ratio = means.get("feedback_ratio")
         validation = (f"not validated (every {cfg.val_every})" if val_accuracy is None else
@@ -394,7 +394,7 @@ class RunProgress:
                       + (f", {cfg.val_mc_runs} runs" if val_sigma > 0 else "") + ")")
         return (f"  {method} epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, "
                 f"train acc {means['train_accuracy']:.2f}% "
-                f"({'clean' if method == 'vanilla' else 'noisy'}), {validation}, "
+                f"({'noisy' if spec.perturbs else 'clean'}), {validation}, "
                 + (f"feedback/logits {ratio:.3g}, " if ratio is not None else "")
                 + (f"best {self.best_val:.2f}% @ {self.best_epoch}, " if self.best_epoch
                    else "") + f"{seconds:.1f} s")

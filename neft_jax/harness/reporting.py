@@ -10,7 +10,7 @@ import io
 import os
 
 from neft_jax.harness.results import RunResults, rounded, write_atomic
-from neft_jax.train import uses_feedback
+from neft_jax.methods import FAIR_BASELINE, label, uses_feedback
 
 
 def write_results(out: str, results: RunResults) -> None:
@@ -251,7 +251,7 @@ def verdict(results: RunResults) -> str:
 
 
 #: The fair baseline that IRS/OVF are judged against (eq. (1)'s scaling, no feedback).
-BASELINE = "noise_scaled"
+BASELINE = FAIR_BASELINE
 
 
 def feedback_against_baseline(results: RunResults, sigma: float) -> str | None:
@@ -286,6 +286,6 @@ def feedback_against_baseline(results: RunResults, sigma: float) -> str | None:
             outcome = "does not differ from"
         else:
             outcome = "beats" if diff > 0 else "loses to"
-        parts.append(f"{method.upper()} {outcome} {BASELINE} ({how})")
+        parts.append(f"{label(method)} {outcome} {BASELINE} ({how})")
     return ("Against the fair baseline (noise injection with eq. (1)'s logit scaling, no "
             "feedback): " + "; ".join(parts) + ".")

@@ -31,6 +31,7 @@ from neft_jax.harness.plan import TABLE2_SIGMAS
 from neft_jax.harness.results import Evaluation, MethodResult, RunResults, write_atomic
 from neft_jax.harness.seeds import seed_list
 from neft_jax.harness.sweeps import Cell, Worker, check_cells, grid_cells, run_sweep
+from neft_jax.methods import REGISTRY
 
 #: Widths of the map and the epoch counts run at each (more epochs for narrow models).
 DEFAULT_POINTS = {0.125: (12, 48), 0.25: (12, 36), 0.5: (8, 24), 1.0: (4, 12)}
@@ -383,8 +384,7 @@ def format_study(report: dict, methods: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-LABELS = {"vanilla": "vanilla", "noise": "noise injection", "irs": "IRS",
-          "noise_scaled": "noise_scaled"}
+LABELS = {name: method.label for name, method in REGISTRY.items()}
 
 
 def format_differences(report: dict, finished_points: int) -> list[str]:
