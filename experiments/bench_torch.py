@@ -5,7 +5,7 @@
     python experiments/bench.py       --models vgg8 --methods noise --channels 1 --json
 
 This is *our* re-implementation of what the authors' PyTorch code computes, written
-from docs (SPEC §1–5), not their code: the backbone of VGG-8 / ResNet-18 (Table I,
+from docs (method.md §1–5), not their code: the backbone of VGG-8 / ResNet-18 (Table I,
 no exits), Kaiming fan-out init, Adam 1e-3, batch 128, BatchNorm in training mode,
 and for ``noise`` a fresh Gaussian weight error on every conv and dense kernel at
 every forward pass, std 0.7776·σ·max|W| per tensor ("range", RRAM1), straight
@@ -40,7 +40,7 @@ def _torch():
 
 
 def build_model(name: str, width: float, channels: int, num_classes: int = 10):
-    """The backbone of VGG-8 or ResNet-18 (SPEC §2), NCHW, with noisy conv/dense kernels."""
+    """The backbone of VGG-8 or ResNet-18 (method.md §2), NCHW, with noisy conv/dense kernels."""
     torch = _torch()
     nn, F = torch.nn, torch.nn.functional
 

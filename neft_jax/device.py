@@ -1,4 +1,4 @@
-"""Device model of a non-volatile-memory crossbar (SPEC §1, paper eqs. 2–5).
+"""Device model of a non-volatile-memory crossbar (method.md §1, paper eqs. 2–5).
 
 A weight is stored as an ``weight_bits``-bit number spread over
 ``weight_bits / device_bits`` devices of ``device_bits`` bits each. Every

@@ -1,4 +1,4 @@
-"""Monte Carlo evaluation under device noise (SPEC §5, paper Algorithm 2).
+"""Monte Carlo evaluation under device noise (method.md §5, paper Algorithm 2).
 
 The statistics of its accuracies (summaries, paired differences, convergence counts)
 are in :mod:`neft_jax.stats`.

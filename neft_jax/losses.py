@@ -1,4 +1,4 @@
-"""Negative-feedback loss (SPEC §3, paper eq. 1)."""
+"""Negative-feedback loss (method.md §3, paper eq. 1)."""
 
 from __future__ import annotations
 

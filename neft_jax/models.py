@@ -1,4 +1,4 @@
-"""Multi-exit VGG-8 and ResNet-18 (SPEC §2, paper Table I), Flax linen, NHWC.
+"""Multi-exit VGG-8 and ResNet-18 (method.md §2, paper Table I), Flax linen, NHWC.
 
 ``model.apply(variables, x, train=...)`` with ``x`` of shape ``(B, 32, 32, C)``
 returns ``(logits, exit_logits)``: logits ``(B, K)`` and a tuple of exit

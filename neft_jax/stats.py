@@ -1,4 +1,4 @@
-"""Statistics of Monte Carlo accuracies (SPEC §5): summaries, paired differences,
+"""Statistics of Monte Carlo accuracies (method.md §5): summaries, paired differences,
 convergence counts and summaries over independent runs.
 
 Plain numpy, apart from the Monte Carlo engine (:mod:`neft_jax.evaluate`) that makes the
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: Normal quantiles of the 95 % and 99 % CI half-widths (SPEC §5: 1.96·std/√R, 2.576·std/√R).
+#: Normal quantiles of the 95 % and 99 % CI half-widths (method.md §5: 1.96·std/√R, 2.576·std/√R).
 Z95, Z99 = 1.96, 2.576
 #: Low quantiles of the runs' accuracies in every summary (worst cases, as robustness
 #: papers report a k-th percentile): key -> quantile.
@@ -50,7 +50,7 @@ def paired_summary(a: Sequence[float], b: Sequence[float]) -> dict | None:
 
 
 def count_not_converged(accuracies: Sequence[float], tolerance: float = 0.05) -> int:
-    """Runs whose accuracy is more than ``tolerance`` (a fraction) from the mean (SPEC §5).
+    """Runs whose accuracy is more than ``tolerance`` (a fraction) from the mean (method.md §5).
 
     Non-finite entries (diverged runs) count as not converged.
     """
@@ -68,7 +68,7 @@ def summarize_over_seeds(seed_means: Sequence[float], seed_ekls: Sequence[float 
 
     ``summary`` is :func:`summarize` of the finite means with ``ekl`` the mean of the
     runs' EKL (None when every run diverged); ``not_converged`` counts runs more than
-    ``tolerance_pct`` points from the mean, or diverged (SPEC §5, Table III).
+    ``tolerance_pct`` points from the mean, or diverged (method.md §5, Table III).
     """
     means = np.asarray([np.nan if m is None else m for m in seed_means], np.float64)
     finite = means[np.isfinite(means)]

@@ -1,4 +1,4 @@
-"""Training: state, optimiser and the jitted train step of each method (SPEC §3–4).
+"""Training: state, optimiser and the jitted train step of each method (method.md §3–4).
 
 Methods (:mod:`neft_jax.methods`, one entry each):
   ``vanilla``  plain cross-entropy, clean weights.
@@ -62,7 +62,7 @@ class TrainState(train_state.TrainState):
 
 
 def create_optimizer(learning_rate: float = 1e-3, total_steps: int | None = None):
-    """Adam with cosine decay of the learning rate to 0 over ``total_steps`` (SPEC §4)."""
+    """Adam with cosine decay of the learning rate to 0 over ``total_steps`` (method.md §4)."""
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
     if total_steps is None:

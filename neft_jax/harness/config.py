@@ -105,7 +105,7 @@ class ExperimentConfig:
     alpha_search: bool = _field(False, "five-step α search scored on a validation split of "
                                 "the training data")
     exit_sigma: float | None = _field(None, "σ of the exits (default: --sigma)")
-    device_preset: str = _field("RRAM1", "state-dependent variation (SPEC §1)",
+    device_preset: str = _field("RRAM1", "state-dependent variation (method.md §1)",
                                 choices=tuple(sorted(PRESETS)))
     normalisation: str = _field("level", "level: eq. (5) as printed, std 0.26·σ·max|W|, the σ "
                                 "of the paper's tables (docs/method.md §1); range: the authors' "
@@ -228,7 +228,7 @@ class ExperimentConfig:
 
     def validation_sigma(self, method: str) -> float:
         """σ at which ``method``'s kept epoch is chosen: the run's σ, but 0 for a method
-        trained clean (vanilla), which the authors select by clean accuracy (SPEC §4)."""
+        trained clean (vanilla), which the authors select by clean accuracy (method.md §4)."""
         return train_lib.method_spec(method).validation_sigma(self.sigma)
 
     def checkpoint_dir(self, method: str, alpha: float) -> str:

@@ -1,4 +1,4 @@
-"""Datasets, validation splits, augmentation and batching (SPEC: data pipeline).
+"""Datasets, validation splits, augmentation and batching (method.md §4).
 
 Every dataset is served as float32 images in NHWC layout (32×32, Tiny-ImageNet
 64×64), normalised per channel, with int32 labels:

@@ -1,14 +1,14 @@
-"""The paper's constants: the authors' hyper-parameters (SPEC §3–4) and published numbers (§6).
+"""The paper's constants: the authors' hyper-parameters (method.md §3–4) and published numbers (§6).
 
 Everything here is data; the harness reads it, nothing here imports the harness.
 """
 
 from __future__ import annotations
 
-#: The five-step α search grid (SPEC §3).
+#: The five-step α search grid (method.md §3).
 ALPHA_GRID = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)
 
-#: Authors' α per (model, dataset family, method) (SPEC §3).
+#: Authors' α per (model, dataset family, method) (method.md §3).
 AUTHORS_ALPHA = {
     ("vgg8", "mnist", "irs"): 1e-2, ("vgg8", "cifar10", "irs"): 1e-1,
     ("vgg8", "mnist", "ovf"): 1e-3, ("vgg8", "cifar10", "ovf"): 1e-3,
@@ -19,7 +19,7 @@ AUTHORS_ALPHA = {
     ("resnet18", "tiny_imagenet", "irs"): 1e-2, ("resnet18", "tiny_imagenet", "ovf"): 1e-2,
 }
 
-#: The authors' Adam learning rate per model (SPEC §4): their ResNet-18 script sets 1e-2
+#: The authors' Adam learning rate per model (method.md §4): their ResNet-18 script sets 1e-2
 #: before it builds the optimiser; VGG-8 keeps the config's 1e-3. Both profiles use it.
 DEFAULT_LR = {"vgg8": 1e-3, "resnet18": 1e-2}
 

@@ -2,7 +2,7 @@
 
 :func:`write_report` turns whatever stages of the plan have finished into the
 tables of the paper (II, III, V), the α search, EKL, the σ = 0 vanilla sweep and,
-when it ran, the core stage, with the published numbers (SPEC §6) beside ours. The
+when it ran, the core stage, with the published numbers (method.md §6) beside ours. The
 core stage is also shown seed by seed (clean accuracy; for IRS the feedback term's
 size and the exits' accuracies at the last epoch) with the differences between its
 methods within each seed, paired over the same Monte Carlo noise instances.
@@ -278,7 +278,7 @@ def format_report(report: dict, plan: Plan, base: ExperimentConfig) -> str:
              f"batch {base.batch_size}, {base.mc_runs} Monte Carlo runs per σ, "
              f"{base.device_preset} with '{base.normalisation}' normalisation, compute "
              f"{base.compute}. Cells: mean over seeds of each run's Monte Carlo mean "
-             "± 95 % CI over seeds (n = seeds). Paper: SPEC §6 (full model, MNIST, "
+             "± 95 % CI over seeds (n = seeds). Paper: method.md §6 (full model, MNIST, "
              "200 epochs).", ""]
     for model, data in report.items():
         sigmas = [f"{s:g}" for s in plan.sigmas]

@@ -428,7 +428,7 @@ def _ci_caveat(seeds: int) -> str:
     from neft_jax.stats import Z95
 
     wider = t.ppf(0.975, seeds - 1) / Z95
-    return (f"± is {Z95:g}·std/√n over the n = {seeds} seeds' means (SPEC §5's rule for "
+    return (f"± is {Z95:g}·std/√n over the n = {seeds} seeds' means (method.md §5's rule for "
             f"runs); a Student-t interval would be {wider:.1f}× wider.")
 
 

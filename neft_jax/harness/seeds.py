@@ -1,4 +1,4 @@
-"""Many independent runs (seeds) of one experiment, aggregated (SPEC §5, Table III).
+"""Many independent runs (seeds) of one experiment, aggregated (method.md §5, Table III).
 
 Seed ``cfg.seed + i`` runs into ``out/seed-<seed>/`` as a complete single-seed
 experiment (own init, data order, validation split and noise keys; resumable on

@@ -1,4 +1,4 @@
-"""Tiny-ImageNet read from the standard ``tiny-imagenet-200`` folder (SPEC §3).
+"""Tiny-ImageNet read from the standard ``tiny-imagenet-200`` folder (method.md §3).
 
 Layout (as unpacked from ``tiny-imagenet-200.zip``, http://cs231n.stanford.edu/)::
 

@@ -1,4 +1,4 @@
-"""The authors' training protocol where it goes beyond eq. (1) (SPEC §3–4, issue 14)."""
+"""The authors' training protocol where it goes beyond eq. (1) (method.md §3–4, issue 14)."""
 
 import dataclasses
 import json
