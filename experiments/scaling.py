@@ -12,13 +12,13 @@ which noise injection leaves chance and IRS / noise_scaled separate from it;
 OUT/scaling.png the plot against optimiser steps with the paper's numbers;
 OUT/differences.png the differences between methods, paired within each seed.
 
-A thin main: the command line lives in :mod:`neft_jax.harness.cli` (also installed
-as ``neft-scaling``).
+A thin main: the study lives in ``experiments/scaling/`` (its README says the question,
+the time it takes and where the report lands), outside the installed library.
 """
 
 import sys
 
-from neft_jax.harness.cli import scaling_main as main
+from scaling.cli import scaling_main as main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,5 @@
-"""The drop-in library (``neft_jax``'s core modules) never imports the paper harness."""
+"""The drop-in library (``neft_jax``'s core modules) never imports the paper harness, and the
+installed package never imports a study (``experiments/``)."""
 
 import ast
 import pathlib
@@ -35,3 +36,20 @@ def test_importing_the_library_loads_no_harness_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+EXPERIMENTS = pathlib.Path(neft_jax.__file__).parents[1] / "experiments"
+
+
+def test_the_installed_library_imports_no_study():
+    """Studies (``experiments/<study>/`` packages and the ``experiments/*.py`` scripts) use
+    the library; no module of ``neft_jax`` (core or harness) imports one of them."""
+    studies = {p.parent.name for p in EXPERIMENTS.glob("*/__init__.py")}
+    scripts = {p.stem for p in EXPERIMENTS.glob("*.py")}
+    assert "scaling" in studies  # experiments/scaling/, the scaling study
+    package = pathlib.Path(neft_jax.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        top = {name.split(".")[0] for name in _imports(path)}
+        found = sorted(top & (studies | scripts | {"experiments"}))
+        assert not found, f"{path.relative_to(package)} imports the study {found}"
+    assert not (package / "harness" / "scaling.py").exists()

@@ -18,7 +18,10 @@ from neft_jax.harness import cli
 from neft_jax.harness import locking as locking_lib
 from neft_jax.harness.locking import LOCK_NAME, FolderBusy, FolderLock
 
-PARSERS = [cli.run_parser, cli.sweep_parser, cli.reproduce_parser, cli.scaling_parser]
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
+from scaling import cli as scaling_cli  # noqa: E402  (the study, outside the library)
+
+PARSERS = [cli.run_parser, cli.sweep_parser, cli.reproduce_parser, scaling_cli.scaling_parser]
 
 
 def _error_line(capsys, printed=None) -> str:
@@ -74,7 +77,8 @@ def test_methods_are_case_insensitive():
     assert method_names(["Noise", " vanilla "]) == ("noise", "vanilla")  # a --config list
 
 
-@pytest.mark.parametrize("make_parser", [cli.run_parser, cli.sweep_parser, cli.scaling_parser])
+@pytest.mark.parametrize("make_parser",
+                         [cli.run_parser, cli.sweep_parser, scaling_cli.scaling_parser])
 def test_an_unknown_method_is_one_line_with_the_nearest_name(make_parser, capsys):
     parser = make_parser()
     with pytest.raises(SystemExit) as stop:
@@ -175,7 +179,7 @@ TINY = ["--epochs", "1", "--width", "0.0625"]
 @pytest.mark.parametrize("main, extra", [
     (cli.run_main, TINY), (cli.run_main, [*TINY, "--seeds", "2"]), (cli.sweep_main, TINY),
     (cli.reproduce_main, [*TINY, "--stages", "table2"]),
-    (cli.scaling_main, ["--points", "0.0625:1"]),
+    (scaling_cli.scaling_main, ["--points", "0.0625:1"]),
 ])
 def test_missing_data_stops_before_tuning_and_leaves_no_folder(main, extra, tmp_path, capsys,
                                                                monkeypatch):

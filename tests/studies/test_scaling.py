@@ -1,20 +1,26 @@
-"""The scaling study (issue 18): points, findings, table and plot from finished cells."""
+"""The scaling study (issue 18): points, findings, table and plot from finished cells.
+
+The study lives in experiments/scaling/, outside the installed library."""
 
 import json
+import os
+import sys
 
 import pytest
 
-from neft_jax.harness import cli
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.results import Evaluation, MethodResult, RunResults
-from neft_jax.harness.scaling import (
+from neft_jax.harness.sweeps import Cell
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
+from scaling import cli  # noqa: E402
+from scaling.study import (  # noqa: E402
     Point,
     findings,
     parse_points,
     study_points,
     write_study_report,
 )
-from neft_jax.harness.sweeps import Cell
 
 
 def test_points_parse_and_run_cheapest_first():
@@ -86,7 +92,7 @@ def _image_height(path) -> int:
 
 
 def test_the_plot_zooms_only_when_every_point_is_low(tmp_path):
-    from neft_jax.harness.scaling import plot_study
+    from scaling.study import plot_study
 
     settings = {"model": "vgg8", "sigma": 0.4}
     low = [_row(0.125, 12, "noise", 12.0, 1.0), _row(1.0, 4, "noise", 15.0, 1.0)]
