@@ -37,13 +37,11 @@ def standard_normals(keys: Sequence[jax.Array],
     sizes = [math.prod(shape) for shape in shapes]
     if not all(fusable(key) for key in keys) or sum(sizes) >= 2 ** 32:
         return [jax.random.normal(k, s, jnp.float32) for k, s in zip(keys, shapes, strict=True)]
-    data = [_key_data(key) for key in keys]
-    first = jnp.concatenate([jnp.full((n,), d[0], jnp.uint32) for d, n in zip(data, sizes,
-                                                                              strict=True)])
-    second = jnp.concatenate([jnp.full((n,), d[1], jnp.uint32) for d, n in zip(data, sizes,
-                                                                               strict=True)])
+    words = jnp.concatenate([jnp.broadcast_to(_key_data(key), (n, 2))  # (Σn, 2) uint32
+                             for key, n in zip(keys, sizes, strict=True)])
     index = jnp.concatenate([lax.iota(jnp.uint32, n) for n in sizes])
-    bits_hi, bits_lo = threefry2x32_p.bind(first, second, jnp.zeros_like(index), index)
+    bits_hi, bits_lo = threefry2x32_p.bind(words[:, 0], words[:, 1], jnp.zeros_like(index),
+                                           index)
     normals = _normal_from_bits(bits_hi ^ bits_lo)
     out, start = [], 0
     for shape, n in zip(shapes, sizes, strict=True):

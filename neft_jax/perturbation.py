@@ -76,13 +76,6 @@ def not_under(prefix: str, where: Where = is_kernel) -> Where:
     return select
 
 
-def weight_noise(
-    weight: jax.Array, key: jax.Array, device: DeviceModel, scale: jax.Array
-) -> jax.Array:
-    """ΔW for one tensor, shape and dtype of ``weight``; ``scale`` = max|W| (a scalar)."""
-    return scaled_noise(weight, jax.random.normal(key, weight.shape, jnp.float32), device, scale)
-
-
 def scaled_noise(weight: jax.Array, normal: jax.Array, device: DeviceModel,
                  scale: jax.Array) -> jax.Array:
     """ΔW for one tensor from its standard normal draw ``normal`` (float32, W's shape)."""

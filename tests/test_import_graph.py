@@ -13,8 +13,8 @@ PACKAGE = pathlib.Path(neft_jax.__file__).parent
 #: Modules allowed over :data:`MAX_LINES`: path -> (lines now, why). A module here fails
 #: the test when it grows; one that shrinks under the limit must leave the table.
 ALLOWED_OVER_400 = {
-    "harness/cli.py": (455, "three commands' parsers and mains; their shared set-up is not yet "
-                            "one function"),
+    "harness/cli.py": (439, "three commands' parsers and mains (their shared set-up is "
+                            "runtime.start_command)"),
     "harness/data.py": (445, "five datasets' loaders, validation split and file checks"),
     "harness/loop.py": (415, "the one training loop, single run and vmapped seeds together"),
     "harness/paper_report.py": (432, "the paper reproduction's REPORT.md (a study, due to "

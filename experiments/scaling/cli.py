@@ -13,10 +13,9 @@ from neft_jax.harness.cli import (
     add_worker_argument,
     config_from_args,
     positive_float,
-    quiet_library_logs,
     run_cleanly,
     show_progress,
-    use_compilation_cache,
+    start_command,
 )
 
 from .study import (
@@ -69,9 +68,7 @@ def scaling_parser() -> argparse.ArgumentParser:
 def scaling_main(argv=None) -> int:
     """``experiments/scaling.py``."""
     parser = scaling_parser()
-    args = parser.parse_args(argv)
-    quiet_library_logs(args.verbose)
-    use_compilation_cache()
+    args = start_command(parser, argv)
     import jax
 
     from neft_jax.harness.budget import Budget, BudgetExhausted

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import signal
 import sys
@@ -27,11 +26,12 @@ from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of t
     positive_int,
     sigma_list,
 )
-from neft_jax.harness.runtime import (
+from neft_jax.harness.runtime import (  # noqa: F401  (quiet_library_logs: part of this API)
     Stopped,
     disk_full,
+    quiet_library_logs,
+    start_command,
     stop_on_sigterm,
-    use_compilation_cache,
 )
 
 
@@ -74,17 +74,6 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retune", action="store_true",
                         help="measure this CPU's conv backward micro-batch again instead of "
                         "using the cached choice")
-
-
-#: Loggers of the libraries under the harness (orbax logs through absl).
-LIBRARY_LOGGERS = ("absl", "orbax")
-
-
-def quiet_library_logs(verbose: bool) -> None:
-    """Keep orbax/absl messages out of the terminal unless ``verbose``: the harness says in
-    one line what went wrong, where it matters."""
-    for name in LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
 def worker_spec(text: str):
@@ -200,9 +189,7 @@ def has_run(out: str) -> bool:
 def run_main(argv=None) -> int:
     """``neft-run`` / ``experiments/run.py``."""
     parser = run_parser()
-    args = parser.parse_args(argv)
-    quiet_library_logs(args.verbose)
-    use_compilation_cache()
+    args = start_command(parser, argv)
     import jax
 
     from neft_jax.harness.orchestration import run_experiment
@@ -300,9 +287,7 @@ def _as_list(value) -> list:
 def sweep_main(argv=None) -> int:
     """``neft-sweep`` / ``experiments/sweep.py``."""
     parser = sweep_parser()
-    args = parser.parse_args(argv)
-    quiet_library_logs(args.verbose)
-    use_compilation_cache()
+    args = start_command(parser, argv)
     import jax
 
     from neft_jax.harness.sweeps import grid_cells, run_sweep
@@ -397,9 +382,7 @@ def reproduce_parser() -> argparse.ArgumentParser:
 def reproduce_main(argv=None) -> int:
     """``neft-reproduce`` / ``experiments/reproduce.py``."""
     parser = reproduce_parser()
-    args = parser.parse_args(argv)
-    quiet_library_logs(args.verbose)
-    use_compilation_cache()
+    args = start_command(parser, argv)
     import jax
 
     from neft_jax.harness.budget import Budget

@@ -7,8 +7,10 @@ Imports nothing else of the harness, so any module may use it (the tuner's cache
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import errno
+import logging
 import os
 import platform
 
@@ -115,3 +117,23 @@ class Stopped(KeyboardInterrupt):
 def stop_on_sigterm(signum, frame):
     """A SIGTERM handler: raise :class:`Stopped`."""
     raise Stopped
+
+
+#: Loggers of the libraries under the harness (orbax logs through absl).
+LIBRARY_LOGGERS = ("absl", "orbax")
+
+
+def quiet_library_logs(verbose: bool) -> None:
+    """Keep orbax/absl messages out of the terminal unless ``verbose``: the harness says in
+    one line what went wrong, where it matters."""
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+def start_command(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """The set-up every command shares: parse ``argv``, quiet the libraries' logs (unless
+    ``--verbose``) and keep compiled programs in the user's cache; returns the args."""
+    args = parser.parse_args(argv)
+    quiet_library_logs(args.verbose)
+    use_compilation_cache()
+    return args
