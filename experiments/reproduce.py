@@ -11,13 +11,13 @@ the paper's numbers, OUT/report.json the numbers and OUT/report.png the plot.
 All of run.py's flags (profile, epochs, width, normalisation, device preset, ...)
 apply to every stage; --seeds is the seed count of Table II and the other stages.
 
-A thin main: the command line lives in :mod:`neft_jax.harness.cli` (also installed
-as ``neft-reproduce``).
+A thin main: the study lives in ``experiments/paper/`` (its README says the question,
+the time it takes and where the report lands), outside the installed library.
 """
 
 import sys
 
-from neft_jax.harness.cli import reproduce_main as main
+from paper.cli import reproduce_main as main
 
 if __name__ == "__main__":
     sys.exit(main())

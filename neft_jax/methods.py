@@ -10,15 +10,18 @@ Method names still written out elsewhere, and why. Before this registry: 76 line
 a method in 9 modules and 18 tests of a name (7 in ``make_train_step``, 2 more in
 ``train.py``, 2 in ``config.py``, 1 in ``loop.py``, 6 in the paper reproduction). Now:
 no test of a name in the train step, the configuration, the loop, sweeps or reporting; 6
-remain, all in the paper reproduction study (``paper_report.py``: its control is IRS at
-α → 0, Table V's "all exits" is the IRS cells at σ = 0.4, the vanilla row is read from
-its σ sweep; ``reproduce.py``: cells reused across stages are matched by folder name).
-61 lines in 7 harness modules still name methods as data:
+remain, all in the paper reproduction study (``experiments/paper/collect.py``: its control
+is IRS at α → 0, Table V's "all exits" is the IRS cells at σ = 0.4, the vanilla row is
+read from its σ sweep; ``reproduce.py``: cells reused across stages are matched by folder
+name). 61 lines (counted when the registry came) still name methods as data, in the
+harness and the studies:
 
-* ``harness/paper.py``: the published numbers, keyed by the method they are for.
-* ``harness/plan.py``, ``reproduce.py``, ``paper_report.py``, ``scaling.py``,
-  ``budget.py``: which methods each study stage trains and compares, and the relative
-  cost measured per method. These choose methods; they do not say what a method does.
+* ``harness/paper.py``, ``experiments/paper/published.py``: the authors' α and the
+  published numbers, keyed by the method they are for.
+* ``experiments/paper/`` (``plan.py``, ``reproduce.py``, ``collect.py``, ``report.py``),
+  ``experiments/scaling/study.py``, ``harness/budget.py``: which methods each study stage
+  trains and compares, and the relative cost measured per method. These choose methods;
+  they do not say what a method does.
 * ``harness/flags.py``: one docstring example (``IRS,OVF`` → ``("irs", "ovf")``).
 """
 

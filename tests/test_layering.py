@@ -41,15 +41,45 @@ def test_importing_the_library_loads_no_harness_module():
 EXPERIMENTS = pathlib.Path(neft_jax.__file__).parents[1] / "experiments"
 
 
+def _absolute_imports(path: pathlib.Path) -> set[str]:
+    """The top-level names ``path`` imports absolutely (a relative import stays inside
+    ``neft_jax``, even ``from .paper import x``)."""
+    tops = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            tops.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            tops.add(node.module.split(".")[0])
+    return tops
+
+
 def test_the_installed_library_imports_no_study():
     """Studies (``experiments/<study>/`` packages and the ``experiments/*.py`` scripts) use
     the library; no module of ``neft_jax`` (core or harness) imports one of them."""
     studies = {p.parent.name for p in EXPERIMENTS.glob("*/__init__.py")}
     scripts = {p.stem for p in EXPERIMENTS.glob("*.py")}
-    assert "scaling" in studies  # experiments/scaling/, the scaling study
+    assert {"scaling", "paper"} <= studies  # experiments/scaling/, experiments/paper/
     package = pathlib.Path(neft_jax.__file__).parent
     for path in sorted(package.rglob("*.py")):
-        top = {name.split(".")[0] for name in _imports(path)}
-        found = sorted(top & (studies | scripts | {"experiments"}))
+        found = sorted(_absolute_imports(path) & (studies | scripts | {"experiments"}))
         assert not found, f"{path.relative_to(package)} imports the study {found}"
-    assert not (package / "harness" / "scaling.py").exists()
+    for moved in ("scaling.py", "reproduce.py", "plan.py", "paper_report.py"):
+        assert not (package / "harness" / moved).exists(), moved
+
+
+def test_the_paper_reproduction_is_outside_the_library():
+    """The paper's published numbers, the reproduction plan and its report belong to the
+    study in ``experiments/paper/``; the library keeps only the authors' hyper-parameters
+    (:mod:`neft_jax.harness.paper`), which its configuration uses."""
+    from neft_jax.harness import paper
+
+    assert {"ALPHA_GRID", "AUTHORS_ALPHA", "DEFAULT_LR", "default_alpha"} <= set(vars(paper))
+    package = pathlib.Path(neft_jax.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_text()
+        for name in ("PAPER_TABLE", "run_plan", "reproduce_main"):
+            assert name not in text, f"{path.relative_to(package)} names {name}"
+    study = EXPERIMENTS / "paper"
+    assert {p.name for p in study.glob("*.py")} >= {"plan.py", "reproduce.py", "collect.py",
+                                                   "report.py", "published.py", "cli.py"}
+    assert (study / "README.md").exists()

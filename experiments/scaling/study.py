@@ -21,13 +21,14 @@ import math
 import os
 from collections.abc import Callable, Sequence
 
+from paper.plan import TABLE2_SIGMAS  # the paper reproduction study (experiments/paper/)
+from paper.published import PAPER_TABLE2
+
 from neft_jax.harness import data as data_lib
 from neft_jax.harness.budget import Budget
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.data import NUM_CLASSES
 from neft_jax.harness.identity import shared_differences
-from neft_jax.harness.paper import PAPER_TABLE2
-from neft_jax.harness.plan import TABLE2_SIGMAS
 from neft_jax.harness.results import Evaluation, MethodResult, RunResults, write_atomic
 from neft_jax.harness.seeds import seed_list
 from neft_jax.harness.sweeps import Cell, Worker, check_cells, grid_cells, run_sweep

@@ -2,7 +2,7 @@
 
 It imports the core (:mod:`neft_jax`) and is never imported by it. One module per role:
 
-* :mod:`~neft_jax.harness.paper` — the authors' hyper-parameters and published numbers.
+* :mod:`~neft_jax.harness.paper` — the authors' hyper-parameters (α, learning rate).
 * :mod:`~neft_jax.harness.config` — :class:`ExperimentConfig` (every default and choice,
   once) and the ``paper``/``quick`` profiles.
 * :mod:`~neft_jax.harness.data`, :mod:`~neft_jax.harness.tiny_imagenet` — datasets.
@@ -12,7 +12,10 @@ It imports the core (:mod:`neft_jax`) and is never imported by it. One module pe
 * :mod:`~neft_jax.harness.results` — typed results and their JSON files.
 * :mod:`~neft_jax.harness.reporting` — printed table, CSV, plots.
 * :mod:`~neft_jax.harness.orchestration` — one experiment end to end (and the α search).
-* :mod:`~neft_jax.harness.seeds`, :mod:`~neft_jax.harness.sweeps`,
-  :mod:`~neft_jax.harness.reproduce` — many runs, grids, the paper's tables.
+* :mod:`~neft_jax.harness.seeds`, :mod:`~neft_jax.harness.sweeps` — many runs, grids;
+  :mod:`~neft_jax.harness.budget` — a wall-clock budget that starts only work that ends in time.
 * :mod:`~neft_jax.harness.cli` — the command lines, built from the config.
+
+The studies built on it (the paper reproduction, the scaling study) live in
+``experiments/paper/`` and ``experiments/scaling/``, outside the installed package.
 """

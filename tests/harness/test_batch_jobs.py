@@ -258,24 +258,3 @@ def test_two_sweep_workers_on_one_folder_train_every_cell_exactly_once(tmp_path)
         assert len((cell / "metrics.jsonl").read_text().splitlines()) == 1
     table = json.loads((out / "sweep.json").read_text())["over_seeds"]
     assert sorted(row["sigma"] for row in table) == [0.1, 0.2]
-
-
-def test_a_plans_multi_seed_runs_are_split_between_workers_and_skip_held_folders(tmp_path):
-    from neft_jax.harness.budget import Budget
-    from neft_jax.harness.plan import Plan
-    from neft_jax.harness.reproduce import _Runner
-    from neft_jax.harness.sweeps import Worker
-
-    ran, messages = [], []
-    job = ExperimentConfig(methods=("vanilla",), out=str(tmp_path / "job"))
-    second = _Runner(Plan(), str(tmp_path), messages.append, False, Budget(None), Worker(2, 2))
-    for name in ("vanilla", "table5 drop1", "table5 drop2"):
-        second.seeds_run(name, lambda job, name=name, **_: ran.append(name), job)
-    assert ran == ["table5 drop1"]  # positions 0 and 2 are worker 1's
-
-    def held(job, **_):
-        raise FolderBusy("'x' is in use by pid 1 on h")
-
-    alone = _Runner(Plan(), str(tmp_path), messages.append, False, Budget(None), Worker())
-    alone.seeds_run("stage alpha of vgg8", held, job)
-    assert messages == ["stage alpha of vgg8: held by another worker, skipped"]

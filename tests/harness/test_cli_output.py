@@ -19,9 +19,10 @@ from neft_jax.harness import locking as locking_lib
 from neft_jax.harness.locking import LOCK_NAME, FolderBusy, FolderLock
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
-from scaling import cli as scaling_cli  # noqa: E402  (the study, outside the library)
+from paper import cli as paper_cli  # noqa: E402  (the studies, outside the library)
+from scaling import cli as scaling_cli  # noqa: E402
 
-PARSERS = [cli.run_parser, cli.sweep_parser, cli.reproduce_parser, scaling_cli.scaling_parser]
+PARSERS = [cli.run_parser, cli.sweep_parser, paper_cli.reproduce_parser, scaling_cli.scaling_parser]
 
 
 def _error_line(capsys, printed=None) -> str:
@@ -178,7 +179,7 @@ TINY = ["--epochs", "1", "--width", "0.0625"]
 
 @pytest.mark.parametrize("main, extra", [
     (cli.run_main, TINY), (cli.run_main, [*TINY, "--seeds", "2"]), (cli.sweep_main, TINY),
-    (cli.reproduce_main, [*TINY, "--stages", "table2"]),
+    (paper_cli.reproduce_main, [*TINY, "--stages", "table2"]),
     (scaling_cli.scaling_main, ["--points", "0.0625:1"]),
 ])
 def test_missing_data_stops_before_tuning_and_leaves_no_folder(main, extra, tmp_path, capsys,

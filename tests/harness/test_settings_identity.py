@@ -22,7 +22,7 @@ from neft_jax.harness import data as data_lib
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.results import Evaluation, MethodResult, RunResults
 
-# The scaling study lives in experiments/scaling/, outside the installed library.
+# The studies (experiments/scaling/, experiments/paper/) live outside the installed library.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -306,10 +306,10 @@ def test_reports_leave_out_and_never_average_cells_made_with_other_settings(tmp_
 def test_a_plan_or_study_with_other_settings_is_refused_before_anything_trains(tmp_path):
     """reproduce.py and scaling.py reuse cells by name too: a finished cell made with
     other epochs stops the launch before any cell trains, naming the change."""
+    from paper.reproduce import Plan, run_plan
     from scaling.study import Point, run_study
 
     from neft_jax.harness.identity import SettingsChanged
-    from neft_jax.harness.reproduce import Plan, run_plan
     from neft_jax.harness.sweeps import Cell
 
     base = ExperimentConfig(epochs=12, mc_runs=50, sigma=0.4, out=str(tmp_path / "unused"))

@@ -1,12 +1,16 @@
-"""The one-command reproduction: stages resume, Table III reuses Table II's runs, report."""
+"""The one-command reproduction: stages resume, Table III reuses Table II's runs, report.
+
+The study lives in experiments/paper/, outside the installed library."""
 
 import json
 import os
+import sys
 
 import pytest
 
-from neft_jax.harness import cli as reproduce_cli
-from neft_jax.harness.reproduce import Plan
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
+from paper import cli as reproduce_cli  # noqa: E402
+from paper.plan import Plan  # noqa: E402
 
 TINY = ["--epochs", "1", "--max-train-steps", "2", "--batch-size", "32", "--width", "0.0625",
         "--mc-runs", "3", "--val-mc-runs", "1", "--no-progress"]
@@ -78,10 +82,10 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
     and a − b within each seed, paired over the same noise instances (the CI of the
     differences, not of the two means)."""
     import numpy as np
+    from paper.plan import CONTROL_ALPHA
+    from paper.report import write_report
 
     from neft_jax.harness.config import ExperimentConfig
-    from neft_jax.harness.paper_report import write_report
-    from neft_jax.harness.plan import CONTROL_ALPHA
     from neft_jax.harness.results import Evaluation, MethodResult, RunResults
 
     rng = np.random.default_rng(0)
@@ -116,3 +120,26 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
     assert "| irs | 0.4 | 1 |" in text and "| 81.0 | 150 % | 0.0, 7.5, 2.0 |" in text
     assert "| control | 0.4 | 0 |" in text and "< 0.01 %" in text
     assert "| noise | 0.4 | 0 |" in text and "| 80.0 | – | – |" in text
+
+
+def test_a_plans_multi_seed_runs_are_split_between_workers_and_skip_held_folders(tmp_path):
+    from paper.reproduce import _Runner
+
+    from neft_jax.harness.budget import Budget
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.locking import FolderBusy
+    from neft_jax.harness.sweeps import Worker
+
+    ran, messages = [], []
+    job = ExperimentConfig(methods=("vanilla",), out=str(tmp_path / "job"))
+    second = _Runner(Plan(), str(tmp_path), messages.append, False, Budget(None), Worker(2, 2))
+    for name in ("vanilla", "table5 drop1", "table5 drop2"):
+        second.seeds_run(name, lambda job, name=name, **_: ran.append(name), job)
+    assert ran == ["table5 drop1"]  # positions 0 and 2 are worker 1's
+
+    def held(job, **_):
+        raise FolderBusy("'x' is in use by pid 1 on h")
+
+    alone = _Runner(Plan(), str(tmp_path), messages.append, False, Budget(None), Worker())
+    alone.seeds_run("stage alpha of vgg8", held, job)
+    assert messages == ["stage alpha of vgg8: held by another worker, skipped"]

@@ -1,41 +1,32 @@
-"""The reproduction's report: REPORT.md, report.json and report.png beside the paper.
+"""The paper reproduction's numbers: every finished result of a plan, read into one dict.
 
-:func:`write_report` turns whatever stages of the plan have finished into the
-tables of the paper (II, III, V), the α search, EKL, the σ = 0 vanilla sweep and,
-when it ran, the core stage, with the published numbers (method.md §6) beside ours. The
-core stage is also shown seed by seed (clean accuracy; for IRS the feedback term's
-size and the exits' accuracies at the last epoch) with the differences between its
-methods within each seed, paired over the same Monte Carlo noise instances.
+:func:`collect_report` reads whatever stages of the plan have finished: Tables II, III
+and V, the α search, EKL, the σ = 0 vanilla sweep and, when it ran, the core stage, also
+seed by seed with the differences between its methods within each seed, paired over the
+same Monte Carlo noise instances. With the command's settings, results made with other
+settings are left out and named. :mod:`paper.report` writes them beside the paper's.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.identity import shared_differences
-from neft_jax.harness.paper import (
-    PAPER_TABLE2,
-    PAPER_TABLE2_UPPER_BOUNDS,
-    PAPER_TABLE3,
-    PAPER_TABLE5,
-)
-from neft_jax.harness.plan import (
+from neft_jax.harness.results import RunResults, sigma_key
+from neft_jax.harness.sweeps import Cell, aggregate_over_seeds, collect_rows
+from neft_jax.models import MODELS
+
+from .plan import (
     ABLATION_SIGMA,
     CONTROL_ALPHA,
     CORE_METHODS,
-    TABLE2_SIGMAS,
     TABLE3_SIGMA,
     VANILLA_SIGMAS,
     Plan,
     stage_dir,
 )
-from neft_jax.harness.reporting import save_figure
-from neft_jax.harness.results import RunResults, sigma_key, write_atomic
-from neft_jax.harness.sweeps import Cell, aggregate_over_seeds, collect_rows
-from neft_jax.models import MODELS
 
 
 class _Reader:
@@ -186,15 +177,6 @@ def _core_order(item) -> tuple:
     return sigma, order.index(name) if name in order else len(order), name, seed
 
 
-def _feedback_size(ratio: float | None) -> str:
-    """The feedback term's RMS over the logits', as a percentage (× from 10× on)."""
-    if ratio is None:
-        return "–"
-    if ratio >= 10:
-        return f"{ratio:.0f}×"
-    return "< 0.01 %" if ratio < 1e-4 else f"{100 * ratio:.3g} %"
-
-
 def _core_cells(read: _Reader, path: str) -> dict[tuple[str, float, int], dict]:
     """The finished, not diverged core cells by (name, σ, seed), the name ``control`` for
     IRS at α = 1e-9: Monte Carlo accuracies (%) and mean at σ, clean accuracy, and the
@@ -261,172 +243,3 @@ def _cell_paths(path: str) -> list[str]:
         return []
     return [os.path.join(cells, n, "results.json") for n in sorted(os.listdir(cells))
             if os.path.exists(os.path.join(cells, n, "results.json"))]
-
-
-def _fmt(cell: dict | None) -> str:
-    if not cell or cell["mean"] is None:
-        return "–"
-    ci = "" if cell["seeds"] < 2 or cell["ci95"] is None or not math.isfinite(cell["ci95"]) \
-        else f" ± {cell['ci95']:.2f}"
-    return f"{cell['mean']:.2f}{ci} (n={cell['seeds']})"
-
-
-def format_report(report: dict, plan: Plan, base: ExperimentConfig) -> str:
-    """Markdown: Tables II, III, V, α search, EKL, σ = 0 vanilla sweep; paper beside ours."""
-    lines = ["# NeFT reproduction report", "",
-             f"Settings: dataset {base.dataset}, width ×{base.width:g}, {base.epochs} epochs, "
-             f"batch {base.batch_size}, {base.mc_runs} Monte Carlo runs per σ, "
-             f"{base.device_preset} with '{base.normalisation}' normalisation, compute "
-             f"{base.compute}. Cells: mean over seeds of each run's Monte Carlo mean "
-             "± 95 % CI over seeds (n = seeds). Paper: method.md §6 (full model, MNIST, "
-             "200 epochs).", ""]
-    for model, data in report.items():
-        sigmas = [f"{s:g}" for s in plan.sigmas]
-        lines += [f"## {model}", ""]
-        left_out = data.get("other_settings") or {}
-        if left_out:
-            path, changed = next(iter(left_out.items()))
-            lines += [f"Left out: {len(left_out)} finished result{'s' * (len(left_out) > 1)} "
-                      f"made with other settings than these (made with → these), e.g. {path}: "
-                      f"{changed}" + ("; report.json lists them all" if len(left_out) > 1
-                                      else "") + ".", ""]
-        lines += ["### Table II: accuracy (%) against σ", "",
-                  "| method | " + " | ".join(f"σ={s}" for s in sigmas) + " |",
-                  "|---|" + "---|" * len(sigmas)]
-        for method, cells in data["table2"].items():
-            lines.append(f"| {method} (ours) | "
-                         + " | ".join(_fmt(cells.get(s)) for s in sigmas) + " |")
-            paper = PAPER_TABLE2.get((model, method))
-            if paper and tuple(plan.sigmas) == TABLE2_SIGMAS:
-                bounds = PAPER_TABLE2_UPPER_BOUNDS.get((model, method), ())
-                lines.append(f"| {method} (paper) | " + " | ".join(
-                    ("≤" if i in bounds else "") + f"{p:g}" for i, p in enumerate(paper)) + " |")
-        lines += _core_lines(data.get("core") or [])
-        lines += _core_seed_lines(data.get("core_by_seed") or [],
-                                  data.get("core_differences") or [])
-        lines += ["", f"### EKL (nats) at σ = {ABLATION_SIGMA:g}", "", "| method | EKL |",
-                  "|---|---|"]
-        for method, cells in data["table2"].items():
-            cell = cells.get(f"{ABLATION_SIGMA:g}")
-            if cell and cell.get("ekl") is not None:
-                lines.append(f"| {method} | {cell['ekl']:.3f} |")
-        lines += ["", f"### Table III: runs (of n) not converged at σ = {TABLE3_SIGMA:g}", "",
-                  "| method | ours | mean accuracy | paper (of 10) |", "|---|---|---|---|"]
-        for method, cell in data["table3"].items():
-            ours = "–" if not cell else f"{cell['not_converged']} of {cell['seeds']}"
-            lines.append(f"| {method} | {ours} | {_fmt(cell)} | "
-                         f"{PAPER_TABLE3.get((model, method), '–')} |")
-        lines += ["", f"### Table V: IRS exit ablation at σ = {ABLATION_SIGMA:g}", "",
-                  "| variant | ours | per seed | paper |", "|---|---|---|---|"]
-        for name, cell in data["table5"].items():
-            per_seed = ", ".join(f"{m:.2f}" for m in cell["seed_means"]) if cell and cell.get(
-                "seed_means") else "–"
-            paper = PAPER_TABLE5.get(name, "–") if model == "vgg8" else "–"
-            lines.append(f"| {name} | {_fmt(cell)} | {per_seed} | {paper} |")
-        alpha = data["alpha_search"]
-        lines += ["", f"### Five-step α search (IRS, σ = {ABLATION_SIGMA:g})", ""]
-        if alpha:
-            lines += ["| α | validation accuracy (%) |", "|---|---|"]
-            for a, acc in alpha["validation_accuracy"].items():
-                lines.append(f"| {a} | {'diverged' if acc is None else f'{acc:.2f}'} |")
-            test = alpha["test"]
-            lines += ["", f"Chosen α = {alpha['chosen']:g}"
-                      + (f"; test accuracy {test['mean']:.2f} ± {test['ci95']:.2f} (one seed)."
-                         if test else ".")]
-        else:
-            lines.append("Not run yet.")
-        lines += ["", "### Vanilla trained at σ = 0, evaluated over σ", "",
-                  "| σ | accuracy (%) |", "|---|---|"]
-        for s, cell in data["vanilla_sweep"].items():
-            lines.append(f"| {s} | {_fmt(cell)} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot_report(report: dict, plan: Plan, path: str) -> None:
-    """Accuracy against σ per model: ours (± 95 % CI over seeds) solid, the paper's dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(report), figsize=(6 * len(report), 4.2), dpi=110,
-                             squeeze=False)
-    for ax, (model, data) in zip(axes[0], report.items(), strict=True):
-        for i, (method, cells) in enumerate(data["table2"].items()):
-            source = data["vanilla_sweep"] if method == "vanilla" else cells
-            points = sorted((float(s), c) for s, c in source.items() if c and c["mean"] is not None)
-            if not points:
-                continue
-            color = f"C{i}"
-            ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points],
-                        yerr=[p[1]["ci95"] or 0 for p in points], marker="o", capsize=3,
-                        color=color, label=f"{method} (ours)")
-            paper = PAPER_TABLE2.get((model, method))
-            if paper:
-                ax.plot(TABLE2_SIGMAS, paper, "--", color=color, alpha=0.6,
-                        label=f"{method} (paper)")
-        ax.set(title=model, xlabel="σ_d", ylabel="Monte Carlo accuracy (%)", ylim=(0, 101))
-    save_figure(fig, path)
-
-
-def write_report(out: str, plan: Plan, base: ExperimentConfig) -> dict:
-    """REPORT.md, report.json and report.png in ``out`` from every finished stage."""
-    report = collect_report(out, plan, base)
-    write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=1))
-    write_atomic(os.path.join(out, "REPORT.md"), format_report(report, plan, base))
-    plot_report(report, plan, os.path.join(out, "report.png"))
-    return report
-
-
-def _core_lines(rows: list[dict]) -> list[str]:
-    """The core stage's cells: method (α) × σ, mean ± 95 % CI over seeds (n = seeds)."""
-    rows = [r for r in rows if math.isclose(r["sigma"], r["eval_sigma"])]
-    if not rows:
-        return []
-    sigmas = sorted({r["sigma"] for r in rows})
-    lines = ["", "### Core cells (most informative first; trained and evaluated at σ)", "",
-             "| method | " + " | ".join(f"σ={s:g}" for s in sigmas) + " |",
-             "|---|" + "---|" * len(sigmas)]
-    names = sorted({(r["method"], r["alpha"]) for r in rows}, key=str)
-    for method, alpha in names:
-        label = method + (" (α = 1e-9: control)" if alpha and math.isclose(alpha, CONTROL_ALPHA)
-                          else "")
-        cells = []
-        for s in sigmas:
-            match = [r for r in rows if r["method"] == method and r["alpha"] == alpha
-                     and math.isclose(r["sigma"], s)]
-            cells.append(_fmt(_cell(match[0]["mean"], match[0]["ci95"], match[0]["seeds"]))
-                         if match and match[0]["mean"] is not None else "–")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _core_seed_lines(cells: list[dict], differences: list[dict]) -> list[str]:
-    """The core cells seed by seed, and their differences within each seed."""
-    if not cells:
-        return []
-    lines = ["", "#### Seed by seed (Monte Carlo mean ± 95 % CI over the runs; clean accuracy; "
-             "for IRS at the last epoch: feedback term / logits (RMS), exits' accuracy on the "
-             "noisy training batches)", "",
-             "| method | σ | seed | accuracy (%) | clean (%) | feedback / logits | exits (%) |",
-             "|---|---|---|---|---|---|---|"]
-    for c in cells:
-        ratio = _feedback_size(c["feedback_ratio"])
-        exits = "–" if not c["exit_accuracies"] else ", ".join(
-            f"{a:.1f}" for a in c["exit_accuracies"])
-        clean = "–" if c["clean"] is None else f"{c['clean']:.1f}"
-        lines.append(f"| {c['method']} | {c['sigma']:g} | {c['seed']} | {c['mean']:.2f} ± "
-                     f"{c['ci95']:.2f} | {clean} | {ratio} | {exits} |")
-    if differences:
-        seeds = sorted({p["seed"] for d in differences for p in d["per_seed"]})
-        lines += ["", "#### Differences within each seed (points; ± 95 % CI paired over the "
-                  "same noise instances; `control` is IRS at α = 1e-9)", "",
-                  "| difference | σ | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-                  "|---|---|" + "---|" * len(seeds)]
-        for d in differences:
-            by_seed = {p["seed"]: p for p in d["per_seed"]}
-            lines.append(f"| {d['a']} − {d['b']} | {d['sigma']:g} | " + " | ".join(
-                f"{by_seed[s]['difference']:+.2f} ± {by_seed[s]['ci95']:.2f}" if s in by_seed
-                else "–" for s in seeds) + " |")
-    return lines

@@ -1,8 +1,8 @@
-"""The paper's experiments as one resumable plan (stages: :mod:`neft_jax.harness.plan`).
+"""The paper's experiments as one resumable plan (stages: :mod:`paper.plan`).
 
 :func:`run_plan` runs, per model, each unfinished stage into ``out/`` (a sweep or a
 multi-seed run that skips finished work when re-launched) and rewrites the report
-(:mod:`neft_jax.harness.paper_report`) after each. With a :class:`Budget` it starts
+(:mod:`paper.report`) after each. With a :class:`Budget` it starts
 a cell only if its measured time says it ends before the budget, and otherwise
 stops cleanly with everything finished saved; the same command continues later.
 Stages reuse finished cells of other stages that are the same experiment (Table
@@ -33,8 +33,18 @@ from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.paper import ALPHA_GRID
-from neft_jax.harness.paper_report import write_report
-from neft_jax.harness.plan import (
+from neft_jax.harness.seeds import run_seeds, seed_config, seed_list
+from neft_jax.harness.sweeps import (
+    ALONE,
+    Worker,
+    cell_done,
+    check_cells,
+    grid_cells,
+    run_sweep,
+)
+from neft_jax.models import MODELS
+
+from .plan import (
     ABLATION_SIGMA,
     BUDGET_STAGES,
     CONTROL_ALPHA,
@@ -46,16 +56,7 @@ from neft_jax.harness.plan import (
     Plan,
     stage_dir,
 )
-from neft_jax.harness.seeds import run_seeds, seed_config, seed_list
-from neft_jax.harness.sweeps import (
-    ALONE,
-    Worker,
-    cell_done,
-    check_cells,
-    grid_cells,
-    run_sweep,
-)
-from neft_jax.models import MODELS
+from .report import write_report
 
 __all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "estimate_from_rates", "run_plan",
            "trainings_of_plan", "write_report"]

@@ -1,4 +1,4 @@
-"""The reproduction plan: its stages, the σ and α they use, and where each writes.
+"""The paper reproduction's plan: its stages, the σ and α they use, and where each writes.
 
 ==========  =====================================================================
 stage       what it runs (σ in the device model of the base config)
@@ -46,7 +46,7 @@ CORE_METHODS = ("vanilla", "noise", "noise_scaled", "irs")
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Which stages, models and seed counts :func:`~neft_jax.harness.reproduce.run_plan` runs."""
+    """Which stages, models and seed counts :func:`~paper.reproduce.run_plan` runs."""
 
     models: tuple[str, ...] = ("vgg8",)
     stages: tuple[str, ...] = DEFAULT_STAGES

@@ -1,0 +1,123 @@
+"""The paper reproduction's command line, built from the harness's config flags like
+``neft-run``'s (:mod:`neft_jax.harness.cli`): ``python experiments/reproduce.py``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from neft_jax.harness.cli import (
+    CommandParser,
+    add_output_arguments,
+    add_worker_argument,
+    run_cleanly,
+    show_progress,
+    start_command,
+)
+from neft_jax.harness.flags import (
+    add_config_arguments,
+    config_from_args,
+    names,
+    positive_float,
+    positive_int,
+    sigma_list,
+)
+
+from .plan import BUDGET_STAGES, DEFAULT_STAGES, STAGES, TABLE2_SIGMAS, Plan
+
+#: Config fields the reproduction plan sets itself.
+REPRODUCE_EXCLUDES = ("methods", "extra_sigmas", "alpha_search", "resume", "overwrite")
+
+
+def reproduce_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="reproduce.py",
+        description="Reproduce the paper's Tables II, III and V, the α "
+        "search and EKL with one resumable command; OUT/REPORT.md sets ours beside the paper's.")
+    add_config_arguments(parser, exclude=REPRODUCE_EXCLUDES,
+                         defaults={"seeds": 3, "out": "runs/reproduce"})
+    parser.add_argument("--models", default="vgg8", help="comma-separated (vgg8,resnet18) "
+                        "(default: vgg8)")
+    parser.add_argument("--stages", default=None,
+                        help=f"comma-separated subset of {','.join(STAGES)}, run in this order "
+                        f"(default: all but core; with --time-budget: {','.join(BUDGET_STAGES)})")
+    parser.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS",
+                        help="start a cell only if its measured time says it ends within "
+                        "SECONDS of the start; stop cleanly with everything finished saved "
+                        "(the same command continues); the first cell of a method runs to "
+                        "measure it")
+    parser.add_argument("--sigmas", type=sigma_list, default=None,
+                        help="Table II σ values (default: 0.2,0.4,0.6,0.8)")
+    parser.add_argument("--table3-seeds", type=positive_int, default=10,
+                        help="runs of Table III (default: 10)")
+    parser.add_argument("--table5-seeds", type=positive_int, default=2,
+                        help="seeds of each Table V variant (default: 2)")
+    add_worker_argument(parser)
+    parser.add_argument("--rates", metavar="JSONL", default=None,
+                        help="bench.py --jsonl output with an --end-to-end row: before "
+                        "starting, estimate each training's time from its measured loop rate "
+                        "and say how much of the plan fits the --time-budget")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rewrite REPORT.md, report.json, report.png from OUT")
+    add_output_arguments(parser)
+    return parser
+
+
+def reproduce_main(argv=None) -> int:
+    """``experiments/reproduce.py``."""
+    parser = reproduce_parser()
+    args = start_command(parser, argv)
+    import jax
+
+    from neft_jax.harness.budget import Budget
+
+    from .reproduce import run_plan, write_report
+
+    try:
+        base, profile_line = config_from_args(args, jax.default_backend())
+        stages = names(args.stages) if args.stages else (
+            BUDGET_STAGES if args.time_budget else DEFAULT_STAGES)
+        budget = Budget(args.time_budget)
+        plan = Plan(models=names(args.models), stages=stages, seeds=base.seeds,
+                    table3_seeds=args.table3_seeds, table5_seeds=args.table5_seeds,
+                    sigmas=args.sigmas or TABLE2_SIGMAS)
+    except ValueError as error:
+        parser.error(str(error))
+    print(profile_line, flush=True)
+    print(f"reproduce: models {list(plan.models)}, stages {list(plan.stages)}, {plan.seeds} "
+          f"seeds (Table III: {plan.table3_seeds}, Table V: {plan.table5_seeds}) into "
+          f"{base.out}", flush=True)
+    def job() -> int:
+        if args.rates and not args.report_only:
+            print(plan_estimate(base, plan, args.rates, args.time_budget), flush=True)
+        if args.report_only:
+            write_report(base.out, plan, base)
+        else:
+            run_plan(base, plan, base.out, show_progress=show_progress(args), budget=budget,
+                     worker=args.worker)
+        print(f"report: {os.path.join(base.out, 'REPORT.md')}, report.json, report.png")
+        return 0
+
+    return run_cleanly(parser.prog, job, "finished work is kept; rerun the same command "
+                       "to continue")
+
+
+def plan_estimate(base, plan, rates_path: str, budget_seconds: float | None) -> str:
+    """:func:`~paper.reproduce.estimate_from_rates` of a bench JSONL file, with the
+    dataset's split sizes."""
+    import json
+
+    from neft_jax.harness import data as data_lib
+
+    from .reproduce import estimate_from_rates
+
+    try:
+        with open(rates_path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as error:
+        return f"estimate: cannot read --rates {rates_path!r} ({error}); no estimate"
+    dataset = data_lib.load_dataset(base.dataset, base.data_dir)
+    train, validation = data_lib.validation_indices(dataset.train_labels, base.val_fraction,
+                                                    base.seed)
+    return estimate_from_rates(base, plan, rows, budget_seconds, len(train), len(validation),
+                               len(dataset.test_labels))

@@ -1,0 +1,161 @@
+"""A time-boxed paper reproduction (issue 15): the plan stops before its budget and continues
+when rerun; later stages reuse the core cells; jobs of several trainings start only if they
+fit; the plan's time estimated from a measured loop rate.
+
+The study lives in experiments/paper/, outside the installed library; the budget itself
+(neft_jax.harness.budget) is tested in tests/harness/test_budget.py."""
+
+import os
+import sys
+
+import pytest
+
+from neft_jax.harness import data as data_lib
+from neft_jax.harness.budget import Budget, BudgetExhausted
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
+from paper import cli, reproduce  # noqa: E402
+from paper.plan import CONTROL_ALPHA, TABLE2_SIGMAS, VANILLA_SIGMAS, Plan, stage_dir  # noqa: E402
+from paper.reproduce import _link_cells, _Runner, trainings_of_plan  # noqa: E402
+
+TINY = ["--epochs", "1", "--max-train-steps", "1", "--batch-size", "32", "--width", "0.0625",
+        "--mc-runs", "2", "--val-mc-runs", "1", "--no-progress"]
+
+
+def _finished(out):
+    return sorted(p.parent.name for p in out.glob("*_vgg8/cells/*/results.json"))
+
+
+def test_budgeted_plan_stops_before_the_budget_and_the_same_command_completes(tmp_path,
+                                                                              capsys):
+    # The digits' first load in a process takes seconds, which a 1 s budget would spend
+    # before the first cell (when this test ran first in its process, the plan stopped
+    # before measuring anything); the process keeps them, as in a command after its check.
+    data_lib.load_dataset("mnist5k")
+    out = tmp_path / "plan"
+    args = TINY + ["--models", "vgg8", "--sigmas", "0.4", "--seeds", "1",
+                   "--stages", "scaled,control", "--out", str(out)]
+    # 1. Nothing measured yet: the first cell runs (it is the measurement), then the plan stops.
+    assert cli.reproduce_main(args + ["--time-budget", "1"]) == 0
+    first = _finished(out)
+    assert len(first) == 1 and "stopped before the time budget" in capsys.readouterr().out
+    assert "noise_scaled" in (out / "REPORT.md").read_text()
+    stamp = os.path.getmtime(next(out.glob("*_vgg8/cells/*/results.json")))
+    # 2. Now measured: the next cell does not fit in 1 s, so it does not start.
+    assert cli.reproduce_main(args + ["--time-budget", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert _finished(out) == first and "stopped before the time budget" in printed
+    # 3. Without a budget the same command finishes the rest and keeps the first cell.
+    assert cli.reproduce_main(args) == 0
+    assert len(_finished(out)) == 2
+    assert os.path.getmtime(next(out.glob("noise_scaled_vgg8/cells/*/results.json"))) == stamp
+    assert "irs α→0 (control)" in (out / "REPORT.md").read_text()
+
+
+def test_later_stages_reuse_the_core_cells(tmp_path):
+    from neft_jax.harness.sweeps import grid_cells
+
+    assert Plan(sigmas=(0.2, 0.4, 0.6, 0.8)).core_sigmas == (0.4, 0.6)
+    assert Plan(sigmas=(0.3,)).core_sigmas == (0.3,)
+    core = tmp_path / "core_vgg8" / "cells"
+    for cell in grid_cells(["vgg8"], ["mnist5k"], ["vanilla", "noise", "noise_scaled", "irs"],
+                           [0.4], [None, CONTROL_ALPHA], [0]):
+        (core / cell.name).mkdir(parents=True)
+    _link_cells(str(tmp_path / "core_vgg8"), str(tmp_path / "table2_vgg8"),
+                lambda n: "-noise-" in n or "-irs-" in n and "alphadefault" in n)
+    linked = sorted(p.name for p in (tmp_path / "table2_vgg8" / "cells").iterdir())
+    assert linked == ["vgg8-mnist5k-irs-sigma0.4-alphadefault-seed0",
+                      "vgg8-mnist5k-noise-sigma0.4-alphanone-seed0"]
+    link = tmp_path / "table2_vgg8" / "cells" / linked[0]
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link))  # the folder can move
+    assert link.resolve() == (core / linked[0]).resolve()
+
+
+@pytest.mark.parametrize("stage, method, count", [("alpha", "irs", 5), ("table5", "irs", 2),
+                                                   ("vanilla", "vanilla", 2)])
+def test_a_stage_of_several_trainings_starts_only_if_all_of_them_fit(tmp_path, stage, method,
+                                                                      count):
+    """The α search, a Table V variant and the vanilla sweep run as one job each: with a
+    budget, each starts only if its trainings, at the measured time of cells like them,
+    end in time (a job started with seconds left would outrun the budget)."""
+    from neft_jax.harness.budget import cost_key
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.sweeps import ALONE
+
+    cfg = ExperimentConfig(model="vgg8", width=1.0, epochs=200)
+    budget = Budget(60.0 * count - 1)  # one training less a second would fit
+    budget.record(cost_key(method, "vgg8", 1.0, 200), 60.0)
+    runner = _Runner(Plan(stages=(stage,), seeds=2, table5_seeds=2), str(tmp_path), print,
+                     False, budget, ALONE)
+    with pytest.raises(BudgetExhausted, match=f"needs ≈ {60 * count} s"):
+        runner.stage(stage, cfg)
+    assert not any(tmp_path.iterdir())  # nothing started
+
+
+def test_a_finished_or_half_finished_job_is_sized_by_what_is_left(tmp_path, monkeypatch):
+    """A rerun counts only the trainings a job has left: a finished α search starts even
+    with seconds left (it only reads its results), and a vanilla sweep with one of two
+    seeds done needs one training's time."""
+    from neft_jax.harness.budget import cost_key
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+    from neft_jax.harness.sweeps import ALONE
+
+    def finished(folder, method, sigmas):
+        os.makedirs(folder)
+        RunResults(settings={"eval_sigmas": list(sigmas)}, methods={method: MethodResult(
+            alpha=None, evaluations={s: Evaluation(s, {"mean": 50.0}) for s in sigmas})}
+        ).save(os.path.join(folder, "results.json"))
+
+    started = []
+    monkeypatch.setattr(reproduce, "run_experiment", lambda job, **_: started.append(job))
+    monkeypatch.setattr(reproduce, "run_seeds", lambda job, **_: started.append(job))
+    cfg = ExperimentConfig(model="vgg8", width=1.0, epochs=200)
+    budget = Budget(90.0)
+    budget.record(cost_key("irs", "vgg8", 1.0, 200), 60.0)
+    budget.record(cost_key("vanilla", "vgg8", 1.0, 200), 60.0)
+    runner = reproduce._Runner(Plan(stages=("alpha", "vanilla"), seeds=2), str(tmp_path), print,
+                               False, budget, ALONE)
+    finished(stage_dir(str(tmp_path), "alpha", "vgg8"), "irs", [0.4])
+    runner.stage("alpha", cfg)  # 5 × 60 s of search, but all done: it starts
+    assert len(started) == 1 and started[0].alpha_search
+    vanilla = stage_dir(str(tmp_path), "vanilla", "vgg8")
+    finished(os.path.join(vanilla, "seed-0"), "vanilla",
+             sorted(set(VANILLA_SIGMAS) | set(TABLE2_SIGMAS)))
+    runner.stage("vanilla", cfg)  # seed 1 left: 60 s of the 90 s (both: 120 s)
+    assert len(started) == 2 and started[1].seeds == 2
+    assert reproduce.trainings_left(started[1]) == 1
+
+
+def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path):
+    """``reproduce.py --rates bench.jsonl`` says before starting how many trainings fit,
+    from bench.py's end-to-end row; cells a later stage reuses are counted once."""
+    import json
+
+    from neft_jax.harness.config import ExperimentConfig
+
+    base = ExperimentConfig(epochs=10, mc_runs=100, out=str(tmp_path / "plan"))
+    plan = Plan(models=("vgg8",), stages=("core", "table2"), seeds=1, sigmas=(0.4, 0.6))
+    trainings = trainings_of_plan(base, plan)
+    # core: vanilla, noise, noise_scaled, IRS and the α → 0 control at two σ; Table II's
+    # noise/IRS cells at those σ are core's, so nothing new.
+    assert len(trainings) == 10 and trainings[0] == ("vgg8", "vanilla", 1)
+    rates = tmp_path / "bench.jsonl"
+    rows = [{"bench": "train", "images_per_s": 1.0, "compile_s": 5.0},
+            {"bench": "end_to_end", "loop_images_per_s": 3600.0, "model": "vgg8",
+             "method": "noise", "compute": "fp32"}]
+    rates.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    line = cli.plan_estimate(base, plan, str(rates), 60.0)
+    # A noise cell: 10 epochs × 3,600 images at 3,600/s = 10 s, plus evaluation.
+    assert line.startswith("estimate (from the measured loop rate, 3,600 images/s")
+    assert "a 5 s compile per model × method" in line
+    assert "10 trainings" in line and "fit in the 60 s budget" in line
+    fit = int(line.split("about ")[-1].split(" of them")[0])
+    assert 1 <= fit < 10
+    # A later row measured with another --val-every is not the plan's loop.
+    other = {**rows[1], "loop_images_per_s": 1.0, "val_every": 4}
+    rates.write_text("\n".join(json.dumps(r) for r in [*rows, other]) + "\n")
+    assert cli.plan_estimate(base, plan, str(rates), 60.0) == line
+    assert "cannot read" in cli.plan_estimate(base, plan, str(tmp_path / "none"), 60.0)
+    rates.write_text(json.dumps(rows[0]) + "\n")
+    assert "no end-to-end row" in cli.plan_estimate(base, plan, str(rates), 60.0)
