@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import signal
 import sys
 
 from neft_jax.harness.config import PROFILES, ExperimentConfig
@@ -31,7 +30,7 @@ from neft_jax.harness.runtime import (  # noqa: F401  (quiet_library_logs: part 
     disk_full,
     quiet_library_logs,
     start_command,
-    stop_on_sigterm,
+    stop_signals,
 )
 
 
@@ -113,9 +112,9 @@ def run_cleanly(prog: str, job, hint) -> int:
     Finished epochs are checkpointed and finished methods written before each returns."""
     from neft_jax.harness.data import DatasetUnavailableError
 
-    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        return job()
+        with stop_signals():
+            return job()
     except Exception as error:
         where = disk_full(error)
         if where is not None:
@@ -130,8 +129,6 @@ def run_cleanly(prog: str, job, hint) -> int:
         where = "".join(f" {note}" for note in getattr(stop, "__notes__", ())[:1])
         print(f"{prog}: stopped by {name}{where}; {_text(hint)}", file=sys.stderr)
         return 143 if isinstance(stop, Stopped) else 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _text(hint) -> str:

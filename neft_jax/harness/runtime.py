@@ -1,5 +1,5 @@
 """Process and machine concerns: what machine this is, the user's cache folder, the XLA
-compilation cache, SIGTERM as a clean stop, and a full disk told apart from other errors.
+compilation cache, SIGINT/SIGTERM as one clean stop, and a full disk told apart from other errors.
 
 Imports nothing else of the harness, so any module may use it (the tuner's cache key,
 ``results.json``'s environment, the command line's set-up).
@@ -8,11 +8,15 @@ Imports nothing else of the harness, so any module may use it (the tuner's cache
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import errno
 import logging
 import os
 import platform
+import re
+import signal
+import sys
 
 #: Bytes of compiled programs kept in the user's cache (least recently used go first).
 XLA_CACHE_BYTES = 2 << 30
@@ -105,35 +109,90 @@ def disk_full(error: BaseException) -> str | None:
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:
             return error.filename or ""
         if "No space left on device" in str(error):
-            return ""
+            return _written_path(str(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def _written_path(message: str) -> str:
+    """The file a library's error message says it was writing (tensorstore: ``local file
+    "PATH"``), without orbax's temporary suffix: the checkpoint being saved; else ""."""
+    found = re.search(r'(?:local file|Failed writing:) "([^"]+)"', message)
+    return found.group(1).split(".orbax-checkpoint-tmp")[0] if found else ""
 
 
 class Stopped(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the same clean stop handles both."""
 
 
-def stop_on_sigterm(signum, frame):
-    """A SIGTERM handler: raise :class:`Stopped`."""
-    raise Stopped
+#: Whether the running command is the process's own (called with no ``argv``, i.e. from
+#: the command line), so that a stop may leave further signals ignored until it exits.
+_COMMAND_OWNS_PROCESS = False
 
 
-#: Loggers of the libraries under the harness (orbax logs through absl).
-LIBRARY_LOGGERS = ("absl", "orbax")
+def stop_once(signum, frame):
+    """A SIGINT/SIGTERM handler: the first raises ``KeyboardInterrupt`` (SIGINT) or
+    :class:`Stopped` (SIGTERM); later ones are ignored, so that a second Ctrl-C cannot cut
+    the stop's clean-up (saving, unlocking) short or print a traceback."""
+    for name in STOP_SIGNALS:
+        signal.signal(name, signal.SIG_IGN)
+    raise Stopped if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+#: The signals a command treats as "stop cleanly".
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGINT and SIGTERM stop the enclosed work once (:func:`stop_once`). The handlers
+    before are restored at the end, except after a stop of a command that owns the process:
+    then signals stay ignored until it exits (its interpreter shutdown included)."""
+    previous = {name: signal.signal(name, stop_once) for name in STOP_SIGNALS}
+    stopped = False
+    try:
+        yield
+    except KeyboardInterrupt:
+        stopped = True
+        raise
+    finally:
+        for name, handler in previous.items():
+            signal.signal(name, signal.SIG_IGN if stopped and _COMMAND_OWNS_PROCESS else handler)
+
+
+#: Loggers of the libraries under the harness (orbax logs through absl; its failed
+#: writes end as asyncio's "Task exception was never retrieved").
+LIBRARY_LOGGERS = ("absl", "orbax", "asyncio")
 
 
 def quiet_library_logs(verbose: bool) -> None:
-    """Keep orbax/absl messages out of the terminal unless ``verbose``: the harness says in
-    one line what went wrong, where it matters."""
+    """Keep orbax/absl/asyncio messages out of the terminal unless ``verbose``: the harness
+    says in one line what went wrong, where it matters. Also drops the tracebacks that
+    tensorstore's writer threads print when a failed checkpoint save (a full disk) has
+    closed orbax's event loop under their pending writes (one per array, tens of them)."""
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    sys.unraisablehook = (sys.__unraisablehook__ if verbose
+                          else _unraisable_without_closed_loop_noise)
+
+
+def closed_loop_noise(error: BaseException) -> bool:
+    """Whether ``error`` is a library thread's late callback into orbax's closed loop."""
+    return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def _unraisable_without_closed_loop_noise(unraisable) -> None:
+    if not closed_loop_noise(unraisable.exc_value):
+        sys.__unraisablehook__(unraisable)
 
 
 def start_command(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """The set-up every command shares: parse ``argv``, quiet the libraries' logs (unless
-    ``--verbose``) and keep compiled programs in the user's cache; returns the args."""
+    """The set-up every command shares: parse ``argv`` (None: the process's command line),
+    quiet the libraries' logs (unless ``--verbose``) and keep compiled programs in the
+    user's cache; returns the args."""
+    global _COMMAND_OWNS_PROCESS
     args = parser.parse_args(argv)
+    _COMMAND_OWNS_PROCESS = argv is None
     quiet_library_logs(args.verbose)
     use_compilation_cache()
     return args

@@ -3,9 +3,12 @@ one-line errors naming the file."""
 
 import contextlib
 import dataclasses
+import os
+import signal
 
 import pytest
 from checkpoint_damage import damage_newest_save
+from stops import ctrl_c_at_the_end_of_epoch_1
 from subprocess_env import shared_cache_env
 
 from neft_jax.harness import cli
@@ -168,17 +171,26 @@ def test_monte_carlo_keeps_finished_sigmas_when_stopped_and_on_a_wider_resume(tm
     assert set(results.methods["noise"].evaluations) == {0.1, 0.2, 0.3}
 
 
-def test_a_stop_names_the_epoch_and_method(tmp_path, capsys, monkeypatch):
-    from neft_jax.harness import loop
+def test_a_stop_names_the_epoch_and_method_and_a_second_ctrl_c_is_ignored(tmp_path, capsys,
+                                                                          monkeypatch):
+    """A real SIGINT at the end of epoch 1, and a second one while the stop cleans up (as
+    the folder's lock is released): the second is ignored, so the clean-up ends (the lock
+    file is gone) and the user sees one line. It used to raise inside the clean-up."""
+    ctrl_c_at_the_end_of_epoch_1(monkeypatch, real_signal=True)
+    release = FolderLock.release
 
-    def stop(*args, **kwargs):
-        raise KeyboardInterrupt
+    def release_under_a_second_ctrl_c(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        release(self)
 
-    monkeypatch.setattr(loop, "epoch_means", stop)  # Ctrl-C at the end of epoch 1
-    assert cli.run_main(TINY + ["--methods", "irs", "--out", str(tmp_path / "r")]) == 130
+    monkeypatch.setattr(FolderLock, "release", release_under_a_second_ctrl_c)
+    out, before = tmp_path / "r", signal.getsignal(signal.SIGINT)
+    assert cli.run_main(TINY + ["--methods", "irs", "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stopped by SIGINT in epoch 1/1 of irs" in err[0]
     assert "--resume" in err[0]
+    assert not (out / ".lock").exists()
+    assert signal.getsignal(signal.SIGINT) is before  # restored: the test owns the process
 
 
 def test_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):

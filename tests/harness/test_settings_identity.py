@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from stops import ctrl_c_at_the_end_of_epoch_1
 from subprocess_env import shared_cache_env
 
 from neft_jax.harness import cli
@@ -251,12 +252,7 @@ def test_a_resume_keeps_one_metrics_line_per_epoch_and_a_stop_says_what_was_save
 
 
 def test_a_stop_before_any_save_does_not_claim_saved_epochs(tmp_path, capsys, monkeypatch):
-    from neft_jax.harness import loop
-
-    def stop(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "epoch_means", stop)  # Ctrl-C at the end of epoch 1
+    ctrl_c_at_the_end_of_epoch_1(monkeypatch)
     assert cli.run_main(SHARED + ["--epochs", "2", "--out", str(tmp_path / "r")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "in epoch 1/2 of noise (no epoch of noise saved yet)" in err[0]
