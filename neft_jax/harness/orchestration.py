@@ -19,6 +19,7 @@ import jax
 from neft_jax import train as train_lib
 from neft_jax.evaluate import make_test_set, monte_carlo
 from neft_jax.harness import data as data_lib
+from neft_jax.harness.bookkeeping import TrainOutcome
 from neft_jax.harness.checkpoints import check_checkpoint_folder
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.evaluation import ALPHA_SEARCH_KEY, train_and_test_record
@@ -29,7 +30,7 @@ from neft_jax.harness.identity import (
     write_settings_file,
 )
 from neft_jax.harness.locking import LOCK_NAME, FolderLock
-from neft_jax.harness.loop import TrainOutcome, train_runs
+from neft_jax.harness.loop import train_runs
 from neft_jax.harness.paper import ALPHA_GRID
 from neft_jax.harness.reporting import write_results
 from neft_jax.harness.results import RunResults

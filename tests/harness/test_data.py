@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neft_jax.harness import data
+from neft_jax.harness import data, tfds_source
 
 # ----------------------------------------------------------------------------- mnist5k
 
@@ -130,7 +130,7 @@ def test_read_records_without_getitems():
         {"image": rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), "label": np.int64(i % 3)}
         for i in range(5)
     ]
-    images, labels = data._read_records(records)  # a list has no __getitems__
+    images, labels = tfds_source.read_records(records)  # a list has no __getitems__
     np.testing.assert_array_equal(images, np.stack([r["image"] for r in records]))
     np.testing.assert_array_equal(labels, [0, 1, 2, 0, 1])
     assert images.dtype == np.uint8 and labels.dtype == np.int32
