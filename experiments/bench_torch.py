@@ -25,6 +25,7 @@ import time
 
 from neft_jax.device import DeviceModel
 from neft_jax.harness.runtime import cpu_model
+from neft_jax.methods import method_spec
 
 #: std(ΔW) / (σ_d · max|W|) of the authors' "range" device model (RRAM1): 0.7776.
 RANGE_FACTOR = DeviceModel(normalisation="range").bit_weight_norm
@@ -122,7 +123,7 @@ def bench_train(name, method, args):
     torch = _torch()
     torch.manual_seed(0)
     model = build_model(name, args.width, args.channels)
-    set_sigma(model, 0.4 if method == "noise" else 0.0)
+    set_sigma(model, 0.4 if method_spec(method).perturbs else 0.0)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(args.batch_size, args.channels, 32, 32)

@@ -184,7 +184,8 @@ def report(out: str, sigmas: tuple[float, ...]) -> str:
     return text
 
 
-def main(argv=None) -> int:
+def noise_definition_parser():
+    """The command line of this study."""
     from neft_jax.harness.cli import CommandParser
 
     parser = CommandParser(description=__doc__.split("\n\n")[0])
@@ -195,7 +196,11 @@ def main(argv=None) -> int:
     parser.add_argument("--mc-runs", type=int, default=50, help="Monte Carlo runs per σ")
     parser.add_argument("--sigmas", default="0.2,0.4,0.6,0.8")
     parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = noise_definition_parser().parse_args(argv)
     sigmas = tuple(float(s) for s in args.sigmas.split(","))
     cells = parse_cells(args.cells, [int(s) for s in args.seeds.split(",")])
 

@@ -11,10 +11,10 @@ a method in 9 modules and 18 tests of a name (7 in ``make_train_step``, 2 more i
 ``train.py``, 2 in ``config.py``, 1 in ``loop.py``, 6 in the paper reproduction). Now:
 no test of a name in the train step, the configuration, the loop, sweeps or reporting; 6
 remain, all in the paper reproduction study (``experiments/paper/collect.py``: its control
-is IRS at α → 0, Table V's "all exits" is the IRS cells at σ = 0.4, the vanilla row is
-read from its σ sweep; ``reproduce.py``: cells reused across stages are matched by folder
-name). 61 lines (counted when the registry came) still name methods as data, in the
-harness and the studies:
+is IRS at α → 0, Table V's "all exits" is the IRS cells at σ = 0.4; ``report.py``: the
+vanilla row is plotted from its σ sweep; ``reproduce.py``, 3 lines: cells reused across
+stages are matched by folder name). 61 lines (counted when the registry came) still name
+methods as data, in the harness and the studies:
 
 * ``harness/paper.py``, ``experiments/paper/published.py``: the authors' α and the
   published numbers, keyed by the method they are for.
@@ -23,6 +23,8 @@ harness and the studies:
   trains and compares, and the relative cost measured per method. These choose methods;
   they do not say what a method does.
 * ``harness/flags.py``: one docstring example (``IRS,OVF`` → ``("irs", "ovf")``).
+* ``experiments/bench_torch.py``: the two methods its PyTorch port implements (vanilla,
+  noise); whether one trains at σ it reads from here.
 """
 
 from __future__ import annotations
