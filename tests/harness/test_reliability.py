@@ -158,6 +158,7 @@ def _private_small_disk_prefix(folder) -> list[str] | None:
     return None
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_inside_a_checkpoint_save_is_one_line(tmp_path):
     """A real full disk under orbax's first train-state save: one line naming the
     checkpoint being written, exit 1. It used to print the line among 30-60 tracebacks
