@@ -19,9 +19,9 @@ methods as data, in the harness and the studies:
 * ``harness/paper.py``, ``experiments/paper/published.py``: the authors' α and the
   published numbers, keyed by the method they are for.
 * ``experiments/paper/`` (``plan.py``, ``reproduce.py``, ``collect.py``, ``report.py``),
-  ``experiments/scaling/study.py``, ``harness/budget.py``: which methods each study stage
-  trains and compares, and the relative cost measured per method. These choose methods;
-  they do not say what a method does.
+  ``experiments/scaling/`` (``study.py``, ``collect.py``), ``harness/budget.py``: which methods
+  each study stage trains and compares, and the relative cost measured per method. These
+  choose methods; they do not say what a method does.
 * ``harness/flags.py``: one docstring example (``IRS,OVF`` → ``("irs", "ovf")``).
 * ``experiments/bench_torch.py``: the two methods its PyTorch port implements (vanilla,
   noise); whether one trains at σ it reads from here.

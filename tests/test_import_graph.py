@@ -122,10 +122,11 @@ def test_runtime_imports_no_other_harness_module():
     assert not harness, harness
 
 
-def test_the_paper_study_keeps_its_modules_short():
-    """The paper reproduction left the library (``experiments/paper/``) in modules under the
-    same limit."""
-    study = PACKAGE.parent / "experiments" / "paper"
-    lines = {p.name: len(p.read_text().splitlines()) for p in study.glob("*.py")}
-    assert "report.py" in lines
-    assert all(n <= MAX_LINES for n in lines.values()), lines
+def test_the_studies_keep_their_modules_short():
+    """The paper reproduction and the scaling study left the library (``experiments/paper/``,
+    ``experiments/scaling/``) in modules under the same limit."""
+    for name in ("paper", "scaling"):
+        study = PACKAGE.parent / "experiments" / name
+        lines = {p.name: len(p.read_text().splitlines()) for p in study.glob("*.py")}
+        assert "report.py" in lines, (name, lines)
+        assert all(n <= MAX_LINES for n in lines.values()), (name, lines)

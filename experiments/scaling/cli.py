@@ -18,16 +18,8 @@ from neft_jax.harness.cli import (
     start_command,
 )
 
-from .study import (
-    DEFAULT_POINTS,
-    METHODS,
-    REPORT_FILES,
-    format_study,
-    parse_points,
-    run_study,
-    study_points,
-    write_study_report,
-)
+from .report import REPORT_FILES, format_study, write_study_report
+from .study import DEFAULT_POINTS, METHODS, parse_points, run_study, study_points
 
 #: Config fields the scaling study sets itself (width and epochs come from --points).
 SCALING_EXCLUDES = ("width", "epochs", "extra_sigmas", "alpha_search", "resume", "overwrite",

@@ -275,7 +275,8 @@ def _fake_cell(folder, method, mean, **settings):
 
 
 def test_reports_leave_out_and_never_average_cells_made_with_other_settings(tmp_path):
-    from scaling.study import Point, write_study_report
+    from scaling.collect import Point
+    from scaling.report import write_study_report
 
     from neft_jax.harness.sweeps import Cell, aggregate_over_seeds, collect_rows
 
@@ -303,7 +304,8 @@ def test_a_plan_or_study_with_other_settings_is_refused_before_anything_trains(t
     """reproduce.py and scaling.py reuse cells by name too: a finished cell made with
     other epochs stops the launch before any cell trains, naming the change."""
     from paper.reproduce import Plan, run_plan
-    from scaling.study import Point, run_study
+    from scaling.collect import Point
+    from scaling.study import run_study
 
     from neft_jax.harness.identity import SettingsChanged
     from neft_jax.harness.sweeps import Cell

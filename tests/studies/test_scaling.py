@@ -14,13 +14,9 @@ from neft_jax.harness.sweeps import Cell
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
 from scaling import cli  # noqa: E402
-from scaling.study import (  # noqa: E402
-    Point,
-    findings,
-    parse_points,
-    study_points,
-    write_study_report,
-)
+from scaling.collect import Point, findings  # noqa: E402
+from scaling.report import write_study_report  # noqa: E402
+from scaling.study import parse_points, study_points  # noqa: E402
 
 
 def test_points_parse_and_run_cheapest_first():
@@ -92,7 +88,7 @@ def _image_height(path) -> int:
 
 
 def test_the_plot_zooms_only_when_every_point_is_low(tmp_path):
-    from scaling.study import plot_study
+    from scaling.report import plot_study
 
     settings = {"model": "vgg8", "sigma": 0.4}
     low = [_row(0.125, 12, "noise", 12.0, 1.0), _row(1.0, 4, "noise", 15.0, 1.0)]
