@@ -1,6 +1,7 @@
 """The scaling study's rows, from its finished cells: one per point × method (accuracy at σ
 over the seeds), the paired differences between methods seed by seed, and the findings
-(the smallest points at which the methods separate). :mod:`scaling.report` writes them.
+(the smallest points at which the methods separate), together a :class:`StudyReport`.
+:mod:`scaling.report` writes it; :meth:`StudyReport.to_json` is ``scaling.json``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from collections.abc import Sequence
 
 from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.data import NUM_CLASSES
 from neft_jax.harness.identity import shared_differences
 from neft_jax.harness.results import Evaluation, MethodResult, RunResults
 from neft_jax.harness.seeds import seed_list
@@ -50,6 +52,124 @@ def point_config(base: ExperimentConfig, point: Point) -> ExperimentConfig:
     return dataclasses.replace(base, width=point.width, epochs=point.epochs, seeds=1)
 
 
+# The rows below are written to scaling.json field by field, in this order.
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One point × method: accuracy at σ (one seed: mean ± CI over its Monte Carlo runs;
+    several: over the seeds' means), clean accuracy and wall time per cell."""
+    width: float
+    epochs: int
+    steps: int  # optimiser steps
+    method: str
+    seeds: int
+    mean: float | None
+    ci95: float | None
+    std: float | None
+    runs: int | None  # Monte Carlo runs of the first seed
+    seed_means: tuple[float, ...]  # each seed's mean, diverged seeds left out
+    clean: float | None
+    diverged: bool
+    wall_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedDifference:
+    """Method a − method b within one seed, its CI paired over the same runs."""
+    seed: int
+    difference: float
+    ci95: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """Method a − method b at one point, seed by seed and over the seeds (``mean`` ±
+    ``t_ci95``, a Student-t interval; None under two seeds)."""
+    width: float
+    epochs: int
+    a: str
+    b: str
+    per_seed: tuple[SeedDifference, ...]
+    seeds: int
+    mean: float
+    t_ci95: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Crossing:
+    """The point at which a − b's interval over seeds excludes 0 (``sign`` +1: a above)."""
+    width: float
+    epochs: int
+    sign: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Findings:
+    """The cheapest points at which the methods separate (None: at no finished point)."""
+    noise_leaves_chance: Point | None
+    irs_above_noise: Point | None
+    noise_scaled_above_noise: Point | None
+    irs_above_noise_scaled: Point | None
+    across_seeds: dict[tuple[str, str], Crossing | None]  # (a, b) of PAIRS →
+
+    def to_json(self) -> dict:
+        found = dataclasses.asdict(self)
+        found["across_seeds"] = {f"{a}-{b}": crossing
+                                 for (a, b), crossing in found["across_seeds"].items()}
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySettings:
+    """The settings the report is for (every point's cells are made with them)."""
+    model: str
+    dataset: str
+    sigma: float
+    normalisation: str
+    device_preset: str
+    mc_runs: int
+    batch_size: int
+    seeds: tuple[int, ...]
+    points: tuple[Point, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyReport:
+    """Everything the report shows; ``other_settings`` names the finished cells left out
+    because they were made with other settings."""
+    settings: StudySettings
+    rows: tuple[Row, ...]
+    differences: tuple[Difference, ...]
+    chance: float
+    findings: Findings
+    other_settings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        """``scaling.json``: the same fields, ``other_settings`` only where there are any."""
+        report = {"settings": dataclasses.asdict(self.settings),
+                  "rows": [dataclasses.asdict(row) for row in self.rows],
+                  "differences": [dataclasses.asdict(d) for d in self.differences],
+                  "chance": self.chance, "findings": self.findings.to_json()}
+        if self.other_settings:
+            report["other_settings"] = list(self.other_settings)
+        return report
+
+
+def collect_study(base: ExperimentConfig, points: Sequence[Point], out: str,
+                  methods: Sequence[str]) -> StudyReport:
+    """The report's rows, differences and findings from every finished cell."""
+    other_settings: list[str] = []
+    finished = finished_cells(base, points, out, methods, other_settings)
+    rows = collect(points, methods, finished)
+    differences = paired_differences(points, methods, finished)
+    chance = 100.0 / NUM_CLASSES.get(base.dataset, 10)
+    settings = StudySettings(
+        model=base.model, dataset=base.dataset, sigma=base.sigma,
+        normalisation=base.normalisation, device_preset=base.device_preset,
+        mc_runs=base.mc_runs, batch_size=base.batch_size, seeds=tuple(seed_list(base)),
+        points=tuple(points))
+    return StudyReport(settings, rows, differences, chance,
+                       findings(rows, chance, differences), tuple(other_settings))
+
 #: (point, method) → seed → (results, the method's entry, its evaluation at σ).
 Finished = dict[tuple[Point, str], dict[int, tuple[RunResults, MethodResult, Evaluation]]]
 
@@ -86,7 +206,8 @@ def _finished_cells(base: ExperimentConfig, point: Point, out: str, method: str,
     return found
 
 
-def collect(points: Sequence[Point], methods: Sequence[str], finished: Finished) -> list[dict]:
+def collect(points: Sequence[Point], methods: Sequence[str],
+            finished: Finished) -> tuple[Row, ...]:
     """One row per point × method with finished cells: accuracy at σ (one seed: mean ±
     CI over Monte Carlo runs; several: mean ± CI over the seeds' means), clean
     accuracy, optimiser steps and wall time per cell."""
@@ -111,19 +232,19 @@ def collect(points: Sequence[Point], methods: Sequence[str], finished: Finished)
                     [(e.summary or {}).get("ekl") for _, _, e in found])
                 summary = summary or {}
             cleans = [m.clean_accuracy for _, m, _ in found if m.clean_accuracy is not None]
-            rows.append({"width": point.width, "epochs": point.epochs, "steps": steps,
-                         "method": method, "seeds": len(found), "mean": summary.get("mean"),
-                         "ci95": summary.get("ci95"), "std": summary.get("std"),
-                         "runs": (found[0][2].summary or {}).get("runs"),
-                         "seed_means": [e.mean for _, m, e in found if not m.diverged],
-                         "clean": sum(cleans) / len(cleans) if cleans else None,
-                         "diverged": any(m.diverged for _, m, _ in found),
-                         "wall_seconds": sum(r.wall_seconds for r, _, _ in found) / len(found)})
-    return rows
+            rows.append(Row(
+                width=point.width, epochs=point.epochs, steps=steps, method=method,
+                seeds=len(found), mean=summary.get("mean"), ci95=summary.get("ci95"),
+                std=summary.get("std"), runs=(found[0][2].summary or {}).get("runs"),
+                seed_means=tuple(e.mean for _, m, e in found if not m.diverged),
+                clean=sum(cleans) / len(cleans) if cleans else None,
+                diverged=any(m.diverged for _, m, _ in found),
+                wall_seconds=sum(r.wall_seconds for r, _, _ in found) / len(found)))
+    return tuple(rows)
 
 
 def paired_differences(points: Sequence[Point], methods: Sequence[str],
-                       finished: Finished) -> list[dict]:
+                       finished: Finished) -> tuple[Difference, ...]:
     """Method a − method b at σ (points), seed by seed, for each pair of :data:`PAIRS`
     whose two methods have finished cells at a common seed.
 
@@ -149,67 +270,63 @@ def paired_differences(points: Sequence[Point], methods: Sequence[str],
                 if ma.diverged or mb.diverged or ea.mean is None or eb.mean is None:
                     continue
                 paired = paired_summary(ea.accuracies, eb.accuracies)
-                per_seed.append({"seed": seed, "difference": ea.mean - eb.mean,
-                                 "ci95": paired["ci95"] if paired else None})
+                per_seed.append(SeedDifference(seed, ea.mean - eb.mean,
+                                               paired["ci95"] if paired else None))
             if not per_seed:
                 continue
-            differences = np.array([p["difference"] for p in per_seed])
+            differences = np.array([p.difference for p in per_seed])
             n = differences.size
-            rows.append({"width": point.width, "epochs": point.epochs, "a": a, "b": b,
-                         "per_seed": per_seed, "seeds": n, "mean": float(differences.mean()),
-                         "t_ci95": float(t.ppf(0.975, n - 1) * differences.std(ddof=1)
-                                         / math.sqrt(n)) if n > 1 else None})
-    return rows
+            rows.append(Difference(
+                width=point.width, epochs=point.epochs, a=a, b=b, per_seed=tuple(per_seed),
+                seeds=n, mean=float(differences.mean()),
+                t_ci95=float(t.ppf(0.975, n - 1) * differences.std(ddof=1) / math.sqrt(n))
+                if n > 1 else None))
+    return tuple(rows)
 
 
-def separated(a: dict, b: dict) -> bool:
+def separated(a: Row, b: Row) -> bool:
     """Whether two rows' 95 % CIs do not overlap (a above b). Rows over different numbers
     of seeds are not compared: one seed's ± covers its runs only."""
-    if a["mean"] is None or b["mean"] is None or a.get("seeds", 1) != b.get("seeds", 1):
+    if a.mean is None or b.mean is None or a.seeds != b.seeds:
         return False
-    return a["mean"] - (a["ci95"] or 0) > b["mean"] + (b["ci95"] or 0)
+    return a.mean - (a.ci95 or 0) > b.mean + (b.ci95 or 0)
 
 
-def findings(rows: Sequence[dict], chance: float,
-             differences: Sequence[dict] = ()) -> dict:
+def findings(rows: Sequence[Row], chance: float,
+             differences: Sequence[Difference] = ()) -> Findings:
     """The smallest points (by cost) at which noise injection leaves chance, at which
     IRS and noise_scaled separate from noise injection (None where none does), and, from
     :func:`paired_differences`, at which each pair differs across seeds: the Student-t
     interval over at least :data:`MIN_SEEDS_ACROSS` seeds excludes 0 (``sign`` +1: a
     above b)."""
-    by_point: dict[tuple, dict] = {}
+    by_point: dict[tuple[float, int], dict[str, Row]] = {}
     for row in rows:
-        by_point.setdefault((row["width"], row["epochs"]), {})[row["method"]] = row
+        by_point.setdefault((row.width, row.epochs), {})[row.method] = row
     order = sorted(by_point, key=lambda p: cheapest_first(*p))
 
-    def first(test) -> dict | None:
+    def first(a: str, b: str | None = None) -> Point | None:
+        """The cheapest point at which ``a`` leaves chance (``b`` None) or is above ``b``."""
         for width, epochs in order:
-            if test(by_point[(width, epochs)]):
-                return {"width": width, "epochs": epochs}
+            m = by_point[(width, epochs)]
+            if b is None and a in m:
+                row = m[a]
+                if row.mean is not None and row.mean - (row.ci95 or 0) > chance + ABOVE_CHANCE:
+                    return Point(width, epochs)
+            elif b is not None and a in m and b in m and separated(m[a], m[b]):
+                return Point(width, epochs)
         return None
 
-    def left_chance(m):
-        row = m.get("noise")
-        return bool(row and row["mean"] is not None
-                    and row["mean"] - (row["ci95"] or 0) > chance + ABOVE_CHANCE)
-
-    return {
-        "noise_leaves_chance": first(left_chance),
-        **{f"{method}_above_noise": first(
-            lambda m, method=method: method in m and "noise" in m
-            and separated(m[method], m["noise"])) for method in ("irs", "noise_scaled")},
-        "irs_above_noise_scaled": first(lambda m: "irs" in m and "noise_scaled" in m
-                                        and separated(m["irs"], m["noise_scaled"])),
-        "across_seeds": {f"{a}-{b}": _first_difference(differences, a, b) for a, b in PAIRS},
-    }
+    return Findings(
+        noise_leaves_chance=first("noise"), irs_above_noise=first("irs", "noise"),
+        noise_scaled_above_noise=first("noise_scaled", "noise"),
+        irs_above_noise_scaled=first("irs", "noise_scaled"),
+        across_seeds={(a, b): _first_difference(differences, a, b) for a, b in PAIRS})
 
 
-def _first_difference(differences: Sequence[dict], a: str, b: str) -> dict | None:
+def _first_difference(differences: Sequence[Difference], a: str, b: str) -> Crossing | None:
     """The cheapest point at which a − b's interval over seeds excludes 0, with its sign."""
-    for row in sorted((d for d in differences if (d["a"], d["b"]) == (a, b)),
-                      key=lambda d: cheapest_first(d["width"], d["epochs"])):
-        if row["seeds"] >= MIN_SEEDS_ACROSS and abs(row["mean"]) > row["t_ci95"]:
-            return {"width": row["width"], "epochs": row["epochs"],
-                    "sign": 1 if row["mean"] > 0 else -1}
+    for row in sorted((d for d in differences if (d.a, d.b) == (a, b)),
+                      key=lambda d: cheapest_first(d.width, d.epochs)):
+        if row.seeds >= MIN_SEEDS_ACROSS and abs(row.mean) > row.t_ci95:
+            return Crossing(row.width, row.epochs, 1 if row.mean > 0 else -1)
     return None
-

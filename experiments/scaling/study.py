@@ -27,7 +27,7 @@ from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.seeds import seed_list
 from neft_jax.harness.sweeps import Worker, check_cells, grid_cells, run_sweep
 
-from .collect import Point, cheapest_first, point_config
+from .collect import Point, StudyReport, cheapest_first, point_config
 from .report import write_study_report
 
 #: Widths of the map and the epoch counts run at each (more epochs for narrow models).
@@ -62,7 +62,7 @@ def parse_points(text: str) -> dict[float, tuple[int, ...]]:
 def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
               methods: Sequence[str] = METHODS, log: Callable[[str], None] = print,
               show_progress: bool = True, budget: Budget | None = None,
-              worker: Worker | None = None) -> dict:
+              worker: Worker | None = None) -> StudyReport:
     """Run every unfinished cell of every point (``base.seeds`` seeds from ``base.seed``);
     rewrite the report after each point."""
     data_lib.check_available(base.dataset, base.data_dir)  # before any folder is made

@@ -293,9 +293,9 @@ def test_reports_leave_out_and_never_average_cells_made_with_other_settings(tmp_
 
     report = write_study_report(dataclasses.replace(base, seeds=2), [point], str(tmp_path),
                                 ("noise",))
-    assert [(r["seeds"], r["mean"]) for r in report["rows"]] == [(1, 20.0)]
-    assert len(report["other_settings"]) == 1 and "epochs=3 → epochs=12" in \
-        report["other_settings"][0]
+    assert [(r.seeds, r.mean) for r in report.rows] == [(1, 20.0)]
+    assert len(report.other_settings) == 1 and "epochs=3 → epochs=12" in \
+        report.other_settings[0]
     assert "Left out: 1 finished cell made with other settings" in \
         (tmp_path / "SCALING.md").read_text()
 

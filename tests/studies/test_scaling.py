@@ -14,7 +14,7 @@ from neft_jax.harness.sweeps import Cell
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
 from scaling import cli  # noqa: E402
-from scaling.collect import Point, findings  # noqa: E402
+from scaling.collect import Crossing, Point, Row, StudyReport, StudySettings, findings  # noqa: E402
 from scaling.report import write_study_report  # noqa: E402
 from scaling.study import parse_points, study_points  # noqa: E402
 
@@ -29,8 +29,9 @@ def test_points_parse_and_run_cheapest_first():
 
 
 def _row(width, epochs, method, mean, ci):
-    return {"width": width, "epochs": epochs, "steps": epochs * 28, "method": method,
-            "mean": mean, "ci95": ci}
+    return Row(width=width, epochs=epochs, steps=epochs * 28, method=method, seeds=1, mean=mean,
+               ci95=ci, std=None, runs=None, seed_means=(), clean=None, diverged=False,
+               wall_seconds=60.0)
 
 
 def test_findings_name_the_smallest_point_where_methods_separate():
@@ -41,10 +42,10 @@ def test_findings_name_the_smallest_point_where_methods_separate():
             _row(1.0, 4, "noise", 60.0, 1.0), _row(1.0, 4, "irs", 70.0, 1.0),
             _row(1.0, 4, "noise_scaled", 71.0, 1.0)]
     found = findings(rows, chance=10.0)
-    assert found["noise_leaves_chance"] == {"width": 0.25, "epochs": 12}
-    assert found["noise_scaled_above_noise"] == {"width": 0.25, "epochs": 12}
-    assert found["irs_above_noise"] == {"width": 1.0, "epochs": 4}  # at ×0.25 CIs overlap
-    assert found["irs_above_noise_scaled"] is None
+    assert found.noise_leaves_chance == Point(0.25, 12)
+    assert found.noise_scaled_above_noise == Point(0.25, 12)
+    assert found.irs_above_noise == Point(1.0, 4)  # at ×0.25 CIs overlap
+    assert found.irs_above_noise_scaled is None
 
 
 def test_report_from_finished_cells(tmp_path):
@@ -61,14 +62,23 @@ def test_report_from_finished_cells(tmp_path):
                                                  clean_accuracy=97.0)},
                    wall_seconds=120.0).save(str(folder / "results.json"))
     report = write_study_report(base, points, str(tmp_path), ("vanilla", "noise", "irs"))
-    assert [(r["method"], r["steps"]) for r in report["rows"]] == [("noise", 336),
+    assert [(r.method, r.steps) for r in report.rows] == [("noise", 336),
                                                                    ("irs", 336)]
-    assert report["findings"]["irs_above_noise"] == {"width": 0.125, "epochs": 12}
+    assert report.findings.irs_above_noise == Point(0.125, 12)
     table = (tmp_path / "SCALING.md").read_text()
     assert "| ×0.125 | 12 | 336 | – | 20.00 ± 1.00 [2.0] | 35.00 ± 1.00 [2.0] |" in table
     assert "vanilla 63.54, noise 97.77, irs 99.3 %" in table  # the paper's σ = 0.4 numbers
     assert "One seed: each ± covers the Monte Carlo runs" in table
-    assert json.loads((tmp_path / "scaling.json").read_text())["chance"] == 10.0
+    written = json.loads((tmp_path / "scaling.json").read_text())
+    assert written == json.loads(json.dumps(report.to_json())) and written["chance"] == 10.0
+    # The typed rows are written with the keys scaling.json has always had, in that order.
+    assert list(written) == ["settings", "rows", "differences", "chance", "findings"]
+    assert list(written["rows"][0]) == ["width", "epochs", "steps", "method", "seeds", "mean",
+                                        "ci95", "std", "runs", "seed_means", "clean",
+                                        "diverged", "wall_seconds"]
+    assert written["findings"]["irs_above_noise"] == {"width": 0.125, "epochs": 12}
+    assert list(written["findings"]["across_seeds"]) == ["irs-noise", "noise_scaled-noise",
+                                                         "irs-noise_scaled"]
     assert (tmp_path / "differences.png").exists()  # IRS − noise injection, seed 0
     # Every point below 50 %: a second, zoomed row of panels (the figure is taller).
     assert _image_height(tmp_path / "scaling.png") > 700
@@ -90,11 +100,13 @@ def _image_height(path) -> int:
 def test_the_plot_zooms_only_when_every_point_is_low(tmp_path):
     from scaling.report import plot_study
 
-    settings = {"model": "vgg8", "sigma": 0.4}
-    low = [_row(0.125, 12, "noise", 12.0, 1.0), _row(1.0, 4, "noise", 15.0, 1.0)]
-    high = low + [_row(1.0, 12, "noise", 80.0, 1.0)]
+    settings = StudySettings(model="vgg8", dataset="mnist5k", sigma=0.4, normalisation="x",
+                             device_preset="x", mc_runs=50, batch_size=128, seeds=(0,),
+                             points=())
+    low = (_row(0.125, 12, "noise", 12.0, 1.0), _row(1.0, 4, "noise", 15.0, 1.0))
+    high = low + (_row(1.0, 12, "noise", 80.0, 1.0),)
     for rows, name in ((low, "low.png"), (high, "high.png")):
-        plot_study({"settings": settings, "rows": rows, "chance": 10.0}, ("noise",),
+        plot_study(StudyReport(settings, rows, (), 10.0, findings(rows, 10.0)), ("noise",),
                    str(tmp_path / name))
     assert _image_height(tmp_path / "low.png") > 1.5 * _image_height(tmp_path / "high.png")
 
@@ -121,15 +133,15 @@ def test_several_seeds_give_the_mean_and_ci_over_seeds(tmp_path):
         RunResults(settings={"num_train": 3600, "batch_size": 128, "eval_sigmas": [0.4]},
                    methods={"noise": MethodResult(alpha=None, evaluations={0.4: evaluation})},
                    wall_seconds=60.0).save(str(folder / "results.json"))
-    row, = write_study_report(base, [point], str(tmp_path), ("noise",))["rows"]
-    assert row["seeds"] == 2 and row["mean"] == pytest.approx(22.0) and row["ci95"] > 1.0
-    assert row["seed_means"] == [20.0, 24.0]  # the plot marks each seed's mean
+    row, = write_study_report(base, [point], str(tmp_path), ("noise",)).rows
+    assert row.seeds == 2 and row.mean == pytest.approx(22.0) and row.ci95 > 1.0
+    assert row.seed_means == (20.0, 24.0)  # the plot marks each seed's mean
     text = (tmp_path / "SCALING.md").read_text()
     assert "over seeds [0, 1]" in text
     assert "a Student-t interval would be 6.5× wider" in text  # t(0.975, 1) = 12.71
     one, = write_study_report(dataclasses.replace(base, seeds=1), [point], str(tmp_path),
-                              ("noise",))["rows"]
-    assert one["seeds"] == 1 and one["mean"] == 20.0 and one["ci95"] == 1.0
+                              ("noise",)).rows
+    assert one.seeds == 1 and one.mean == 20.0 and one.ci95 == 1.0
 
 
 def _save_cell(tmp_path, point, method, seed, accuracies):
@@ -161,22 +173,21 @@ def test_differences_are_paired_within_a_seed_and_t_intervals_over_seeds(tmp_pat
         _save_cell(tmp_path, point, "irs", seed, runs + offsets[seed] + [0.1, -0.1, 0.1, -0.1])
     _save_cell(tmp_path, point, "noise_scaled", 0, [29.0, 31.0, 30.0, 28.0])  # one seed only
     report = write_study_report(base, [point], str(tmp_path), ("noise", "irs", "noise_scaled"))
-    by_pair = {(d["a"], d["b"]): d for d in report["differences"]}
+    by_pair = {(d.a, d.b): d for d in report.differences}
     irs = by_pair[("irs", "noise")]
-    assert [p["difference"] for p in irs["per_seed"]] == pytest.approx([2.0, 3.0, 2.5])
-    assert irs["per_seed"][0]["ci95"] == pytest.approx(1.96 * 0.11547 / 2, rel=1e-3)  # paired
-    assert irs["mean"] == pytest.approx(2.5)
-    assert irs["t_ci95"] == pytest.approx(t.ppf(0.975, 2) * 0.5 / 3 ** 0.5)
+    assert [p.difference for p in irs.per_seed] == pytest.approx([2.0, 3.0, 2.5])
+    assert irs.per_seed[0].ci95 == pytest.approx(1.96 * 0.11547 / 2, rel=1e-3)  # paired
+    assert irs.mean == pytest.approx(2.5)
+    assert irs.t_ci95 == pytest.approx(t.ppf(0.975, 2) * 0.5 / 3 ** 0.5)
     # Across seeds IRS is above noise: the t interval excludes 0 ...
-    assert report["findings"]["across_seeds"]["irs-noise"] == {"width": 1.0, "epochs": 12,
-                                                               "sign": 1}
+    assert report.findings.across_seeds[("irs", "noise")] == Crossing(1.0, 12, 1)
     # ... while the rows' CIs over seeds overlap (the seeds' spread is ≈ 15 points).
-    assert report["findings"]["irs_above_noise"] is None
+    assert report.findings.irs_above_noise is None
     # One seed of noise_scaled: a per-seed difference, no interval, no finding, and its
     # row is not compared with the three-seed rows.
     scaled = by_pair[("noise_scaled", "noise")]
-    assert scaled["seeds"] == 1 and scaled["t_ci95"] is None
-    assert report["findings"]["across_seeds"]["noise_scaled-noise"] is None
+    assert scaled.seeds == 1 and scaled.t_ci95 is None
+    assert report.findings.across_seeds[("noise_scaled", "noise")] is None
     text = (tmp_path / "SCALING.md").read_text()
     assert "| ×1 | 12 | IRS − noise injection | +2.00 ± 0.11 | +3.00 ± 0.11 | +2.50 ± 0.11 " \
            "| +2.50 ± 1.24 (n = 3) |" in text
