@@ -1,14 +1,17 @@
-"""The paper reproduction's numbers: every finished result of a plan, read into one dict.
+"""The paper reproduction's numbers: every finished result of a plan, one :class:`ModelReport`
+per model.
 
 :func:`collect_report` reads whatever stages of the plan have finished: Tables II, III
 and V, the α search, EKL, the σ = 0 vanilla sweep and, when it ran, the core stage, also
 seed by seed with the differences between its methods within each seed, paired over the
 same Monte Carlo noise instances. With the command's settings, results made with other
-settings are left out and named. :mod:`paper.report` writes them beside the paper's.
+settings are left out and named. :mod:`paper.report` writes them beside the paper's
+(``report.json``: :meth:`ModelReport.to_json` per model).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -76,35 +79,130 @@ class _Reader:
         return results if results is not None and results.seeds else None
 
 
-def _cell(mean, ci95, seeds, ekl=None, not_converged=None, seed_means=None) -> dict:
-    return {"mean": mean, "ci95": ci95, "seeds": seeds, "ekl": ekl,
-            "not_converged": not_converged, "seed_means": seed_means}
+# The rows below are written to report.json field by field, in this order.
+@dataclasses.dataclass(frozen=True)
+class TableCell:
+    """One number of a table: mean ± 95 % CI over ``seeds`` seeds (%), with its EKL (nats),
+    its runs not converged and each seed's mean where known."""
+    mean: float | None
+    ci95: float | None
+    seeds: int
+    ekl: float | None = None
+    not_converged: int | None = None
+    seed_means: tuple[float, ...] | None = None
 
 
-def _from_sweep(table, method, sigma, alpha=None) -> dict | None:
+@dataclasses.dataclass(frozen=True)
+class AlphaSearch:
+    """The five-step α search: validation accuracy per α (None: diverged), the α chosen and
+    its test summary at σ (the harness's summary dict)."""
+    validation_accuracy: dict[str, float | None]
+    chosen: float
+    test: dict | None
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreCell:
+    """A finished, not diverged core cell (``method`` ``control``: IRS at α = 1e-9): its
+    Monte Carlo mean ± CI at σ, clean accuracy, and the last epoch's ``feedback_ratio``
+    (RMS of α·Σ c_i z_i over RMS of z) and ``exit_accuracies`` (%, noisy training
+    batches), None where the method has none. ``accuracies`` (every run's, paired by
+    run with the other methods of its seed) stays out of report.json."""
+    method: str
+    sigma: float
+    seed: int
+    mean: float
+    ci95: float
+    clean: float | None
+    feedback_ratio: float | None
+    exit_accuracies: list[float] | None
+    accuracies: list[float]
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        del data["accuracies"]
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedDifference:
+    """a − b within one seed, mean ± 95 % CI paired over the same Monte Carlo runs."""
+    seed: int
+    difference: float
+    ci95: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreDifference:
+    """a − b at σ, seed by seed."""
+    sigma: float
+    a: str
+    b: str
+    per_seed: tuple[SeedDifference, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelReport:
+    """Every finished number of one model of the plan. ``core`` is the core sweep's table
+    as the harness aggregates it; ``table2`` is method → σ → cell, the other tables name
+    → cell (None: not finished); ``other_settings`` names the results left out (path →
+    the settings that differ)."""
+    core: list[dict]
+    core_by_seed: tuple[CoreCell, ...]
+    core_differences: tuple[CoreDifference, ...]
+    table2: dict[str, dict[str, TableCell | None]]
+    vanilla_sweep: dict[str, TableCell | None]
+    table3: dict[str, TableCell | None]
+    table5: dict[str, TableCell | None]
+    alpha_search: AlphaSearch | None
+    other_settings: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """This model's entry of report.json, ``other_settings`` only where there are any."""
+        report = {"core": self.core,
+                  "core_by_seed": [cell.to_json() for cell in self.core_by_seed],
+                  "core_differences": [dataclasses.asdict(d) for d in self.core_differences],
+                  "table2": {method: _cells_json(cells) for method, cells in self.table2.items()},
+                  "vanilla_sweep": _cells_json(self.vanilla_sweep),
+                  "table3": _cells_json(self.table3), "table5": _cells_json(self.table5),
+                  "alpha_search": None if self.alpha_search is None
+                  else dataclasses.asdict(self.alpha_search)}
+        if self.other_settings:
+            report["other_settings"] = dict(self.other_settings)
+        return report
+
+
+def _cells_json(cells: dict[str, TableCell | None]) -> dict[str, dict | None]:
+    return {key: None if cell is None else dataclasses.asdict(cell)
+            for key, cell in cells.items()}
+
+
+
+def _from_sweep(table, method, sigma, alpha=None) -> TableCell | None:
     for row in table:
         if (row["method"] == method and math.isclose(row["sigma"], sigma)
                 and math.isclose(row["eval_sigma"], sigma)
                 and (alpha is None or (row["alpha"] and math.isclose(row["alpha"], alpha)))
                 and row["mean"] is not None):
-            return _cell(row["mean"], row["ci95"], row["seeds"], row["ekl"],
-                         row["not_converged"])
+            return TableCell(row["mean"], row["ci95"], row["seeds"], row["ekl"],
+                             row["not_converged"])
     return None
 
 
-def _from_seeds(results: RunResults | None, method, sigma) -> dict | None:
+def _from_seeds(results: RunResults | None, method, sigma) -> TableCell | None:
     if results is None or method not in results.methods:
         return None
     evaluation = results.methods[method].at(sigma)
     if not evaluation or not evaluation.summary:
         return None
     s = evaluation.summary
-    return _cell(s["mean"], s["ci95"], len(evaluation.seed_means), s.get("ekl"),
-                 evaluation.not_converged, evaluation.seed_means)
+    return TableCell(s["mean"], s["ci95"], len(evaluation.seed_means), s.get("ekl"),
+                     evaluation.not_converged, tuple(evaluation.seed_means))
 
 
-def collect_report(out: str, plan: Plan, base: ExperimentConfig | None = None) -> dict:
-    """Every finished number of the plan, per model, in one dict (percent, nats). With
+def collect_report(out: str, plan: Plan,
+                   base: ExperimentConfig | None = None) -> dict[str, ModelReport]:
+    """Every finished number of the plan, per model (percent, nats). With
     ``base``, results made with other settings than ``base`` gives them are left out and
     listed under ``other_settings`` (path → the settings that differ)."""
     report = {}
@@ -142,25 +240,20 @@ def collect_report(out: str, plan: Plan, base: ExperimentConfig | None = None) -
             entry = alpha_results.methods.get("irs")
             if entry and entry.alpha_search is not None:
                 test = entry.at(ABLATION_SIGMA)
-                alpha = {"validation_accuracy": entry.alpha_search, "chosen": entry.alpha,
-                         "test": test.summary if test else None}
+                alpha = AlphaSearch(entry.alpha_search, entry.alpha,
+                                    test.summary if test else None)
         core_cells = _core_cells(read, stage_dir(out, "core", model))
-        report[model] = {
-            "core": read.sweep_table(stage_dir(out, "core", model)),
-            "core_by_seed": [{"method": name, "sigma": sigma, "seed": seed,
-                              **{k: v for k, v in cell.items() if k != "accuracies"}}
-                             for (name, sigma, seed), cell in sorted(
-                                 core_cells.items(), key=_core_order)],
-            "core_differences": core_differences(core_cells),
-            "table2": rows,
-            "vanilla_sweep": {sigma_key(s): _from_seeds(vanilla, "vanilla", s)
-                              for s in VANILLA_SIGMAS},
-            "table3": {m: _from_sweep(table3, m, TABLE3_SIGMA) for m in ("noise", "irs")},
-            "table5": table5,
-            "alpha_search": alpha,
-        }
-        if read.other_settings:
-            report[model]["other_settings"] = dict(sorted(read.other_settings.items()))
+        report[model] = ModelReport(
+            core=read.sweep_table(stage_dir(out, "core", model)),
+            core_by_seed=tuple(cell for _, cell in sorted(core_cells.items(), key=_core_order)),
+            core_differences=core_differences(core_cells),
+            table2=rows,
+            vanilla_sweep={sigma_key(s): _from_seeds(vanilla, "vanilla", s)
+                           for s in VANILLA_SIGMAS},
+            table3={m: _from_sweep(table3, m, TABLE3_SIGMA) for m in ("noise", "irs")},
+            table5=table5,
+            alpha_search=alpha,
+            other_settings=dict(sorted(read.other_settings.items())))
     return report
 
 
@@ -177,11 +270,9 @@ def _core_order(item) -> tuple:
     return sigma, order.index(name) if name in order else len(order), name, seed
 
 
-def _core_cells(read: _Reader, path: str) -> dict[tuple[str, float, int], dict]:
+def _core_cells(read: _Reader, path: str) -> dict[tuple[str, float, int], CoreCell]:
     """The finished, not diverged core cells by (name, σ, seed), the name ``control`` for
-    IRS at α = 1e-9: Monte Carlo accuracies (%) and mean at σ, clean accuracy, and the
-    last epoch's ``feedback_ratio`` (RMS of α·Σ c_i z_i over RMS of z) and
-    ``exit_accuracies`` (%, noisy training batches), None where the method has none."""
+    IRS at α = 1e-9."""
     cells = {}
     for results_path in _cell_paths(path):
         results = read.results(results_path)
@@ -195,15 +286,17 @@ def _core_cells(read: _Reader, path: str) -> dict[tuple[str, float, int], dict]:
             continue
         control = method == "irs" and alpha is not None and math.isclose(alpha, CONTROL_ALPHA)
         last = entry.history[-1] if entry.history else {}
-        cells[("control" if control else method, sigma, int(settings["seed"]))] = {
-            "accuracies": evaluation.accuracies, "mean": evaluation.mean,
-            "ci95": evaluation.summary["ci95"], "clean": entry.clean_accuracy,
-            "feedback_ratio": last.get("feedback_ratio"),
-            "exit_accuracies": last.get("exit_accuracies")}
+        name, seed = "control" if control else method, int(settings["seed"])
+        cells[(name, sigma, seed)] = CoreCell(
+            method=name, sigma=sigma, seed=seed, mean=evaluation.mean,
+            ci95=evaluation.summary["ci95"], clean=entry.clean_accuracy,
+            feedback_ratio=last.get("feedback_ratio"),
+            exit_accuracies=last.get("exit_accuracies"), accuracies=evaluation.accuracies)
     return cells
 
 
-def core_differences(cells: dict[tuple[str, float, int], dict]) -> list[dict]:
+def core_differences(cells: dict[tuple[str, float, int], CoreCell]
+                     ) -> tuple[CoreDifference, ...]:
     """For each σ and pair of :data:`CORE_PAIRS` with cells at a common seed: a − b per
     seed, mean ± 95 % CI paired over the Monte Carlo runs (both cells of a seed are
     scored on the same noise keys)."""
@@ -215,17 +308,17 @@ def core_differences(cells: dict[tuple[str, float, int], dict]) -> list[dict]:
             per_seed = []
             for seed in sorted({seed for _, _, seed in cells}):
                 x, y = cells.get((a, sigma, seed)), cells.get((b, sigma, seed))
-                d = x and y and paired_summary(x["accuracies"], y["accuracies"])
+                d = x and y and paired_summary(x.accuracies, y.accuracies)
                 if d:
-                    per_seed.append({"seed": seed, "difference": d["mean"], "ci95": d["ci95"]})
+                    per_seed.append(SeedDifference(seed, d["mean"], d["ci95"]))
             if per_seed:
-                rows.append({"sigma": sigma, "a": a, "b": b, "per_seed": per_seed})
-    return rows
+                rows.append(CoreDifference(sigma, a, b, tuple(per_seed)))
+    return tuple(rows)
 
 
-def _paired_all_exits(read: _Reader, out, model, table5) -> dict | None:
+def _paired_all_exits(read: _Reader, out, model, table5) -> TableCell | None:
     """IRS with all exits at σ = 0.4 over the same seeds as the ablation runs (paired)."""
-    seeds = next((len(v["seed_means"]) for v in table5.values() if v), None)
+    seeds = next((len(v.seed_means) for v in table5.values() if v), None)
     rows = [r for r in read.sweep_rows(stage_dir(out, "table2", model))
             if r["method"] == "irs" and math.isclose(r["sigma"], ABLATION_SIGMA)
             and math.isclose(r["eval_sigma"], ABLATION_SIGMA)]
@@ -233,8 +326,8 @@ def _paired_all_exits(read: _Reader, out, model, table5) -> dict | None:
     if not rows:
         return None
     table = aggregate_over_seeds(rows)
-    return _cell(table[0]["mean"], table[0]["ci95"], len(rows), table[0]["ekl"],
-                 seed_means=[r["mean"] for r in rows])
+    return TableCell(table[0]["mean"], table[0]["ci95"], len(rows), table[0]["ekl"],
+                     seed_means=tuple(r["mean"] for r in rows))
 
 
 def _cell_paths(path: str) -> list[str]:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.reporting import save_figure
 from neft_jax.harness.results import write_atomic
 
-from .collect import collect_report
+from .collect import CoreCell, CoreDifference, ModelReport, TableCell, collect_report
 from .plan import ABLATION_SIGMA, CONTROL_ALPHA, TABLE2_SIGMAS, TABLE3_SIGMA, Plan
 from .published import PAPER_TABLE2, PAPER_TABLE2_UPPER_BOUNDS, PAPER_TABLE3, PAPER_TABLE5
 
@@ -33,15 +34,15 @@ def _feedback_size(ratio: float | None) -> str:
     return "< 0.01 %" if ratio < 1e-4 else f"{100 * ratio:.3g} %"
 
 
-def _fmt(cell: dict | None) -> str:
-    if not cell or cell["mean"] is None:
+def _fmt(cell: TableCell | None) -> str:
+    if cell is None or cell.mean is None:
         return "–"
-    ci = "" if cell["seeds"] < 2 or cell["ci95"] is None or not math.isfinite(cell["ci95"]) \
-        else f" ± {cell['ci95']:.2f}"
-    return f"{cell['mean']:.2f}{ci} (n={cell['seeds']})"
+    ci = "" if cell.seeds < 2 or cell.ci95 is None or not math.isfinite(cell.ci95) \
+        else f" ± {cell.ci95:.2f}"
+    return f"{cell.mean:.2f}{ci} (n={cell.seeds})"
 
 
-def format_report(report: dict, plan: Plan, base: ExperimentConfig) -> str:
+def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentConfig) -> str:
     """Markdown: Tables II, III, V, α search, EKL, σ = 0 vanilla sweep; paper beside ours."""
     lines = ["# NeFT reproduction report", "",
              f"Settings: dataset {base.dataset}, width ×{base.width:g}, {base.epochs} epochs, "
@@ -53,7 +54,7 @@ def format_report(report: dict, plan: Plan, base: ExperimentConfig) -> str:
     for model, data in report.items():
         sigmas = [f"{s:g}" for s in plan.sigmas]
         lines += [f"## {model}", ""]
-        left_out = data.get("other_settings") or {}
+        left_out = data.other_settings
         if left_out:
             path, changed = next(iter(left_out.items()))
             lines += [f"Left out: {len(left_out)} finished result{'s' * (len(left_out) > 1)} "
@@ -63,7 +64,7 @@ def format_report(report: dict, plan: Plan, base: ExperimentConfig) -> str:
         lines += ["### Table II: accuracy (%) against σ", "",
                   "| method | " + " | ".join(f"σ={s}" for s in sigmas) + " |",
                   "|---|" + "---|" * len(sigmas)]
-        for method, cells in data["table2"].items():
+        for method, cells in data.table2.items():
             lines.append(f"| {method} (ours) | "
                          + " | ".join(_fmt(cells.get(s)) for s in sigmas) + " |")
             paper = PAPER_TABLE2.get((model, method))
@@ -71,49 +72,48 @@ def format_report(report: dict, plan: Plan, base: ExperimentConfig) -> str:
                 bounds = PAPER_TABLE2_UPPER_BOUNDS.get((model, method), ())
                 lines.append(f"| {method} (paper) | " + " | ".join(
                     ("≤" if i in bounds else "") + f"{p:g}" for i, p in enumerate(paper)) + " |")
-        lines += _core_lines(data.get("core") or [])
-        lines += _core_seed_lines(data.get("core_by_seed") or [],
-                                  data.get("core_differences") or [])
+        lines += _core_lines(data.core)
+        lines += _core_seed_lines(data.core_by_seed, data.core_differences)
         lines += ["", f"### EKL (nats) at σ = {ABLATION_SIGMA:g}", "", "| method | EKL |",
                   "|---|---|"]
-        for method, cells in data["table2"].items():
+        for method, cells in data.table2.items():
             cell = cells.get(f"{ABLATION_SIGMA:g}")
-            if cell and cell.get("ekl") is not None:
-                lines.append(f"| {method} | {cell['ekl']:.3f} |")
+            if cell and cell.ekl is not None:
+                lines.append(f"| {method} | {cell.ekl:.3f} |")
         lines += ["", f"### Table III: runs (of n) not converged at σ = {TABLE3_SIGMA:g}", "",
                   "| method | ours | mean accuracy | paper (of 10) |", "|---|---|---|---|"]
-        for method, cell in data["table3"].items():
-            ours = "–" if not cell else f"{cell['not_converged']} of {cell['seeds']}"
+        for method, cell in data.table3.items():
+            ours = "–" if not cell else f"{cell.not_converged} of {cell.seeds}"
             lines.append(f"| {method} | {ours} | {_fmt(cell)} | "
                          f"{PAPER_TABLE3.get((model, method), '–')} |")
         lines += ["", f"### Table V: IRS exit ablation at σ = {ABLATION_SIGMA:g}", "",
                   "| variant | ours | per seed | paper |", "|---|---|---|---|"]
-        for name, cell in data["table5"].items():
-            per_seed = ", ".join(f"{m:.2f}" for m in cell["seed_means"]) if cell and cell.get(
-                "seed_means") else "–"
+        for name, cell in data.table5.items():
+            per_seed = ", ".join(f"{m:.2f}" for m in cell.seed_means) if cell and cell.seed_means \
+                else "–"
             paper = PAPER_TABLE5.get(name, "–") if model == "vgg8" else "–"
             lines.append(f"| {name} | {_fmt(cell)} | {per_seed} | {paper} |")
-        alpha = data["alpha_search"]
+        alpha = data.alpha_search
         lines += ["", f"### Five-step α search (IRS, σ = {ABLATION_SIGMA:g})", ""]
         if alpha:
             lines += ["| α | validation accuracy (%) |", "|---|---|"]
-            for a, acc in alpha["validation_accuracy"].items():
+            for a, acc in alpha.validation_accuracy.items():
                 lines.append(f"| {a} | {'diverged' if acc is None else f'{acc:.2f}'} |")
-            test = alpha["test"]
-            lines += ["", f"Chosen α = {alpha['chosen']:g}"
+            test = alpha.test
+            lines += ["", f"Chosen α = {alpha.chosen:g}"
                       + (f"; test accuracy {test['mean']:.2f} ± {test['ci95']:.2f} (one seed)."
                          if test else ".")]
         else:
             lines.append("Not run yet.")
         lines += ["", "### Vanilla trained at σ = 0, evaluated over σ", "",
                   "| σ | accuracy (%) |", "|---|---|"]
-        for s, cell in data["vanilla_sweep"].items():
+        for s, cell in data.vanilla_sweep.items():
             lines.append(f"| {s} | {_fmt(cell)} |")
         lines.append("")
     return "\n".join(lines)
 
 
-def plot_report(report: dict, plan: Plan, path: str) -> None:
+def plot_report(report: dict[str, ModelReport], plan: Plan, path: str) -> None:
     """Accuracy against σ per model: ours (± 95 % CI over seeds) solid, the paper's dashed."""
     import matplotlib
 
@@ -123,14 +123,14 @@ def plot_report(report: dict, plan: Plan, path: str) -> None:
     fig, axes = plt.subplots(1, len(report), figsize=(6 * len(report), 4.2), dpi=110,
                              squeeze=False)
     for ax, (model, data) in zip(axes[0], report.items(), strict=True):
-        for i, (method, cells) in enumerate(data["table2"].items()):
-            source = data["vanilla_sweep"] if method == "vanilla" else cells
-            points = sorted((float(s), c) for s, c in source.items() if c and c["mean"] is not None)
+        for i, (method, cells) in enumerate(data.table2.items()):
+            source = data.vanilla_sweep if method == "vanilla" else cells
+            points = sorted((float(s), c) for s, c in source.items() if c and c.mean is not None)
             if not points:
                 continue
             color = f"C{i}"
-            ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points],
-                        yerr=[p[1]["ci95"] or 0 for p in points], marker="o", capsize=3,
+            ax.errorbar([p[0] for p in points], [p[1].mean for p in points],
+                        yerr=[p[1].ci95 or 0 for p in points], marker="o", capsize=3,
                         color=color, label=f"{method} (ours)")
             paper = PAPER_TABLE2.get((model, method))
             if paper:
@@ -140,10 +140,11 @@ def plot_report(report: dict, plan: Plan, path: str) -> None:
     save_figure(fig, path)
 
 
-def write_report(out: str, plan: Plan, base: ExperimentConfig) -> dict:
+def write_report(out: str, plan: Plan, base: ExperimentConfig) -> dict[str, ModelReport]:
     """REPORT.md, report.json and report.png in ``out`` from every finished stage."""
     report = collect_report(out, plan, base)
-    write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=1))
+    write_atomic(os.path.join(out, "report.json"),
+                 json.dumps({model: data.to_json() for model, data in report.items()}, indent=1))
     write_atomic(os.path.join(out, "REPORT.md"), format_report(report, plan, base))
     plot_report(report, plan, os.path.join(out, "report.png"))
     return report
@@ -166,13 +167,14 @@ def _core_lines(rows: list[dict]) -> list[str]:
         for s in sigmas:
             match = [r for r in rows if r["method"] == method and r["alpha"] == alpha
                      and math.isclose(r["sigma"], s)]
-            cells.append(_fmt(match[0])
+            cells.append(_fmt(TableCell(match[0]["mean"], match[0]["ci95"], match[0]["seeds"]))
                          if match and match[0]["mean"] is not None else "–")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _core_seed_lines(cells: list[dict], differences: list[dict]) -> list[str]:
+def _core_seed_lines(cells: Sequence[CoreCell],
+                     differences: Sequence[CoreDifference]) -> list[str]:
     """The core cells seed by seed, and their differences within each seed."""
     if not cells:
         return []
@@ -182,21 +184,21 @@ def _core_seed_lines(cells: list[dict], differences: list[dict]) -> list[str]:
              "| method | σ | seed | accuracy (%) | clean (%) | feedback / logits | exits (%) |",
              "|---|---|---|---|---|---|---|"]
     for c in cells:
-        ratio = _feedback_size(c["feedback_ratio"])
-        exits = "–" if not c["exit_accuracies"] else ", ".join(
-            f"{a:.1f}" for a in c["exit_accuracies"])
-        clean = "–" if c["clean"] is None else f"{c['clean']:.1f}"
-        lines.append(f"| {c['method']} | {c['sigma']:g} | {c['seed']} | {c['mean']:.2f} ± "
-                     f"{c['ci95']:.2f} | {clean} | {ratio} | {exits} |")
+        ratio = _feedback_size(c.feedback_ratio)
+        exits = "–" if not c.exit_accuracies else ", ".join(
+            f"{a:.1f}" for a in c.exit_accuracies)
+        clean = "–" if c.clean is None else f"{c.clean:.1f}"
+        lines.append(f"| {c.method} | {c.sigma:g} | {c.seed} | {c.mean:.2f} ± "
+                     f"{c.ci95:.2f} | {clean} | {ratio} | {exits} |")
     if differences:
-        seeds = sorted({p["seed"] for d in differences for p in d["per_seed"]})
+        seeds = sorted({p.seed for d in differences for p in d.per_seed})
         lines += ["", "#### Differences within each seed (points; ± 95 % CI paired over the "
                   "same noise instances; `control` is IRS at α = 1e-9)", "",
                   "| difference | σ | " + " | ".join(f"seed {s}" for s in seeds) + " |",
                   "|---|---|" + "---|" * len(seeds)]
         for d in differences:
-            by_seed = {p["seed"]: p for p in d["per_seed"]}
-            lines.append(f"| {d['a']} − {d['b']} | {d['sigma']:g} | " + " | ".join(
-                f"{by_seed[s]['difference']:+.2f} ± {by_seed[s]['ci95']:.2f}" if s in by_seed
+            by_seed = {p.seed: p for p in d.per_seed}
+            lines.append(f"| {d.a} − {d.b} | {d.sigma:g} | " + " | ".join(
+                f"{by_seed[s].difference:+.2f} ± {by_seed[s].ci95:.2f}" if s in by_seed
                 else "–" for s in seeds) + " |")
     return lines

@@ -110,11 +110,11 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
             ).save(str(tmp_path / "core_vgg8" / "cells" / name / "results.json"))
     report = write_report(str(tmp_path), Plan(stages=("core",), seeds=2),
                           ExperimentConfig())["vgg8"]
-    differences = {(d["a"], d["b"]): d["per_seed"] for d in report["core_differences"]}
+    differences = {(d.a, d.b): d.per_seed for d in report.core_differences}
     assert set(differences) == {("irs", "noise"), ("control", "noise"), ("irs", "control")}
     irs_noise = differences[("irs", "noise")]
-    assert [p["seed"] for p in irs_noise] == [0, 1]
-    assert all(abs(p["difference"] - 3.0) < 0.05 and p["ci95"] < 0.05 for p in irs_noise)
+    assert [p.seed for p in irs_noise] == [0, 1]
+    assert all(abs(p.difference - 3.0) < 0.05 and p.ci95 < 0.05 for p in irs_noise)
     text = (tmp_path / "REPORT.md").read_text()
     assert "| irs − control | 0.4 | -7.00 ± 0.0" in text
     assert "| irs | 0.4 | 1 |" in text and "| 81.0 | 150 % | 0.0, 7.5, 2.0 |" in text
