@@ -7,6 +7,7 @@ accuracies.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -77,3 +78,12 @@ def summarize_over_seeds(seed_means: Sequence[float], seed_ekls: Sequence[float 
     if summary is not None and np.isfinite(ekls).any():
         summary["ekl"] = float(np.nanmean(ekls))
     return summary, count_not_converged(means / 100, tolerance_pct / 100)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedDifference:
+    """Method a − method b within one seed: the mean difference over the same Monte Carlo
+    runs (points) and its 95 % CI (None where it cannot be given, e.g. one run)."""
+    seed: int
+    difference: float
+    ci95: float | None

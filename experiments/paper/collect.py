@@ -20,6 +20,7 @@ from neft_jax.harness.identity import shared_differences
 from neft_jax.harness.results import RunResults, sigma_key
 from neft_jax.harness.sweeps import Cell, aggregate_over_seeds, collect_rows
 from neft_jax.models import MODELS
+from neft_jax.stats import SeedDifference
 
 from .plan import (
     ABLATION_SIGMA,
@@ -122,14 +123,6 @@ class CoreCell:
         data = dataclasses.asdict(self)
         del data["accuracies"]
         return data
-
-
-@dataclasses.dataclass(frozen=True)
-class SeedDifference:
-    """a − b within one seed, mean ± 95 % CI paired over the same Monte Carlo runs."""
-    seed: int
-    difference: float
-    ci95: float
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ from neft_jax.harness.identity import shared_differences
 from neft_jax.harness.results import Evaluation, MethodResult, RunResults
 from neft_jax.harness.seeds import seed_list
 from neft_jax.harness.sweeps import Cell
+from neft_jax.stats import SeedDifference
 
 #: The differences the study is about: each NeFT-like method against noise injection,
 #: and IRS against the logit-scaled baseline.
@@ -70,14 +71,6 @@ class Row:
     clean: float | None
     diverged: bool
     wall_seconds: float
-
-
-@dataclasses.dataclass(frozen=True)
-class SeedDifference:
-    """Method a − method b within one seed, its CI paired over the same runs."""
-    seed: int
-    difference: float
-    ci95: float | None
 
 
 @dataclasses.dataclass(frozen=True)
