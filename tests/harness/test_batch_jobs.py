@@ -257,7 +257,7 @@ def test_two_sweep_workers_on_one_folder_train_every_cell_exactly_once(tmp_path)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = tmp_path / "sweep"
     cmd = [sys.executable, os.path.join(root, "experiments", "sweep.py"), "--methods", "noise",
-           "--sigmas", "0.1,0.2", *TINY, "--out", str(out)]
+           "--sigmas", "0.1,0.2", *TINY, "--backward-micro-batch", "0", "--out", str(out)]
     env = shared_cache_env()  # subprocesses share this session's compilation cache
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env) for _ in range(2)]
