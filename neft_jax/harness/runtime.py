@@ -125,6 +125,9 @@ class Stopped(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the same clean stop handles both."""
 
 
+#: The signals a command treats as "stop cleanly".
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 #: Whether the running command is the process's own (called with no ``argv``, i.e. from
 #: the command line), so that a stop may leave further signals ignored until it exits.
 _COMMAND_OWNS_PROCESS = False
@@ -137,10 +140,6 @@ def stop_once(signum, frame):
     for name in STOP_SIGNALS:
         signal.signal(name, signal.SIG_IGN)
     raise Stopped if signum == signal.SIGTERM else KeyboardInterrupt
-
-
-#: The signals a command treats as "stop cleanly".
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
