@@ -4,7 +4,7 @@ It imports the core (:mod:`neft_jax`) and is never imported by it. One module pe
 
 * :mod:`~neft_jax.harness.paper` — the authors' hyper-parameters (α, learning rate).
 * :mod:`~neft_jax.harness.config` — :class:`ExperimentConfig` (every default and choice,
-  once) and the ``paper``/``quick`` profiles.
+  once) and the ``paper``/``quick``/``demo`` profiles.
 * :mod:`~neft_jax.harness.data` — datasets, splits, augmentation, batches; their sources
   :mod:`~neft_jax.harness.tfds_source`, :mod:`~neft_jax.harness.mnist5k`,
   :mod:`~neft_jax.harness.tiny_imagenet`.

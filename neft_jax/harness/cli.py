@@ -16,7 +16,7 @@ import dataclasses
 import os
 import sys
 
-from neft_jax.harness.config import PROFILES, ExperimentConfig
+from neft_jax.harness.config import MAIN_COMMAND_CPU_PROFILE, PROFILES, ExperimentConfig
 from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of this API)
     add_config_arguments,
     config_from_args,
@@ -196,7 +196,8 @@ def run_main(argv=None) -> int:
 
     maybe_initialize_distributed()
     try:
-        cfg, profile_line = config_from_args(args, jax.default_backend())
+        cfg, profile_line = config_from_args(args, jax.default_backend(),
+                                             cpu_profile=MAIN_COMMAND_CPU_PROFILE)
     except ValueError as error:
         parser.error(str(error))
     print(profile_line, flush=True)

@@ -37,7 +37,10 @@ class Profile:
 
 
 #: ``paper``: the authors' protocol on the full model (default on GPU/TPU).
-#: ``quick``: the default on CPU, a ×0.125-width model for 12 epochs.
+#: ``quick``: a ×0.125-width model for 12 epochs and 200 Monte Carlo runs, the CPU default
+#: of every command but run.py (the published CPU tables use it).
+#: ``demo``: run.py's CPU default, the same model for 8 epochs and 100 runs: the main
+#: command's budget, ten minutes on 2 CPU cores.
 PROFILES = {
     "paper": Profile(
         "paper",
@@ -48,13 +51,26 @@ PROFILES = {
         epochs=200, batch_size=128, mc_runs=200, width=1.0, compute="tf32"),
     "quick": Profile(
         "quick",
-        "A run that fits a laptop: VGG-8 at width ×0.125, 12 epochs, 200 Monte Carlo runs, "
-        "fp32. `python3 experiments/run.py --sigma 0.4 --normalisation level` takes about "
-        "7 min on 2 CPU cores (docs/RESULTS.md) and gives IRS/OVF ≈ 77 %, noise injection "
-        "45 %, vanilla 25 %; with the default 'range' noise every method stays at chance at "
-        "this width.",
+        "12 epochs, 200 Monte Carlo runs, VGG-8 at width ×0.125, fp32: the CPU profile of "
+        "the published CPU tables (reproduce.py, scaling.py, sweep.py default to it on a "
+        "CPU). run.py's five methods take about 13.5 min on 2 CPU cores (Intel Xeon family "
+        "6 model 106) and give IRS/OVF/noise_scaled ≈ 77 %, noise injection 45 %, vanilla "
+        "25 % at σ = 0.4 (level noise); with --normalisation range every method stays at "
+        "chance at this width.",
         epochs=12, batch_size=128, mc_runs=200, width=0.125, compute="fp32"),
+    "demo": Profile(
+        "demo",
+        "run.py's default on a CPU, the main command's budget: the quick profile's model "
+        "for 8 epochs and 100 Monte Carlo runs. `python3 experiments/run.py --sigma 0.4` "
+        "trains and scores the five methods in 9 min on 2 CPU cores (Intel Xeon family 6 "
+        "model 106, first use; docs/RESULTS.md): IRS/OVF/noise_scaled ≈ 65 %, noise "
+        "injection 33 %, vanilla 26 % at σ = 0.4.",
+        epochs=8, batch_size=128, mc_runs=100, width=0.125, compute="fp32"),
 }
+#: The profile a command runs on a CPU when not told: ``quick`` (the published CPU tables)
+#: for every command but run.py, whose default is the main command's budget ``demo``.
+CPU_PROFILE = "quick"
+MAIN_COMMAND_CPU_PROFILE = "demo"
 #: The fields a profile sets (explicit flags override them).
 PROFILE_FIELDS = ("epochs", "batch_size", "mc_runs", "width", "compute")
 
@@ -111,8 +127,9 @@ class ExperimentConfig:
                                 "of the paper's tables (docs/method.md §1); range: the authors' "
                                 "released code, std 0.78·σ·max|W| (3× larger)",
                                 choices=NORMALISATIONS)
-    profile: str = _field("quick", "settings by budget (default: paper on GPU/TPU, quick on "
-                          "CPU)", choices=tuple(sorted(PROFILES)))
+    profile: str = _field("quick", "settings by budget (default: paper on GPU/TPU; on a CPU, "
+                          "demo for run.py, quick for the other commands)",
+                          choices=tuple(sorted(PROFILES)))
     epochs: int = _field(12, "training epochs")
     batch_size: int = _field(128, "training batch size")
     lr: float | None = _field(None, "Adam learning rate (default: the authors' per model: "

@@ -14,7 +14,7 @@ import math
 import os
 import secrets
 
-from neft_jax.harness.config import PROFILE_FIELDS, PROFILES, ExperimentConfig
+from neft_jax.harness.config import CPU_PROFILE, PROFILE_FIELDS, PROFILES, ExperimentConfig
 from neft_jax.train import METHODS, unknown_method
 
 
@@ -129,22 +129,32 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude=(), defaults=N
         parser.add_argument(flag, **kwargs)
 
 
+def _other_profiles(profile: str) -> str:
+    """What to pass instead of the default ``profile``, for the other budgets."""
+    if profile == "paper":
+        return "pass --profile quick for a short run"
+    quick = PROFILES["quick"]
+    return "pass --profile paper for the paper's settings" + (
+        "" if profile == "quick" else f", --profile quick for the published CPU tables' "
+        f"({quick.epochs} epochs, {quick.mc_runs} Monte Carlo runs)")
+
+
 def default_out(model: str, dataset: str, seed: int) -> str:
     """A new, unshared output folder: timestamp, model, dataset, seed and a random suffix."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return os.path.join("runs", f"{stamp}-{model}-{dataset}-seed{seed}-{secrets.token_hex(2)}")
 
 
-def config_from_args(args, backend: str) -> tuple[ExperimentConfig, str]:
-    """An ExperimentConfig from parsed flags, and the lines saying which profile and why."""
+def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE
+                     ) -> tuple[ExperimentConfig, str]:
+    """An ExperimentConfig from parsed flags, and the lines saying which profile and why.
+    Without --profile: ``paper`` on a GPU/TPU, ``cpu_profile`` on a CPU."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
              if getattr(args, f.name, None) is not None}
     profile = given.pop("profile", None)
     if profile is None:
-        profile = "quick" if backend == "cpu" else "paper"
-        why = (f"backend is {backend}; " + ("pass --profile paper for the paper's settings"
-                                            if profile == "quick" else "pass --profile quick "
-                                            "for a short run"))
+        profile = cpu_profile if backend == "cpu" else "paper"
+        why = f"backend is {backend}; " + _other_profiles(profile)
     else:
         why = "chosen with --profile"
     if "out" not in given:

@@ -29,7 +29,7 @@ def test_run_py_end_to_end(tmp_path, capsys):
                                     "--backward-micro-batch", "0"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert printed.splitlines()[0].startswith("profile: quick (backend is cpu")
+    assert printed.splitlines()[0].startswith("profile: demo (backend is cpu")
     assert "conv backward in micro-batches of the whole batch" in printed.splitlines()[0]
     assert "REDUCED WIDTH" in printed and "σ=0.1" in printed
     # The table of a finished run: its legend on one line, clean accuracy, chance, verdict.

@@ -47,6 +47,23 @@ def test_run_py_prints_the_model_learning_rate(profile):
     assert run_cli.config_from_args(args, "cpu")[0].learning_rate == 0.005
 
 
+def test_run_py_defaults_to_the_demo_budget_on_a_cpu_and_the_other_commands_to_quick(
+        tmp_path, capsys):
+    # run.py's main command is the ten-minute demo; the published CPU tables (reproduce.py,
+    # scaling.py, sweep.py) keep the quick profile. A resume of nothing stops right after
+    # the profile line, so this runs nothing.
+    code = run_cli.run_main(["--resume", "--out", str(tmp_path / "nothing"), "--no-progress"])
+    assert code != 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("profile: demo (backend is cpu; pass --profile paper")
+    assert "--profile quick for the published CPU tables' (12 epochs, 200 Monte" in line
+    assert "8 epochs, batch 128" in line and "100 Monte Carlo runs" in line
+    args = run_cli.sweep_parser().parse_args(["--out", str(tmp_path)])
+    cfg, line = run_cli.config_from_args(args, "cpu")
+    assert (cfg.profile, cfg.epochs, cfg.mc_runs) == ("quick", 12, 200)
+    assert run_cli.config_from_args(args, "gpu")[0].profile == "paper"
+
+
 # ---------------------------------------------------------- OVF's BatchNorm updates
 
 
