@@ -25,3 +25,23 @@ if _OWNER:
 jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _slow_test_ids() -> set[str]:
+    """The node ids listed in tests/slow_tests.txt (comments and blank lines skipped)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow_tests.txt")
+    with open(path) as f:
+        lines = (line.split("#", 1)[0].strip() for line in f)
+        return {line for line in lines if line}
+
+
+SLOW_TEST_IDS = _slow_test_ids()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests of tests/slow_tests.txt ``slow`` (``-m "not slow"`` skips them)."""
+    import pytest
+
+    for item in items:
+        if item.nodeid in SLOW_TEST_IDS:
+            item.add_marker(pytest.mark.slow)

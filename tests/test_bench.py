@@ -10,7 +10,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
 import bench  # noqa: E402
 
 
-@pytest.mark.slow
 def test_bench_prints_one_json_row_per_measurement(capsys):
     bench.main(["--models", "vgg8", "--methods", "irs", "--width", "0.0625", "--channels", "1",
                 "--batch-size", "16", "--steps", "1", "--mc-runs", "2", "--mc-images", "32",
@@ -28,7 +27,6 @@ def test_bench_prints_one_json_row_per_measurement(capsys):
                                                    / train["images_per_s"])
 
 
-@pytest.mark.slow
 def test_bench_end_to_end_row_times_the_real_loop_beside_the_bare_step(capsys):
     bench.main(["--models", "vgg8", "--methods", "noise", "--width", "0.0625",
                 "--batch-size", "64", "--steps", "2", "--skip-mc", "--end-to-end", "1",
@@ -69,7 +67,6 @@ def test_conv_profile_times_the_micro_batched_backward_and_checks_it():
     assert row["backward_gflops"] == pytest.approx(2 * row["gflop"] / row["backward_ms"] * 1e3)
 
 
-@pytest.mark.slow
 def test_bench_times_each_chunk_size_checks_precision_and_writes_jsonl(capsys, tmp_path):
     path = tmp_path / "rows.jsonl"
     bench.main(["--models", "vgg8", "--methods", "noise", "--width", "0.0625", "--channels", "1",

@@ -21,7 +21,6 @@ def sharded_results():
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
 def test_data_parallel_training_matches_single_device(sharded_results):
     r = sharded_results
     assert r["sharded_batch_devices"] == 8
@@ -36,7 +35,6 @@ def test_data_parallel_training_matches_single_device(sharded_results):
     assert r["batch_stats_max_abs_diff"] <= 1e-3
 
 
-@pytest.mark.slow
 def test_sharded_monte_carlo_matches_single_device(sharded_results):
     r = sharded_results
     assert len(r["mc_single"]) == 20
@@ -53,7 +51,6 @@ def test_distributed_initialize_only_with_environment(monkeypatch):
     assert calls == [1]
 
 
-@pytest.mark.slow
 def test_run_experiment_on_eight_devices(sharded_results):
     accuracies = sharded_results["run_experiment_accuracies"]
     assert len(accuracies) == 8 and all(0 <= a <= 100 for a in accuracies)

@@ -134,7 +134,6 @@ def test_an_out_path_the_checkpointer_cannot_use_is_refused_before_training(tmp_
 # --- Monte Carlo saved per σ, clean stops, one-line errors (items 3, 5) --------------------
 
 
-@pytest.mark.slow
 def test_monte_carlo_keeps_finished_sigmas_when_stopped_and_on_a_wider_resume(tmp_path,
                                                                               monkeypatch):
     """Ctrl-C during the second σ: the first σ's evaluation is kept; the resumed run, asked
@@ -244,7 +243,6 @@ def test_a_worker_trains_only_its_share(tmp_path):
     assert not (tmp_path / "cells" / cells[0].name).exists()
 
 
-@pytest.mark.slow
 def test_two_sweep_workers_on_one_folder_train_every_cell_exactly_once(tmp_path):
     """Two real sweep.py processes started together on one --out (as an array job would):
     every cell is trained by exactly one of them, and the combined table has every cell."""

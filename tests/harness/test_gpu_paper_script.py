@@ -11,12 +11,9 @@ import os
 import subprocess
 import tarfile
 
-import pytest
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.mark.slow
 def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_path):
     from neft_jax.harness.mnist5k import export
 

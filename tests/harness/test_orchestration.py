@@ -20,7 +20,6 @@ TINY = ["--epochs", "1", "--max-train-steps", "2", "--batch-size", "32", "--widt
         "--mc-runs", "3", "--val-mc-runs", "2", "--no-progress"]
 
 
-@pytest.mark.slow
 def test_run_py_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     # Whole-batch conv backward: the same path, compiled in ~30 % less time than the
@@ -64,7 +63,6 @@ def _tiny_config(out, **changes):
     return ExperimentConfig(**settings)
 
 
-@pytest.mark.slow
 def test_resume_after_interruption_and_a_flipped_byte_matches_uninterrupted(tmp_path):
     """Killed after epoch 2 of 2 was saved, then 8 bytes of that save flipped: the resumed
     run warns, falls back to epoch 1's save, redoes epoch 2 and ends with the uninterrupted
@@ -187,7 +185,6 @@ def test_default_alpha_follows_authors_table():
     assert default_alpha("vgg8", "cifar100", "irs") == 1e-1  # falls back to CIFAR-10
 
 
-@pytest.mark.slow
 def test_alpha_search_picks_best_validation_score(tmp_path, monkeypatch):
     import neft_jax.harness.orchestration as orchestration
 
@@ -203,7 +200,6 @@ def test_alpha_search_picks_best_validation_score(tmp_path, monkeypatch):
     assert (tmp_path / "search" / "checkpoints" / "irs-alpha0.001" / "latest").is_dir()
 
 
-@pytest.mark.slow
 def test_table_v_ablation_flags_build_fewer_exits_and_equal_coefficients(tmp_path, capsys):
     out = tmp_path / "ablation"
     code = run_cli.run_main(TINY + ["--methods", "irs", "--drop-exit", "2", "--equal-coefficients",

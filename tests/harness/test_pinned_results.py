@@ -31,7 +31,6 @@ PINNED = {
 }
 
 
-@pytest.mark.slow
 def test_tiny_run_gives_the_pinned_numbers(tmp_path):
     cfg = ExperimentConfig(methods=("vanilla", "irs"), epochs=2, batch_size=512, width=0.0625,
                            mc_runs=3, val_mc_runs=2, sigma=0.3, extra_sigmas=(0.1,),

@@ -105,7 +105,6 @@ def _signal_after_epoch(out, epoch: int, signum: int, *extra, again: bool = Fals
     return proc
 
 
-@pytest.mark.slow
 def test_sigkill_and_sigterm_then_resume_give_identical_parameters(tmp_path):
     """Killed (SIGKILL) after epoch 1, stopped (SIGTERM, then SIGTERM again and again while
     it stops) after epoch 2 of the resumed run, resumed again: the same parameters and Monte
@@ -160,7 +159,6 @@ def _private_small_disk_prefix(folder) -> list[str] | None:
     return None
 
 
-@pytest.mark.slow
 def test_a_disk_that_fills_inside_a_checkpoint_save_is_one_line(tmp_path):
     """A real full disk under orbax's first train-state save: one line naming the
     checkpoint being written, exit 1. It used to print the line among 30-60 tracebacks

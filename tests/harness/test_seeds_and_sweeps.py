@@ -36,7 +36,6 @@ def test_seeds_equal_separate_runs(tmp_path):
     assert (tmp_path / "multi" / "results.csv").exists()
 
 
-@pytest.mark.slow
 def test_seeds_in_one_vmapped_program_match_sequential_seeds(tmp_path):
     settings = dict(TINY, methods=("irs",), seed=2, seeds=2)
     sequential = run_seeds(ExperimentConfig(out=str(tmp_path / "seq"), seed_mode="sequential",

@@ -53,7 +53,6 @@ def _one_error_line(result) -> str:
 # --- item 1: a sweep reuses a cell only when it was made with the same settings ------------
 
 
-@pytest.mark.slow
 def test_a_sweep_with_other_settings_on_the_same_out_is_refused_naming_them(tmp_path,
                                                                            capsys):
     out = tmp_path / "SW"

@@ -64,7 +64,6 @@ def test_bad_stage_flag_exits_with_a_message(tmp_path, capsys):
     assert "stages must be names from" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_ovf_stage_runs_resnet18_at_every_table2_sigma(tmp_path):
     out = tmp_path / "repro"
     args = TINY + ["--models", "resnet18", "--stages", "ovf", "--sigmas", "0.2,0.6",
