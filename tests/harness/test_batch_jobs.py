@@ -10,6 +10,8 @@ import pytest
 from checkpoint_damage import damage_newest_save
 from stops import ctrl_c_at_the_end_of_epoch_1
 from subprocess_env import shared_cache_env
+from tiny import TINY as TINY_SETTINGS
+from tiny import TINY_ARGS, tiny_config
 
 from neft_jax.harness import cli
 from neft_jax.harness.config import ExperimentConfig
@@ -18,8 +20,7 @@ from neft_jax.harness.orchestration import prepare_out_dir
 from neft_jax.harness.results import RunResults
 from neft_jax.harness.sweeps import Cell, run_sweep
 
-TINY = ["--epochs", "1", "--max-train-steps", "1", "--batch-size", "32", "--width", "0.0625",
-        "--mc-runs", "2", "--val-mc-runs", "1", "--no-progress"]
+TINY = [*TINY_ARGS, "--max-train-steps", "1"]  # tests/tiny.py: programs shared
 
 
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path, capsys):
@@ -44,8 +45,7 @@ def test_lock_is_held_for_the_run_and_released_after(tmp_path):
 
 
 def test_sweep_workers_skip_a_cell_another_worker_holds(tmp_path):
-    base = ExperimentConfig(epochs=1, max_train_steps=1, batch_size=32, width=0.0625,
-                            mc_runs=2, val_mc_runs=1)
+    base = ExperimentConfig(**TINY_SETTINGS, max_train_steps=1)
     cells = [Cell("vgg8", "mnist5k", "noise", 0.3, None, 0)]
     held = FolderLock(str(tmp_path / "cells" / cells[0].name))
     messages = []
@@ -140,10 +140,8 @@ def test_monte_carlo_keeps_finished_sigmas_when_stopped_and_on_a_wider_resume(tm
     for one more σ, evaluates only the σ it has not got."""
     from neft_jax.harness import evaluation
 
-    cfg = ExperimentConfig(methods=("noise",), epochs=1, max_train_steps=1, batch_size=32,
-                           width=0.0625, mc_runs=2, val_mc_runs=1, sigma=0.3,
-                           extra_sigmas=(0.1,), backward_micro_batch=0,
-                           out=str(tmp_path / "run"))
+    cfg = tiny_config(tmp_path / "run", methods=("noise",), max_train_steps=1,
+                      extra_sigmas=(0.1,))
     evaluated = []
     real = evaluation.monte_carlo
 
@@ -186,7 +184,7 @@ def test_a_stop_names_the_epoch_and_method_and_a_second_ctrl_c_is_ignored(tmp_pa
     out, before = tmp_path / "r", signal.getsignal(signal.SIGINT)
     assert cli.run_main(TINY + ["--methods", "irs", "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "stopped by SIGINT in epoch 1/1 of irs" in err[0]
+    assert len(err) == 1 and "stopped by SIGINT in epoch 1/2 of irs" in err[0]
     assert "--resume" in err[0]
     assert not (out / ".lock").exists()
     assert signal.getsignal(signal.SIGINT) is before  # restored: the test owns the process
@@ -235,8 +233,7 @@ def test_a_static_worker_split_covers_every_cell_once():
 def test_a_worker_trains_only_its_share(tmp_path):
     from neft_jax.harness.sweeps import Worker
 
-    base = ExperimentConfig(epochs=1, max_train_steps=1, batch_size=32, width=0.0625,
-                            mc_runs=2, val_mc_runs=1)
+    base = ExperimentConfig(**TINY_SETTINGS, max_train_steps=1)
     cells = [Cell("vgg8", "mnist5k", "noise", 0.3, None, 0)]
     run_sweep(cells, base, str(tmp_path), log=lambda m: None, show_progress=False,
               worker=Worker(2, 2))  # cell 0 is worker 1's
@@ -255,7 +252,7 @@ def test_two_sweep_workers_on_one_folder_train_every_cell_exactly_once(tmp_path)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = tmp_path / "sweep"
     cmd = [sys.executable, os.path.join(root, "experiments", "sweep.py"), "--methods", "noise",
-           "--sigmas", "0.1,0.2", *TINY, "--backward-micro-batch", "0", "--out", str(out)]
+           "--sigmas", "0.1,0.2", *TINY, "--out", str(out)]
     env = shared_cache_env()  # subprocesses share this session's compilation cache
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env) for _ in range(2)]

@@ -8,24 +8,22 @@ import chex
 import numpy as np
 import pytest
 from checkpoint_damage import damage_newest_save
+from tiny import TINY_ARGS, tiny_config
 
 from neft_jax.harness import cli as run_cli
 from neft_jax.harness import data as data_lib
-from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.loop import train_runs
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.paper import default_alpha
 
-TINY = ["--epochs", "1", "--max-train-steps", "2", "--batch-size", "32", "--width", "0.0625",
-        "--mc-runs", "3", "--val-mc-runs", "2", "--no-progress"]
+TINY = [*TINY_ARGS, "--max-train-steps", "2"]  # tests/tiny.py: programs shared
 
 
 def test_run_py_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    # Whole-batch conv backward: the same path, compiled in ~30 % less time than the
+    # TINY's whole-batch conv backward: the same path, compiled in ~30 % less time than the
     # CPU default's micro-batches (which the tests of stops and settings run end to end).
-    code = run_cli.run_main(TINY + ["--sigma", "0.3", "--sweep", "0.1,0.3", "--out", str(out),
-                                    "--backward-micro-batch", "0"])
+    code = run_cli.run_main(TINY + ["--sigma", "0.3", "--sweep", "0.1,0.3", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].startswith("profile: demo (backend is cpu")
@@ -56,11 +54,7 @@ def test_run_py_end_to_end(tmp_path, capsys):
 
 
 def _tiny_config(out, **changes):
-    settings = dict(methods=("noise",), epochs=2, batch_size=64, width=0.0625, mc_runs=3,
-                    val_mc_runs=2, sigma=0.3, out=str(out),
-                    backward_micro_batch=0)  # whole-batch backward: compiles faster
-    settings.update(changes)
-    return ExperimentConfig(**settings)
+    return tiny_config(out, **{"methods": ("noise",), **changes})
 
 
 def test_resume_after_interruption_and_a_flipped_byte_matches_uninterrupted(tmp_path):
@@ -99,9 +93,9 @@ def test_resume_after_interruption_and_a_flipped_byte_matches_uninterrupted(tmp_
 
 
 def test_same_seed_same_numbers_and_method_skipped_on_resume(tmp_path):
-    first = run_experiment(_tiny_config(tmp_path / "a", epochs=1), log=lambda m: None,
+    first = run_experiment(_tiny_config(tmp_path / "a", max_train_steps=2), log=lambda m: None,
                            show_progress=False)
-    second = run_experiment(_tiny_config(tmp_path / "b", epochs=1), log=lambda m: None,
+    second = run_experiment(_tiny_config(tmp_path / "b", max_train_steps=2), log=lambda m: None,
                             show_progress=False)
     # Every number in results.json but timings (and the folder name) is identical.
     a = _without_timings(json.loads((tmp_path / "a" / "results.json").read_text()))
@@ -112,8 +106,8 @@ def test_same_seed_same_numbers_and_method_skipped_on_resume(tmp_path):
                                 second.methods["noise"].history[0]["loss"])
     messages = []
     start = time.perf_counter()
-    run_experiment(_tiny_config(tmp_path / "a", epochs=1, resume=True), log=messages.append,
-                   show_progress=False)
+    run_experiment(_tiny_config(tmp_path / "a", max_train_steps=2, resume=True),
+                   log=messages.append, show_progress=False)
     assert any("already done" in m for m in messages)
     assert time.perf_counter() - start < 60
 
@@ -189,7 +183,7 @@ def test_alpha_search_picks_best_validation_score(tmp_path, monkeypatch):
     import neft_jax.harness.orchestration as orchestration
 
     monkeypatch.setattr(orchestration, "ALPHA_GRID", (1.0, 1e-3))
-    cfg = _tiny_config(tmp_path / "search", methods=("irs",), epochs=1, alpha_search=True,
+    cfg = _tiny_config(tmp_path / "search", methods=("irs",), alpha_search=True,
                        max_train_steps=2)
     results = run_experiment(cfg, log=lambda m: None, show_progress=False)
     entry = results.methods["irs"]
@@ -212,7 +206,7 @@ def test_table_v_ablation_flags_build_fewer_exits_and_equal_coefficients(tmp_pat
                        equal_coefficients=True)
     assert cfg.exits_for("irs") == (1, 3) and cfg.exits_for("noise") is False
     assert cfg.feedback_decay == 1.0
-    outcome, = train_runs([dataclasses.replace(cfg, epochs=1, max_train_steps=1)],
+    outcome, = train_runs([dataclasses.replace(cfg, max_train_steps=1)],
                           data_lib.load_dataset("mnist5k"), "irs", 1.0, log=lambda m: None,
                           show_progress=False)
     assert sorted(k for k in outcome.state.params if k.startswith("exit_")) == [
@@ -239,7 +233,7 @@ def test_bf16_compute_trains_float32_params_and_differs_from_fp32(tmp_path):
     dataset = data_lib.load_dataset("mnist5k")
     losses = {}
     for compute in ("fp32", "bf16"):
-        cfg = _tiny_config(tmp_path / compute, epochs=1, max_train_steps=2, compute=compute)
+        cfg = _tiny_config(tmp_path / compute, max_train_steps=2, compute=compute)
         with jax.default_matmul_precision(cfg.matmul_precision):
             outcome, = train_runs([cfg], dataset, "noise", 0.0, log=lambda m: None,
                                   show_progress=False)

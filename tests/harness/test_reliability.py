@@ -11,10 +11,11 @@ import chex
 import jax
 import pytest
 from subprocess_env import shared_cache_env
+from tiny import TINY, tiny_config
 
 from neft_jax import train as T
+from neft_jax.harness import cli
 from neft_jax.harness.checkpoints import RunCheckpoints
-from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.data import load_dataset
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.results import write_atomic
@@ -30,10 +31,8 @@ CLI = ["--methods", "noise", "--checkpoint-every", "0", "--epochs", "3", "--batc
 
 
 def test_divergence_is_reported_and_other_methods_carry_on(tmp_path):
-    cfg = ExperimentConfig(methods=("ovf", "noise"), alpha=1e38, epochs=1, batch_size=64,
-                           width=0.0625, mc_runs=2, val_mc_runs=1, sigma=0.2,
-                           out=str(tmp_path / "out"), max_train_steps=3,
-                           backward_micro_batch=0)  # whole-batch backward: compiles faster
+    cfg = tiny_config(tmp_path / "out", methods=("ovf", "noise"), alpha=1e38, sigma=0.2,
+                      max_train_steps=3)  # tests/tiny.py: programs shared
     messages = []
     results = run_experiment(cfg, log=messages.append, show_progress=False).to_json()
     ovf, noise = results["methods"]["ovf"], results["methods"]["noise"]
@@ -41,7 +40,7 @@ def test_divergence_is_reported_and_other_methods_carry_on(tmp_path):
     assert all(e["diverged"] for e in ovf["evaluations"].values())
     assert any("NaN/inf" in m for m in messages)
     assert noise["diverged"] is False
-    assert len(noise["evaluations"]["0.2"]["accuracies"]) == 2
+    assert len(noise["evaluations"]["0.2"]["accuracies"]) == TINY["mc_runs"]
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["methods"]["ovf"]["diverged"] is True
 
@@ -105,20 +104,22 @@ def _signal_after_epoch(out, epoch: int, signum: int, *extra, again: bool = Fals
     return proc
 
 
-def test_sigkill_and_sigterm_then_resume_give_identical_parameters(tmp_path):
+def test_sigkill_and_sigterm_then_resume_give_identical_parameters(tmp_path, capsys):
     """Killed (SIGKILL) after epoch 1, stopped (SIGTERM, then SIGTERM again and again while
     it stops) after epoch 2 of the resumed run, resumed again: the same parameters and Monte
     Carlo numbers as an uninterrupted run. The repeated signals are ignored: one line, exit
     143 (they used to cut the clean-up short, or kill it with no message once the handler
     was gone)."""
-    full = _run(tmp_path / "full")
-    assert full.returncode == 0, full.stderr
+    # The uninterrupted run and the refusal run in this process (the same command line, as
+    # run.py's main); the interrupted runs are real processes, as the signals need.
+    assert cli.run_main([*CLI, "--out", str(tmp_path / "full")]) == 0
 
     _signal_after_epoch(tmp_path / "killed", 1, signal.SIGKILL)
     assert not (tmp_path / "killed" / "checkpoints" / "noise" / "latest" / "3").exists()
 
-    refused = _run(tmp_path / "killed")
-    assert refused.returncode == 2 and "--resume" in refused.stderr
+    capsys.readouterr()
+    assert cli.run_main([*CLI, "--out", str(tmp_path / "killed")]) == 2
+    assert "--resume" in capsys.readouterr().err
 
     stopped = _signal_after_epoch(tmp_path / "killed", 2, signal.SIGTERM, "--resume",
                                   again=True)

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 import pytest
+from tiny import TINY as TINY_SETTINGS
+from tiny import TINY_ARGS
 
 from neft_jax.harness import cli as sweep_cli
 from neft_jax.harness.budget import RELATIVE_COST, estimate_total
@@ -13,8 +15,7 @@ from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.seeds import choose_seed_mode, run_seeds
 from neft_jax.harness.sweeps import grid_cells, run_sweep
 
-TINY = dict(epochs=1, batch_size=64, width=0.0625, mc_runs=3, val_mc_runs=1, sigma=0.3,
-            max_train_steps=4)
+TINY = dict(TINY_SETTINGS, max_train_steps=4)  # tests/tiny.py: programs shared
 
 
 def test_seeds_equal_separate_runs(tmp_path):
@@ -126,9 +127,8 @@ def test_sweep_cli_config_file_and_bad_keys(tmp_path, capsys):
     config = tmp_path / "grid.toml"
     config.write_text('methods = ["vanilla"]\nsigmas = [0.3]\nseeds = 1\n')
     out = tmp_path / "out"
-    code = sweep_cli.sweep_main(["--config", str(config), "--out", str(out), "--epochs", "1",
-                           "--max-train-steps", "2", "--batch-size", "64", "--width", "0.0625",
-                           "--mc-runs", "2", "--val-mc-runs", "1", "--no-progress"])
+    code = sweep_cli.sweep_main(["--config", str(config), "--out", str(out),
+                                 *TINY_ARGS, "--max-train-steps", "2"])
     assert code == 0
     rows = json.loads((out / "sweep.json").read_text())["over_seeds"]
     assert len(rows) == 1 and rows[0]["method"] == "vanilla"

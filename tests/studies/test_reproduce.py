@@ -7,13 +7,13 @@ import os
 import sys
 
 import pytest
+from tiny import TINY_ARGS
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
 from paper import cli as reproduce_cli  # noqa: E402
 from paper.plan import Plan  # noqa: E402
 
-TINY = ["--epochs", "1", "--max-train-steps", "2", "--batch-size", "32", "--width", "0.0625",
-        "--mc-runs", "3", "--val-mc-runs", "1", "--no-progress"]
+TINY = [*TINY_ARGS, "--max-train-steps", "2"]  # tests/tiny.py: programs shared
 
 
 def test_table2_and_table3_stages_write_a_report_and_share_runs(tmp_path, capsys):

@@ -9,6 +9,7 @@ import os
 import sys
 
 import pytest
+from tiny import TINY_ARGS
 
 from neft_jax.harness import data as data_lib
 from neft_jax.harness.budget import Budget, BudgetExhausted
@@ -18,8 +19,7 @@ from paper import cli, reproduce  # noqa: E402
 from paper.plan import CONTROL_ALPHA, TABLE2_SIGMAS, VANILLA_SIGMAS, Plan, stage_dir  # noqa: E402
 from paper.reproduce import _link_cells, _Runner, trainings_of_plan  # noqa: E402
 
-TINY = ["--epochs", "1", "--max-train-steps", "1", "--batch-size", "32", "--width", "0.0625",
-        "--mc-runs", "2", "--val-mc-runs", "1", "--no-progress"]
+TINY = [*TINY_ARGS, "--max-train-steps", "1"]  # tests/tiny.py: programs shared
 
 
 def _finished(out):
