@@ -8,8 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from _small_models import numpy_variables
 from jax import lax
 
 from neft_jax import conv as conv_lib
@@ -42,33 +41,62 @@ def _value_and_grads(conv, x, w, cotangent, stride, padding):
 
 
 def _case(batch, size, cin, cout, kernel, stride, seed=0):
-    kx, kw, kc = jax.random.split(jax.random.key(seed), 3)
-    x = jax.random.normal(kx, (batch, size, size, cin))
-    w = jax.random.normal(kw, (kernel, kernel, cin, cout)) / np.sqrt(kernel * kernel * cin)
+    """Inputs as NumPy arrays: making them compiles nothing (a jax.random draw at each new
+    shape is a program of its own)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, size, size, cin)).astype(np.float32)
+    w = (rng.standard_normal((kernel, kernel, cin, cout)) / np.sqrt(kernel * kernel * cin)
+         ).astype(np.float32)
     out = -(-size // stride)
-    cotangent = jax.random.normal(kc, (batch, out, out, cout))
+    cotangent = rng.standard_normal((batch, out, out, cout)).astype(np.float32)
     return x, w, cotangent
 
 
 def _assert_close(got, want, rtol=1e-5):
+    """Max |got - want| <= rtol × max |want|, leaf by leaf (in NumPy: no eager programs)."""
     for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         chex.assert_equal_shape([g, r])
-        scale = float(jnp.max(jnp.abs(r))) + 1e-12
-        assert float(jnp.max(jnp.abs(g - r))) <= rtol * scale
+        g, r = np.asarray(g), np.asarray(r)
+        scale = float(np.max(np.abs(r))) + 1e-12
+        assert float(np.max(np.abs(g - r))) <= rtol * scale
+
+
+# (batch, micro, stride, kernel, padding): each stride, kernel and padding, an uneven last
+# micro-batch, one image per micro-batch, and a micro-batch as large as the batch (whole).
+FORWARD_CASES = (
+    (11, 4, 1, 3, "SAME"),  # 4 + 4 + 3
+    (7, 1, 2, 3, "VALID"),  # 7 micro-batches of one image
+    (6, 3, 2, 1, "SAME"),  # 3 + 3
+    (5, 2, 1, 1, "VALID"),  # 2 + 2 + 1
+    (3, 6, 2, 3, "SAME"),  # micro-batch > batch: the whole conv
+    (1, 1, 1, 3, "VALID"),  # one image
+)
 
 
 @pytest.mark.usefixtures("any_map_size")
-@settings(max_examples=8, deadline=None)
-@given(batch=st.integers(1, 11), micro=st.integers(1, 6), stride=st.sampled_from([1, 2]),
-       kernel=st.sampled_from([1, 3]), padding=st.sampled_from(["SAME", "VALID"]))
-def test_forward_and_gradients_match_the_whole_batch_conv(batch, micro, stride, kernel, padding):
-    x, w, _ = _case(batch, 18, 3, 4, kernel, stride)
-    y_ref = lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=NHWC)
-    cotangent = jax.random.normal(jax.random.key(9), y_ref.shape)
-    want = _value_and_grads(lax.conv_general_dilated, x, w, cotangent, stride, padding)
-    got = _value_and_grads(micro_batched_conv(micro), x, w, cotangent, stride, padding)
-    np.testing.assert_array_equal(got[0], want[0])  # the forward is the same conv
-    _assert_close(got[1], want[1])
+def test_forward_and_gradients_match_the_whole_batch_conv():
+    """Every case in one jitted program: one compilation instead of one per case (and no
+    op-by-op programs)."""
+    inputs = []
+    for i, (batch, _, stride, kernel, padding) in enumerate(FORWARD_CASES):
+        x, w, _ = _case(batch, 10, 3, 4, kernel, stride, seed=i)
+        y_shape = jax.eval_shape(functools.partial(
+            lax.conv_general_dilated, window_strides=(stride, stride), padding=padding,
+            dimension_numbers=NHWC), x, w).shape
+        cotangent = np.random.default_rng(9 + i).standard_normal(y_shape).astype(np.float32)
+        inputs.append((x, w, cotangent))
+
+    @jax.jit
+    def both(inputs):
+        out = []
+        for (x, w, ct), (_, micro, stride, _, pad) in zip(inputs, FORWARD_CASES, strict=True):
+            out.append((_value_and_grads(lax.conv_general_dilated, x, w, ct, stride, pad),
+                        _value_and_grads(micro_batched_conv(micro), x, w, ct, stride, pad)))
+        return out
+
+    for case, (want, got) in zip(FORWARD_CASES, both(inputs), strict=True):
+        np.testing.assert_array_equal(got[0], want[0], err_msg=str(case))  # the same forward
+        _assert_close(got[1], want[1])
 
 
 class MicroBatchedConvTest(chex.TestCase):
@@ -116,15 +144,20 @@ def test_micro_batches_hold_at_least_min_rows_output_pixels():
 @pytest.mark.usefixtures("any_map_size")
 def test_gradients_match_under_vmap_over_a_run_axis():
     x, w, cotangent = _case(6, 16, 2, 3, 3, 1)
-    ws = jnp.stack([w, 2 * w])
+    ws = np.stack([w, 2 * w])
 
-    def grads(conv):
+    def grads(conv, x, ws, cotangent):
         def one(w):
             return jax.grad(lambda w: jnp.sum(conv(
                 x, w, (1, 1), "SAME", dimension_numbers=NHWC) * cotangent))(w)
         return jax.vmap(one)(ws)
 
-    _assert_close(grads(micro_batched_conv(2)), grads(lax.conv_general_dilated))
+    @jax.jit  # both in one program
+    def both(x, ws, cotangent):
+        return (grads(micro_batched_conv(2), x, ws, cotangent),
+                grads(lax.conv_general_dilated, x, ws, cotangent))
+
+    _assert_close(*both(x, ws, cotangent))
 
 
 @pytest.mark.parametrize("bad", [0, -3, 1.5, True, "16"])
@@ -146,19 +179,27 @@ def test_resolve_picks_by_backend_and_honours_overrides():
 
 @pytest.mark.parametrize("name", ["vgg8", "resnet18"])
 def test_models_train_the_same_with_micro_batched_backward(name):
-    x = jax.random.normal(jax.random.key(1), (12, 32, 32, 1))
-    results = []
-    for micro in (None, 4):
-        model = create_model(name, 10, exits=True, width=0.0625, backward_micro_batch=micro)
-        variables = model.init(jax.random.key(0), x[:1])
+    """Both models' loss and gradients at the same weights, in one jitted program."""
+    x = np.random.default_rng(1).standard_normal((12, 32, 32, 1)).astype(np.float32)
+    whole, micro = (create_model(name, 10, exits=True, width=0.0625, backward_micro_batch=m)
+                    for m in (None, 4))
 
-        def loss(params, model=model, variables=variables):
+    def value_and_grad(model, variables, x):
+        def loss(params):
             (logits, exits), _ = model.apply({**variables, "params": params}, x, train=True,
                                              mutable=["batch_stats"])
             return jnp.mean(jax.nn.log_softmax(logits)[:, 0]) + sum(jnp.mean(e) for e in exits)
 
-        results.append(jax.jit(jax.value_and_grad(loss))(variables["params"]))
-    (loss_whole, grads_whole), (loss_micro, grads_micro) = results
+        return jax.value_and_grad(loss)(variables["params"])
+
+    variables = numpy_variables(whole, x[:1].shape)  # the weights don't matter: no init
+    chex.assert_trees_all_equal_structs(variables, numpy_variables(micro, x[:1].shape))
+
+    @jax.jit
+    def both(variables, x):
+        return value_and_grad(whole, variables, x), value_and_grad(micro, variables, x)
+
+    (loss_whole, grads_whole), (loss_micro, grads_micro) = both(variables, x)
     chex.assert_trees_all_equal_structs(grads_whole, grads_micro)
     np.testing.assert_allclose(loss_micro, loss_whole, rtol=1e-6)
     _assert_close(grads_micro, grads_whole, rtol=1e-4)
@@ -175,23 +216,45 @@ def test_config_validates_and_resolves_the_micro_batch():
             ExperimentConfig(backward_micro_batch=bad)
 
 
-@settings(max_examples=6, deadline=None)
-@given(batch=st.integers(1, 4), cout=st.integers(1, 6), stride=st.sampled_from([1, 2]),
-       kernel=st.sampled_from([1, 3, 5]), size=st.integers(5, 9),
-       padding=st.sampled_from(["SAME", "VALID", ((1, 1), (1, 1)), ((2, 0), (0, 1))]),
-       micro=st.sampled_from([None, 2]))
-def test_one_channel_conv_matches_xla_in_value_and_gradients(batch, cout, stride, kernel, size,
-                                                             padding, micro):
-    x, w, _ = _case(batch, size, 1, cout, kernel, stride)
-    assert shifted_sum_conv(x, w, (stride, stride), padding).shape == lax.conv_general_dilated(
-        x, w, (stride, stride), padding, dimension_numbers=NHWC).shape
-    want_y = lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=NHWC)
-    cotangent = jax.random.normal(jax.random.key(5), want_y.shape)
-    got = _value_and_grads(model_conv(micro), x, w, cotangent, stride, padding)
-    want = _value_and_grads(lax.conv_general_dilated, x, w, cotangent, stride, padding)
-    _assert_close(got, want)
-    chex.assert_trees_all_close(shifted_sum_conv(x, w, (stride, stride), padding), want_y,
-                                atol=1e-5, rtol=1e-5)
+# (batch, cout, stride, kernel, size, padding, micro): each stride, kernel, padding form
+# (named, symmetric and asymmetric explicit), odd and even maps, with and without micro.
+ONE_CHANNEL_CASES = (
+    (2, 3, 1, 3, 8, "SAME", None),
+    (3, 1, 2, 5, 9, "VALID", 2),
+    (1, 6, 2, 3, 7, ((2, 0), (0, 1)), None),
+    (4, 2, 1, 1, 5, ((1, 1), (1, 1)), 2),
+    (2, 4, 2, 1, 6, "SAME", 2),
+    (1, 5, 1, 5, 6, "SAME", None),
+)
+
+
+def test_one_channel_conv_matches_xla_in_value_and_gradients():
+    """Every case in one jitted program (one compilation; no op-by-op programs)."""
+    inputs = []
+    for i, (batch, cout, stride, kernel, size, padding, _) in enumerate(ONE_CHANNEL_CASES):
+        x, w, _ = _case(batch, size, 1, cout, kernel, stride, seed=i)
+        strides = (stride, stride)
+        want_shape = jax.eval_shape(functools.partial(
+            lax.conv_general_dilated, window_strides=strides, padding=padding,
+            dimension_numbers=NHWC), x, w).shape
+        assert jax.eval_shape(functools.partial(
+            shifted_sum_conv, window_strides=strides, padding=padding), x, w).shape == want_shape
+        cotangent = np.random.default_rng(5 + i).standard_normal(want_shape).astype(np.float32)
+        inputs.append((x, w, cotangent))
+
+    @jax.jit
+    def all_cases(inputs):
+        out = []
+        for (x, w, ct), case in zip(inputs, ONE_CHANNEL_CASES, strict=True):
+            _, _, stride, _, _, pad, micro = case
+            out.append((_value_and_grads(model_conv(micro), x, w, ct, stride, pad),
+                        _value_and_grads(lax.conv_general_dilated, x, w, ct, stride, pad),
+                        shifted_sum_conv(x, w, (stride, stride), pad)))
+        return out
+
+    for got, want, shifted in all_cases(inputs):
+        _assert_close(got, want)
+        chex.assert_trees_all_close(shifted, want[0], atol=1e-5, rtol=1e-5)
 
 
 def _convs_in(fn, *args) -> int:
@@ -201,9 +264,9 @@ def _convs_in(fn, *args) -> int:
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the shifted sum is the CPU path")
 def test_one_channel_forward_is_a_shifted_sum_on_cpu_and_the_rest_is_xla():
     conv = model_conv(None)
-    one = jnp.ones((2, 8, 8, 1))
-    three = jnp.ones((2, 8, 8, 3))
-    w1, w3 = jnp.ones((3, 3, 1, 4)), jnp.ones((3, 3, 3, 4))
+    one = np.ones((2, 8, 8, 1), np.float32)  # NumPy inputs: tracing compiles nothing
+    three = np.ones((2, 8, 8, 3), np.float32)
+    w1, w3 = np.ones((3, 3, 1, 4), np.float32), np.ones((3, 3, 3, 4), np.float32)
 
     def forward(x, w):
         return conv(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
@@ -219,11 +282,12 @@ def test_a_noisy_kernel_made_in_the_same_program_gives_the_same_layer():
     """The kernel reaches the shifted sum through an exact identity product."""
     x, w, _ = _case(3, 9, 1, 5, 3, 1)
 
-    @functools.partial(jax.jit, static_argnums=0)
     def layer(conv, x, w, key):
         noisy = w + 0.3 * jax.random.normal(key, w.shape)
         return conv(x, noisy, (1, 1), "SAME", dimension_numbers=NHWC)
 
-    key = jax.random.key(2)
-    chex.assert_trees_all_close(layer(model_conv(None), x, w, key),
-                                layer(lax.conv_general_dilated, x, w, key), atol=1e-5)
+    @jax.jit  # both layers in one program
+    def both(x, w, key):
+        return layer(model_conv(None), x, w, key), layer(lax.conv_general_dilated, x, w, key)
+
+    chex.assert_trees_all_close(*both(x, w, jax.random.key(2)), atol=1e-5)

@@ -1,3 +1,4 @@
+import functools
 import math
 
 import flax.linen as nn
@@ -5,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _small_models import numpy_variables
 
 from neft_jax.models import (
     MODELS,
@@ -17,8 +19,14 @@ from neft_jax.models import (
 )
 
 
+def _abstract_init(model, shape):
+    """``model.init``'s variables as shapes and dtypes (abstract evaluation: no compiling)."""
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+
+
 def _param_shapes(model, channels=3):
-    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 32, 32, channels)))
+    variables = _abstract_init(model, (2, 32, 32, channels))
     return jax.tree.map(lambda a: a.shape, variables["params"])
 
 
@@ -104,74 +112,94 @@ def test_adaptive_pool_matches_pytorch_rule(size, out):
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 9, 2)])
 def test_max_pool_2x2_matches_flax_in_value_and_gradient_after_relu(shape):
     """Same values as nn.max_pool, and the same gradient after a ReLU (ties at 0 included)."""
-    x = jnp.asarray(np.random.default_rng(0).normal(size=shape).astype(np.float32))
-    g = jnp.asarray(np.random.default_rng(1).normal(
-        size=(shape[0], shape[1] // 2, shape[2] // 2, shape[3])).astype(np.float32))
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    g = np.random.default_rng(1).normal(
+        size=(shape[0], shape[1] // 2, shape[2] // 2, shape[3])).astype(np.float32)
 
-    def loss(pool, x):
+    def loss(pool, x, g):
         return jnp.sum(pool(nn.relu(x)) * g)
 
     def flax_pool(v):
         return nn.max_pool(v, (2, 2), strides=(2, 2))
 
-    np.testing.assert_array_equal(max_pool_2x2(x), flax_pool(x))
-    ours, theirs = (jax.grad(loss, argnums=1)(p, x) for p in (max_pool_2x2, flax_pool))
-    assert float(jnp.sum(x <= 0)) > 0  # windows of ReLU zeros (ties) are exercised
+    @jax.jit  # values and gradients of both in one program (not op by op)
+    def both(x, g):
+        return [(p(x), jax.grad(loss, argnums=1)(p, x, g)) for p in (max_pool_2x2, flax_pool)]
+
+    (value, ours), (flax_value, theirs) = both(x, g)
+    np.testing.assert_array_equal(value, flax_value)
+    assert np.sum(x <= 0) > 0  # windows of ReLU zeros (ties) are exercised
     np.testing.assert_array_equal(ours, theirs)
 
 
 @pytest.mark.parametrize("model_cls, num_exits", [(VGG8, 3), (ResNet18, 4)])
 @pytest.mark.parametrize("exits", [True, False])
 def test_output_shapes(model_cls, num_exits, exits):
+    """Shapes, dtypes and structures: abstract evaluation of init and apply (nothing compiles;
+    tracing raises where a value would)."""
     model = model_cls(7, exits=exits, width=0.125)
-    x = jnp.ones((3, 32, 32, 3))
-    variables = model.init(jax.random.key(0), x)
-    logits, exit_logits = model.apply(variables, x, train=False)
+    x = jax.ShapeDtypeStruct((3, 32, 32, 3), jnp.float32)
+    variables = _abstract_init(model, x.shape)
+    logits, exit_logits = jax.eval_shape(functools.partial(model.apply, train=False),
+                                         variables, x)
     assert logits.shape == (3, 7) and logits.dtype == jnp.float32
     assert isinstance(exit_logits, tuple)
     assert len(exit_logits) == (num_exits if exits else 0)
     assert all(z.shape == (3, 7) for z in exit_logits)
     # train mode updates batch statistics
-    (_, _), updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    (_, _), updates = jax.eval_shape(functools.partial(
+        model.apply, train=True, mutable=["batch_stats"]), variables, x)
     assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(
         variables["batch_stats"]
     )
 
 
 def test_exits_do_not_change_backbone_output():
-    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 1))
+    x = np.random.default_rng(1).standard_normal((2, 32, 32, 1)).astype(np.float32)
     with_exits = VGG8(10, width=0.125)
-    variables = with_exits.init(jax.random.key(0), x)
-    logits, _ = with_exits.apply(variables, x)
+    variables = numpy_variables(with_exits, x.shape)  # any weights: no init
     backbone_only = {
         "params": {k: v for k, v in variables["params"].items() if not k.startswith("exit_")},
         "batch_stats": variables["batch_stats"],
     }
-    logits_plain, exits = VGG8(10, exits=False, width=0.125).apply(backbone_only, x)
+
+    @jax.jit  # both models in one program
+    def both(variables, backbone_only, x):
+        return (with_exits.apply(variables, x),
+                VGG8(10, exits=False, width=0.125).apply(backbone_only, x))
+
+    (logits, _), (logits_plain, exits) = both(variables, backbone_only, x)
     np.testing.assert_allclose(logits, logits_plain, rtol=1e-6)
     assert exits == ()
 
 
 def test_kaiming_fan_out_init_scale():
-    params = VGG8(10, exits=False).init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))["params"]
-    kernel = params["ConvBN_4"]["Conv_0"]["kernel"]  # 3×3×256×512
-    np.testing.assert_allclose(float(jnp.std(kernel)), math.sqrt(2 / (9 * 512)), rtol=0.02)
-    assert float(jnp.max(jnp.abs(kernel))) > 4 * math.sqrt(2 / (9 * 512))  # not truncated
+    model = VGG8(10, exits=False)
+
+    @jax.jit  # init in one program that keeps just this kernel (the rest is dead code)
+    def kernel_of(key):
+        return model.init(key, jnp.zeros((1, 32, 32, 1)))["params"]["ConvBN_4"]["Conv_0"]["kernel"]
+
+    kernel = np.asarray(kernel_of(jax.random.key(0)))  # 3×3×256×512
+    assert kernel.shape == (3, 3, 256, 512)
+    np.testing.assert_allclose(float(np.std(kernel)), math.sqrt(2 / (9 * 512)), rtol=0.02)
+    assert float(np.max(np.abs(kernel))) > 4 * math.sqrt(2 / (9 * 512))  # not truncated
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
+    """dtypes: abstract evaluation of init and apply (nothing compiles)."""
     model = VGG8(10, width=0.125, dtype=jnp.bfloat16)
-    x = jnp.ones((2, 32, 32, 1))
-    variables = model.init(jax.random.key(0), x)
+    variables = _abstract_init(model, (2, 32, 32, 1))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
-    logits, _ = model.apply(variables, x)
+    logits, _ = jax.eval_shape(model.apply, variables,
+                               jax.ShapeDtypeStruct((2, 32, 32, 1), jnp.float32))
     assert logits.dtype == jnp.float32
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_class_states_how_many_exits_it_builds(name):
     model = MODELS[name](num_classes=10, width=0.0625)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+    variables = _abstract_init(model, (1, 32, 32, 1))  # the names alone: nothing compiles
     built = [k for k in variables["params"] if k.startswith("exit_")]
     assert len(built) == MODELS[name].num_exits
 
@@ -187,15 +215,19 @@ def test_create_model_rejects_unknown():
 ])
 def test_models_build_only_the_chosen_exits_with_their_table_numbers(name, kept, expected_exits):
     model = create_model(name, 10, exits=kept, width=0.0625)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+    variables = _abstract_init(model, (1, 32, 32, 1))  # the names alone: nothing compiles
     assert sorted(k for k in variables["params"] if k.startswith("exit_")) == expected_exits
     full = create_model(name, 10, exits=True, width=0.0625)
-    full_vars = full.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
-    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 1))
-    _, all_exits = full.apply(full_vars, x)
+    full_vars = numpy_variables(full, (1, 32, 32, 1))  # any weights: no init
+    x = np.random.default_rng(1).standard_normal((2, 32, 32, 1)).astype(np.float32)
     chosen_params = {k: v for k, v in full_vars["params"].items()
                      if not k.startswith("exit_") or k in expected_exits}
-    _, some_exits = model.apply({**full_vars, "params": chosen_params}, x)
+
+    @jax.jit  # both models in one program
+    def both(full_vars, chosen_params, x):
+        return full.apply(full_vars, x), model.apply({**full_vars, "params": chosen_params}, x)
+
+    (_, all_exits), (_, some_exits) = both(full_vars, chosen_params, x)
     assert len(some_exits) == len(kept)
     for i, logits in zip(kept, some_exits, strict=True):
         np.testing.assert_allclose(logits, all_exits[i - 1], rtol=1e-5, atol=1e-5)

@@ -1,6 +1,8 @@
 """Training one's own model: linen without BatchNorm, NNX, a plain function, with every
 method; IRS on a linen model with attached exits; evaluation that cannot lie."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,8 +13,9 @@ from flax import nnx
 import neft_jax
 from neft_jax.perturbation import not_under
 
-X = jax.random.normal(jax.random.key(0), (32, 8, 8, 1))
-Y = (jnp.arange(32) % 3).astype(jnp.int32)
+_RNG = np.random.default_rng(0)  # NumPy data: making it compiles nothing
+X = _RNG.standard_normal((32, 8, 8, 1)).astype(np.float32)
+Y = (np.arange(32) % 3).astype(np.int32)
 BATCH = {"image": X, "label": Y}
 TX = neft_jax.create_optimizer(1e-2, 100)
 HP = neft_jax.make_hparams(0.5, alpha=0.1)
@@ -49,23 +52,35 @@ def _apply(params, images):
     return hidden @ params["W2"], [hidden @ params["exit_1"]["W"]]
 
 
-PARAMS = {"W1": 0.3 * jax.random.normal(jax.random.key(2), (64, 16)), "b1": jnp.zeros(16),
-          "W2": jax.random.normal(jax.random.key(3), (16, 3)),
-          "exit_1": {"W": jax.random.normal(jax.random.key(4), (16, 3))}}
+PARAMS = {"W1": (0.3 * _RNG.standard_normal((64, 16))).astype(np.float32),
+          "b1": np.zeros(16, np.float32),
+          "W2": _RNG.standard_normal((16, 3)).astype(np.float32),
+          "exit_1": {"W": _RNG.standard_normal((16, 3)).astype(np.float32)}}
 FUNCTION_WEIGHTS = not_under("exit_", lambda path, leaf: str(path[-1]).startswith("W"))
 
 
-def _models():
-    """(name, model for the step, state, where) of each kind of user model."""
-    linen = neft_jax.with_exits(PlainCNN(), taps=["conv1"], num_classes=3)
-    net = NNXNet(nnx.Rngs(0))
-    return [
-        ("linen", linen, neft_jax.create_train_state(linen, jax.random.key(1), X.shape, TX,
-                                                     HP), None),
-        ("nnx", net, neft_jax.create_train_state(net, None, None, TX, HP), None),
-        ("function", _apply, neft_jax.create_train_state(_apply, None, None, TX, HP,
-                                                         params=PARAMS), FUNCTION_WEIGHTS),
-    ]
+@functools.cache
+def _model(kind):
+    """(model for the step, state, where) of each kind of user model, made once per file."""
+    if kind == "linen":
+        linen = neft_jax.with_exits(PlainCNN(), taps=["conv1"], num_classes=3)
+        # One jitted init, not one eager program per initializer and shape; an RBG key's
+        # draws are one XLA op each (threefry's unrolled rounds compile slowly).
+        state = jax.jit(lambda key: neft_jax.create_train_state(linen, key, X.shape, TX, HP))(
+            jax.random.key(1, impl="rbg"))
+        return linen, state, None
+    if kind == "nnx":
+        net = nnx.jit(lambda: NNXNet(nnx.Rngs(0)))()  # one program, not one per initializer
+        return net, neft_jax.create_train_state(net, None, None, TX, HP), None
+    return _apply, neft_jax.create_train_state(_apply, None, None, TX, HP,
+                                               params=PARAMS), FUNCTION_WEIGHTS
+
+
+@functools.cache
+def _step(kind, method):
+    """The jitted step of each kind and method, shared by the tests (compiled once)."""
+    model, _, where = _model(kind)
+    return neft_jax.make_train_step(model, method, neft_jax.DeviceModel(), where=where)
 
 
 def _changed(a, b) -> bool:
@@ -75,9 +90,9 @@ def _changed(a, b) -> bool:
 
 @pytest.mark.parametrize("kind", ["linen", "nnx", "function"])
 def test_every_method_trains_each_kind_of_model(kind):
-    name, model, state, where = next(m for m in _models() if m[0] == kind)
+    _, state, _ = _model(kind)
     for method in neft_jax.METHODS:
-        step = neft_jax.make_train_step(model, method, neft_jax.DeviceModel(), where=where)
+        step = _step(kind, method)
         new, metrics = step(state, BATCH, jax.random.key(5))
         assert np.isfinite(float(metrics["loss"])), (kind, method)
         assert _changed(new.params, state.params), (kind, method)
@@ -91,25 +106,25 @@ def test_every_method_trains_each_kind_of_model(kind):
 
 
 def test_a_trained_linen_model_with_attached_exits_is_evaluated_without_them():
-    _, model, state, _ = _models()[0]
+    _, state, _ = _model("linen")
     assert set(state.params) == {"backbone", "exit_1"}
-    step = neft_jax.make_train_step(model, "irs", neft_jax.DeviceModel())
+    step = _step("linen", "irs")
     for i in range(3):
         state, _ = step(state, BATCH, jax.random.key(i))
     eval_model, variables = neft_jax.evaluation_model(state)
     test_set = neft_jax.make_test_set(X, Y, 16)
     clean = neft_jax.monte_carlo(eval_model, variables, test_set, jax.random.split(
         jax.random.key(0), 3), neft_jax.DeviceModel(0.0))
-    logits = PlainCNN().apply({"params": state.params["backbone"]}, X)
-    assert clean.accuracies[0] == pytest.approx(float(jnp.mean(logits.argmax(-1) == Y)))
+    logits = jax.jit(PlainCNN().apply)({"params": state.params["backbone"]}, X)
+    assert clean.accuracies[0] == pytest.approx(float(np.mean(np.argmax(logits, -1) == Y)))
     noisy = neft_jax.monte_carlo(eval_model, variables, test_set, jax.random.split(
         jax.random.key(0), 3), neft_jax.DeviceModel(1.5))
     assert noisy.ekl > 1e-4  # the runs' predictions disagree: the backbone got noise
 
 
 def test_nnx_and_function_states_evaluate_through_evaluation_model():
-    _, _, nnx_state, _ = _models()[1]
-    _, _, fn_state, _ = _models()[2]
+    _, nnx_state, _ = _model("nnx")
+    _, fn_state, _ = _model("function")
     test_set = neft_jax.make_test_set(X, Y, 16)
     keys = jax.random.split(jax.random.key(0), 3)
     model, variables = neft_jax.evaluation_model(nnx_state)
@@ -122,7 +137,8 @@ def test_nnx_and_function_states_evaluate_through_evaluation_model():
 
 def test_mistakes_give_one_clear_line():
     plain = PlainCNN()
-    state = neft_jax.create_train_state(plain, jax.random.key(1), X.shape, TX, HP)
+    state = jax.jit(lambda key: neft_jax.create_train_state(plain, key, X.shape, TX, HP))(
+        jax.random.key(1, impl="rbg"))  # one program, not one per initializer (see _model)
     with pytest.raises(ValueError, match="with_exits"):
         neft_jax.make_train_step(plain, "irs")(state, BATCH, jax.random.key(0))
     with pytest.raises(ValueError, match="logit_divisor=s \\+ 1"):
@@ -155,8 +171,12 @@ def test_monte_carlo_refuses_to_report_noise_free_numbers_as_noisy():
 def test_perturb_takes_a_number_as_sigma_and_says_what_to_pass_otherwise():
     params = {"kernel": jnp.ones((3, 3))}
     key = jax.random.key(0)
-    by_number = neft_jax.perturb(params, key, 0.4)["kernel"]
-    by_device = neft_jax.perturb(params, key, neft_jax.DeviceModel(0.4))["kernel"]
+    @jax.jit  # both in one program (not op by op)
+    def both(params, key):
+        return (neft_jax.perturb(params, key, 0.4)["kernel"],
+                neft_jax.perturb(params, key, neft_jax.DeviceModel(0.4))["kernel"])
+
+    by_number, by_device = both(params, key)
     np.testing.assert_array_equal(by_number, by_device)
     with pytest.raises(TypeError, match="DeviceModel\\(sigma=0.4\\)"):
         neft_jax.perturb(params, key, "0.4")
@@ -165,12 +185,12 @@ def test_perturb_takes_a_number_as_sigma_and_says_what_to_pass_otherwise():
 def test_linen_flag_named_deterministic_is_set_for_evaluation():
     """Dropout off in evaluation: two clean runs of a dropout model agree exactly."""
     model = PlainCNN()
-    variables = model.init(jax.random.key(0), X)
+    variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), X)  # one program (_model)
     test_set = neft_jax.make_test_set(X, Y, 16)
     a = neft_jax.monte_carlo(model, variables, test_set, jax.random.split(jax.random.key(1), 1),
                              0.0)
-    logits = model.apply(variables, X, deterministic=True)
-    assert a.accuracies[0] == pytest.approx(float(jnp.mean(logits.argmax(-1) == Y)))
+    logits = jax.jit(functools.partial(model.apply, deterministic=True))(variables, X)
+    assert a.accuracies[0] == pytest.approx(float(np.mean(np.argmax(logits, -1) == Y)))
 
 
 def test_summary_quantiles_match_numpy():

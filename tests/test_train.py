@@ -1,3 +1,5 @@
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,19 +11,51 @@ from neft_jax import DeviceModel, make_test_set, monte_carlo
 from neft_jax import train as T
 from neft_jax.models import VGG8
 
-STEPS = 60  # every method reaches 100 % on the quadrant task by then (chance: 25 %)
+STEPS = 40  # every method reaches 100 % on the quadrant task by step 25 (chance: 25 %)
 BATCH = 32
+# One optimiser, model and jitted step per method for the whole file: the tests below share
+# the compiled steps of test_each_method_learns_the_synthetic_task (same batch shape).
+TX = T.create_optimizer(3e-3, STEPS)
 
 
-def _train(method, steps=STEPS, sigma=0.1, alpha=0.01, seed=0):
-    model = VGG8(4, exits=T.uses_exits(method), width=0.125)
-    tx = T.create_optimizer(3e-3, steps)
-    key = jax.random.key(seed)
-    state = T.create_train_state(model, key, (1, 32, 32, 1), tx, T.make_hparams(sigma, alpha=alpha))
-    step = T.make_train_step(model, method, DeviceModel())
-    images, labels = quadrant_task(steps * BATCH, seed=1)
+def _model(exits):
+    return VGG8(4, exits=exits, width=0.125)
+
+
+@functools.cache
+def _initial_state(exits):
+    """The initial state, made in one jitted program from an RBG key: its draws are one XLA
+    op each (≈ 2 s of compiling here); threefry's unrolled rounds compile slowly, jitted
+    (≈ 14 s) or eagerly (≈ 120 programs, ≈ 15 s)."""
+    def create(key):
+        return T.create_train_state(_model(exits), key, (1, 32, 32, 1), TX,
+                                    T.make_hparams(0.1, alpha=0.01))
+
+    return jax.jit(create)(jax.random.key(0, impl="rbg"))
+
+
+def _state(exits, sigma, alpha=0.0):
+    return _initial_state(exits).replace(hparams=T.make_hparams(sigma, alpha=alpha))
+
+
+@functools.cache
+def _step(method):
+    return T.make_train_step(_model(T.uses_exits(method)), method, DeviceModel())
+
+
+def _batch(seed=0):
+    images, labels = quadrant_task(BATCH, seed=seed)
+    return {"image": images, "label": labels}
+
+
+def _train(method, sigma=0.1, alpha=0.01):
+    model = _model(T.uses_exits(method))
+    key = jax.random.key(0)
+    state = _state(T.uses_exits(method), sigma, alpha)
+    step = _step(method)
+    images, labels = quadrant_task(STEPS * BATCH, seed=1)
     metrics = None
-    for i in range(steps):
+    for i in range(STEPS):
         batch = {"image": images[i * BATCH:(i + 1) * BATCH],
                  "label": labels[i * BATCH:(i + 1) * BATCH]}
         state, metrics = step(state, batch, T.step_key(key, i))
@@ -43,13 +77,9 @@ def test_each_method_learns_the_synthetic_task(method):
 
 
 def test_step_is_deterministic_given_key():
-    model = VGG8(4, width=0.125)
-    tx = T.create_optimizer()
-    state = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1), tx,
-                                 T.make_hparams(0.3, alpha=0.1))
-    step = T.make_train_step(model, "irs", DeviceModel())
-    images, labels = quadrant_task(16, seed=0)
-    batch = {"image": images, "label": labels}
+    state = _state(True, 0.3, alpha=0.1)
+    step = _step("irs")
+    batch = _batch()
     a, ma = step(state, batch, jax.random.key(5))
     b, mb = step(state, batch, jax.random.key(5))
     c, _ = step(state, batch, jax.random.key(6))
@@ -59,12 +89,9 @@ def test_step_is_deterministic_given_key():
 
 
 def test_vanilla_ignores_noise_and_key():
-    model = VGG8(4, exits=False, width=0.125)
-    state = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1), T.create_optimizer(),
-                                 T.make_hparams(0.5))
-    step = T.make_train_step(model, "vanilla")
-    images, labels = quadrant_task(8, seed=0)
-    batch = {"image": images, "label": labels}
+    state = _state(False, 0.5)
+    step = _step("vanilla")
+    batch = _batch()
     a, _ = step(state, batch, jax.random.key(1))
     b, _ = step(state, batch, jax.random.key(2))
     chex.assert_trees_all_equal(a.params, b.params)
@@ -75,24 +102,17 @@ def test_noise_gradient_is_straight_through_at_noisy_weights():
     from neft_jax.losses import cross_entropy
     from neft_jax.perturbation import perturb
 
-    model = VGG8(4, exits=False, width=0.125)
-    state = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1),
-                                 T.create_optimizer(), T.make_hparams(0.3))
+    model = _model(False)
+    state = _state(False, 0.3)
     images, labels = quadrant_task(8, seed=0)
-    key = jax.random.key(3)
-    backbone_key = jax.random.split(jax.random.split(key, 4)[0])[0]
-    # σ as the step sees it (a float32 hparam): the same std to the last bit
-    noisy = perturb(state.params, backbone_key, DeviceModel(jnp.float32(0.3)),
-                    where=T.backbone_kernels)
 
-    def loss_at(params):
+    def loss_at(params, state):
         (logits, _), _ = model.apply({"params": params, "batch_stats": state.batch_stats},
                                      images, train=True, mutable=["batch_stats"])
         return cross_entropy(logits, labels)
 
-    expected = jax.grad(loss_at)(noisy)
     captured = {}
-    tx = T.create_optimizer()
+    tx = state.tx
 
     class Capture:
         def init(self, params):
@@ -104,18 +124,25 @@ def test_noise_gradient_is_straight_through_at_noisy_weights():
 
     state = state.replace(tx=Capture())
     step = T.make_train_step(model, "noise", DeviceModel(), jit=False)
-    step(state, {"image": images, "label": labels}, key)
-    chex.assert_trees_all_close(captured["grads"], expected, rtol=1e-4, atol=1e-6)
+
+    @jax.jit  # the step and the expected gradient in one program (not op by op)
+    def grads(state, key):
+        backbone_key = jax.random.split(jax.random.split(key, 4)[0])[0]
+        # σ as the step sees it (its float32 hparam): the same std to the last bit
+        noisy = perturb(state.params, backbone_key, DeviceModel(state.hparams["sigma"]),
+                        where=T.backbone_kernels)
+        step(state, {"image": images, "label": labels}, key)
+        return captured["grads"], jax.grad(loss_at)(noisy, state)
+
+    got, expected = grads(state, jax.random.key(3))
+    chex.assert_trees_all_close(got, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_changing_sigma_and_alpha_does_not_retrace():
-    model = VGG8(4, width=0.125)
-    state = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1), T.create_optimizer(),
-                                 T.make_hparams(0.1, alpha=0.1))
-    raw = T.make_train_step(model, "irs", DeviceModel(), jit=False)
-    step = jax.jit(chex.assert_max_traces(raw, n=1))
-    images, labels = quadrant_task(8, seed=0)
-    batch = {"image": images, "label": labels}
+    state = _state(True, 0.1, alpha=0.1)
+    raw = T.make_train_step(_model(True), "irs", DeviceModel(), jit=False)
+    step = jax.jit(chex.assert_max_traces(raw, n=1))  # the program of _step("irs")
+    batch = _batch()
     for sigma, alpha in ((0.1, 0.1), (0.4, 0.01), (0.0, 1.0)):
         state = state.replace(hparams=T.make_hparams(sigma, alpha=alpha))
         state, _ = step(state, batch, jax.random.key(0))
@@ -124,10 +151,8 @@ def test_changing_sigma_and_alpha_does_not_retrace():
 def test_irs_requires_exits_and_unknown_method():
     with pytest.raises(ValueError, match="vanilla"):
         T.make_train_step(VGG8(4), "dropout")
-    model = VGG8(4, exits=False, width=0.125)
-    state = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1), T.create_optimizer(),
-                                 T.make_hparams(0.1, alpha=0.1))
-    step = T.make_train_step(model, "irs")
+    state = _state(False, 0.1, alpha=0.1)
+    step = T.make_train_step(_model(False), "irs")
     with pytest.raises(ValueError, match="exits=True"):
         step(state, {"image": jnp.zeros((2, 32, 32, 1)), "label": jnp.zeros(2, jnp.int32)},
              jax.random.key(0))
