@@ -14,11 +14,29 @@ from neft_jax.evaluate import (
 from neft_jax.models import VGG8, ResNet18
 
 
+def _host_variables(model, image, seed=0):
+    """Variables of ``model``'s shapes drawn on the host, compiling nothing (an eager
+    ``model.init`` compiles one random-normal program per kernel shape, ≈ 1–3 s each on
+    XLA:CPU): He-normal kernels (fan-out, as the models' own init), zero biases and
+    BatchNorm means, unit BatchNorm scales and variances."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), image)
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, shape):
+        name = path[-1].key
+        if name == "kernel":
+            fan_out = np.prod(shape.shape[:-2], dtype=int) * shape.shape[-1]
+            return rng.normal(0.0, np.sqrt(2.0 / fan_out), shape.shape).astype(np.float32)
+        return (np.ones if name in ("scale", "var") else np.zeros)(shape.shape, np.float32)
+
+    return jax.device_put(jax.tree_util.tree_map_with_path(leaf, shapes))
+
+
 @pytest.fixture(scope="module")
 def setup():
     model = VGG8(4, width=0.125)
     images, labels = quadrant_task(70, seed=3)
-    variables = model.init(jax.random.key(0), images[:1])
+    variables = _host_variables(model, images[:1])
     test_set = make_test_set(images, labels, batch_size=32)  # 3 batches, 26 padded
     return model, variables, test_set
 
@@ -50,7 +68,7 @@ def test_vectorised_equals_python_loop(setup, chunk_size):
 def test_resnet_vectorised_equals_loop():
     model = ResNet18(4, width=0.125)
     images, labels = quadrant_task(20, seed=3)
-    variables = model.init(jax.random.key(0), images[:1])
+    variables = _host_variables(model, images[:1])
     test_set = make_test_set(images, labels, batch_size=10)
     keys = jax.random.split(jax.random.key(1), 3)
     device = DeviceModel.preset("FeFET2", 0.3)
@@ -62,7 +80,7 @@ def test_resnet_vectorised_equals_loop():
 
 def test_sigma_zero_evaluates_once_with_zero_ekl(setup):
     model, variables, test_set = setup
-    keys = jax.random.split(jax.random.key(1), 5)
+    keys = jax.random.split(jax.random.key(1), 7)  # 7: test_vectorised_equals_python_loop's
     result = monte_carlo(model, variables, test_set, keys, DeviceModel(0.0))
     assert result.accuracies.shape == (1,)
     assert result.ekl == pytest.approx(0.0, abs=1e-6)
@@ -72,11 +90,11 @@ def test_sigma_zero_evaluates_once_with_zero_ekl(setup):
 
 def test_sigma_is_traced_no_recompile(setup):
     model, variables, test_set = setup
-    keys = jax.random.split(jax.random.key(1), 2)
+    keys = jax.random.split(jax.random.key(1), 7)  # 7 keys: the program of the tests above
     monte_carlo(model, variables, test_set, keys, DeviceModel(0.1), chunk_size=1)
     before = _monte_carlo_sums._cache_size()
     for sigma in (0.2, 0.3, 0.4):
-        monte_carlo(model, variables, test_set, jax.random.split(jax.random.key(9), 2),
+        monte_carlo(model, variables, test_set, jax.random.split(jax.random.key(9), 7),
                     DeviceModel(sigma), chunk_size=1)
     assert _monte_carlo_sums._cache_size() == before
 
@@ -95,8 +113,9 @@ def test_autotune_measures_every_candidate(setup):
     from neft_jax.evaluate import autotune_chunk_size
 
     model, variables, test_set = setup
+    # 7 runs in chunks of 1 and 4: programs test_vectorised_equals_python_loop compiled.
     best, timings = autotune_chunk_size(model, variables, test_set, DeviceModel(0.2),
-                                        candidates=(1, 2), num_runs=2)
-    assert set(timings) == {1, 2} and best in (1, 2)
+                                        candidates=(1, 4), num_runs=7)
+    assert set(timings) == {1, 4} and best in (1, 4)
     assert all(t > 0 for t in timings.values())
     assert timings[best] == min(timings.values())

@@ -85,8 +85,13 @@ def _conv_mean(x, kernel):
     return np.asarray(jnp.mean(y, axis=(0, 1, 2)), np.float64)
 
 
-@pytest.mark.parametrize("update_all", [True, False])
-def test_ovf_updates_running_statistics_once_per_pass_in_the_authors_order(update_all):
+@pytest.fixture(scope="module")
+def tiny_bn():
+    """TinyBN's OVF setting, shared by the tests of this file: the state (running means
+    moved off zero), the batch, the OVF step by ``ovf_update_stats`` and, by hand, each
+    pass's BatchNorm batch mean. Eager: this model's steps run op by op at one set of
+    shapes, whose small programs every TinyBN step here then reuses, which costs less
+    than compiling each step whole (its noise draws compile slowly)."""
     model, sigma, key = TinyBN(), 0.5, jax.random.key(3)
     x = jax.random.normal(jax.random.key(1), (6, 8, 8, 2))
     batch = {"image": x, "label": jnp.array([0, 1, 2, 0, 1, 2])}
@@ -96,9 +101,8 @@ def test_ovf_updates_running_statistics_once_per_pass_in_the_authors_order(updat
     state = state.replace(batch_stats={"BatchNorm_0": {
         "mean": jnp.asarray(start, jnp.float32), "var": state.batch_stats["BatchNorm_0"]["var"]}})
     device = DeviceModel(sigma)
-    step = T.make_train_step(model, "ovf", device, ovf_update_stats=update_all, jit=False)
-    new_state, _ = step(state, batch, key)
-
+    steps = {flag: T.make_train_step(model, "ovf", device, ovf_update_stats=flag, jit=False)
+             for flag in (True, False)}
     # By hand: pass k draws its noise from split(split(key, 4)[k])[0] at σ + offset_k.
     pass_keys = jax.random.split(key, 4)
     sigmas = [sigma] + [sigma + o for o in T.OVF_SIGMA_OFFSETS]  # σ, +0.15, +0.10, +0.05
@@ -107,6 +111,13 @@ def test_ovf_updates_running_statistics_once_per_pass_in_the_authors_order(updat
         noisy = perturb(state.params, jax.random.split(k)[0], device.replace(sigma=s),
                         where=T.backbone_kernels)
         means.append(_conv_mean(x, noisy["Conv_0"]["kernel"]))
+    return dict(state=state, batch=batch, key=key, start=start, steps=steps, means=means)
+
+
+@pytest.mark.parametrize("update_all", [True, False])
+def test_ovf_updates_running_statistics_once_per_pass_in_the_authors_order(update_all, tiny_bn):
+    state, start, means = tiny_bn["state"], tiny_bn["start"], tiny_bn["means"]
+    new_state, _ = tiny_bn["steps"][update_all](state, tiny_bn["batch"], tiny_bn["key"])
     assert np.ptp([m[0] for m in means]) > 1e-3  # the passes differ, so order matters
     expected = start
     for m in means if update_all else means[:1]:
@@ -124,29 +135,46 @@ def test_ovf_updates_running_statistics_once_per_pass_in_the_authors_order(updat
 # ------------------------------------------------------------- kept checkpoint
 
 
-def _train_quadrants(tmp_path, method, alpha, total, num_train, seed, **settings):
-    """Train ``method`` on the quadrant task (``num_train`` of ``total`` images train)."""
-    images, labels = quadrant_task(total, seed=seed)
-    dataset = data_lib.Dataset("mnist5k", images[:num_train], labels[:num_train],
-                               images[num_train:], labels[num_train:], 4, False)
-    cfg = ExperimentConfig(methods=(method,), batch_size=40, width=0.0625, out=str(tmp_path),
-                           **settings)
+# One tiny setting for every run of this file (tests/tiny.py's idea, on the quadrant task):
+# the train step bakes in the data's and the batch's shapes, the width and the cosine
+# schedule's length (epochs × steps per epoch), the validation program the number of
+# runs, so each method's runs share their programs (the session's compilation cache):
+# 100 images, 80 train in 5 steps of 16 per epoch, 20 validate in one Monte Carlo run.
+# σ, α and the seed are traced. Whole-batch conv backward: no test here is about the
+# micro-batches, which compile a scan per conv.
+QUADRANTS = dict(batch_size=16, width=0.0625, val_fraction=0.2, val_mc_runs=1,
+                 backward_micro_batch=0)
+#: Epochs by method, the same in every test that trains that method.
+EPOCHS = {"vanilla": 3, "noise": 5, "irs": 2}
+
+
+def _train_quadrants(tmp_path, method, alpha, seed, **settings):
+    """Train ``method`` on the quadrant task (80 of its 100 training images train, 20
+    validate) with :data:`QUADRANTS` and the method's :data:`EPOCHS`."""
+    images, labels = quadrant_task(120, seed=seed)
+    dataset = data_lib.Dataset("mnist5k", images[:100], labels[:100], images[100:],
+                               labels[100:], 4, False)
+    cfg = ExperimentConfig(methods=(method,), out=str(tmp_path), epochs=EPOCHS[method],
+                           **{**QUADRANTS, **settings})
     outcome, = train_runs([cfg], dataset, method, alpha, log=lambda m: None,
                           show_progress=False)
     return dataset, cfg, outcome
 
 
 def test_vanilla_keeps_the_epoch_with_the_best_clean_validation_accuracy(tmp_path):
-    dataset, cfg, outcome = _train_quadrants(tmp_path, "vanilla", 0.0, 200, 160, seed=4,
-                                             epochs=3, sigma=0.8, val_mc_runs=4,
-                                             val_fraction=0.25)
-    _, val_idx = data_lib.validation_indices(dataset.train_labels, 0.25, cfg.seed)
+    # val_mc_runs=4 and σ = 0.8: vanilla must still validate once, clean.
+    dataset, cfg, outcome = _train_quadrants(tmp_path, "vanilla", 0.0, seed=4, sigma=0.8,
+                                             val_mc_runs=4)
+    _, val_idx = data_lib.validation_indices(dataset.train_labels, cfg.val_fraction, cfg.seed)
     val_set = make_test_set(dataset.train_images[val_idx], dataset.train_labels[val_idx], 100)
-    variables = {"params": outcome.state.params, "batch_stats": outcome.state.batch_stats}
+    # As host arrays, like the loop's own validation passes them: its compiled program.
+    variables = jax.tree.map(np.asarray, {"params": outcome.state.params,
+                                          "batch_stats": outcome.state.batch_stats})
     clean = 100 * float(monte_carlo(outcome.model, variables, val_set,
                                     jax.random.split(jax.random.key(0), 1),
                                     DeviceModel(0.0)).accuracies.mean())
     scores = [h["val_accuracy"] for h in outcome.history]
+    assert len(scores) == 3
     assert outcome.best_epoch == int(np.argmax(scores)) + 1
     assert scores[outcome.best_epoch - 1] == pytest.approx(clean, abs=1e-4)
     assert cfg.validation_sigma("vanilla") == 0.0 and cfg.validation_sigma("noise") == 0.8
@@ -184,27 +212,36 @@ def test_noise_scaled_loss_is_cross_entropy_of_scaled_logits_at_the_noisy_weight
     model, state, batch = _vgg_state("noise_scaled")
     device = DeviceModel()
     key = jax.random.key(9)
-    _, metrics = T.make_train_step(model, "noise_scaled", device, jit=False)(state, batch, key)
-    noisy = perturb(state.params, jax.random.split(jax.random.split(key, 4)[0])[0],
-                    device.replace(sigma=0.3), where=T.backbone_kernels)
-    (logits, _), _ = model.apply({"params": noisy, "batch_stats": state.batch_stats},
-                                 batch["image"], train=True, mutable=["batch_stats"])
-    scaled = np.asarray(logits, np.float64) / (VGG8.num_exits + 1)
-    log_softmax = scaled - np.log(np.exp(scaled - scaled.max(1, keepdims=True)).sum(1,
-                                  keepdims=True)) - scaled.max(1, keepdims=True)
-    expected = -np.mean(log_softmax[np.arange(8), np.asarray(batch["label"])])
+    _, metrics = T.make_train_step(model, "noise_scaled", device)(state, batch, key)
+
+    @jax.jit  # one program, not an op-by-op forward
+    def noisy_logits(params, batch_stats, images):
+        noisy = perturb(params, jax.random.split(jax.random.split(key, 4)[0])[0],
+                        device.replace(sigma=0.3), where=T.backbone_kernels)
+        (logits, _), _ = model.apply({"params": noisy, "batch_stats": batch_stats},
+                                     images, train=True, mutable=["batch_stats"])
+        return logits
+
+    logits = np.asarray(noisy_logits(state.params, state.batch_stats, batch["image"]),
+                        np.float64)
+
+    def cross_entropy(z):
+        log_softmax = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) \
+            - z.max(1, keepdims=True)
+        return -np.mean(log_softmax[np.arange(8), np.asarray(batch["label"])])
+
+    expected = cross_entropy(logits / (VGG8.num_exits + 1))
     assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-5)
-    _, plain = T.make_train_step(model, "noise", device, jit=False)(state, batch, key)
-    assert float(plain["loss"]) != pytest.approx(expected, rel=1e-3)
+    # Noise injection's loss, CE of the same noisy logits unscaled (what method "noise"
+    # computes from this key), is not it.
+    assert cross_entropy(logits) != pytest.approx(expected, rel=1e-3)
 
 
-def test_noise_scaled_needs_a_divisor_for_models_without_exits():
+def test_noise_scaled_needs_a_divisor_for_models_without_exits(tiny_bn):
     """A model with no num_exits that returns no exit logits cannot give s + 1: the first
     step says to pass logit_divisor; with it, the loss is CE(z / 4)."""
-    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 2))
-    batch = {"image": x, "label": jnp.array([0, 1, 2, 0])}
-    state = T.create_train_state(TinyBN(), jax.random.key(0), x.shape, optax.sgd(0.0),
-                                 T.make_hparams(0.0))
+    batch = tiny_bn["batch"]
+    state = tiny_bn["state"].replace(hparams=T.make_hparams(0.0))
     with pytest.raises(ValueError, match="logit_divisor"):
         T.make_train_step(TinyBN(), "noise_scaled", jit=False)(state, batch, jax.random.key(2))
     _, metrics = T.make_train_step(TinyBN(), "noise_scaled", logit_divisor=4.0,
@@ -215,9 +252,13 @@ def test_noise_scaled_needs_a_divisor_for_models_without_exits():
 
 
 @pytest.mark.parametrize("method", ["irs", "ovf"])
-def test_feedback_ratio_is_zero_without_feedback_and_positive_with_it(method):
-    model, state, batch = _vgg_state(method)
-    step = T.make_train_step(model, method, DeviceModel())  # α is traced: one compile
+def test_feedback_ratio_is_zero_without_feedback_and_positive_with_it(method, request):
+    if method == "irs":  # IRS needs exits: VGG-8's
+        model, state, batch = _vgg_state(method)
+        step = T.make_train_step(model, method, DeviceModel())  # α is traced: one compile
+    else:  # OVF's feedback is extra passes of any model: TinyBN's (tiny_bn)
+        tiny = request.getfixturevalue("tiny_bn")
+        state, batch, step = tiny["state"], tiny["batch"], tiny["steps"][True]
     for alpha, positive in ((0.0, False), (0.1, True)):
         hparams = {**state.hparams, "alpha": jnp.float32(alpha)}
         _, metrics = step(state.replace(hparams=hparams), batch, jax.random.key(1))
@@ -226,8 +267,7 @@ def test_feedback_ratio_is_zero_without_feedback_and_positive_with_it(method):
 
 
 def test_history_records_feedback_ratio_and_exit_accuracies_and_plots_them(tmp_path):
-    _, cfg, outcome = _train_quadrants(tmp_path, "irs", 0.01, 120, 100, seed=5, epochs=2,
-                                       sigma=0.2, val_mc_runs=1, val_fraction=0.2)
+    _, cfg, outcome = _train_quadrants(tmp_path, "irs", 0.01, seed=5, sigma=0.2)
     assert len(outcome.history) == 2
     for record in outcome.history:
         assert record["feedback_ratio"] > 0
@@ -290,19 +330,18 @@ def test_the_step_is_traced_for_its_metric_shapes_once_per_model_and_method(tmp_
     metrics_of = loop._SingleRun._metrics_of
     monkeypatch.setattr(loop._SingleRun, "_metrics_of",
                         lambda self, *a: traced.append(1) or metrics_of(self, *a))
-    for seed in (1, 2):  # two runs of two epochs each, then another method
-        _train_quadrants(tmp_path / f"s{seed}", "noise", 0.0, 120, 80, seed=seed, epochs=2)
+    for seed in (1, 2):  # two runs of five epochs each, then another method
+        _train_quadrants(tmp_path / f"s{seed}", "noise", 0.0, seed=seed)
     assert len(traced) == 1
-    _train_quadrants(tmp_path / "v", "vanilla", 0.0, 120, 80, seed=1, epochs=1)
+    _train_quadrants(tmp_path / "v", "vanilla", 0.0, seed=1)
     assert len(traced) == 2
 
 
 def test_val_every_validates_every_nth_epoch_and_the_last_and_keeps_the_best_of_those(
         tmp_path):
-    dataset, cfg, outcome = _train_quadrants(tmp_path, "noise", 0.0, 200, 160, seed=3,
-                                             epochs=5, sigma=0.3, val_mc_runs=2, val_every=2,
-                                             val_fraction=0.25)
-    assert cfg.validated_epochs == 3
+    dataset, cfg, outcome = _train_quadrants(tmp_path, "noise", 0.0, seed=3, sigma=0.3,
+                                             val_every=2)
+    assert cfg.epochs == 5 and cfg.validated_epochs == 3
     scores = [h["val_accuracy"] for h in outcome.history]
     assert [s is None for s in scores] == [True, False, True, False, False]  # 2, 4 and 5
     validated = {h["epoch"]: h["val_accuracy"] for h in outcome.history
