@@ -21,7 +21,7 @@ from neft_jax.parallel import data_mesh, make_data_parallel_step, replicate, sha
 def main():
     assert jax.device_count() == 8, jax.devices()
     mesh = data_mesh()
-    model = VGG8(4, width=0.125)
+    model = VGG8(4, width=0.0625)  # the run_experiment below builds the same backbone
     # Plain SGD: the update is linear in the gradient, so float reduction-order differences
     # stay at float scale (Adam would turn near-zero gradients into ±lr steps).
     state0 = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1),
