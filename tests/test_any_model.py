@@ -6,12 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _small_models import numpy_variables
 from flax import nnx
 
 import neft_jax
 
-X = jax.random.normal(jax.random.key(0), (40, 8, 8, 1))
-Y = (jnp.arange(40) % 3).astype(jnp.int32)
+# Inputs made in NumPy (jax.random and jnp ops run eagerly would compile a program each).
+_RNG = np.random.default_rng(0)
+X = jnp.asarray(_RNG.standard_normal((40, 8, 8, 1)), jnp.float32)
+Y = jnp.asarray(np.arange(40) % 3, jnp.int32)
 TEST_SET = neft_jax.make_test_set(X, Y, 20)
 KEYS = jax.random.split(jax.random.key(1), 4)
 DEVICE = neft_jax.DeviceModel(0.3)
@@ -39,8 +42,9 @@ def _apply(params, images):
     return hidden @ params["W2"]
 
 
-PARAMS = {"W1": 0.3 * jax.random.normal(jax.random.key(2), (64, 16)), "b1": jnp.zeros(16),
-          "W2": jax.random.normal(jax.random.key(3), (16, 3))}
+PARAMS = {"W1": jnp.asarray(0.3 * _RNG.standard_normal((64, 16)), jnp.float32),
+          "b1": jnp.asarray(np.zeros(16, np.float32)),
+          "W2": jnp.asarray(_RNG.standard_normal((16, 3)), jnp.float32)}
 
 
 def _is_w(path, leaf):
@@ -48,14 +52,16 @@ def _is_w(path, leaf):
 
 
 def _clean_accuracy(logits):
-    return float(jnp.mean(jnp.argmax(logits, -1) == Y))
+    return float(np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(Y)))
 
 
 def test_linen_model_without_train_argument():
     model = PlainCNN()
-    variables = model.init(jax.random.key(0), X[:1])
+    # model.init's structure without running it eagerly (tests/_small_models.py)
+    variables = jax.tree.map(jnp.asarray, numpy_variables(model, X[:1].shape))
     clean = neft_jax.monte_carlo(model, variables, TEST_SET, KEYS, neft_jax.DeviceModel(0.0))
-    assert clean.accuracies[0] == pytest.approx(_clean_accuracy(model.apply(variables, X)))
+    logits = jax.jit(model.apply)(variables, X)  # one program, not one per op
+    assert clean.accuracies[0] == pytest.approx(_clean_accuracy(logits))
     noisy = neft_jax.monte_carlo(model, variables, TEST_SET, KEYS, neft_jax.DeviceModel(2.0))
     assert noisy.accuracies.shape == (4,) and np.ptp(noisy.accuracies) > 0
 
@@ -71,7 +77,7 @@ def test_nnx_module_is_evaluated_from_its_own_state_in_eval_mode():
 
 def test_plain_function_with_where_and_refusal_without_it():
     clean = neft_jax.monte_carlo(_apply, PARAMS, TEST_SET, KEYS, neft_jax.DeviceModel(0.0))
-    assert clean.accuracies[0] == pytest.approx(_clean_accuracy(_apply(PARAMS, X)))
+    assert clean.accuracies[0] == pytest.approx(_clean_accuracy(jax.jit(_apply)(PARAMS, X)))
     noisy = neft_jax.monte_carlo(_apply, PARAMS, TEST_SET, KEYS, neft_jax.DeviceModel(2.0),
                                  where=_is_w)
     assert np.ptp(noisy.accuracies) > 0

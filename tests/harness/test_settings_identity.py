@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from stops import ctrl_c_at_the_end_of_epoch_1
 from subprocess_env import shared_cache_env
+from tiny import TINY_ARGS, tiny_config
 
 from neft_jax.harness import cli
 from neft_jax.harness import data as data_lib
@@ -27,10 +28,12 @@ from neft_jax.harness.results import Evaluation, MethodResult, RunResults
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# The two real-process tests train the same program (noise, width ×0.03, batch 256,
-# 2 epochs, σ = 0.4), so the second reads the first's compilation from the session cache.
-SHARED = ["--methods", "noise", "--sigma", "0.4", "--width", "0.03", "--batch-size", "256",
-          "--val-mc-runs", "1", "--backward-micro-batch", "0", "--no-progress"]
+# Training runs (real processes too) use tests/tiny.py's settings and noise only, so their
+# programs are the suite's shared ones, compiled once in the session cache; one training step
+# where the check needs no more (max_train_steps is part of a result's settings, so every
+# command of a test passes the same value).
+NOISE = [*TINY_ARGS, "--methods", "noise"]
+ONE_STEP = [*NOISE, "--max-train-steps", "1"]
 TINY = ["--epochs", "1", "--max-train-steps", "1", "--batch-size", "32", "--width", "0.0625",
         "--mc-runs", "2", "--val-mc-runs", "1", "--no-progress"]
 
@@ -56,24 +59,26 @@ def _one_error_line(result) -> str:
 def test_a_sweep_with_other_settings_on_the_same_out_is_refused_naming_them(tmp_path,
                                                                            capsys):
     out = tmp_path / "SW"
-    first = ["--seeds", "2", "--epochs", "2", "--mc-runs", "2", "--out", str(out)]
-    done = _command("sweep.py", *SHARED, *first)
-    assert done.returncode == 0, done.stderr
+    first = [*ONE_STEP, "--seeds", "2", "--out", str(out)]
+    # Set-up, in-process through the same command: a finished two-seed sweep.
+    assert cli.sweep_main(first) == 0
+    capsys.readouterr()
     cells = sorted((out / "cells").iterdir())
     assert len(cells) == 2
     stored = json.loads((cells[0] / "settings.json").read_text())  # visible in the folder
-    assert stored["settings"]["width"] == 0.03 and stored["settings"]["epochs"] == 2
+    assert stored["settings"]["width"] == 0.0625 and stored["settings"]["epochs"] == 2
     assert len(stored["fingerprint"]) == 10
     results = cells[0] / "results.json"
     mtime, table = results.stat().st_mtime, (out / "sweep.csv").read_text()
     assert "settings" in table.splitlines()[0]  # the rows name the settings they average
 
-    # The same folder with another width, epochs and Monte Carlo runs: refused, naming them.
-    other = _command("sweep.py", *SHARED, "--seeds", "2", "--out", str(out),
-                     "--width", "0.05", "--epochs", "3", "--mc-runs", "4")
+    # The same folder with another width, epochs and Monte Carlo runs: a real sweep.py
+    # refuses, in one line naming them.
+    other = _command("sweep.py", *first, "--width", "0.05", "--epochs", "3", "--mc-runs", "4")
     line = _one_error_line(other)
     assert line.startswith("sweep.py: error: ") and str(cells[0]) in line
-    for change in ("width=0.03 → width=0.05", "epochs=2 → epochs=3", "mc_runs=2 → mc_runs=4"):
+    for change in ("width=0.0625 → width=0.05", "epochs=2 → epochs=3",
+                   "mc_runs=3 → mc_runs=4"):
         assert change in line
     assert "another --out" in line and "1 more cell differs too" in line
     assert results.stat().st_mtime == mtime
@@ -81,14 +86,13 @@ def test_a_sweep_with_other_settings_on_the_same_out_is_refused_naming_them(tmp_
     # One seed's cell deleted and the grid rerun with more epochs: the other seed's cell is
     # not averaged with a new one into one row; nothing trains.
     shutil.rmtree(cells[1])
-    assert cli.sweep_main([*SHARED, "--seeds", "2", "--epochs", "3", "--mc-runs", "2",
-                           "--out", str(out)]) == 2
+    assert cli.sweep_main([*first, "--epochs", "3"]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "epochs=2 → epochs=3" in line and "width" not in line
     assert not cells[1].exists() and (out / "sweep.csv").read_text() == table
 
     # The first command again: its finished cell is reused, the deleted one trained again.
-    assert cli.sweep_main([*SHARED, *first]) == 0
+    assert cli.sweep_main(first) == 0
     assert "done before, skipped" in capsys.readouterr().out
     assert results.stat().st_mtime == mtime and (cells[1] / "results.json").exists()
 
@@ -96,10 +100,10 @@ def test_a_sweep_with_other_settings_on_the_same_out_is_refused_naming_them(tmp_
 # --- item 2: --resume checks the checkpoints' settings ---------------------------------------
 
 
-def test_a_resume_after_a_kill_in_the_first_method_checks_the_checkpoints_settings(tmp_path):
+def test_a_resume_after_a_kill_in_the_first_method_checks_the_checkpoints_settings(tmp_path,
+                                                                                 capsys):
     out = tmp_path / "run"
-    args = [*SHARED, "--epochs", "2", "--mc-runs", "2", "--checkpoint-every", "0",
-            "--out", str(out)]
+    args = [*NOISE, "--checkpoint-every", "0", "--out", str(out)]
     proc = _command("run.py", *args, wait=False)
     saved = out / "checkpoints" / "noise" / "latest" / "1"
     deadline = time.time() + 500
@@ -112,19 +116,25 @@ def test_a_resume_after_a_kill_in_the_first_method_checks_the_checkpoints_settin
     changed = _command("run.py", *args, "--resume", "--sigma", "0.2", "--epochs", "5",
                        "--width", "0.05")
     line = _one_error_line(changed)
-    for change in ("sigma=0.4 → sigma=0.2", "epochs=2 → epochs=5", "width=0.03 → width=0.05"):
+    for change in ("sigma=0.4 → sigma=0.2", "epochs=2 → epochs=5",
+                   "width=0.0625 → width=0.05"):
         assert change in line
     assert "--resume" in line and "new --out" in line and "--overwrite" in line
 
     # A run of an earlier version has neither settings.json nor, killed in its first method,
     # results.json: its checkpoints' settings alone refuse, and a new width is named as
-    # such, not taken for a corrupt checkpoint.
+    # such, not taken for a corrupt checkpoint (the same command, in-process: the real
+    # process's one-line refusal is checked just above).
     for name in ("settings.json", "results.json"):  # results.json: if the kill came late
         if (out / name).exists():
             os.remove(out / name)
-    wider = _command("run.py", *args, "--resume", "--width", "0.05")
-    line = _one_error_line(wider)
-    assert "width=0.03 → width=0.05" in line and "checkpoints of noise" in line
+    capsys.readouterr()
+    assert cli.run_main([*args, "--resume", "--width", "0.05"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    line = lines[0]
+    assert "width=0.0625 → width=0.05" in line and "checkpoints of noise" in line
     assert "corrupt" not in line
 
 
@@ -228,9 +238,9 @@ def test_a_resume_keeps_one_metrics_line_per_epoch_and_a_stop_says_what_was_save
                                                                                  capsys):
     from neft_jax.harness.orchestration import run_experiment
 
-    cfg = ExperimentConfig(methods=("noise",), epochs=2, batch_size=256, width=0.03,
-                           mc_runs=2, val_mc_runs=1, sigma=0.4, backward_micro_batch=0,
-                           checkpoint_every=1e9, out=str(tmp_path / "run"))  # as SHARED
+    # tests/tiny.py's programs; 113 steps: epoch 1's 112 and one of epoch 2.
+    cfg = tiny_config(tmp_path / "run", methods=("noise",), max_train_steps=113,
+                      checkpoint_every=1e9)
 
     def stop_after_epoch_1(message):
         if "epoch 1/2" in message:
@@ -252,7 +262,7 @@ def test_a_resume_keeps_one_metrics_line_per_epoch_and_a_stop_says_what_was_save
 
 def test_a_stop_before_any_save_does_not_claim_saved_epochs(tmp_path, capsys, monkeypatch):
     ctrl_c_at_the_end_of_epoch_1(monkeypatch)
-    assert cli.run_main(SHARED + ["--epochs", "2", "--out", str(tmp_path / "r")]) == 130
+    assert cli.run_main(ONE_STEP + ["--out", str(tmp_path / "r")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "in epoch 1/2 of noise (no epoch of noise saved yet)" in err[0]
     assert "no method finished yet" in err[0] and "finished epochs" not in err[0]

@@ -130,5 +130,15 @@ def test_commands_keep_compiled_programs_in_the_user_cache(tmp_path):
     for path in cached:  # a damaged entry is compiled again (jax warns), same result
         path.write_bytes(b"damaged")
     assert run().splitlines() == first
-    assert run(NEFT_JAX_NO_XLA_CACHE="1").splitlines()[0] == "None"
-    assert run(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "own")).splitlines()[0] == "None"
+    # One process for both refusals: NEFT_JAX_NO_XLA_CACHE first, then, without it, a folder
+    # jax already has (set in-process: the config JAX_COMPILATION_CACHE_DIR would set).
+    respected = ("import os, jax\n"
+                 "from neft_jax.harness.runtime import use_compilation_cache\n"
+                 "print(use_compilation_cache())\n"
+                 "del os.environ['NEFT_JAX_NO_XLA_CACHE']\n"
+                 f"jax.config.update('jax_compilation_cache_dir', {str(tmp_path / 'own')!r})\n"
+                 "print(use_compilation_cache())\n")
+    both = subprocess.run([sys.executable, "-c", respected],
+                          env={**env, "NEFT_JAX_NO_XLA_CACHE": "1"}, capture_output=True,
+                          text=True, check=True).stdout.split()
+    assert both == ["None", "None"]
