@@ -3,6 +3,7 @@ import chex
 import jax
 import numpy as np
 import pytest
+from _small_models import numpy_variables
 from synthetic import quadrant_task
 
 from neft_jax import DeviceModel, make_test_set, monte_carlo
@@ -14,29 +15,11 @@ from neft_jax.evaluate import (
 from neft_jax.models import VGG8, ResNet18
 
 
-def _host_variables(model, image, seed=0):
-    """Variables of ``model``'s shapes drawn on the host, compiling nothing (an eager
-    ``model.init`` compiles one random-normal program per kernel shape, ≈ 1–3 s each on
-    XLA:CPU): He-normal kernels (fan-out, as the models' own init), zero biases and
-    BatchNorm means, unit BatchNorm scales and variances."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), image)
-    rng = np.random.default_rng(seed)
-
-    def leaf(path, shape):
-        name = path[-1].key
-        if name == "kernel":
-            fan_out = np.prod(shape.shape[:-2], dtype=int) * shape.shape[-1]
-            return rng.normal(0.0, np.sqrt(2.0 / fan_out), shape.shape).astype(np.float32)
-        return (np.ones if name in ("scale", "var") else np.zeros)(shape.shape, np.float32)
-
-    return jax.device_put(jax.tree_util.tree_map_with_path(leaf, shapes))
-
-
 @pytest.fixture(scope="module")
 def setup():
     model = VGG8(4, width=0.125)
     images, labels = quadrant_task(70, seed=3)
-    variables = _host_variables(model, images[:1])
+    variables = jax.device_put(numpy_variables(model, images[:1].shape))
     test_set = make_test_set(images, labels, batch_size=32)  # 3 batches, 26 padded
     return model, variables, test_set
 
@@ -68,7 +51,7 @@ def test_vectorised_equals_python_loop(setup, chunk_size):
 def test_resnet_vectorised_equals_loop():
     model = ResNet18(4, width=0.125)
     images, labels = quadrant_task(20, seed=3)
-    variables = _host_variables(model, images[:1])
+    variables = jax.device_put(numpy_variables(model, images[:1].shape))
     test_set = make_test_set(images, labels, batch_size=10)
     keys = jax.random.split(jax.random.key(1), 3)
     device = DeviceModel.preset("FeFET2", 0.3)

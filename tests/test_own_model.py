@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _small_models import rbg_train_state
 from flax import nnx
 
 import neft_jax
@@ -64,10 +65,7 @@ def _model(kind):
     """(model for the step, state, where) of each kind of user model, made once per file."""
     if kind == "linen":
         linen = neft_jax.with_exits(PlainCNN(), taps=["conv1"], num_classes=3)
-        # One jitted init, not one eager program per initializer and shape; an RBG key's
-        # draws are one XLA op each (threefry's unrolled rounds compile slowly).
-        state = jax.jit(lambda key: neft_jax.create_train_state(linen, key, X.shape, TX, HP))(
-            jax.random.key(1, impl="rbg"))
+        state = rbg_train_state(linen, X.shape, TX, HP, seed=1)  # one program (see helper)
         return linen, state, None
     if kind == "nnx":
         net = nnx.jit(lambda: NNXNet(nnx.Rngs(0)))()  # one program, not one per initializer
@@ -137,8 +135,7 @@ def test_nnx_and_function_states_evaluate_through_evaluation_model():
 
 def test_mistakes_give_one_clear_line():
     plain = PlainCNN()
-    state = jax.jit(lambda key: neft_jax.create_train_state(plain, key, X.shape, TX, HP))(
-        jax.random.key(1, impl="rbg"))  # one program, not one per initializer (see _model)
+    state = rbg_train_state(plain, X.shape, TX, HP, seed=1)  # one program (see the helper)
     with pytest.raises(ValueError, match="with_exits"):
         neft_jax.make_train_step(plain, "irs")(state, BATCH, jax.random.key(0))
     with pytest.raises(ValueError, match="logit_divisor=s \\+ 1"):

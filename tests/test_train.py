@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _small_models import rbg_train_state
 from synthetic import quadrant_task
 
 from neft_jax import DeviceModel, make_test_set, monte_carlo
@@ -24,14 +25,8 @@ def _model(exits):
 
 @functools.cache
 def _initial_state(exits):
-    """The initial state, made in one jitted program from an RBG key: its draws are one XLA
-    op each (≈ 2 s of compiling here); threefry's unrolled rounds compile slowly, jitted
-    (≈ 14 s) or eagerly (≈ 120 programs, ≈ 15 s)."""
-    def create(key):
-        return T.create_train_state(_model(exits), key, (1, 32, 32, 1), TX,
-                                    T.make_hparams(0.1, alpha=0.01))
-
-    return jax.jit(create)(jax.random.key(0, impl="rbg"))
+    """The initial state, made in one jitted program (tests/_small_models.py)."""
+    return rbg_train_state(_model(exits), (1, 32, 32, 1), TX, T.make_hparams(0.1, alpha=0.01))
 
 
 def _state(exits, sigma, alpha=0.0):

@@ -16,8 +16,10 @@ from neft_jax.harness.config import ExperimentConfig
 TINY = dict(epochs=2, batch_size=32, width=0.0625, mc_runs=3, val_mc_runs=2, sigma=0.3,
             backward_micro_batch=0)
 
-TINY_ARGS = ["--epochs", "2", "--batch-size", "32", "--width", "0.0625", "--mc-runs", "3",
-             "--val-mc-runs", "2", "--backward-micro-batch", "0", "--no-progress"]
+# The same settings as command-line flags (the flag of a field is its name with dashes),
+# without σ: sweep.py takes --sigmas, and the tests give σ where they need one.
+TINY_ARGS = [*(arg for field, value in TINY.items() if field != "sigma"
+               for arg in (f"--{field.replace('_', '-')}", str(value))), "--no-progress"]
 
 
 def tiny_config(out, **changes) -> ExperimentConfig:
