@@ -25,23 +25,27 @@ def _xla_flags_for_tests() -> str:
 if "XLA_FLAGS" not in os.environ:
     os.environ["XLA_FLAGS"] = _xla_flags_for_tests()
 # Runs use the library's backward micro-batch (8) instead of measuring one per machine
-# (tests/harness/test_tuning.py tests the measurement), and no test writes the user's cache.
+# (tests/harness/test_tuning.py tests the measurement).
 os.environ["NEFT_JAX_NO_TUNING"] = "1"
-os.environ["NEFT_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="neft-jax-cache-")
+
+# One user cache folder for the whole test session, never the user's own: pytest's main
+# process makes it and names it in the environment before pytest-xdist starts its workers,
+# so every worker and every command a test starts inherits it. Its xla/ folder is the
+# compilation cache that the commands use by default (neft_jax.harness.runtime), and this
+# session's processes use it too: many tests compile the same small programs (e.g. a
+# width-×0.0625 VGG-8 train step, a model's eager init), and a later test, in any process,
+# reads them back. It also keeps the parsed mnist5k digits. It starts empty on every run,
+# as on a fresh clone, and is removed at the end.
+_OWNER = "NEFT_JAX_TEST_SESSION_CACHE" not in os.environ
+_SESSION_CACHE = os.environ.setdefault("NEFT_JAX_TEST_SESSION_CACHE",
+                                       tempfile.mkdtemp(prefix="neft-jax-test-cache-"))
+os.environ["NEFT_JAX_CACHE_DIR"] = _SESSION_CACHE
+if _OWNER:
+    atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
 
 import jax  # noqa: E402
 
-# Many tests compile the same small programs (e.g. a width-×0.0625 VGG-8 train step).
-# One compilation cache for the whole test session lets later tests reuse them: pytest's
-# main process makes it and names it in the environment before pytest-xdist starts its
-# workers, so every worker (and every subprocess a test starts) shares it. It starts empty
-# on every run, as on a fresh clone.
-_OWNER = "NEFT_JAX_TEST_XLA_CACHE" not in os.environ
-_CACHE_DIR = os.environ.setdefault("NEFT_JAX_TEST_XLA_CACHE",
-                                   tempfile.mkdtemp(prefix="neft-jax-xla-cache-"))
-if _OWNER:
-    atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
-jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+jax.config.update("jax_compilation_cache_dir", os.path.join(_SESSION_CACHE, "xla"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from subprocess_env import shared_cache_env
 
 from neft_jax.parallel import maybe_initialize_distributed
 
@@ -13,7 +14,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 @pytest.fixture(scope="module")
 def sharded_results():
-    env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # The session's compilation cache: the models' eager init programs (one device each)
+    # are the ones the other tests compiled, so the 8-device process reads them back.
+    env = {**shared_cache_env(),
+           "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
     result = subprocess.run([sys.executable, os.path.join(HERE, "sharded_check.py")], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

