@@ -61,6 +61,7 @@ def kaiming_fan_out(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float
         draw = _standard_normal_draw(shape, jnp.dtype(dtype))(key)
     return draw * jnp.sqrt(variance)
 
+
 EXIT_PREFIX = "exit_"
 #: Selections for :func:`neft_jax.perturb`: the backbone's kernels, the exits' kernels.
 backbone_kernels = not_under(EXIT_PREFIX)
