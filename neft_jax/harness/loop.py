@@ -15,6 +15,7 @@ the same numbers up to float reassociation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 
@@ -46,9 +47,29 @@ class RunKeys:
         return cls(*jax.random.split(jax.random.key(seed), 4))
 
 
+# A process keeps the jitted step of each (model, method, device template, augmentation, feedback
+# coefficients, mesh) and the optimizer of each (learning rate, schedule length) that it
+# trained with: runs of the same settings that differ in σ, α or seed (the cells of a sweep,
+# a reproduction stage, an α search) then reuse one traced and compiled program instead
+# of tracing it again and reading it back from the compilation cache (≈ 5 s for a
+# ResNet-18 OVF step on CPU). σ, α and the keys are traced arguments, so the numbers are
+# those of a fresh program. Bounded: a long-lived process that trains many models keeps
+# only the most recent few.
+_PROGRAMS_KEPT = 8
+
+
+@functools.lru_cache(maxsize=_PROGRAMS_KEPT)
+def optimizer(learning_rate: float, total_steps: int):
+    """The run's Adam with cosine decay, one object per settings in a process (it is part
+    of the train state's structure, which the jitted step is keyed on)."""
+    return train_lib.create_optimizer(learning_rate, total_steps)
+
+
+@functools.lru_cache(maxsize=_PROGRAMS_KEPT)
 def train_on_indices_fn(model, method, device, augment, decay=0.1):
     """Plain ``(state, images, labels, indices, key) -> (state, metrics)``: one train step
     on ``images[indices]`` (augmented when ``augment``), with the whole training set on device.
+    One function per settings in a process (all arguments hashable).
     """
     step = train_lib.make_train_step(model, method, device, decay=decay, jit=False)
 
@@ -78,6 +99,24 @@ def with_running_sums(train_on_indices):
     return step
 
 
+@functools.lru_cache(maxsize=_PROGRAMS_KEPT)
+def _single_run_step(train_on_indices, mesh):
+    """The jitted epoch step of one run; data-parallel over ``mesh`` unless it is None."""
+    step = with_running_sums(train_on_indices)
+    if mesh is None:
+        return jax.jit(step, donate_argnums=(0, 1, 2))
+    return parallel.data_parallel_jit(step, mesh, (False,) * 5 + (True, False, False),
+                                      (0, 1, 2))
+
+
+@functools.lru_cache(maxsize=_PROGRAMS_KEPT)
+def _vmapped_runs_step(train_on_indices):
+    """The jitted epoch step of R runs stacked on a leading axis."""
+    return jax.jit(jax.vmap(with_running_sums(train_on_indices),
+                            in_axes=(0, 0, 0, None, None, 0, 0, None)),
+                   donate_argnums=(0, 1, 2))
+
+
 class _EpochSums:
     """Zero metric sums and ``finite = True`` for the start of an epoch, shaped like one
     step's metrics. The shapes come from tracing the step once (``jax.eval_shape``, ≈ 0.5 s)
@@ -102,12 +141,8 @@ class _SingleRun(_EpochSums):
     def __init__(self, train_on_indices, step_root, mesh, metrics_key):
         self.train_on_indices, self.step_root, self.mesh = train_on_indices, step_root, mesh
         self.metrics_key = metrics_key
-        step = with_running_sums(train_on_indices)
-        if mesh is None or mesh.size == 1:
-            self._step = jax.jit(step, donate_argnums=(0, 1, 2))
-        else:
-            self._step = parallel.data_parallel_jit(
-                step, mesh, (False,) * 5 + (True, False, False), (0, 1, 2))
+        self._step = _single_run_step(train_on_indices,
+                                      None if mesh is None or mesh.size == 1 else mesh)
 
     def stack(self, states):
         return states[0]
@@ -130,9 +165,7 @@ class _VmappedRuns(_EpochSums):
     def __init__(self, train_on_indices, step_roots, metrics_key):
         self.step_roots, self.metrics_key = step_roots, metrics_key
         self._one_step = jax.vmap(train_on_indices, in_axes=(0, None, None, 0, 0))
-        self._step = jax.jit(jax.vmap(with_running_sums(train_on_indices),
-                                      in_axes=(0, 0, 0, None, None, 0, 0, None)),
-                             donate_argnums=(0, 1, 2))
+        self._step = _vmapped_runs_step(train_on_indices)
         self.mesh = None
 
     @staticmethod
@@ -174,10 +207,12 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
                          f"--batch-size {num_train} or less")
     batch_size = cfg.batch_size
     steps_per_epoch = num_train // batch_size
-    tx = train_lib.create_optimizer(cfg.learning_rate, cfg.epochs * steps_per_epoch)
+    tx = optimizer(cfg.learning_rate, cfg.epochs * steps_per_epoch)
     keys = [RunKeys.of_seed(c.seed) for c in configs]
     hparams = train_lib.make_hparams(cfg.sigma, cfg.effective_exit_sigma, alpha)
-    device = cfg.device()
+    # The step's device template: it takes σ from the state's hparams at every step, so the
+    # template's own σ is 0 and runs at other σ share one step (and its compiled program).
+    device = cfg.device(sigma=0.0)
     progress = [RunProgress(c, method, alpha, RunCheckpoints(c.checkpoint_dir(method, alpha)))
                 for c in configs]
     states = [p.resume(train_lib.create_train_state(model, k.init, (1, *dataset.input_shape),
