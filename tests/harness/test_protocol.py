@@ -323,18 +323,34 @@ def test_running_sums_in_the_compiled_step_equal_eager_sums_and_catch_a_nan():
 
 def test_the_step_is_traced_for_its_metric_shapes_once_per_model_and_method(tmp_path,
                                                                              monkeypatch):
+    """Once for the metrics' shapes and once to compile, per model and method in a process:
+    runs at another σ or seed reuse the jitted step (σ is traced, the device template's σ
+    is 0), so they neither trace it again nor read it back from the compilation cache."""
     from neft_jax.harness import loop
 
     monkeypatch.setattr(loop._EpochSums, "_shapes", {})
-    traced = []
+    for cached in (loop.train_on_indices_fn, loop._single_run_step, loop.optimizer):
+        cached.cache_clear()
+    traced, shape_traces = [], []
     metrics_of = loop._SingleRun._metrics_of
     monkeypatch.setattr(loop._SingleRun, "_metrics_of",
-                        lambda self, *a: traced.append(1) or metrics_of(self, *a))
-    for seed in (1, 2):  # two runs of five epochs each, then another method
-        _train_quadrants(tmp_path / f"s{seed}", "noise", 0.0, seed=seed)
-    assert len(traced) == 1
-    _train_quadrants(tmp_path / "v", "vanilla", 0.0, seed=1)
-    assert len(traced) == 2
+                        lambda self, *a: shape_traces.append(1) or metrics_of(self, *a))
+    make_train_step = loop.train_lib.make_train_step
+
+    def counting_make_train_step(*args, **kwargs):
+        step = make_train_step(*args, **kwargs)
+        return lambda *a: traced.append(1) or step(*a)  # runs only while tracing
+
+    monkeypatch.setattr(loop.train_lib, "make_train_step", counting_make_train_step)
+    try:
+        for seed, sigma in ((1, 0.2), (2, 0.5)):  # two runs of five epochs, then another method
+            _train_quadrants(tmp_path / f"s{seed}", "noise", 0.0, seed=seed, sigma=sigma)
+        assert len(shape_traces) == 1 and len(traced) == 2
+        _train_quadrants(tmp_path / "v", "vanilla", 0.0, seed=1)
+        assert len(shape_traces) == 2 and len(traced) == 4
+    finally:  # the counting steps must not outlive this test
+        for cached in (loop.train_on_indices_fn, loop._single_run_step, loop.optimizer):
+            cached.cache_clear()
 
 
 def test_val_every_validates_every_nth_epoch_and_the_last_and_keeps_the_best_of_those(
