@@ -95,6 +95,7 @@ def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None], show_prog
         f"{cfg.device_preset} σ={cfg.sigma:g}, evaluated at σ ∈ {list(cfg.eval_sigmas)}")
     test_set = make_test_set(dataset.test_images, dataset.test_labels, cfg.eval_batch_size)
     results = start_results(cfg, previous, num_train, num_val, len(dataset.test_labels))
+    wrote = False
     for method in cfg.methods:
         if method in results.methods and results.methods[method].done(cfg.eval_sigmas):
             log(f"{method}: already done in {cfg.out}, skipped")
@@ -113,8 +114,10 @@ def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None], show_prog
         results.methods[method] = record
         results.wall_seconds = time.perf_counter() - started + (
             previous.wall_seconds if previous else 0.0)
+        write_results(cfg.out, results)  # after each method: a stop loses none of it
+        wrote = True
+    if not wrote:  # every method was done before: its files are written again, as resumed
         write_results(cfg.out, results)
-    write_results(cfg.out, results)
     return results
 
 

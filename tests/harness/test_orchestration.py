@@ -92,9 +92,16 @@ def test_resume_after_interruption_and_a_flipped_byte_matches_uninterrupted(tmp_
     assert a.at(0.3).accuracies == b.at(0.3).accuracies
 
 
-def test_same_seed_same_numbers_and_method_skipped_on_resume(tmp_path):
+def test_same_seed_same_numbers_and_method_skipped_on_resume(tmp_path, monkeypatch):
+    from neft_jax.harness import orchestration
+
+    writes = []  # results' files are written once per trained method (plots ≈ 0.5 s each)
+    write_results = orchestration.write_results
+    monkeypatch.setattr(orchestration, "write_results",
+                        lambda *a: writes.append(1) or write_results(*a))
     first = run_experiment(_tiny_config(tmp_path / "a", max_train_steps=2), log=lambda m: None,
                            show_progress=False)
+    assert len(writes) == 1
     second = run_experiment(_tiny_config(tmp_path / "b", max_train_steps=2), log=lambda m: None,
                             show_progress=False)
     # Every number in results.json but timings (and the folder name) is identical.
@@ -110,6 +117,7 @@ def test_same_seed_same_numbers_and_method_skipped_on_resume(tmp_path):
                    log=messages.append, show_progress=False)
     assert any("already done" in m for m in messages)
     assert time.perf_counter() - start < 60
+    assert len(writes) == 3  # the finished run's files written again, as resumed
 
 
 def _without_timings(tree):
