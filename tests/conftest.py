@@ -50,6 +50,18 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tiny_digits():
+    """The tiny runs' 1,000 digits (tests/tiny.py), written once per session, before any
+    test (in-process or in a subprocess) reads them with --data-dir."""
+    from tiny import write_tiny_digits
+
+    write_tiny_digits()
+
+
 def _slow_test_ids() -> set[str]:
     """The node ids listed in tests/slow_tests.txt (comments and blank lines skipped)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow_tests.txt")
@@ -63,8 +75,6 @@ SLOW_TEST_IDS = _slow_test_ids()
 
 def pytest_collection_modifyitems(config, items):
     """Mark the tests of tests/slow_tests.txt ``slow`` (``-m "not slow"`` skips them)."""
-    import pytest
-
     for item in items:
         if item.nodeid in SLOW_TEST_IDS:
             item.add_marker(pytest.mark.slow)

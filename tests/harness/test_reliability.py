@@ -11,7 +11,7 @@ import chex
 import jax
 import pytest
 from subprocess_env import shared_cache_env
-from tiny import TINY, tiny_config
+from tiny import TINY, TINY_DATA_DIR, tiny_config
 
 from neft_jax import train as T
 from neft_jax.harness import cli
@@ -27,7 +27,8 @@ RUN_PY = os.path.join(ROOT, "experiments", "run.py")
 CLI = ["--methods", "noise", "--checkpoint-every", "0", "--epochs", "3", "--batch-size", "64",
        "--width", "0.0625",
        "--mc-runs", "2", "--val-mc-runs", "1", "--sigma", "0.2", "--no-progress",
-       "--backward-micro-batch", "0"]  # whole-batch conv backward: compiles faster
+       "--backward-micro-batch", "0",  # whole-batch conv backward: compiles faster
+       "--data-dir", TINY_DATA_DIR]  # tests/tiny.py: 1,000 digits, 11 steps of 64 an epoch
 
 
 def test_divergence_is_reported_and_other_methods_carry_on(tmp_path):
@@ -64,7 +65,7 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
 
 def _final_params(out):
     """Parameters of the latest checkpoint of the noise run in ``out``."""
-    dataset = load_dataset("mnist5k")
+    dataset = load_dataset("mnist5k", TINY_DATA_DIR)
     model = create_model("vgg8", dataset.num_classes, exits=False, width=0.0625)
     target = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1),
                                   T.create_optimizer(1e-3, 10), T.make_hparams(0.2))
@@ -91,7 +92,7 @@ def _signal_after_epoch(out, epoch: int, signum: int, *extra, again: bool = Fals
     saved = out / "checkpoints" / "noise" / "latest" / str(epoch)
     deadline = time.time() + 300
     while not saved.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)  # an epoch of 11 steps takes ≈ 0.5 s
     assert saved.exists(), f"epoch {epoch}'s checkpoint never appeared"
     os.kill(proc.pid, signum)
     while again and proc.poll() is None:
