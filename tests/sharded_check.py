@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import optax
 from synthetic import quadrant_task
+from tiny import TINY_DATA_DIR
 
 from neft_jax import DeviceModel, make_test_set, monte_carlo
 from neft_jax import train as T
@@ -67,7 +68,8 @@ def main():
     out = tempfile.mkdtemp()
     cfg = ExperimentConfig(methods=("noise",), epochs=1, batch_size=64, width=0.0625,
                            mc_runs=8, val_mc_runs=8, sigma=0.3, out=out + "/run",
-                           max_train_steps=3, backward_micro_batch=0)  # compiles faster
+                           max_train_steps=3, backward_micro_batch=0,  # compiles faster
+                           data_dir=TINY_DATA_DIR)  # tests/tiny.py: 1,000 digits
     results = run_experiment(cfg, log=lambda m: print(m, file=sys.stderr),
                              show_progress=False).to_json()
     run_accuracies = results["methods"]["noise"]["evaluations"]["0.3"]["accuracies"]
