@@ -20,7 +20,7 @@ TX = T.create_optimizer(3e-3, STEPS)
 
 
 def _model(exits):
-    return VGG8(4, exits=exits, width=0.125)
+    return VGG8(4, exits=exits, width=0.0625)
 
 
 @functools.cache
