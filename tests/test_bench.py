@@ -5,6 +5,7 @@ import os
 import sys
 
 import pytest
+from tiny import TINY_DATA_DIR
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
 import bench  # noqa: E402
@@ -37,12 +38,13 @@ def test_bench_end_to_end_row_times_the_real_loop_beside_the_bare_step(capsys):
     bench.main(["--models", "vgg8", "--methods", "noise", "--width", "0.0625", "--channels", "1",
                 "--batch-size", "64", "--steps", "2", "--skip-mc", "--end-to-end", "1",
                 "--checkpoint-every", "0", "--val-mc-runs", "2", "--backward-micro-batch", "0",
-                "--val-every", "2", "--json"])
+                "--val-every", "2", "--data-dir", TINY_DATA_DIR, "--json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["bench"] for r in rows] == ["train", "end_to_end"]
     e2e = rows[1]  # 3 epochs: timed from the end of the first validated one (2), to 3
     assert e2e["val_mc_runs"] == 2 and e2e["val_every"] == 2
-    assert e2e["images"] == 1 * (3600 // 64) * 64 and e2e["epochs_timed"] == 1
+    # tests/tiny.py's 1,000 digits: 720 train, 11 steps of 64 an epoch
+    assert e2e["images"] == 1 * (720 // 64) * 64 and e2e["epochs_timed"] == 1
     assert e2e["loop_images_per_s"] > 0 and e2e["bare_images_per_s"] > 0
     assert e2e["fraction_of_bare"] == e2e["loop_images_per_s"] / e2e["bare_images_per_s"]
     assert all(r["device"] for r in rows)  # the CPU model (or GPU kind) in every row
