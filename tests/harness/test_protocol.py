@@ -329,7 +329,8 @@ def test_the_step_is_traced_for_its_metric_shapes_once_per_model_and_method(tmp_
     from neft_jax.harness import loop
 
     monkeypatch.setattr(loop._EpochSums, "_shapes", {})
-    for cached in (loop.train_on_indices_fn, loop._single_run_step, loop.optimizer):
+    kept = (loop.train_on_indices_fn, loop._single_run_step, loop.optimizer)
+    for cached in kept:
         cached.cache_clear()
     traced, shape_traces = [], []
     metrics_of = loop._SingleRun._metrics_of
@@ -349,7 +350,7 @@ def test_the_step_is_traced_for_its_metric_shapes_once_per_model_and_method(tmp_
         _train_quadrants(tmp_path / "v", "vanilla", 0.0, seed=1)
         assert len(shape_traces) == 2 and len(traced) == 4
     finally:  # the counting steps must not outlive this test
-        for cached in (loop.train_on_indices_fn, loop._single_run_step, loop.optimizer):
+        for cached in kept:
             cached.cache_clear()
 
 
