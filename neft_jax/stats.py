@@ -87,3 +87,20 @@ class SeedDifference:
     seed: int
     difference: float
     ci95: float | None
+
+
+def across_seeds(differences: Sequence[float]) -> tuple[float, float | None]:
+    """Independent trainings' differences a − b (points, one per seed) → ``(mean,
+    t_ci95)``: their mean and the half-width of its Student-t 95 % interval (n − 1
+    degrees of freedom), None under two seeds. The interval covers the spread between
+    trainings, which a Monte Carlo CI within one seed does not."""
+    from scipy.stats import t
+
+    d = np.asarray(differences, np.float64)
+    if d.size == 0:
+        raise ValueError("across_seeds needs at least one difference")
+    n = d.size
+    mean = float(d.mean())
+    if n < 2:
+        return mean, None
+    return mean, float(t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))

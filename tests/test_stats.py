@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neft_jax import paired_summary, summarize
-from neft_jax.stats import count_not_converged, summarize_over_seeds
+from neft_jax.stats import across_seeds, count_not_converged, summarize_over_seeds
 
 
 def test_summary_statistics():
@@ -44,3 +44,17 @@ def test_paired_summary_is_the_summary_of_run_by_run_differences():
     a, b = [0.9, 0.8, 0.7], [0.85, 0.8, 0.6]
     assert paired_summary(a, b) == summarize(np.subtract(a, b))
     assert paired_summary(a, b[:2]) is None and paired_summary([0.5], [0.4]) is None
+
+
+def test_across_seeds_is_the_mean_with_a_student_t_interval():
+    # three seeds: t(0.975, 2) = 4.3027, std (ddof 1) of (1, 2, 3) = 1
+    mean, half = across_seeds([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert half == pytest.approx(4.302653 / np.sqrt(3), rel=1e-6)
+    # wider than the normal interval for few seeds, close to it for many
+    assert half > 1.96 / np.sqrt(3)
+    many = np.random.default_rng(0).normal(size=400)
+    assert across_seeds(many)[1] == pytest.approx(1.966 * many.std(ddof=1) / 20, rel=2e-3)
+    assert across_seeds([0.7]) == (0.7, None)
+    with pytest.raises(ValueError):
+        across_seeds([])

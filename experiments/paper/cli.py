@@ -39,8 +39,10 @@ def reproduce_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", default="vgg8", help="comma-separated (vgg8,resnet18) "
                         "(default: vgg8)")
     parser.add_argument("--stages", default=None,
-                        help=f"comma-separated subset of {','.join(STAGES)}, run in this order "
-                        f"(default: all but core; with --time-budget: {','.join(BUDGET_STAGES)})")
+                        help=f"comma-separated subset of {','.join(STAGES)}, run in this order, "
+                        "model by model (default: all but core and alpha_grid; with "
+                        f"--time-budget: {','.join(BUDGET_STAGES)}, the paper-scale program's "
+                        "steps first across models: paper/plan.py's PRIORITY)")
     parser.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS",
                         help="start a cell only if its measured time says it ends within "
                         "SECONDS of the start; stop cleanly with everything finished saved "
@@ -52,6 +54,8 @@ def reproduce_parser() -> argparse.ArgumentParser:
                         help="runs of Table III (default: 10)")
     parser.add_argument("--table5-seeds", type=positive_int, default=2,
                         help="seeds of each Table V variant (default: 2)")
+    parser.add_argument("--alpha-seeds", type=positive_int, default=2,
+                        help="seeds of each α of the alpha_grid stage (default: 2)")
     add_worker_argument(parser)
     parser.add_argument("--rates", metavar="JSONL", default=None,
                         help="bench.py --jsonl output with an --end-to-end row: before "
@@ -80,13 +84,15 @@ def reproduce_main(argv=None) -> int:
         budget = Budget(args.time_budget)
         plan = Plan(models=names(args.models), stages=stages, seeds=base.seeds,
                     table3_seeds=args.table3_seeds, table5_seeds=args.table5_seeds,
-                    sigmas=args.sigmas or TABLE2_SIGMAS)
+                    alpha_seeds=args.alpha_seeds, sigmas=args.sigmas or TABLE2_SIGMAS,
+                    order="priority" if args.time_budget and not args.stages else "model")
     except ValueError as error:
         parser.error(str(error))
     print(profile_line, flush=True)
+    order = "priority order" if plan.order == "priority" else "model by model"
     print(f"reproduce: models {list(plan.models)}, stages {list(plan.stages)}, {plan.seeds} "
-          f"seeds (Table III: {plan.table3_seeds}, Table V: {plan.table5_seeds}) into "
-          f"{base.out}", flush=True)
+          f"seeds (Table III: {plan.table3_seeds}, Table V: {plan.table5_seeds}, α grid: "
+          f"{plan.alpha_seeds}), {order} into {base.out}", flush=True)
     def job() -> int:
         if args.rates and not args.report_only:
             print(plan_estimate(base, plan, args.rates, args.time_budget), flush=True)

@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.identity import shared_differences
 from neft_jax.harness.results import RunResults, sigma_key
 from neft_jax.harness.sweeps import Cell, aggregate_over_seeds, collect_rows
 from neft_jax.models import MODELS
-from neft_jax.stats import SeedDifference
+from neft_jax.stats import SeedDifference, across_seeds
 
 from .plan import (
     ABLATION_SIGMA,
@@ -104,11 +105,12 @@ class AlphaSearch:
 
 @dataclasses.dataclass(frozen=True)
 class CoreCell:
-    """A finished, not diverged core cell (``method`` ``control``: IRS at α = 1e-9): its
-    Monte Carlo mean ± CI at σ, clean accuracy, and the last epoch's ``feedback_ratio``
-    (RMS of α·Σ c_i z_i over RMS of z) and ``exit_accuracies`` (%, noisy training
-    batches), None where the method has none. ``accuracies`` (every run's, paired by
-    run with the other methods of its seed) stays out of report.json."""
+    """A finished, not diverged cell of the core stage or the α grid (``method``
+    ``control``: IRS at α = 1e-9; ``irs α=<α>``: a cell of the α grid): its Monte Carlo
+    mean ± CI at σ, clean accuracy, best validation accuracy (%), and the last epoch's
+    ``feedback_ratio`` (RMS of α·Σ c_i z_i over RMS of z) and ``exit_accuracies`` (%,
+    noisy training batches), None where the method has none. ``accuracies`` (every
+    run's, paired by run with the other methods of its seed) stays out of report.json."""
     method: str
     sigma: float
     seed: int
@@ -118,6 +120,7 @@ class CoreCell:
     feedback_ratio: float | None
     exit_accuracies: list[float] | None
     accuracies: list[float]
+    best_val: float | None = None
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -127,11 +130,32 @@ class CoreCell:
 
 @dataclasses.dataclass(frozen=True)
 class CoreDifference:
-    """a − b at σ, seed by seed."""
+    """a − b at σ, seed by seed, and over the seeds: ``mean`` ± ``t_ci95`` (Student-t 95 %,
+    n − 1 degrees of freedom; None under two seeds)."""
     sigma: float
     a: str
     b: str
     per_seed: tuple[SeedDifference, ...]
+    mean: float
+    t_ci95: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class AlphaGrid:
+    """The α grid at σ = 0.4: its cells (``method`` ``irs α=<α>``) seed by seed, each α's
+    mean ± Student-t interval over seeds (α → (mean, t_ci95, seeds)), and each α's
+    differences with the control, noise injection and noise_scaled of the same seed."""
+    cells: tuple[CoreCell, ...]
+    over_seeds: dict[str, tuple[float, float | None, int]]
+    differences: tuple[CoreDifference, ...]
+    diverged: tuple[tuple[str, int], ...] = ()  # (α, seed) of the cells that diverged
+
+    def to_json(self) -> dict:
+        return {"cells": [c.to_json() for c in self.cells],
+                "diverged": [list(d) for d in self.diverged],
+                "over_seeds": {a: dict(zip(("mean", "t_ci95", "seeds"), v, strict=True))
+                               for a, v in self.over_seeds.items()},
+                "differences": [dataclasses.asdict(d) for d in self.differences]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +172,7 @@ class ModelReport:
     table3: dict[str, TableCell | None]
     table5: dict[str, TableCell | None]
     alpha_search: AlphaSearch | None
+    alpha_grid: AlphaGrid | None = None
     other_settings: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -159,7 +184,8 @@ class ModelReport:
                   "vanilla_sweep": _cells_json(self.vanilla_sweep),
                   "table3": _cells_json(self.table3), "table5": _cells_json(self.table5),
                   "alpha_search": None if self.alpha_search is None
-                  else dataclasses.asdict(self.alpha_search)}
+                  else dataclasses.asdict(self.alpha_search),
+                  "alpha_grid": None if self.alpha_grid is None else self.alpha_grid.to_json()}
         if self.other_settings:
             report["other_settings"] = dict(self.other_settings)
         return report
@@ -209,11 +235,13 @@ def collect_report(out: str, plan: Plan,
         rows = {
             "vanilla": {sigma_key(s): _from_seeds(vanilla, "vanilla", s) for s in plan.sigmas},
             "noise": {sigma_key(s): _from_sweep(table2, "noise", s) for s in plan.sigmas},
+            "noise_scaled: CE(z/(s+1))": {sigma_key(s): _from_sweep(table2, "noise_scaled", s)
+                                          or (_from_sweep(scaled, "noise_scaled", s)
+                                              if math.isclose(s, ABLATION_SIGMA) else None)
+                                          for s in plan.sigmas},
             "irs": {sigma_key(s): _from_sweep(table2, "irs", s) for s in plan.sigmas},
             "irs α→0 (control)": {sigma_key(ABLATION_SIGMA): _from_sweep(
                 control, "irs", ABLATION_SIGMA, CONTROL_ALPHA)},
-            "noise_scaled: CE(z/(s+1))": {sigma_key(ABLATION_SIGMA): _from_sweep(
-                scaled, "noise_scaled", ABLATION_SIGMA)},
             "ovf": {sigma_key(s): _from_sweep(ovf, "ovf", s) for s in plan.sigmas},
         }
         table3 = read.sweep_table(stage_dir(out, "table3", model))
@@ -240,6 +268,7 @@ def collect_report(out: str, plan: Plan,
             core=read.sweep_table(stage_dir(out, "core", model)),
             core_by_seed=tuple(cell for _, cell in sorted(core_cells.items(), key=_core_order)),
             core_differences=core_differences(core_cells),
+            alpha_grid=_alpha_grid(read, stage_dir(out, "alpha_grid", model), core_cells),
             table2=rows,
             vanilla_sweep={sigma_key(s): _from_seeds(vanilla, "vanilla", s)
                            for s in VANILLA_SIGMAS},
@@ -263,9 +292,11 @@ def _core_order(item) -> tuple:
     return sigma, order.index(name) if name in order else len(order), name, seed
 
 
-def _core_cells(read: _Reader, path: str) -> dict[tuple[str, float, int], CoreCell]:
-    """The finished, not diverged core cells by (name, σ, seed), the name ``control`` for
-    IRS at α = 1e-9."""
+def _core_cells(read: _Reader, path: str, alpha_grid: bool = False
+                ) -> dict[tuple[str, float, int], CoreCell]:
+    """The finished, not diverged cells of a core (or, with ``alpha_grid``, an α grid)
+    stage by (name, σ, seed): the name ``control`` for IRS at α = 1e-9, ``irs α=<α>``
+    for every IRS cell of an α grid."""
     cells = {}
     for results_path in _cell_paths(path):
         results = read.results(results_path)
@@ -279,25 +310,57 @@ def _core_cells(read: _Reader, path: str) -> dict[tuple[str, float, int], CoreCe
             continue
         control = method == "irs" and alpha is not None and math.isclose(alpha, CONTROL_ALPHA)
         last = entry.history[-1] if entry.history else {}
-        name, seed = "control" if control else method, int(settings["seed"])
+        name = f"irs α={entry.alpha:g}" if alpha_grid else "control" if control else method
+        seed = int(settings["seed"])
         cells[(name, sigma, seed)] = CoreCell(
             method=name, sigma=sigma, seed=seed, mean=evaluation.mean,
             ci95=evaluation.summary["ci95"], clean=entry.clean_accuracy,
             feedback_ratio=last.get("feedback_ratio"),
-            exit_accuracies=last.get("exit_accuracies"), accuracies=evaluation.accuracies)
+            exit_accuracies=last.get("exit_accuracies"), accuracies=evaluation.accuracies,
+            best_val=entry.best_val_accuracy)
     return cells
 
 
-def core_differences(cells: dict[tuple[str, float, int], CoreCell]
+#: Each α of the grid against these cells of its seed (σ = 0.4, from the core stage).
+ALPHA_BASELINES = ("control", "noise", "noise_scaled")
+
+
+def _alpha_grid(read: _Reader, path: str,
+                core_cells: dict[tuple[str, float, int], CoreCell]) -> AlphaGrid | None:
+    """The α grid's finished cells (largest α first), each α over its seeds, and its
+    differences with :data:`ALPHA_BASELINES` of the same seed; None before any finished."""
+    cells = _core_cells(read, path, alpha_grid=True)
+    diverged = tuple(sorted(
+        (f"{entry.alpha:g}", int(results.settings["seed"]))
+        for results in filter(None, map(read.results, _cell_paths(path)))
+        for entry in results.methods.values() if entry.diverged))
+    if not cells and not diverged:
+        return None
+    alphas = sorted({name for name, _, _ in cells}, key=lambda n: -float(n.split("=")[1]))
+    ordered = tuple(cells[key] for key in sorted(
+        cells, key=lambda k: (alphas.index(k[0]), k[2])))
+    over_seeds = {}
+    for name in alphas:
+        means = [c.mean for c in ordered if c.method == name]
+        over_seeds[name.split("=")[1]] = (*across_seeds(means), len(means))
+    baselines = {k: c for k, c in core_cells.items()
+                 if k[0] in ALPHA_BASELINES and math.isclose(k[1], ABLATION_SIGMA)}
+    pairs = tuple((name, base) for name in alphas for base in ALPHA_BASELINES)
+    return AlphaGrid(ordered, over_seeds, core_differences({**cells, **baselines}, pairs),
+                     diverged)
+
+
+def core_differences(cells: dict[tuple[str, float, int], CoreCell],
+                     pairs: Sequence[tuple[str, str]] = CORE_PAIRS
                      ) -> tuple[CoreDifference, ...]:
-    """For each σ and pair of :data:`CORE_PAIRS` with cells at a common seed: a − b per
-    seed, mean ± 95 % CI paired over the Monte Carlo runs (both cells of a seed are
-    scored on the same noise keys)."""
+    """For each σ and pair of ``pairs`` with cells at a common seed: a − b per seed, mean
+    ± 95 % CI paired over the Monte Carlo runs (both cells of a seed are scored on the
+    same noise keys), and the seeds' mean with its Student-t interval."""
     from neft_jax.stats import paired_summary
 
     rows = []
     for sigma in sorted({s for _, s, _ in cells}):
-        for a, b in CORE_PAIRS:
+        for a, b in pairs:
             per_seed = []
             for seed in sorted({seed for _, _, seed in cells}):
                 x, y = cells.get((a, sigma, seed)), cells.get((b, sigma, seed))
@@ -305,7 +368,8 @@ def core_differences(cells: dict[tuple[str, float, int], CoreCell]
                 if d:
                     per_seed.append(SeedDifference(seed, d["mean"], d["ci95"]))
             if per_seed:
-                rows.append(CoreDifference(sigma, a, b, tuple(per_seed)))
+                mean, t_ci95 = across_seeds([p.difference for p in per_seed])
+                rows.append(CoreDifference(sigma, a, b, tuple(per_seed), mean, t_ci95))
     return tuple(rows)
 
 

@@ -6,15 +6,24 @@ stage       what it runs (σ in the device model of the base config)
 core        the most informative cells first (for a time-boxed GPU run): vanilla,
             noise injection, noise_scaled, IRS and IRS with α = 1e-9 at σ = 0.4,
             then 0.6 (those of the plan's σ), seed by seed; later stages reuse them
-table2      noise injection and IRS trained and evaluated at each σ of Table II
+table2      noise injection, noise_scaled and IRS trained and evaluated at each σ of Table II
 table3      noise injection and IRS at σ = 0.6, ``table3_seeds`` runs (Table III)
 vanilla     vanilla trained at σ = 0 and evaluated over σ ∈ {0, 0.05, …, 0.4, 0.6, 0.8}
 table5      IRS at σ = 0.4 without each exit, and with equal coefficients (Table V)
 control     IRS at σ = 0.4 with α = 1e-9: eq. (1)'s scaling without the feedback
 scaled      ``noise_scaled`` at σ = 0.4: noise injection on CE(z/(s+1)), the fair baseline
-alpha       IRS's five-step α search at σ = 0.4 (one seed)
+alpha       IRS's five-step α search at σ = 0.4 (one seed), as the authors choose α
+alpha_grid  IRS at σ = 0.4 at every α of the search, ``alpha_seeds`` seeds, each evaluated:
+            does the feedback help at some α (against the control, noise injection and
+            noise_scaled of the same seed)?
 ovf         OVF trained and evaluated at each σ of Table II
 ==========  =====================================================================
+
+A plain run takes the stages model by model. A time-boxed run (``order="priority"``)
+takes :data:`PRIORITY` first, the most informative cells of the whole plan in the order
+of the paper-scale program (the core cells of the first model at σ = 0.4, then 0.6, the
+α grid, Table II with the vanilla sweep, Table III, the second model's core cells at
+σ = 0.4, Table V), then the rest model by model.
 """
 
 from __future__ import annotations
@@ -24,16 +33,23 @@ import os
 
 from neft_jax.models import MODELS
 
-#: Every stage, in the order a plain run takes them (``core`` runs when asked for).
-STAGES = ("core", "table2", "table3", "vanilla", "table5", "control", "scaled", "alpha", "ovf")
+#: Every stage, in the order a plain run takes them (``core`` and ``alpha_grid`` run when
+#: asked for, or in a time-boxed run).
+STAGES = ("core", "table2", "table3", "vanilla", "table5", "control", "scaled", "alpha",
+          "alpha_grid", "ovf")
 #: What ``reproduce.py`` runs by default.
-DEFAULT_STAGES = STAGES[1:]
-#: The order of a time-boxed run: most informative first. The α search follows the
-#: core cells: on the first GPU run (docs/RESULTS.md, "Paper profile on one GPU") IRS
-#: at the authors' α fell 10–39 points below its α → 0 control, so whether any α of
-#: the search helps is the next question.
-BUDGET_STAGES = ("core", "alpha", "table2", "vanilla", "control", "scaled", "ovf", "table3",
-                 "table5")
+DEFAULT_STAGES = tuple(s for s in STAGES if s not in ("core", "alpha_grid"))
+#: The stages of a time-boxed run, in the order each model takes those :data:`PRIORITY`
+#: did not. The α grid follows the core cells: on the first GPU run (docs/RESULTS.md,
+#: "Paper profile on one GPU") IRS at the authors' α fell 10–39 points below its α → 0
+#: control, so whether any α of the search helps is the next question.
+BUDGET_STAGES = ("core", "alpha_grid", "table2", "vanilla", "table3", "table5", "control",
+                 "scaled", "ovf", "alpha")
+#: A time-boxed run's first steps: (stage, the model's position in the plan, σ of the core
+#: stage or None), the paper-scale program's order (docs/RESULTS.md).
+PRIORITY = (("core", 0, 0.4), ("core", 0, 0.6), ("alpha_grid", 0, None), ("table2", 0, None),
+            ("vanilla", 0, None), ("table3", 0, None), ("core", 1, 0.4), ("table5", 0, None))
+ORDERS = ("model", "priority")
 TABLE2_SIGMAS = (0.2, 0.4, 0.6, 0.8)
 TABLE3_SIGMA = 0.6
 ABLATION_SIGMA = 0.4
@@ -42,6 +58,15 @@ CONTROL_ALPHA = 1e-9
 #: σ of the core stage, in this order (those in the plan's σ).
 CORE_SIGMAS = (0.4, 0.6)
 CORE_METHODS = ("vanilla", "noise", "noise_scaled", "irs")
+TABLE2_METHODS = ("noise", "noise_scaled", "irs")
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One stage of one model; ``sigma`` limits the core stage to one of its σ."""
+    model: str
+    stage: str
+    sigma: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,15 +78,19 @@ class Plan:
     seeds: int = 3
     table3_seeds: int = 10
     table5_seeds: int = 2
+    alpha_seeds: int = 2
     sigmas: tuple[float, ...] = TABLE2_SIGMAS
+    order: str = "model"
 
     def __post_init__(self):
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise ValueError(f"stages must be names from {list(STAGES)}, got {self.stages!r}")
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {list(ORDERS)}, got {self.order!r}")
         if not self.models or any(m not in MODELS for m in self.models):
             raise ValueError(f"models must be names from {sorted(MODELS)}, got {self.models!r}")
-        for name in ("seeds", "table3_seeds", "table5_seeds"):
+        for name in ("seeds", "table3_seeds", "table5_seeds", "alpha_seeds"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -71,10 +100,29 @@ class Plan:
         chosen = tuple(s for s in CORE_SIGMAS if any(abs(s - t) < 1e-9 for t in self.sigmas))
         return chosen or self.sigmas[:2]
 
+    def steps(self) -> tuple[Step, ...]:
+        """The plan's stages in the order :func:`~paper.reproduce.run_plan` takes them:
+        model by model, or (``order="priority"``) :data:`PRIORITY`'s steps of this plan
+        first, the core stage one σ at a time, then the rest model by model."""
+        if self.order == "model":
+            return tuple(Step(m, s) for m in self.models for s in self.stages)
+        first = [Step(self.models[rank], stage, sigma) for stage, rank, sigma in PRIORITY
+                 if rank < len(self.models) and stage in self.stages
+                 and (sigma is None or sigma in self.core_sigmas)]
+        rest = []
+        for model in self.models:
+            for stage in self.stages:
+                if stage == "core":
+                    rest += [Step(model, stage, s) for s in self.core_sigmas
+                             if Step(model, stage, s) not in first]
+                elif Step(model, stage) not in first:
+                    rest.append(Step(model, stage))
+        return tuple(first + rest)
+
 
 def stage_dir(out: str, stage: str, model: str, variant: str = "") -> str:
     names = {"core": "core", "table2": "table2", "table3": "table3", "vanilla": "vanilla_sweep",
              "table5": "table5", "control": "control", "scaled": "noise_scaled", "ovf": "ovf",
-             "alpha": "alpha_search"}
+             "alpha": "alpha_search", "alpha_grid": "alpha_grid"}
     name = f"{names[stage]}_{model}" + (f"_{variant}" if variant else "")
     return os.path.join(out, name + ("_irs" if stage == "alpha" else ""))

@@ -20,7 +20,14 @@ from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.reporting import save_figure
 from neft_jax.harness.results import write_atomic
 
-from .collect import CoreCell, CoreDifference, ModelReport, TableCell, collect_report
+from .collect import (
+    AlphaGrid,
+    CoreCell,
+    CoreDifference,
+    ModelReport,
+    TableCell,
+    collect_report,
+)
 from .plan import ABLATION_SIGMA, CONTROL_ALPHA, TABLE2_SIGMAS, TABLE3_SIGMA, Plan
 from .published import PAPER_TABLE2, PAPER_TABLE2_UPPER_BOUNDS, PAPER_TABLE3, PAPER_TABLE5
 
@@ -105,6 +112,7 @@ def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentCo
                          if test else ".")]
         else:
             lines.append("Not run yet.")
+        lines += _alpha_grid_lines(data.alpha_grid)
         lines += ["", "### Vanilla trained at σ = 0, evaluated over σ", "",
                   "| σ | accuracy (%) |", "|---|---|"]
         for s, cell in data.vanilla_sweep.items():
@@ -147,6 +155,8 @@ def write_report(out: str, plan: Plan, base: ExperimentConfig) -> dict[str, Mode
                  json.dumps({model: data.to_json() for model, data in report.items()}, indent=1))
     write_atomic(os.path.join(out, "REPORT.md"), format_report(report, plan, base))
     plot_report(report, plan, os.path.join(out, "report.png"))
+    if any(data.alpha_grid for data in report.values()):
+        plot_alpha_grid(out, plan, report)
     return report
 
 
@@ -191,14 +201,106 @@ def _core_seed_lines(cells: Sequence[CoreCell],
         lines.append(f"| {c.method} | {c.sigma:g} | {c.seed} | {c.mean:.2f} ± "
                      f"{c.ci95:.2f} | {clean} | {ratio} | {exits} |")
     if differences:
-        seeds = sorted({p.seed for d in differences for p in d.per_seed})
-        lines += ["", "#### Differences within each seed (points; ± 95 % CI paired over the "
-                  "same noise instances; `control` is IRS at α = 1e-9)", "",
-                  "| difference | σ | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-                  "|---|---|" + "---|" * len(seeds)]
-        for d in differences:
-            by_seed = {p.seed: p for p in d.per_seed}
-            lines.append(f"| {d.a} − {d.b} | {d.sigma:g} | " + " | ".join(
-                f"{by_seed[s].difference:+.2f} ± {by_seed[s].ci95:.2f}" if s in by_seed
-                else "–" for s in seeds) + " |")
+        lines += _difference_lines(differences, "`control` is IRS at α = 1e-9")
     return lines
+
+
+def _difference_lines(differences: Sequence[CoreDifference], note: str) -> list[str]:
+    """a − b within each seed, and over the seeds with a Student-t interval."""
+    seeds = sorted({p.seed for d in differences for p in d.per_seed})
+    lines = ["", "#### Differences within each seed (points; ± 95 % CI paired over the same "
+             "noise instances) and over the seeds (mean of the seeds' differences ± "
+             f"Student-t 95 % interval, n − 1 degrees of freedom; {note})", "",
+             "| difference | σ | " + " | ".join(f"seed {s}" for s in seeds)
+             + " | over seeds |", "|---|---|" + "---|" * (len(seeds) + 1)]
+    for d in differences:
+        by_seed = {p.seed: p for p in d.per_seed}
+        over = (f"{d.mean:+.2f} (one seed)" if d.t_ci95 is None
+                else f"{d.mean:+.2f} ± {d.t_ci95:.2f} (n={len(d.per_seed)})")
+        lines.append(f"| {d.a} − {d.b} | {d.sigma:g} | " + " | ".join(
+            (f"{by_seed[s].difference:+.2f} ± {by_seed[s].ci95:.2f}"
+             if by_seed[s].ci95 is not None else f"{by_seed[s].difference:+.2f}")
+            if s in by_seed else "–" for s in seeds) + f" | {over} |")
+    return lines
+
+
+def _alpha_grid_lines(grid: AlphaGrid | None) -> list[str]:
+    """The α grid: every cell, each α over its seeds, and its differences with the
+    control, noise injection and noise_scaled of the same seed."""
+    lines = ["", f"### α grid (IRS at every α of the search, σ = {ABLATION_SIGMA:g}, each "
+             "evaluated)", ""]
+    if grid is None:
+        return lines + ["Not run yet."]
+    lines += ["| α | seed | accuracy (%) | clean (%) | best validation (%) | feedback / logits "
+              "| exits (%) |", "|---|---|---|---|---|---|---|"]
+    for c in grid.cells:
+        exits = "–" if not c.exit_accuracies else ", ".join(f"{a:.1f}" for a in c.exit_accuracies)
+        lines.append(f"| {c.method.split('=')[1]} | {c.seed} | {c.mean:.2f} ± {c.ci95:.2f} | "
+                     + ("–" if c.clean is None else f"{c.clean:.1f}") + " | "
+                     + ("–" if c.best_val is None else f"{c.best_val:.2f}")
+                     + f" | {_feedback_size(c.feedback_ratio)} | {exits} |")
+    for alpha, seed in grid.diverged:
+        lines.append(f"| {alpha} | {seed} | diverged | – | – | – | – |")
+    lines += ["", "Over the seeds (mean ± Student-t 95 % interval): " + "; ".join(
+        f"α = {a}: {m:.2f}" + ("" if t is None else f" ± {t:.2f}") + f" (n={n})"
+        for a, (m, t, n) in grid.over_seeds.items()) + "."]
+    if grid.differences:
+        lines += _difference_lines(grid.differences, "`control` is IRS at α = 1e-9, the "
+                                   "baselines are the core stage's cells of the same seed")
+    return lines
+
+
+def plot_alpha_grid(out: str, plan: Plan, report: dict[str, ModelReport]) -> None:
+    """alpha_grid.png, a row per model: Monte Carlo accuracy against α (each seed, and the
+    baselines' means over seeds), and per epoch the feedback term's size and the exits'
+    mean training accuracy for each α (first seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from neft_jax.harness.results import RunResults
+
+    from .plan import stage_dir
+
+    models = [m for m, data in report.items() if data.alpha_grid]
+    fig, axes = plt.subplots(len(models), 3, figsize=(15, 4 * len(models)), dpi=100,
+                             squeeze=False)
+    for row, model in zip(axes, models, strict=True):
+        grid, core = report[model].alpha_grid, report[model].core_by_seed
+        acc_ax, ratio_ax, exit_ax = row
+        for i, (name, _) in enumerate(grid.over_seeds.items()):
+            seeds = [c for c in grid.cells if c.method.split("=")[1] == name]
+            acc_ax.plot([float(name)] * len(seeds), [c.mean for c in seeds], "o", color=f"C{i}")
+        for j, base in enumerate(("control", "noise", "noise_scaled")):
+            means = [c.mean for c in core if c.method == base
+                     and math.isclose(c.sigma, ABLATION_SIGMA)]
+            if means:
+                acc_ax.axhline(sum(means) / len(means), linestyle="--", color=f"C{7 + j % 3}",
+                               label=f"{base} (mean of {len(means)})")
+        acc_ax.set(xscale="log", xlabel="α", ylabel="Monte Carlo accuracy (%)",
+                   title=f"{model}: IRS at σ = {ABLATION_SIGMA:g} against α")
+        cells_dir = os.path.join(stage_dir(out, "alpha_grid", model), "cells")
+        first_seed = min(c.seed for c in grid.cells) if grid.cells else None
+        alphas = list(grid.over_seeds)
+        for name in sorted(os.listdir(cells_dir)) if os.path.isdir(cells_dir) else []:
+            path = os.path.join(cells_dir, name, "results.json")
+            if not name.endswith(f"-seed{first_seed}") or not os.path.exists(path):
+                continue
+            entry = RunResults.load(path).methods["irs"]
+            if f"{entry.alpha:g}" not in alphas:  # diverged
+                continue
+            color, label = f"C{alphas.index(f'{entry.alpha:g}')}", f"α = {entry.alpha:g}"
+            history = [h for h in entry.history if "feedback_ratio" in h]
+            ratio_ax.plot([h["epoch"] for h in history],
+                          [max(h["feedback_ratio"], 1e-12) for h in history],
+                          ".-", markersize=3, color=color, label=label)
+            history = [h for h in history if h.get("exit_accuracies")]
+            exit_ax.plot([h["epoch"] for h in history],
+                         [sum(h["exit_accuracies"]) / len(h["exit_accuracies"])
+                          for h in history], ".-", markersize=3, color=color, label=label)
+        ratio_ax.set(yscale="log", xlabel="epoch", ylabel="RMS(feedback) / RMS(logits)",
+                     title=f"feedback term's size (seed {first_seed})")
+        exit_ax.set(xlabel="epoch", ylabel="exits' mean training accuracy (%)",
+                    title=f"exits (seed {first_seed})")
+    save_figure(fig, os.path.join(out, "alpha_grid.png"))

@@ -32,7 +32,7 @@ from neft_jax.harness.budget import (
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
-from neft_jax.harness.paper import ALPHA_GRID
+from neft_jax.harness.paper import ALPHA_GRID, default_alpha
 from neft_jax.harness.seeds import run_seeds, seed_config, seed_list
 from neft_jax.harness.sweeps import (
     ALONE,
@@ -50,6 +50,7 @@ from .plan import (
     CONTROL_ALPHA,
     CORE_METHODS,
     STAGES,
+    TABLE2_METHODS,
     TABLE2_SIGMAS,
     TABLE3_SIGMA,
     VANILLA_SIGMAS,
@@ -87,12 +88,11 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
                             stage_config(base, model), stage_dir(out, stage, model),
                             worker or ALONE)
     try:
-        for model in plan.models:
-            cfg = stage_config(base, model)
-            for stage in plan.stages:
-                log(f"== {model}: {stage}")
-                run.stage(stage, cfg)
-                write_report(out, plan, base)
+        for step in plan.steps():
+            at = "" if step.sigma is None else f" at σ = {step.sigma:g}"
+            log(f"== {step.model}: {step.stage}{at}")
+            run.stage(step.stage, stage_config(base, step.model), step.sigma)
+            write_report(out, plan, base)
     except BudgetExhausted as reason:
         stopped = str(reason)
         log(f"stopped before the time budget: {stopped}; rerun the same command to continue")
@@ -144,21 +144,14 @@ class _Runner:
         except FolderBusy:
             self.log(f"{what}: held by another worker, skipped")
 
-    def stage(self, stage: str, cfg: ExperimentConfig) -> None:
+    def stage(self, stage: str, cfg: ExperimentConfig, sigma: float | None = None) -> None:
+        """Run ``stage`` of ``cfg.model`` (a grid stage only at ``sigma`` when given)."""
         plan, out, model = self.plan, self.out, cfg.model
         path = stage_dir(out, stage, model)
-        core = stage_dir(out, "core", model)
-        grid = grid_of_stage(stage, plan, cfg)
-        if stage == "table2":
-            _link_cells(core, path,
-                        lambda n: "-noise-" in n or "-irs-" in n and "alphadefault" in n)
-        elif stage == "table3":
-            _link_cells(stage_dir(out, "table2", model), path,
-                        lambda n: f"-sigma{TABLE3_SIGMA:g}-" in n)
-        elif stage == "control":
-            _link_cells(core, path, lambda n: f"-irs-sigma{ABLATION_SIGMA:g}-alpha1e-09-" in n)
-        elif stage == "scaled":
-            _link_cells(core, path, lambda n: f"-noise_scaled-sigma{ABLATION_SIGMA:g}-" in n)
+        grid = grid_of_stage(stage, plan, cfg, sigma)
+        if stage in REUSED:
+            source, _ = REUSED[stage]
+            _link_cells(stage_dir(out, source, model), path, lambda n: reused(stage, n))
         if grid is not None:
             self.sweep(cfg, path, *grid)
         elif stage == "vanilla":
@@ -180,6 +173,25 @@ class _Runner:
                 cfg, methods=("irs",), sigma=ABLATION_SIGMA, alpha_search=True, out=path))
 
 
+#: Stage → (the stage whose finished cells it reuses, the name parts a reused cell has:
+#: a tuple of alternatives, each a tuple of parts that must all be in the name).
+REUSED = {
+    "table2": ("core", (("-noise-",), ("-noise_scaled-",), ("-irs-", "-alphadefault-"))),
+    "alpha_grid": ("core", ((f"-irs-sigma{ABLATION_SIGMA:g}-alphadefault-",),)),
+    "table3": ("table2", ((f"-noise-sigma{TABLE3_SIGMA:g}-",),
+                          (f"-irs-sigma{TABLE3_SIGMA:g}-alphadefault-",))),
+    "control": ("core", ((f"-irs-sigma{ABLATION_SIGMA:g}-alpha{CONTROL_ALPHA:g}-",),)),
+    "scaled": ("core", ((f"-noise_scaled-sigma{ABLATION_SIGMA:g}-",),)),
+}
+
+
+def reused(stage: str, cell_name: str) -> bool:
+    """Whether ``stage`` reuses the finished cell ``cell_name`` of :data:`REUSED`'s source
+    stage (the same experiment: same method, σ and α; the seed is in the name too)."""
+    _, alternatives = REUSED[stage]
+    return any(all(part in cell_name for part in parts) for parts in alternatives)
+
+
 def trainings_left(job: ExperimentConfig) -> int:
     """Trainings of a one-method job not finished in its folder: one per α of the search
     (all or none: the search keeps no partial result), else one per unfinished seed
@@ -190,40 +202,52 @@ def trainings_left(job: ExperimentConfig) -> int:
     return sum(not cell_done(seed_config(job, seed).out, method) for seed in seed_list(job))
 
 
-def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig) -> tuple | None:
-    """(methods, σ, α, seeds) of a stage that is a grid of cells; None for the others."""
+def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig,
+                  sigma: float | None = None) -> tuple | None:
+    """(methods, σ, α, seeds) of a stage that is a grid of cells (the core stage only at
+    ``sigma`` when given); None for the others."""
     seeds = seed_list(cfg, plan.seeds)
+    core_sigmas = plan.core_sigmas if sigma is None else [sigma]
     return {
-        "core": (CORE_METHODS, plan.core_sigmas, [None, CONTROL_ALPHA], seeds),
-        "table2": (["noise", "irs"], plan.sigmas, [None], seeds),
+        "core": (CORE_METHODS, core_sigmas, [None, CONTROL_ALPHA], seeds),
+        "table2": (TABLE2_METHODS, plan.sigmas, [None], seeds),
         "table3": (["noise", "irs"], [TABLE3_SIGMA], [None], seed_list(cfg, plan.table3_seeds)),
         "control": (["irs"], [ABLATION_SIGMA], [CONTROL_ALPHA], seeds),
         "scaled": (["noise_scaled"], [ABLATION_SIGMA], [None], seeds),
         "ovf": (["ovf"], plan.sigmas, [None], seeds),
+        "alpha_grid": (["irs"], [ABLATION_SIGMA], alpha_grid(cfg),
+                       seed_list(cfg, plan.alpha_seeds)),
     }.get(stage)
+
+
+def alpha_grid(cfg: ExperimentConfig) -> list[float | None]:
+    """The α search's values, the authors' α as None: those cells are the core stage's
+    IRS cells (named ``alphadefault``) and are reused, not trained again."""
+    authors = default_alpha(cfg.model, cfg.dataset, "irs")
+    return [None if abs(a - authors) <= 1e-12 * authors else a for a in ALPHA_GRID]
 
 
 def trainings_of_plan(base: ExperimentConfig, plan: Plan) -> list[tuple[str, str, int]]:
     """Every training of ``plan`` in the order :func:`run_plan` takes them, each once (a
     later stage's reused cells are not counted again): (model, method, σ evaluated)."""
     trainings, seen = [], set()
-    for model in plan.models:
+    for step in plan.steps():
+        model, stage = step.model, step.stage
         cfg = dataclasses.replace(base, model=model)
-        for stage in plan.stages:
-            grid = grid_of_stage(stage, plan, cfg)
-            if grid is not None:
-                for cell in grid_cells([model], [cfg.dataset], *grid):
-                    if cell.name not in seen:
-                        seen.add(cell.name)
-                        trainings.append((model, cell.method, 1))
-            elif stage == "vanilla":
-                sigmas = len(set(VANILLA_SIGMAS) | set(plan.sigmas))
-                trainings += [(model, "vanilla", sigmas)] * plan.seeds
-            elif stage == "table5":
-                variants = MODELS[model].num_exits + 1
-                trainings += [(model, "irs", 1)] * (variants * plan.table5_seeds)
-            elif stage == "alpha":
-                trainings += [(model, "irs", 0)] * (len(ALPHA_GRID) - 1) + [(model, "irs", 1)]
+        grid = grid_of_stage(stage, plan, cfg, step.sigma)
+        if grid is not None:
+            for cell in grid_cells([model], [cfg.dataset], *grid):
+                if cell.name not in seen:
+                    seen.add(cell.name)
+                    trainings.append((model, cell.method, 1))
+        elif stage == "vanilla":
+            sigmas = len(set(VANILLA_SIGMAS) | set(plan.sigmas))
+            trainings += [(model, "vanilla", sigmas)] * plan.seeds
+        elif stage == "table5":
+            variants = MODELS[model].num_exits + 1
+            trainings += [(model, "irs", 1)] * (variants * plan.table5_seeds)
+        elif stage == "alpha":
+            trainings += [(model, "irs", 0)] * (len(ALPHA_GRID) - 1) + [(model, "irs", 1)]
     return trainings
 
 

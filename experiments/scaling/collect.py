@@ -7,7 +7,6 @@ over the seeds), the paired differences between methods seed by seed, and the fi
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Sequence
 
@@ -246,10 +245,7 @@ def paired_differences(points: Sequence[Point], methods: Sequence[str],
     n ≥ 2 seeds, ``mean`` ± ``t_ci95`` is the mean of the seeds' differences with a
     Student-t 95 % interval (n − 1 degrees of freedom): the spread between trainings.
     """
-    import numpy as np
-    from scipy.stats import t
-
-    from neft_jax.stats import paired_summary
+    from neft_jax.stats import across_seeds, paired_summary
 
     rows = []
     for point in points:
@@ -267,13 +263,10 @@ def paired_differences(points: Sequence[Point], methods: Sequence[str],
                                                paired["ci95"] if paired else None))
             if not per_seed:
                 continue
-            differences = np.array([p.difference for p in per_seed])
-            n = differences.size
+            mean, t_ci95 = across_seeds([p.difference for p in per_seed])
             rows.append(Difference(
                 width=point.width, epochs=point.epochs, a=a, b=b, per_seed=tuple(per_seed),
-                seeds=n, mean=float(differences.mean()),
-                t_ci95=float(t.ppf(0.975, n - 1) * differences.std(ddof=1) / math.sqrt(n))
-                if n > 1 else None))
+                seeds=len(per_seed), mean=mean, t_ci95=t_ci95))
     return tuple(rows)
 
 

@@ -197,6 +197,10 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
         if cell not in todo:
             log(f"[{i + 1}/{len(cells)}] {cell.name}: done before, skipped")
             continue
+        if cell_done(path, cell.method):  # finished by another worker since this launch began
+            log(f"[{i + 1}/{len(cells)}] {cell.name}: done by another worker, skipped")
+            todo.remove(cell)
+            continue
         budget.check(cell.name, estimate_seconds(measured, key(cell)))
         log(f"[{i + 1}/{len(cells)}] {cell.name}")
         start = time.perf_counter()

@@ -55,6 +55,37 @@ def test_sweep_workers_skip_a_cell_another_worker_holds(tmp_path):
     held.release()
 
 
+def test_sweep_workers_skip_a_cell_another_worker_finished_since_they_began(tmp_path,
+                                                                           monkeypatch):
+    """Workers sharing a sweep by locks: a cell another worker finished after this one
+    listed its work is skipped, not resumed as a 0 s cell (which the time budget would
+    then take for a measurement)."""
+    import neft_jax.harness.sweeps as sweeps
+    from neft_jax.harness.budget import Budget
+    from neft_jax.harness.results import Evaluation, MethodResult
+
+    base = ExperimentConfig(**TINY_SETTINGS, max_train_steps=1)
+    cells = [Cell("vgg8", "mnist5k", "noise", s, None, 0) for s in (0.3, 0.5)]
+    ran = []
+
+    def first_cell_while_the_other_worker_finishes_the_second(cfg, **_):
+        ran.append(cfg.out)
+        os.makedirs(tmp_path / "cells" / cells[1].name, exist_ok=True)
+        RunResults(settings={"eval_sigmas": [0.5]}, methods={"noise": MethodResult(
+            alpha=None, evaluations={0.5: Evaluation(0.5, {"mean": 50.0})})},
+            wall_seconds=30.0).save(str(tmp_path / "cells" / cells[1].name / "results.json"))
+
+    monkeypatch.setattr(sweeps, "run_experiment",
+                        first_cell_while_the_other_worker_finishes_the_second)
+    monkeypatch.setattr(sweeps, "write_combined", lambda *_: [])
+    messages, budget = [], Budget(1000.0)
+    run_sweep(cells, base, str(tmp_path), log=messages.append, show_progress=False,
+              budget=budget)
+    assert ran == [str(tmp_path / "cells" / cells[0].name)]
+    assert f"[2/2] {cells[1].name}: done by another worker, skipped" in messages
+    assert sum(len(d) for d in budget.durations.values()) == 1  # the first cell only
+
+
 def test_ctrl_c_and_sigterm_stop_with_one_line_and_the_resume_hint(tmp_path, capsys,
                                                                   monkeypatch):
     import neft_jax.harness.orchestration as orchestration

@@ -8,10 +8,14 @@ GPU image).
 
 import json
 import os
+import re
 import subprocess
 import tarfile
 
-from tiny import TINY_DATA_DIR
+from tiny import TINY_ARGS, TINY_DATA_DIR
+
+#: The tiny runs' model and batch settings (tests/tiny.py), as GPU_PAPER_EXTRA words.
+TINY_SMALL = " ".join(a for a in TINY_ARGS if a not in ("--data-dir", TINY_DATA_DIR))
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,7 +29,8 @@ def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_p
     out, run = tmp_path / "out", tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(block), "GPU_PAPER_DATA": str(data),
            "GPU_PAPER_RUN": str(run), "GPU_PAPER_HARD_MARGIN": "0",
-           # the second bench is cut short: the plan must go on without its row. The conv
+           # the concurrent bench is cut short: the plan must go on without its rows, as one
+           # process. The conv
            # backward runs on the whole batch, as on a GPU: CPU micro-batches (tuned, or 8)
            # made XLA compile for over 50 s on an AMD EPYC of family 25 model 1, and the
            # first bench then outran its limit under a parallel test run.
@@ -44,7 +49,8 @@ def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_p
 
     rows = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
     assert [r["val_every"] for r in rows if r.get("bench") == "end_to_end"] == [1]
-    assert "bench.py --val-every 4 stopped; going on" in done.stdout
+    assert "0 of 2 concurrent rows measured" in done.stdout
+    assert "plan processes: 1 process: no concurrent measurement to compare with" in done.stdout
     log = (out / "log.txt").read_text()
     assert "stopped at the hard limit of 20 s" in log
     assert "vgg8-mnist5k-vanilla-sigma0.4-alphanone-seed0" in log  # the first cell had begun
@@ -53,6 +59,8 @@ def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_p
         names = archive.getnames()
     assert any(n.endswith("REPORT.md") for n in names)
     assert not any("checkpoints" in n for n in names)
+    throughput = json.loads((out / "throughput.json").read_text())
+    assert throughput["workers"] == 1 and throughput["trainings_finished"] == 0
 
 
 def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
@@ -95,3 +103,72 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 98.0 |" in (out / "REPORT.md").read_text()
     with tarfile.open(out / "paper_gpu.tgz") as archive:
         assert any(n.endswith(f"{name}/results.json") for n in archive.getnames())
+
+
+def test_two_plan_processes_share_the_cells_and_count_what_they_finished(tmp_path):
+    """GPU_PAPER_WORKERS=2: two reproduce.py processes on one run folder take its cells by
+    locks (each cell trained once), and throughput.json counts the trainings of this call."""
+    rates = tmp_path / "bench.jsonl"
+    rates.write_text(json.dumps({"bench": "end_to_end", "model": "vgg8", "method": "noise",
+                                 "compute": "tf32", "val_every": 1,
+                                 "loop_images_per_s": 30000.0}) + "\n")
+    out, run = tmp_path / "out", tmp_path / "run"
+    env = {**os.environ, "GPU_PAPER_DATA": TINY_DATA_DIR, "GPU_PAPER_RUN": str(run),
+           "GPU_PAPER_RATES": str(rates), "GPU_PAPER_WORKERS": "2",
+           "GPU_PAPER_EXTRA": "--models vgg8 --stages table3 --sigmas 0.6 --table3-seeds 2 "
+                              "--seeds 1 --max-train-steps 2 " + TINY_SMALL}
+    done = subprocess.run(["bash", "experiments/gpu_paper.sh", str(out), "300"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "plan processes: 2 process(es), as GPU_PAPER_WORKERS says" in done.stdout
+    logs = [(out / "log.txt").read_text(), (out / "log_process2.txt").read_text()]
+    cells = [f"vgg8-mnist5k-{m}-sigma0.6-alpha{a}-seed{s}" for m, a in
+             (("noise", "none"), ("irs", "default")) for s in (0, 1)]
+    for cell in cells:  # each cell is trained by exactly one of the two processes
+        trained = re.compile(rf"\] {re.escape(cell)}: \d+ s")
+        assert sum(bool(trained.search(log)) for log in logs) == 1, cell
+    assert json.loads((out / "throughput.json").read_text())["trainings_finished"] == 4
+    assert len(list(run.glob("table3_vgg8/cells/*/results.json"))) == 4
+
+
+def test_the_plan_runs_concurrently_only_where_that_was_measured_to_pay():
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO, "experiments"))
+    import gpu_throughput
+
+    lone = {"bench": "end_to_end", "loop_images_per_s": 30000.0, "val_every": 1}
+    two = [{**lone, "loop_images_per_s": r, "concurrent": 2, "process": i}
+           for i, r in ((1, 18000.0), (2, 17000.0))]
+    assert gpu_throughput.choose([lone, *two])[0] == 2  # 35,000: 1.17× one process
+    assert gpu_throughput.choose([lone, *two[:1]])[0] == 1  # one copy was stopped
+    slow = [{**r, "loop_images_per_s": 16000.0} for r in two]  # 32,000: only 1.07×
+    n, why = gpu_throughput.choose([lone, *slow])
+    assert n == 1 and "no concurrent run reached 1.15×" in why
+    assert gpu_throughput.choose([lone, *slow], "3") == (3, "3 process(es), as "
+                                                          "GPU_PAPER_WORKERS says")
+    assert gpu_throughput.choose([])[0] == 1
+
+
+def test_throughput_counts_the_trainings_finished_since_the_plan_started(tmp_path):
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO, "experiments"))
+    import gpu_throughput
+
+    def finish(path):
+        path.mkdir(parents=True)
+        (path / "results.json").write_text("{}")
+
+    finish(tmp_path / "core_vgg8" / "cells" / "a")
+    before = gpu_throughput.finished_trainings(str(tmp_path))
+    finish(tmp_path / "core_vgg8" / "cells" / "b")
+    finish(tmp_path / "vanilla_sweep_vgg8" / "seed-0")
+    (tmp_path / "vanilla_sweep_vgg8" / "results.json").write_text("{}")  # the aggregate
+    (tmp_path / "table2_vgg8" / "cells").mkdir(parents=True)
+    os.symlink("../../core_vgg8/cells/b", tmp_path / "table2_vgg8" / "cells" / "b")
+    # a finished cell rewritten by a resumed run is not new
+    (tmp_path / "core_vgg8" / "cells" / "a" / "results.json").write_text("{ }")
+    row = gpu_throughput.throughput(str(tmp_path), before, 120.0, 2)
+    assert row == {"workers": 2, "trainings_finished": 2, "wall_s": 120.0,
+                   "trainings_per_minute": 1.0}

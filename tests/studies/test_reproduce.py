@@ -85,28 +85,14 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
     from paper.report import write_report
 
     from neft_jax.harness.config import ExperimentConfig
-    from neft_jax.harness.results import Evaluation, MethodResult, RunResults
 
     rng = np.random.default_rng(0)
     shared = rng.normal(50.0, 5.0, 200)  # one noise instance moves every method alike
     offsets = {("noise", None): 0.0, ("irs", 0.01): 3.0, ("irs", CONTROL_ALPHA): 10.0}
     for seed in (0, 1):
         for (method, alpha), offset in offsets.items():
-            accuracies = [float(a) for a in shared + offset + seed + rng.normal(0, 0.1, 200)]
-            label = "default" if alpha == 0.01 else ("none" if alpha is None else f"{alpha:g}")
-            name = f"vgg8-mnist5k-{method}-sigma0.4-alpha{label}-seed{seed}"
-            history = [{"epoch": 1, "feedback_ratio": 1.5 if alpha == 0.01 else 1e-9,
-                        "exit_accuracies": [0.0, 7.5, 2.0]}] if method == "irs" else []
-            mean = sum(accuracies) / 200
-            (tmp_path / "core_vgg8" / "cells" / name).mkdir(parents=True)
-            RunResults(
-                settings={"model": "vgg8", "dataset": "mnist5k", "methods": [method],
-                          "sigma": 0.4, "alpha": alpha, "seed": seed, "eval_sigmas": [0.4]},
-                methods={method: MethodResult(alpha=alpha, clean_accuracy=80.0 + seed,
-                                              history=history, evaluations={0.4: Evaluation(
-                                                  0.4, {"mean": mean, "ci95": 0.7},
-                                                  accuracies=accuracies)})},
-            ).save(str(tmp_path / "core_vgg8" / "cells" / name / "results.json"))
+            accuracies = shared + offset + seed + rng.normal(0, 0.1, 200)
+            _save_cell(tmp_path / "core_vgg8", method, alpha, seed, accuracies)
     report = write_report(str(tmp_path), Plan(stages=("core",), seeds=2),
                           ExperimentConfig())["vgg8"]
     differences = {(d.a, d.b): d.per_seed for d in report.core_differences}
@@ -119,6 +105,92 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
     assert "| irs | 0.4 | 1 |" in text and "| 81.0 | 150 % | 0.0, 7.5, 2.0 |" in text
     assert "| control | 0.4 | 0 |" in text and "< 0.01 %" in text
     assert "| noise | 0.4 | 0 |" in text and "| 80.0 | – | – |" in text
+
+
+def test_the_alpha_grid_stage_trains_and_evaluates_every_alpha(tmp_path, capsys):
+    out = tmp_path / "repro"
+    args = TINY + ["--stages", "alpha_grid", "--sigmas", "0.4", "--alpha-seeds", "1",
+                   "--out", str(out)]
+    assert reproduce_cli.reproduce_main(args) == 0
+    grid = json.loads((out / "report.json").read_text())["vgg8"]["alpha_grid"]
+    finished = sorted(c["method"] for c in grid["cells"]) + [f"irs α={a}" for a, _ in
+                                                             grid["diverged"]]
+    assert sorted(finished) == sorted(f"irs α={a:g}" for a in (1, 0.1, 0.01, 1e-3, 1e-4))
+    assert all(c["best_val"] is not None and c["feedback_ratio"] is not None
+               for c in grid["cells"])
+    assert (out / "alpha_grid.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert reproduce_cli.reproduce_main(args) == 0  # finished: nothing trains again
+    assert "training" not in capsys.readouterr().out
+
+
+def _save_cell(stage_folder, method, alpha, seed, accuracies, diverged=False):
+    """A finished cell's results.json at σ = 0.4 (α 0.01 is the authors': named default),
+    with one epoch of history for IRS (feedback ratio α·150, exits' accuracies)."""
+    from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+
+    label = "default" if alpha == 0.01 else ("none" if alpha is None else f"{alpha:g}")
+    name = f"vgg8-mnist5k-{method}-sigma0.4-alpha{label}-seed{seed}"
+    history = [{"epoch": 1, "feedback_ratio": 150 * alpha,
+                "exit_accuracies": [0.0, 7.5, 2.0]}] if method == "irs" else []
+    accuracies = [float(a) for a in accuracies]
+    evaluations = {} if diverged else {0.4: Evaluation(0.4, {
+        "mean": sum(accuracies) / len(accuracies), "ci95": 0.7}, accuracies=accuracies)}
+    (stage_folder / "cells" / name).mkdir(parents=True)
+    RunResults(
+        settings={"model": "vgg8", "dataset": "mnist5k", "methods": [method], "sigma": 0.4,
+                  "alpha": None if alpha == 0.01 else alpha, "seed": seed, "eval_sigmas": [0.4]},
+        methods={method: MethodResult(alpha=alpha, clean_accuracy=80.0 + seed, history=history,
+                                      best_val_accuracy=90.0 + seed, diverged=diverged,
+                                      evaluations=evaluations)},
+    ).save(str(stage_folder / "cells" / name / "results.json"))
+
+
+def test_the_alpha_grid_report_sets_each_alpha_against_the_baselines_of_its_seed(tmp_path):
+    """REPORT.md's α grid: every cell (best validation, feedback size, exits), diverged
+    cells named, each α over its seeds, and IRS(α) − control / noise / noise_scaled within
+    each seed (paired) and over the seeds (Student-t); alpha_grid.png drawn."""
+    import numpy as np
+    from paper.plan import CONTROL_ALPHA
+    from paper.report import write_report
+
+    from neft_jax.harness.config import ExperimentConfig
+
+    rng = np.random.default_rng(1)
+    shared = rng.normal(50.0, 5.0, 200)
+    # seed-to-seed spread: IRS(α = 1e-3) − control is -2 at seed 0 and -4 at seed 1
+    core = {("noise", None): 0.0, ("noise_scaled", None): 6.0, ("irs", CONTROL_ALPHA): 10.0,
+            ("irs", 0.01): 3.0}
+    grid = {1e-3: (8.0, 6.0), 0.01: (3.0, 3.0)}
+    for seed in (0, 1):
+        for (method, alpha), offset in core.items():
+            _save_cell(tmp_path / "core_vgg8", method, alpha, seed,
+                       shared + offset + rng.normal(0, 0.1, 200))
+        for alpha, offsets in grid.items():
+            _save_cell(tmp_path / "alpha_grid_vgg8", "irs", alpha, seed,
+                       shared + offsets[seed] + rng.normal(0, 0.1, 200))
+    _save_cell(tmp_path / "alpha_grid_vgg8", "irs", 1.0, 0, [], diverged=True)
+    report = write_report(str(tmp_path), Plan(stages=("core", "alpha_grid"), seeds=2),
+                          ExperimentConfig())["vgg8"].alpha_grid
+    assert [(c.method, c.seed) for c in report.cells] == [
+        ("irs α=0.01", 0), ("irs α=0.01", 1), ("irs α=0.001", 0), ("irs α=0.001", 1)]
+    assert report.diverged == (("1", 0),)
+    differences = {(d.a, d.b): d for d in report.differences}
+    d = differences[("irs α=0.001", "control")]
+    assert [round(p.difference, 1) for p in d.per_seed] == [-2.0, -4.0]
+    # over two seeds: mean -3, half-width t(0.975, 1) · std / √2 = 12.706 · 1.414 / 1.414
+    assert d.mean == pytest.approx(-3.0, abs=0.05) and d.t_ci95 == pytest.approx(12.7, abs=0.3)
+    assert round(differences[("irs α=0.01", "noise_scaled")].mean, 1) == -3.0
+    assert round(differences[("irs α=0.001", "noise")].mean, 1) == 7.0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "### α grid" in text and "| 1 | 0 | diverged |" in text
+    assert "| 0.001 | 1 |" in text and "| 81.0 | 91.00 | 15 % | 0.0, 7.5, 2.0 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| irs α=0.001 − control |"))
+    assert row.startswith("| irs α=0.001 − control | 0.4 | -") and row.endswith(" (n=2) |")
+    assert "| -3.00 ± 12." in row
+    assert (tmp_path / "alpha_grid.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "report.json").read_text())["vgg8"]["alpha_grid"][
+        "over_seeds"]["0.001"]["seeds"] == 2
 
 
 def test_a_plans_multi_seed_runs_are_split_between_workers_and_skip_held_folders(tmp_path):

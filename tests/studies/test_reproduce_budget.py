@@ -17,7 +17,7 @@ from neft_jax.harness.budget import Budget, BudgetExhausted
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
 from paper import cli, reproduce  # noqa: E402
 from paper.plan import CONTROL_ALPHA, TABLE2_SIGMAS, VANILLA_SIGMAS, Plan, stage_dir  # noqa: E402
-from paper.reproduce import _link_cells, _Runner, trainings_of_plan  # noqa: E402
+from paper.reproduce import _link_cells, _Runner, reused, trainings_of_plan  # noqa: E402
 
 TINY = [*TINY_ARGS, "--max-train-steps", "1"]  # tests/tiny.py: programs shared
 
@@ -40,8 +40,15 @@ def test_budgeted_plan_stops_before_the_budget_and_the_same_command_completes(tm
     first = _finished(out)
     assert len(first) == 1 and "stopped before the time budget" in capsys.readouterr().out
     assert "noise_scaled" in (out / "REPORT.md").read_text()
-    stamp = os.path.getmtime(next(out.glob("*_vgg8/cells/*/results.json")))
-    # 2. Now measured: the next cell does not fit in 1 s, so it does not start.
+    # 2. Now measured (a finished cell's wall time sizes the next: set to 50 s here, since a
+    # tiny cell whose programs an earlier test compiled can end in under the 1 s budget):
+    # the next cell does not fit in 1 s, so it does not start.
+    import json
+
+    path = next(out.glob("*_vgg8/cells/*/results.json"))
+    results = json.loads(path.read_text())
+    path.write_text(json.dumps({**results, "wall_seconds": 50.0}))
+    stamp = os.path.getmtime(path)
     assert cli.reproduce_main(args + ["--time-budget", "1"]) == 0
     printed = capsys.readouterr().out
     assert _finished(out) == first and "stopped before the time budget" in printed
@@ -62,10 +69,24 @@ def test_later_stages_reuse_the_core_cells(tmp_path):
                            [0.4], [None, CONTROL_ALPHA], [0]):
         (core / cell.name).mkdir(parents=True)
     _link_cells(str(tmp_path / "core_vgg8"), str(tmp_path / "table2_vgg8"),
-                lambda n: "-noise-" in n or "-irs-" in n and "alphadefault" in n)
+                lambda n: reused("table2", n))
     linked = sorted(p.name for p in (tmp_path / "table2_vgg8" / "cells").iterdir())
     assert linked == ["vgg8-mnist5k-irs-sigma0.4-alphadefault-seed0",
-                      "vgg8-mnist5k-noise-sigma0.4-alphanone-seed0"]
+                      "vgg8-mnist5k-noise-sigma0.4-alphanone-seed0",
+                      "vgg8-mnist5k-noise_scaled-sigma0.4-alphanone-seed0"]
+    # Each stage reuses exactly the core cells that are its own experiments.
+    names = sorted(p.name for p in core.iterdir())
+    assert [n for n in names if reused("alpha_grid", n)] == [linked[0]]
+    assert [n for n in names if reused("control", n)] == [
+        "vgg8-mnist5k-irs-sigma0.4-alpha1e-09-seed0"]
+    assert [n for n in names if reused("scaled", n)] == [linked[2]]
+    # Table III takes Table II's noise injection and IRS at σ = 0.6, not noise_scaled.
+    table2_at_06 = [c.name for c in grid_cells(["vgg8"], ["mnist5k"],
+                                               ["noise", "noise_scaled", "irs"], [0.6, 0.8],
+                                               [None], [0])]
+    assert [n for n in table2_at_06 if reused("table3", n)] == [
+        "vgg8-mnist5k-noise-sigma0.6-alphanone-seed0",
+        "vgg8-mnist5k-irs-sigma0.6-alphadefault-seed0"]
     link = tmp_path / "table2_vgg8" / "cells" / linked[0]
     assert link.is_symlink() and not os.path.isabs(os.readlink(link))  # the folder can move
     assert link.resolve() == (core / linked[0]).resolve()
@@ -159,3 +180,48 @@ def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path)
     assert "cannot read" in cli.plan_estimate(base, plan, str(tmp_path / "none"), 60.0)
     rates.write_text(json.dumps(rows[0]) + "\n")
     assert "no end-to-end row" in cli.plan_estimate(base, plan, str(rates), 60.0)
+
+
+def test_a_time_boxed_plan_takes_the_paper_scale_programs_order_across_models():
+    """Issue 33's order: VGG-8's core cells at σ = 0.4 then 0.6, its α grid, Table II with
+    the vanilla sweep, Table III, ResNet-18's core cells at σ = 0.4, Table V; then the
+    rest model by model. A plain plan (or one with --stages) goes model by model."""
+    from paper.plan import BUDGET_STAGES, Step
+
+    plan = Plan(models=("vgg8", "resnet18"), stages=BUDGET_STAGES, order="priority")
+    steps = plan.steps()
+    assert steps[:8] == (Step("vgg8", "core", 0.4), Step("vgg8", "core", 0.6),
+                         Step("vgg8", "alpha_grid"), Step("vgg8", "table2"),
+                         Step("vgg8", "vanilla"), Step("vgg8", "table3"),
+                         Step("resnet18", "core", 0.4), Step("vgg8", "table5"))
+    assert Step("resnet18", "core", 0.6) in steps[8:]
+    assert len(steps) == len(set(steps)) == 2 * (len(BUDGET_STAGES) + 1)  # core: two steps
+    one = Plan(models=("vgg8",), stages=("core", "table5"), order="priority")
+    assert one.steps() == (Step("vgg8", "core", 0.4), Step("vgg8", "core", 0.6),
+                           Step("vgg8", "table5"))
+    assert Plan(models=("vgg8", "resnet18"), stages=("table5", "core")).steps() == (
+        Step("vgg8", "table5"), Step("vgg8", "core"), Step("resnet18", "table5"),
+        Step("resnet18", "core"))
+    with pytest.raises(ValueError, match="order must be one of"):
+        Plan(order="fastest")
+
+
+def test_the_alpha_grid_trains_every_alpha_at_its_seeds_reusing_the_authors_alpha():
+    """The α grid: IRS at σ = 0.4 at each α of the search × ``alpha_seeds`` seeds; the
+    authors' α is the core stage's cell (named alphadefault), so it is not trained twice."""
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.sweeps import grid_cells
+
+    base = ExperimentConfig(model="vgg8", dataset="mnist5k")
+    plan = Plan(stages=("core", "alpha_grid"), seeds=3, alpha_seeds=2)
+    methods, sigmas, alphas, seeds = reproduce.grid_of_stage("alpha_grid", plan, base)
+    assert (methods, sigmas, alphas, seeds) == (["irs"], [0.4], [1.0, 0.1, None, 1e-3, 1e-4],
+                                                [0, 1])
+    names = [c.name for c in grid_cells(["vgg8"], ["mnist5k"], methods, sigmas, alphas, seeds)]
+    assert "vgg8-mnist5k-irs-sigma0.4-alphadefault-seed1" in names
+    assert all(reused("alpha_grid", n) == ("alphadefault" in n) for n in names)
+    # ResNet-18's authors' α on MNIST is 1e-1: that one is its reused cell.
+    assert reproduce.grid_of_stage("alpha_grid", plan, ExperimentConfig(
+        model="resnet18", dataset="mnist5k"))[2] == [1.0, None, 1e-2, 1e-3, 1e-4]
+    # Counted once: core at two σ (10 trainings a seed, 3 seeds) + 4 new α × 2 seeds.
+    assert len(trainings_of_plan(base, plan)) == 30 + 8
