@@ -5,10 +5,12 @@
 # cells at σ = 0.4, Table V, then the rest), stopped cleanly before a time budget, its
 # output archived.
 #
-#   bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS]   # default budget 400 s
+#   bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS|auto]   # default budget 400 s
 #
 # At most 90 + 45 + BUDGET + 15 (the hard stop's margin) + 10 s, plus ≈ 20 s for the report and
-# the archive: 580 s at the default budget, inside one 600 s device call.
+# the archive: 580 s at the default budget, inside one 600 s device call. With `auto` the
+# plan gets what the benches left of GPU_PAPER_CALL_SECONDS (default 570): that less the
+# seconds spent so far, the hard stop's margin, 10 s and 30 s for the report and archive.
 #
 # First (≤ 90 s) it times run.py's whole training loop against the bare train step at the
 # paper's width in TF32 (bench.py --end-to-end; rows in OUT_DIR/bench.jsonl); then (≤ 45 s)
@@ -41,8 +43,12 @@
 # GPU_PAPER_BENCH_LIMITS the two benches' time limits (default "90 45") and
 # GPU_PAPER_CONCURRENT the concurrent bench's copies (default 2; 0 skips it).
 set -euo pipefail
-OUT=${1:?usage: bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS]}
+OUT=${1:?usage: bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS|auto]}
 BUDGET=${2:-400}
+if ! [[ "$BUDGET" =~ ^(auto|[0-9]+(\.[0-9]+)?)$ && "${GPU_PAPER_CALL_SECONDS:-570}" =~ ^[0-9]+$ ]]; then
+    echo "gpu_paper.sh: the budget must be seconds or auto (got '$BUDGET'), GPU_PAPER_CALL_SECONDS whole seconds" >&2
+    exit 2
+fi
 RUN=${GPU_PAPER_RUN:-runs/paper_gpu}
 DATA=${GPU_PAPER_DATA:-data}
 # shellcheck disable=SC2206  # the extra arguments are meant to be split into words
@@ -96,7 +102,13 @@ echo "plan processes: ${CHOICE[0]:-1 (the choice failed)}" | tee -a "$OUT/bench.
 # reproduce.py does (stopped, crashed), the report is rebuilt from the finished cells.
 PLAN=(--profile paper --models vgg8,resnet18 --seeds 3 --data-dir "$DATA" --out "$RUN"
       ${EXTRA[@]+"${EXTRA[@]}"})
-HARD=$(( ${BUDGET%.*} + ${GPU_PAPER_HARD_MARGIN:-15} ))
+MARGIN=${GPU_PAPER_HARD_MARGIN:-15}
+if [ "$BUDGET" = auto ]; then
+    BUDGET=$(( ${GPU_PAPER_CALL_SECONDS:-570} - SECONDS - MARGIN - 10 - 30 ))
+    [ "$BUDGET" -ge 1 ] || BUDGET=1
+    echo "plan budget: $BUDGET s (auto: ${GPU_PAPER_CALL_SECONDS:-570} s for the call, $SECONDS s spent)" | tee -a "$OUT/bench.txt"
+fi
+HARD=$(( ${BUDGET%.*} + MARGIN ))
 set +e
 rm -f "$OUT"/status_process*
 python3 experiments/gpu_throughput.py finished "$RUN" "$OUT/finished_before.txt"

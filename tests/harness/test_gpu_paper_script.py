@@ -12,6 +12,7 @@ import re
 import subprocess
 import tarfile
 
+import pytest
 from tiny import TINY_ARGS, TINY_DATA_DIR
 
 #: The tiny runs' model and batch settings (tests/tiny.py), as GPU_PAPER_EXTRA words.
@@ -89,13 +90,17 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     out, run = tmp_path / "out", tmp_path / "run"
     env = {**os.environ, "GPU_PAPER_DATA": str(data), "GPU_PAPER_RUN": str(run),
            "GPU_PAPER_FROM": str(earlier), "GPU_PAPER_RATES": str(rates),
+           "GPU_PAPER_CALL_SECONDS": "70",  # auto: the plan gets 70 − spent − 55 s
            "GPU_PAPER_EXTRA": "--models vgg8 --stages core --seeds 1 --width 0.03 "
                               "--epochs 2 --mc-runs 2 --compute fp32"}
     # The next cell (noise injection) is estimated from the earlier vanilla cell's 100 s:
-    # it does not fit in 5 s, so nothing is trained and the call ends at once.
-    done = subprocess.run(["bash", "experiments/gpu_paper.sh", str(out), "5"], cwd=REPO,
+    # it does not fit in the ≤ 15 s left, so nothing is trained and the call ends at once.
+    done = subprocess.run(["bash", "experiments/gpu_paper.sh", str(out), "auto"], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    budget = re.search(r"plan budget: (\d+) s \(auto: 70 s for the call, (\d+) s spent\)",
+                       done.stdout)
+    assert budget and int(budget[1]) == 70 - int(budget[2]) - 15 - 40
     assert "continuing from" in done.stdout and "benches skipped" in done.stdout
     assert (out / "bench.jsonl").read_text() == rates.read_text()
     log = (out / "log.txt").read_text()
@@ -172,3 +177,14 @@ def test_throughput_counts_the_trainings_finished_since_the_plan_started(tmp_pat
     row = gpu_throughput.throughput(str(tmp_path), before, 120.0, 2)
     assert row == {"workers": 2, "trainings_finished": 2, "wall_s": 120.0,
                    "trainings_per_minute": 1.0}
+
+
+@pytest.mark.parametrize("budget, env", [("4m", {}), ("400", {"GPU_PAPER_WORKERS": "0"}),
+                                         ("auto", {"GPU_PAPER_CALL_SECONDS": "9.5"}),
+                                         ("400", {"GPU_PAPER_CONCURRENT": "two"})])
+def test_bad_settings_are_refused_before_anything_runs(tmp_path, budget, env):
+    done = subprocess.run(["bash", "experiments/gpu_paper.sh", str(tmp_path / "out"), budget],
+                          cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("gpu_paper.sh: ")
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
