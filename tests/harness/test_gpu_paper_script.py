@@ -13,6 +13,7 @@ import subprocess
 import tarfile
 
 import pytest
+from subprocess_env import shared_cache_env
 from tiny import TINY_ARGS, TINY_DATA_DIR
 
 #: The tiny runs' model and batch settings (tests/tiny.py), as GPU_PAPER_EXTRA words.
@@ -118,7 +119,8 @@ def test_two_plan_processes_share_the_cells_and_count_what_they_finished(tmp_pat
                                  "compute": "tf32", "val_every": 1,
                                  "loop_images_per_s": 30000.0}) + "\n")
     out, run = tmp_path / "out", tmp_path / "run"
-    env = {**os.environ, "GPU_PAPER_DATA": TINY_DATA_DIR, "GPU_PAPER_RUN": str(run),
+    # the session's compilation cache: both processes read the tiny programs other tests made
+    env = {**shared_cache_env(), "GPU_PAPER_DATA": TINY_DATA_DIR, "GPU_PAPER_RUN": str(run),
            "GPU_PAPER_RATES": str(rates), "GPU_PAPER_WORKERS": "2",
            "GPU_PAPER_EXTRA": "--models vgg8 --stages table3 --sigmas 0.6 --table3-seeds 2 "
                               "--seeds 1 --max-train-steps 2 " + TINY_SMALL}
