@@ -119,11 +119,12 @@ def test_two_plan_processes_share_the_cells_and_count_what_they_finished(tmp_pat
                                  "compute": "tf32", "val_every": 1,
                                  "loop_images_per_s": 30000.0}) + "\n")
     out, run = tmp_path / "out", tmp_path / "run"
-    # the session's compilation cache: both processes read the tiny programs other tests made
+    # the session's compilation cache and the tiny runs' settings (fp32, not the paper
+    # profile's tf32): both processes read the programs other tests compiled
     env = {**shared_cache_env(), "GPU_PAPER_DATA": TINY_DATA_DIR, "GPU_PAPER_RUN": str(run),
            "GPU_PAPER_RATES": str(rates), "GPU_PAPER_WORKERS": "2",
            "GPU_PAPER_EXTRA": "--models vgg8 --stages table3 --sigmas 0.6 --table3-seeds 2 "
-                              "--seeds 1 --max-train-steps 2 " + TINY_SMALL}
+                              "--seeds 1 --max-train-steps 2 --compute fp32 " + TINY_SMALL}
     done = subprocess.run(["bash", "experiments/gpu_paper.sh", str(out), "300"], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
