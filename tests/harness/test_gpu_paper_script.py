@@ -123,20 +123,20 @@ def test_two_plan_processes_share_the_cells_and_count_what_they_finished(tmp_pat
     # profile's tf32): both processes read the programs other tests compiled
     env = {**shared_cache_env(), "GPU_PAPER_DATA": TINY_DATA_DIR, "GPU_PAPER_RUN": str(run),
            "GPU_PAPER_RATES": str(rates), "GPU_PAPER_WORKERS": "2",
-           "GPU_PAPER_EXTRA": "--models vgg8 --stages table3 --sigmas 0.6 --table3-seeds 2 "
+           "GPU_PAPER_EXTRA": "--models vgg8 --stages table3 --sigmas 0.6 --table3-seeds 1 "
                               "--seeds 1 --max-train-steps 2 --compute fp32 " + TINY_SMALL}
     done = subprocess.run(["bash", "experiments/gpu_paper.sh", str(out), "300"], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "plan processes: 2 process(es), as GPU_PAPER_WORKERS says" in done.stdout
     logs = [(out / "log.txt").read_text(), (out / "log_process2.txt").read_text()]
-    cells = [f"vgg8-mnist5k-{m}-sigma0.6-alpha{a}-seed{s}" for m, a in
-             (("noise", "none"), ("irs", "default")) for s in (0, 1)]
+    cells = [f"vgg8-mnist5k-{m}-sigma0.6-alpha{a}-seed0" for m, a in
+             (("noise", "none"), ("irs", "default"))]
     for cell in cells:  # each cell is trained by exactly one of the two processes
         trained = re.compile(rf"\] {re.escape(cell)}: \d+ s")
         assert sum(bool(trained.search(log)) for log in logs) == 1, cell
-    assert json.loads((out / "throughput.json").read_text())["trainings_finished"] == 4
-    assert len(list(run.glob("table3_vgg8/cells/*/results.json"))) == 4
+    assert json.loads((out / "throughput.json").read_text())["trainings_finished"] == 2
+    assert len(list(run.glob("table3_vgg8/cells/*/results.json"))) == 2
 
 
 def test_the_plan_runs_concurrently_only_where_that_was_measured_to_pay():
