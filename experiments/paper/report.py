@@ -148,12 +148,16 @@ def plot_report(report: dict[str, ModelReport], plan: Plan, path: str) -> None:
     save_figure(fig, path)
 
 
-def write_report(out: str, plan: Plan, base: ExperimentConfig) -> dict[str, ModelReport]:
-    """REPORT.md, report.json and report.png in ``out`` from every finished stage."""
+def write_report(out: str, plan: Plan, base: ExperimentConfig,
+                 plots: bool = True) -> dict[str, ModelReport]:
+    """REPORT.md, report.json and (with ``plots``) report.png and alpha_grid.png in ``out``
+    from every finished stage."""
     report = collect_report(out, plan, base)
     write_atomic(os.path.join(out, "report.json"),
                  json.dumps({model: data.to_json() for model, data in report.items()}, indent=1))
     write_atomic(os.path.join(out, "REPORT.md"), format_report(report, plan, base))
+    if not plots:
+        return report
     plot_report(report, plan, os.path.join(out, "report.png"))
     if any(data.alpha_grid for data in report.values()):
         plot_alpha_grid(out, plan, report)

@@ -1,8 +1,9 @@
 """The paper's experiments as one resumable plan (stages: :mod:`paper.plan`).
 
-:func:`run_plan` runs, per model, each unfinished stage into ``out/`` (a sweep or a
-multi-seed run that skips finished work when re-launched) and rewrites the report
-(:mod:`paper.report`) after each. With a :class:`Budget` it starts
+:func:`run_plan` runs each unfinished step of the plan (a stage of a model) into ``out/``
+(a sweep or a multi-seed run that skips finished work when re-launched), rewrites
+REPORT.md and report.json (:mod:`paper.report`) after each and the plots when it ends or
+stops. With a :class:`Budget` it starts
 a cell only if its measured time says it ends before the budget, and otherwise
 stops cleanly with everything finished saved; the same command continues later.
 Stages reuse finished cells of other stages that are the same experiment (Table
@@ -15,6 +16,7 @@ and the multi-seed runs when they start (their ``--resume`` check).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
@@ -92,10 +94,14 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
             at = "" if step.sigma is None else f" at σ = {step.sigma:g}"
             log(f"== {step.model}: {step.stage}{at}")
             run.stage(step.stage, stage_config(base, step.model), step.sigma)
-            write_report(out, plan, base)
+            write_report(out, plan, base, plots=False)  # the plots at the end: ≈ 2 s each time
     except BudgetExhausted as reason:
         stopped = str(reason)
         log(f"stopped before the time budget: {stopped}; rerun the same command to continue")
+    except BaseException:  # stopped otherwise (SIGTERM, Ctrl-C, an error): the report so far
+        with contextlib.suppress(Exception):
+            write_report(out, plan, base)
+        raise
     report = write_report(out, plan, base)
     report["stopped"] = stopped
     return report

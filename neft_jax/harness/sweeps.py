@@ -19,6 +19,7 @@ when the grid has several α, ``alpha_search.png``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -162,7 +163,8 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
               log: Callable[[str], None] = print, show_progress: bool = True,
               budget: Budget | None = None, worker: Worker | None = None) -> list[dict]:
     """Run every unfinished cell (of ``worker``'s share; None: all); rewrite the combined
-    table after each; return its rows.
+    table (sweep.json, sweep.csv) after each, and its plots when the sweep ends or stops
+    (≈ 1 s of drawing, too much to repeat after every cell); return its rows.
 
     After each trained cell it logs the time left, estimated from this launch's cells.
     With ``budget``, a cell starts only if its method's measured time (finished cells of
@@ -190,38 +192,44 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
         log(f"time budget: {budget.remaining():.0f} s left; by the measured cell times "
             f"{fit} of the {len(todo)} cells left fit" if measured else
             f"time budget: {budget.remaining():.0f} s left; no cell measured yet")
-    for i, cell in enumerate(cells):
-        path = os.path.join(out, "cells", cell.name)
-        if not worker.takes(i):
-            continue
-        if cell not in todo:
-            log(f"[{i + 1}/{len(cells)}] {cell.name}: done before, skipped")
-            continue
-        if cell_done(path, cell.method):  # finished by another worker since this launch began
-            log(f"[{i + 1}/{len(cells)}] {cell.name}: done by another worker, skipped")
+    try:
+        for i, cell in enumerate(cells):
+            path = os.path.join(out, "cells", cell.name)
+            if not worker.takes(i):
+                continue
+            if cell not in todo:
+                log(f"[{i + 1}/{len(cells)}] {cell.name}: done before, skipped")
+                continue
+            if cell_done(path, cell.method):  # finished by another worker since this launch began
+                log(f"[{i + 1}/{len(cells)}] {cell.name}: done by another worker, skipped")
+                todo.remove(cell)
+                continue
+            budget.check(cell.name, estimate_seconds(measured, key(cell)))
+            log(f"[{i + 1}/{len(cells)}] {cell.name}")
+            start = time.perf_counter()
+            try:
+                run_experiment(cell_config(base, cell, path), log=log, show_progress=show_progress)
+            except FolderBusy:  # another worker holds this cell: it trains it, we go on
+                log(f"[{i + 1}/{len(cells)}] {cell.name}: held by another worker, skipped")
+                todo.remove(cell)
+                continue
+            seconds = time.perf_counter() - start
+            launched[key(cell)].append(seconds)
+            budget.record(key(cell), seconds)
             todo.remove(cell)
-            continue
-        budget.check(cell.name, estimate_seconds(measured, key(cell)))
-        log(f"[{i + 1}/{len(cells)}] {cell.name}")
-        start = time.perf_counter()
-        try:
-            run_experiment(cell_config(base, cell, path), log=log, show_progress=show_progress)
-        except FolderBusy:  # another worker holds this cell: it trains it, we go on
-            log(f"[{i + 1}/{len(cells)}] {cell.name}: held by another worker, skipped")
-            todo.remove(cell)
-            continue
-        seconds = time.perf_counter() - start
-        launched[key(cell)].append(seconds)
-        budget.record(key(cell), seconds)
-        todo.remove(cell)
-        left = estimate_total(launched, [key(c) for c in todo])
-        fit = (f"; {fits(measured, [key(c) for c in todo], budget.remaining())} of them fit "
-               f"in the {max(budget.remaining(), 0):.0f} s of budget left"
-               if budget.seconds is not None else "")
-        log(f"[{i + 1}/{len(cells)}] {cell.name}: {seconds:.0f} s"
-            + (f"; about {left / 60:.0f} min left for {len(todo)} more"
-               f" cell{'s' if len(todo) > 1 else ''}{fit}" if todo else ""))
-        write_combined(cells, out)
+            left = estimate_total(launched, [key(c) for c in todo])
+            fit = (f"; {fits(measured, [key(c) for c in todo], budget.remaining())} of them fit "
+                   f"in the {max(budget.remaining(), 0):.0f} s of budget left"
+                   if budget.seconds is not None else "")
+            log(f"[{i + 1}/{len(cells)}] {cell.name}: {seconds:.0f} s"
+                + (f"; about {left / 60:.0f} min left for {len(todo)} more"
+                   f" cell{'s' if len(todo) > 1 else ''}{fit}" if todo else ""))
+            write_combined(cells, out, plots=False)
+    except BaseException:
+        if launched:  # the plots of what this launch finished, on any stop (best effort)
+            with contextlib.suppress(Exception):
+                write_combined(cells, out)
+        raise
     return write_combined(cells, out)
 
 
@@ -291,8 +299,8 @@ def aggregate_over_seeds(rows: Sequence[dict]) -> list[dict]:
     return table
 
 
-def write_combined(cells: Sequence[Cell], out: str) -> list[dict]:
-    """sweep.json, sweep.csv and the plots from every finished cell."""
+def write_combined(cells: Sequence[Cell], out: str, plots: bool = True) -> list[dict]:
+    """sweep.json, sweep.csv and (with ``plots``) the plots from every finished cell."""
     import csv
     import io
 
@@ -308,7 +316,7 @@ def write_combined(cells: Sequence[Cell], out: str) -> list[dict]:
         writer.writerows({k: float(f"{v:.7g}") if isinstance(v, float) else v
                           for k, v in row.items()} for row in table)
     write_atomic(os.path.join(out, "sweep.csv"), buffer.getvalue())
-    if table:
+    if table and plots:
         plot_sweep(table, out)
     return table
 

@@ -3,6 +3,7 @@ one-line errors naming the file."""
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 
@@ -77,13 +78,46 @@ def test_sweep_workers_skip_a_cell_another_worker_finished_since_they_began(tmp_
 
     monkeypatch.setattr(sweeps, "run_experiment",
                         first_cell_while_the_other_worker_finishes_the_second)
-    monkeypatch.setattr(sweeps, "write_combined", lambda *_: [])
+    monkeypatch.setattr(sweeps, "write_combined", lambda *_, **__: [])
     messages, budget = [], Budget(1000.0)
     run_sweep(cells, base, str(tmp_path), log=messages.append, show_progress=False,
               budget=budget)
     assert ran == [str(tmp_path / "cells" / cells[0].name)]
     assert f"[2/2] {cells[1].name}: done by another worker, skipped" in messages
     assert sum(len(d) for d in budget.durations.values()) == 1  # the first cell only
+
+
+def test_a_sweep_draws_its_plots_once_when_it_ends_or_stops(tmp_path, monkeypatch):
+    """sweep.json/csv after every cell, the plots (≈ 1 s) once: at the end, or when the
+    sweep stops (here a stop after the second cell)."""
+    import neft_jax.harness.sweeps as sweeps
+    from neft_jax.harness.results import Evaluation, MethodResult
+
+    base = ExperimentConfig(**TINY_SETTINGS, max_train_steps=1)
+    cells = [Cell("vgg8", "mnist5k", "noise", s, None, 0) for s in (0.2, 0.3, 0.4)]
+
+    def finish(cfg, **_):
+        if cfg.sigma == 0.4:
+            raise cli.Stopped("SIGTERM")
+        os.makedirs(cfg.out, exist_ok=True)
+        RunResults(settings={"model": "vgg8", "dataset": "mnist5k", "methods": ["noise"],
+                             "sigma": cfg.sigma, "alpha": None, "seed": 0,
+                             "eval_sigmas": [cfg.sigma]},
+                   methods={"noise": MethodResult(alpha=None, evaluations={cfg.sigma: Evaluation(
+                       cfg.sigma, {"mean": 50.0, "ci95": 1.0}, accuracies=[50.0, 50.0])})},
+                   ).save(os.path.join(cfg.out, "results.json"))
+
+    drawn = []
+    monkeypatch.setattr(sweeps, "run_experiment", finish)
+    monkeypatch.setattr(sweeps, "plot_sweep", lambda table, out: drawn.append(len(table)))
+    run_sweep(cells[:2], base, str(tmp_path / "ends"), log=lambda _: None,
+              show_progress=False)
+    assert drawn == [2]  # once, at the end
+    with pytest.raises(cli.Stopped):
+        run_sweep(cells, base, str(tmp_path / "stops"), log=lambda _: None,
+                  show_progress=False)
+    assert drawn == [2, 2]  # once, with both finished cells, when the third is stopped
+    assert len(json.loads((tmp_path / "stops" / "sweep.json").read_text())["cells"]) == 2
 
 
 def test_ctrl_c_and_sigterm_stop_with_one_line_and_the_resume_hint(tmp_path, capsys,

@@ -40,6 +40,9 @@ def test_budgeted_plan_stops_before_the_budget_and_the_same_command_completes(tm
     first = _finished(out)
     assert len(first) == 1 and "stopped before the time budget" in capsys.readouterr().out
     assert "noise_scaled" in (out / "REPORT.md").read_text()
+    # the plots, drawn once when the sweep and the plan stopped, not after every cell
+    assert (out / "noise_scaled_vgg8" / "accuracy_vs_sigma.png").exists()
+    assert (out / "report.png").exists()
     # 2. Now measured (a finished cell's wall time sizes the next: set to 50 s here, since a
     # tiny cell whose programs an earlier test compiled can end in under the 1 s budget):
     # the next cell does not fit in 1 s, so it does not start.
