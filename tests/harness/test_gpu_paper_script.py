@@ -13,11 +13,7 @@ import subprocess
 import tarfile
 
 import pytest
-from subprocess_env import shared_cache_env
-from tiny import TINY_ARGS, TINY_DATA_DIR
-
-#: The tiny runs' model and batch settings (tests/tiny.py), as GPU_PAPER_EXTRA words.
-TINY_SMALL = " ".join(a for a in TINY_ARGS if a not in ("--data-dir", TINY_DATA_DIR))
+from tiny import TINY_DATA_DIR
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -68,7 +64,9 @@ def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_p
 def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     """GPU_PAPER_FROM seeds the run folder with an earlier call's files (their finished
     cells are skipped and their wall times size the budget) and GPU_PAPER_RATES replaces
-    both benches, so the whole call goes to new cells."""
+    both benches, so the whole call goes to new cells. Here as two plan processes
+    (GPU_PAPER_WORKERS=2): each logs, ends and is counted (two processes sharing cells by
+    locks: tests/harness/test_batch_jobs.py)."""
     from neft_jax.harness.results import Evaluation, MethodResult, RunResults
 
     data = TINY_DATA_DIR
@@ -92,6 +90,7 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     env = {**os.environ, "GPU_PAPER_DATA": str(data), "GPU_PAPER_RUN": str(run),
            "GPU_PAPER_FROM": str(earlier), "GPU_PAPER_RATES": str(rates),
            "GPU_PAPER_CALL_SECONDS": "70",  # auto: the plan gets 70 − spent − 55 s
+           "GPU_PAPER_WORKERS": "2",
            "GPU_PAPER_EXTRA": "--models vgg8 --stages core --seeds 1 --width 0.03 "
                               "--epochs 2 --mc-runs 2 --compute fp32"}
     # The next cell (noise injection) is estimated from the earlier vanilla cell's 100 s:
@@ -104,39 +103,14 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     assert budget and int(budget[1]) == 70 - int(budget[2]) - 15 - 40
     assert "continuing from" in done.stdout and "benches skipped" in done.stdout
     assert (out / "bench.jsonl").read_text() == rates.read_text()
-    log = (out / "log.txt").read_text()
-    assert f"{name}: done before, skipped" in log and "stopped before the time budget" in log
+    assert "plan processes: 2 process(es), as GPU_PAPER_WORKERS says" in done.stdout
+    for log in ((out / "log.txt").read_text(), (out / "log_process2.txt").read_text()):
+        assert f"{name}: done before, skipped" in log and "stopped before the time budget" in log
+    assert [(out / f"status_process{i}").read_text().strip() for i in (1, 2)] == ["0", "0"]
+    assert json.loads((out / "throughput.json").read_text())["workers"] == 2
     assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 98.0 |" in (out / "REPORT.md").read_text()
     with tarfile.open(out / "paper_gpu.tgz") as archive:
         assert any(n.endswith(f"{name}/results.json") for n in archive.getnames())
-
-
-def test_two_plan_processes_share_the_cells_and_count_what_they_finished(tmp_path):
-    """GPU_PAPER_WORKERS=2: two reproduce.py processes on one run folder take its cells by
-    locks (each cell trained once), and throughput.json counts the trainings of this call."""
-    rates = tmp_path / "bench.jsonl"
-    rates.write_text(json.dumps({"bench": "end_to_end", "model": "vgg8", "method": "noise",
-                                 "compute": "tf32", "val_every": 1,
-                                 "loop_images_per_s": 30000.0}) + "\n")
-    out, run = tmp_path / "out", tmp_path / "run"
-    # the session's compilation cache and the tiny runs' settings (fp32, not the paper
-    # profile's tf32): both processes read the programs other tests compiled
-    env = {**shared_cache_env(), "GPU_PAPER_DATA": TINY_DATA_DIR, "GPU_PAPER_RUN": str(run),
-           "GPU_PAPER_RATES": str(rates), "GPU_PAPER_WORKERS": "2",
-           "GPU_PAPER_EXTRA": "--models vgg8 --stages table3 --sigmas 0.6 --table3-seeds 1 "
-                              "--seeds 1 --max-train-steps 2 --compute fp32 " + TINY_SMALL}
-    done = subprocess.run(["bash", "experiments/gpu_paper.sh", str(out), "300"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "plan processes: 2 process(es), as GPU_PAPER_WORKERS says" in done.stdout
-    logs = [(out / "log.txt").read_text(), (out / "log_process2.txt").read_text()]
-    cells = [f"vgg8-mnist5k-{m}-sigma0.6-alpha{a}-seed0" for m, a in
-             (("noise", "none"), ("irs", "default"))]
-    for cell in cells:  # each cell is trained by exactly one of the two processes
-        trained = re.compile(rf"\] {re.escape(cell)}: \d+ s")
-        assert sum(bool(trained.search(log)) for log in logs) == 1, cell
-    assert json.loads((out / "throughput.json").read_text())["trainings_finished"] == 2
-    assert len(list(run.glob("table3_vgg8/cells/*/results.json"))) == 2
 
 
 def test_the_plan_runs_concurrently_only_where_that_was_measured_to_pay():
