@@ -125,11 +125,12 @@ def bench_end_to_end(model_name, method, args, rng):
     validation = {name: getattr(args, name) for name in ("val_mc_runs", "val_every")
                   if getattr(args, name) is not None}
     warm_up = validation.get("val_every", 1)
-    epoch_ends = []
+    epoch_ends, wall_clock = [], []
 
     def note_epoch_end(line: str) -> None:
         if f" epoch {len(epoch_ends) + 1}/{warm_up + e}:" in line:
             epoch_ends.append(time.perf_counter())
+            wall_clock.append(time.time())
 
     with tempfile.TemporaryDirectory() as folder:
         cfg = ExperimentConfig(model=model_name, methods=(method,), width=args.width,
@@ -140,7 +141,7 @@ def bench_end_to_end(model_name, method, args, rng):
         train_runs([cfg], dataset, method, cfg.alpha_for(method),
                               log=note_epoch_end, show_progress=False)
     assert len(epoch_ends) == warm_up + e, "the loop's epoch lines changed"
-    epoch_ends = epoch_ends[warm_up - 1:]
+    epoch_ends, wall_clock = epoch_ends[warm_up - 1:], wall_clock[warm_up - 1:]
     wall = epoch_ends[-1] - epoch_ends[0]
     num_train = len(validation_indices(dataset.train_labels, cfg.val_fraction, cfg.seed)[0])
     images = e * (num_train // cfg.batch_size) * cfg.batch_size
@@ -157,6 +158,9 @@ def bench_end_to_end(model_name, method, args, rng):
         "fraction_of_bare": loop_ips / bare["images_per_s"],
         "steps_s_per_epoch": images / e / bare["images_per_s"],
         "overhead_s_per_epoch": (wall - images / bare["images_per_s"]) / e,
+        # the timed window in Unix seconds: copies run at once are compared only where
+        # their windows overlap (experiments/gpu_throughput.py)
+        "timed_from_unix": wall_clock[0], "timed_to_unix": wall_clock[-1],
     }
 
 

@@ -27,6 +27,10 @@ import sys
 #: The least summed-rate gain over one process that is worth concurrent processes: below
 #: it the measurement's noise (a few %) and the processes' extra compiles eat the gain.
 MIN_GAIN = 1.15
+#: The least share of the longest copy's timed window that all K copies must have run
+#: together: copies that timed their loops one after another (one still compiling while
+#: another ran alone) would add up to a gain that concurrency never gave.
+MIN_OVERLAP = 0.8
 
 
 def read_rows(path: str) -> list[dict]:
@@ -49,21 +53,32 @@ def merge(bench: str, k: int, files: list[str]) -> int:
     return len(rows)
 
 
+def overlap(rows: list[dict]) -> float:
+    """The time all ``rows``' timed windows share, as a share of the longest window (0
+    where a row has no window)."""
+    if not all("timed_from_unix" in r and "timed_to_unix" in r for r in rows):
+        return 0.0
+    shared = min(r["timed_to_unix"] for r in rows) - max(r["timed_from_unix"] for r in rows)
+    longest = max(r["timed_to_unix"] - r["timed_from_unix"] for r in rows)
+    return max(shared, 0.0) / longest if longest > 0 else 0.0
+
+
 def summed_rates(rows: list[dict]) -> dict[int, float]:
     """Loop images/s by number of processes at once: 1 is the last lone end-to-end row
-    (validating every epoch), K the sum over the K copies of a complete concurrent run."""
+    (validating every epoch), K the sum over the K copies of a complete concurrent run
+    whose timed windows overlap by at least :data:`MIN_OVERLAP`."""
     rates = {}
     lone = [r for r in rows if r.get("bench") == "end_to_end" and "concurrent" not in r
             and r.get("val_every", 1) == 1]
     if lone:
         rates[1] = lone[-1]["loop_images_per_s"]
-    by_k: dict[int, dict[int, float]] = {}
+    by_k: dict[int, dict[int, dict]] = {}
     for r in rows:
         if r.get("bench") == "end_to_end" and "concurrent" in r:
-            by_k.setdefault(r["concurrent"], {})[r["process"]] = r["loop_images_per_s"]
+            by_k.setdefault(r["concurrent"], {})[r["process"]] = r
     for k, processes in by_k.items():
-        if len(processes) == k:
-            rates[k] = sum(processes.values())
+        if len(processes) == k and overlap(list(processes.values())) >= MIN_OVERLAP:
+            rates[k] = sum(r["loop_images_per_s"] for r in processes.values())
     return rates
 
 
@@ -77,7 +92,8 @@ def choose(rows: list[dict], requested: str = "auto") -> tuple[int, str]:
         return n, f"{n} process(es), as GPU_PAPER_WORKERS says"
     rates = summed_rates(rows)
     if 1 not in rates or len(rates) == 1:
-        return 1, "1 process: no concurrent measurement to compare with"
+        return 1, ("1 process: no concurrent measurement to compare with (none, a copy "
+                   f"stopped, or the copies' timed loops overlapped < {MIN_OVERLAP:.0%})")
     shown = ", ".join(f"{k} at once {v:,.0f} images/s" for k, v in sorted(rates.items()))
     best = max(rates, key=rates.get)
     gain = rates[best] / rates[1]

@@ -120,9 +120,17 @@ def test_the_plan_runs_concurrently_only_where_that_was_measured_to_pay():
     import gpu_throughput
 
     lone = {"bench": "end_to_end", "loop_images_per_s": 30000.0, "val_every": 1}
-    two = [{**lone, "loop_images_per_s": r, "concurrent": 2, "process": i}
+    two = [{**lone, "loop_images_per_s": r, "concurrent": 2, "process": i,
+            "timed_from_unix": 100.0 + i, "timed_to_unix": 120.0 + i}
            for i, r in ((1, 18000.0), (2, 17000.0))]
     assert gpu_throughput.choose([lone, *two])[0] == 2  # 35,000: 1.17× one process
+    # copies that timed their loops mostly one after the other prove nothing
+    apart = [two[0], {**two[1], "timed_from_unix": 115.0, "timed_to_unix": 135.0}]
+    assert gpu_throughput.overlap(apart) == pytest.approx(0.3)  # 115–121 of 20 s
+    n, why = gpu_throughput.choose([lone, *apart])
+    assert n == 1 and "overlapped < 80%" in why
+    assert gpu_throughput.choose([lone, *[{k: v for k, v in r.items() if "unix" not in k}
+                                          for r in two]])[0] == 1  # no windows: not counted
     assert gpu_throughput.choose([lone, *two[:1]])[0] == 1  # one copy was stopped
     slow = [{**r, "loop_images_per_s": 16000.0} for r in two]  # 32,000: only 1.07×
     n, why = gpu_throughput.choose([lone, *slow])
