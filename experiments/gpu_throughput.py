@@ -72,14 +72,19 @@ def summed_rates(rows: list[dict]) -> dict[int, float]:
             and r.get("val_every", 1) == 1]
     if lone:
         rates[1] = lone[-1]["loop_images_per_s"]
+    for k, copies in concurrent_runs(rows).items():
+        if overlap(copies) >= MIN_OVERLAP:
+            rates[k] = sum(r["loop_images_per_s"] for r in copies)
+    return rates
+
+
+def concurrent_runs(rows: list[dict]) -> dict[int, list[dict]]:
+    """K → the rows of the K copies run at once, for each K whose copies all finished."""
     by_k: dict[int, dict[int, dict]] = {}
     for r in rows:
         if r.get("bench") == "end_to_end" and "concurrent" in r:
             by_k.setdefault(r["concurrent"], {})[r["process"]] = r
-    for k, processes in by_k.items():
-        if len(processes) == k and overlap(list(processes.values())) >= MIN_OVERLAP:
-            rates[k] = sum(r["loop_images_per_s"] for r in processes.values())
-    return rates
+    return {k: list(copies.values()) for k, copies in by_k.items() if len(copies) == k}
 
 
 def choose(rows: list[dict], requested: str = "auto") -> tuple[int, str]:
@@ -92,8 +97,11 @@ def choose(rows: list[dict], requested: str = "auto") -> tuple[int, str]:
         return n, f"{n} process(es), as GPU_PAPER_WORKERS says"
     rates = summed_rates(rows)
     if 1 not in rates or len(rates) == 1:
-        return 1, ("1 process: no concurrent measurement to compare with (none, a copy "
-                   f"stopped, or the copies' timed loops overlapped < {MIN_OVERLAP:.0%})")
+        short = [f"{k} at once overlapped {overlap(copies):.0%}"
+                 for k, copies in sorted(concurrent_runs(rows).items()) if k not in rates]
+        return 1, ("1 process: no concurrent measurement to compare with" + (
+            f" (timed loops that overlapped < {MIN_OVERLAP:.0%}: {', '.join(short)})"
+            if short else " (none, or a copy stopped)"))
     shown = ", ".join(f"{k} at once {v:,.0f} images/s" for k, v in sorted(rates.items()))
     best = max(rates, key=rates.get)
     gain = rates[best] / rates[1]

@@ -128,7 +128,7 @@ def test_the_plan_runs_concurrently_only_where_that_was_measured_to_pay():
     apart = [two[0], {**two[1], "timed_from_unix": 115.0, "timed_to_unix": 135.0}]
     assert gpu_throughput.overlap(apart) == pytest.approx(0.3)  # 115–121 of 20 s
     n, why = gpu_throughput.choose([lone, *apart])
-    assert n == 1 and "overlapped < 80%" in why
+    assert n == 1 and "overlapped < 80%: 2 at once overlapped 30%" in why
     assert gpu_throughput.choose([lone, *[{k: v for k, v in r.items() if "unix" not in k}
                                           for r in two]])[0] == 1  # no windows: not counted
     assert gpu_throughput.choose([lone, *two[:1]])[0] == 1  # one copy was stopped
