@@ -62,6 +62,9 @@ if ! [[ "$REQUESTED_WORKERS" =~ ^(auto|[1-9][0-9]*)$ && "$CONCURRENT" =~ ^[0-9]+
     echo "gpu_paper.sh: GPU_PAPER_WORKERS must be auto or an integer >= 1 (got '$REQUESTED_WORKERS') and GPU_PAPER_CONCURRENT an integer >= 0 (got '$CONCURRENT')" >&2
     exit 2
 fi
+mem_fraction() {  # the share of the GPU's memory each of $1 processes at once may take
+    python3 -c "print(round(0.9 / $1, 2))"
+}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt" || true
@@ -85,7 +88,7 @@ else
     # compilation cache); a copy that cannot finish in time leaves K unmeasured.
     if [ "$CONCURRENT" -gt 1 ]; then
         for i in $(seq 1 "$CONCURRENT"); do
-            XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $CONCURRENT, 2))") \
+            XLA_PYTHON_CLIENT_MEM_FRACTION=$(mem_fraction "$CONCURRENT") \
                 timeout "$CONCURRENT_LIMIT" "${BENCH[@]}" --end-to-end 60 \
                 ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} --jsonl "$OUT/bench_concurrent_$i.jsonl" \
                 > "$OUT/bench_concurrent_$i.txt" 2>&1 &
@@ -117,7 +120,7 @@ set +e
 rm -f "$OUT"/status_process*
 python3 experiments/gpu_throughput.py finished "$RUN" "$OUT/finished_before.txt"
 if [ "$WORKERS" -gt 1 ]; then
-    XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $WORKERS, 2))")
+    XLA_PYTHON_CLIENT_MEM_FRACTION=$(mem_fraction "$WORKERS")
     export XLA_PYTHON_CLIENT_MEM_FRACTION
 fi
 plan_process() {  # worker $1 of $WORKERS: the first prints its log too (log.txt)

@@ -292,11 +292,13 @@ def _core_order(item) -> tuple:
     return sigma, order.index(name) if name in order else len(order), name, seed
 
 
-def _core_cells(read: _Reader, path: str, alpha_grid: bool = False
+def _core_cells(read: _Reader, path: str, alpha_grid: bool = False,
+                diverged: list[tuple[str, int]] | None = None
                 ) -> dict[tuple[str, float, int], CoreCell]:
     """The finished, not diverged cells of a core (or, with ``alpha_grid``, an α grid)
     stage by (name, σ, seed): the name ``control`` for IRS at α = 1e-9, ``irs α=<α>``
-    for every IRS cell of an α grid."""
+    for every IRS cell of an α grid. Diverged cells are left out, and added to
+    ``diverged`` as (α, seed) when it is given (one pass over the cells' files)."""
     cells = {}
     for results_path in _cell_paths(path):
         results = read.results(results_path)
@@ -306,6 +308,8 @@ def _core_cells(read: _Reader, path: str, alpha_grid: bool = False
         (method, entry), = results.methods.items()
         alpha, sigma = settings["alpha"], float(settings["sigma"])
         evaluation = entry.at(sigma)
+        if entry.diverged and diverged is not None:
+            diverged.append((f"{entry.alpha:g}", int(settings["seed"])))
         if entry.diverged or evaluation is None or not evaluation.accuracies:
             continue
         control = method == "irs" and alpha is not None and math.isclose(alpha, CONTROL_ALPHA)
@@ -329,11 +333,9 @@ def _alpha_grid(read: _Reader, path: str,
                 core_cells: dict[tuple[str, float, int], CoreCell]) -> AlphaGrid | None:
     """The α grid's finished cells (largest α first), each α over its seeds, and its
     differences with :data:`ALPHA_BASELINES` of the same seed; None before any finished."""
-    cells = _core_cells(read, path, alpha_grid=True)
-    diverged = tuple(sorted(
-        (f"{entry.alpha:g}", int(results.settings["seed"]))
-        for results in filter(None, map(read.results, _cell_paths(path)))
-        for entry in results.methods.values() if entry.diverged))
+    found_diverged: list[tuple[str, int]] = []
+    cells = _core_cells(read, path, alpha_grid=True, diverged=found_diverged)
+    diverged = tuple(sorted(found_diverged))
     if not cells and not diverged:
         return None
     alphas = sorted({name for name, _, _ in cells}, key=lambda n: -float(n.split("=")[1]))
