@@ -24,7 +24,8 @@
 # on a machine that has it with `python3 -m neft_jax.harness.mnist5k data`; an
 # untracked file travels with the working tree. Nothing is installed: the image's
 # jax/flax/optax/orbax/rich/tqdm/matplotlib are used with PYTHONPATH set to the
-# checkout. Run it again (with the archive unpacked into runs/) to continue.
+# checkout. To continue, keep the call's output with experiments/gpu_paper_keep.py and
+# run it again with GPU_PAPER_FROM (README, "The paper's tables on one GPU").
 #
 # The noise is the default `level` (eq. 5 as printed; docs/FINDINGS.md). To skip the
 # benches, reuse an earlier call's rates (the 2026-11-28 run used `range` noise, so it is

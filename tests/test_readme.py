@@ -100,6 +100,7 @@ def test_every_documented_command_is_accepted(monkeypatch, capsys, tmp_path):
     from neft_jax.harness.flags import config_from_args
 
     monkeypatch.syspath_prepend(str(README.parent / "experiments"))
+    import gpu_paper_keep
     import noise_definition
     from paper.cli import reproduce_parser
     from scaling.cli import scaling_parser
@@ -119,6 +120,9 @@ def test_every_documented_command_is_accepted(monkeypatch, capsys, tmp_path):
         "experiments/scaling.py": lambda argv: study_points(parse_points(
             _accepts(scaling_parser(), argv).points)),
         "experiments/noise_definition.py": vanilla_cells,
+        # its runs: tests/harness/test_gpu_paper_script.py
+        "experiments/gpu_paper_keep.py": lambda argv: _accepts(gpu_paper_keep.keep_parser(),
+                                                               argv),
     }
     commands = documented_commands()
     seen, done = set(), set()
@@ -151,5 +155,5 @@ def test_every_documented_command_is_accepted(monkeypatch, capsys, tmp_path):
     assert seen >= {"pip", "pytest", "experiments/run.py", "experiments/sweep.py",
                     "experiments/reproduce.py", "experiments/scaling.py",
                     "experiments/noise_definition.py", "neft_jax.harness.mnist5k",
-                    "experiments/gpu_paper.sh"}, seen
+                    "experiments/gpu_paper.sh", "experiments/gpu_paper_keep.py"}, seen
     assert len(commands) >= 20

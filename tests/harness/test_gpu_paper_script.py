@@ -3,19 +3,45 @@
 A device call returns only what is under its output folder when it ends, so the
 script must bring back its report and archive even when a cell outruns the time
 budget, and it must run where mlxtend and tensorflow-datasets are missing (the
-GPU image).
+GPU image). README's commands that keep a call and continue it run here as written.
 """
 
 import json
 import os
 import re
+import shlex
 import subprocess
+import sys
 import tarfile
 
 import pytest
 from tiny import TINY_DATA_DIR
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "experiments"))
+#: The folder README's GPU commands keep the calls in; the tests put a temporary one there.
+KEPT_IN_README = "docs/results/paper_gpu_level"
+
+
+def readme_gpu_commands(block: int) -> list[str]:
+    """README's GPU block ``block`` (0: the first call, 1: every later call): its commands,
+    continuation lines joined, comments left to bash."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        blocks = [b for b in re.findall(r"```bash\n(.*?)```", f.read(), flags=re.S)
+                  if "gpu_paper_keep.py" in b]
+    assert len(blocks) == 2, "README has a first-call block and a later-call block"
+    return [line for line in blocks[block].replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def run_readme_command(command: str, out, kept, env: dict) -> subprocess.CompletedProcess:
+    """README's ``command`` with OUT_DIR and the kept folder replaced by ``out`` and ``kept``."""
+    command = command.replace("OUT_DIR", str(out)).replace(KEPT_IN_README, str(kept))
+    return subprocess.run(["bash", "-c", command], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def words(command: str) -> list[str]:
+    return shlex.split(command, comments=True)
 
 
 def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_path):
@@ -60,19 +86,35 @@ def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_p
     throughput = json.loads((out / "throughput.json").read_text())
     assert throughput["workers"] == 1 and throughput["trainings_finished"] == 0
 
+    # README's keep command makes the folder to commit: the run folder, the call's files.
+    first_call = readme_gpu_commands(0)
+    assert words(first_call[1]) == ["bash", "experiments/gpu_paper.sh", "OUT_DIR", "auto"]
+    kept = tmp_path / "kept"
+    done = run_readme_command(first_call[2], out, kept, dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"kept call 1 in {kept}: 0 trainings finished, 0 of them new")
+    for name in ("log_call1.txt", "bench.jsonl", "bench_call1.txt", "throughput_call1.json",
+                 "bench_concurrent_1_call1.txt", "REPORT.md", "core_vgg8"):
+        assert (kept / name).exists(), name
+    assert (kept / "log_call1.txt").read_text() == log
+    assert not list(kept.rglob("checkpoints"))
+    # ... and prints README's command for the next call, with this folder in it.
+    printed = done.stdout.split("continue with:\n", 1)[1].replace("\\\n", " ")
+    later_call = readme_gpu_commands(1)[0].replace(KEPT_IN_README, str(kept))
+    assert words(printed) == words(later_call)
+
 
 def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
-    """GPU_PAPER_FROM seeds the run folder with an earlier call's files (their finished
-    cells are skipped and their wall times size the budget) and GPU_PAPER_RATES replaces
-    both benches, so the whole call goes to new cells. Here as two plan processes
-    (GPU_PAPER_WORKERS=2): each logs, ends and is counted (two processes sharing cells by
-    locks: tests/harness/test_batch_jobs.py)."""
+    """README's later-call commands, as written: GPU_PAPER_FROM seeds the run folder with
+    the kept folder (its finished cells are skipped and their wall times size the budget)
+    and GPU_PAPER_RATES replaces both benches, so the whole call goes to new cells; then
+    the call is kept as call 2. Here as two plan processes (GPU_PAPER_WORKERS=2): each logs,
+    ends and is counted (two processes sharing cells by locks: test_batch_jobs.py)."""
     from neft_jax.harness.results import Evaluation, MethodResult, RunResults
 
-    data = TINY_DATA_DIR
-    earlier = tmp_path / "earlier"
+    kept = tmp_path / "kept"  # as the first call's keep left it
     name = "vgg8-mnist5k-vanilla-sigma0.4-alphanone-seed0"
-    (earlier / "core_vgg8" / "cells" / name).mkdir(parents=True)
+    (kept / "core_vgg8" / "cells" / name).mkdir(parents=True)
     RunResults(settings={"model": "vgg8", "dataset": "mnist5k", "methods": ["vanilla"],
                          "sigma": 0.4, "alpha": None, "seed": 0, "eval_sigmas": [0.4],
                              # the settings GPU_PAPER_EXTRA gives below: the cell is reused
@@ -80,29 +122,28 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
                methods={"vanilla": MethodResult(alpha=None, clean_accuracy=98.0, evaluations={
                    0.4: Evaluation(0.4, {"mean": 17.3, "ci95": 0.9},
                                    accuracies=[17.3, 17.3])})},
-               wall_seconds=100.0).save(str(earlier / "core_vgg8" / "cells" / name /
+               wall_seconds=100.0).save(str(kept / "core_vgg8" / "cells" / name /
                                             "results.json"))
-    rates = tmp_path / "bench.jsonl"
-    rates.write_text(json.dumps({"bench": "end_to_end", "model": "vgg8", "method": "noise",
-                                 "compute": "tf32", "val_every": 1,
-                                 "loop_images_per_s": 30000.0}) + "\n")
-    out, run = tmp_path / "out", tmp_path / "run"
-    env = {**os.environ, "GPU_PAPER_DATA": str(data), "GPU_PAPER_RUN": str(run),
-           "GPU_PAPER_FROM": str(earlier), "GPU_PAPER_RATES": str(rates),
+    rates = json.dumps({"bench": "end_to_end", "model": "vgg8", "method": "noise",
+                        "compute": "tf32", "val_every": 1, "loop_images_per_s": 30000.0})
+    (kept / "bench.jsonl").write_text(rates + "\n")
+    (kept / "log_call1.txt").write_text("the first call's log\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "GPU_PAPER_DATA": TINY_DATA_DIR, "GPU_PAPER_RUN": str(tmp_path / "run"),
            "GPU_PAPER_CALL_SECONDS": "70",  # auto: the plan gets 70 − spent − 55 s
            "GPU_PAPER_WORKERS": "2",
            "GPU_PAPER_EXTRA": "--models vgg8 --stages core --seeds 1 --width 0.03 "
                               "--epochs 2 --mc-runs 2 --compute fp32"}
+    call, keep = readme_gpu_commands(1)
     # The next cell (noise injection) is estimated from the earlier vanilla cell's 100 s:
     # it does not fit in the ≤ 15 s left, so nothing is trained and the call ends at once.
-    done = subprocess.run(["bash", "experiments/gpu_paper.sh", str(out), "auto"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = run_readme_command(call, out, kept, env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     budget = re.search(r"plan budget: (\d+) s \(auto: 70 s for the call, (\d+) s spent\)",
                        done.stdout)
     assert budget and int(budget[1]) == 70 - int(budget[2]) - 15 - 40
     assert "continuing from" in done.stdout and "benches skipped" in done.stdout
-    assert (out / "bench.jsonl").read_text() == rates.read_text()
+    assert (out / "bench.jsonl").read_text() == rates + "\n"
     assert "plan processes: 2 process(es), as GPU_PAPER_WORKERS says" in done.stdout
     for log in ((out / "log.txt").read_text(), (out / "log_process2.txt").read_text()):
         assert f"{name}: done before, skipped" in log and "stopped before the time budget" in log
@@ -112,11 +153,71 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     with tarfile.open(out / "paper_gpu.tgz") as archive:
         assert any(n.endswith(f"{name}/results.json") for n in archive.getnames())
 
+    done = run_readme_command(keep, out, kept, env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"kept call 2 in {kept}: 1 trainings finished, 0 of them new")
+    assert (kept / "log_call1.txt").read_text() == "the first call's log\n"
+    assert (kept / "log_call2.txt").read_text() == (out / "log.txt").read_text()
+    assert (kept / "log_call2_process2.txt").is_file()
+    assert json.loads((kept / "throughput_call2.json").read_text())["workers"] == 2
+    assert not (kept / "bench_call2.jsonl").exists()  # the rates were the kept ones
+    assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 98.0 |" in (kept / "REPORT.md").read_text()
+
+
+def test_keep_numbers_the_calls_and_refuses_what_it_cannot_keep(tmp_path, capsys):
+    """gpu_paper_keep.py on two made-up calls: the second call's archive (which holds the
+    first call's cell too) adds its new cell and replaces the report; its re-measured bench
+    is kept beside the first; the same call kept twice, a folder without an archive and an
+    archive with a path outside its run folder are refused in one line, keeping nothing."""
+    import gpu_paper_keep
+
+    def call(folder, cells, log, bench):
+        run = tmp_path / "runs" / folder / "paper_gpu"
+        for cell in cells:
+            (run / "core_vgg8" / "cells" / cell).mkdir(parents=True)
+            (run / "core_vgg8" / "cells" / cell / "results.json").write_text("{}")
+        (run / "core_vgg8" / "cells" / cells[0] / "checkpoints").mkdir()
+        (run / "REPORT.md").write_text(f"{len(cells)} cells\n")
+        out = tmp_path / folder
+        out.mkdir()
+        with tarfile.open(out / "paper_gpu.tgz", "w:gz") as archive:
+            archive.add(run, arcname="runs/paper_gpu",
+                        filter=lambda m: None if "checkpoints" in m.name else m)
+        for file, text in (("log.txt", log), ("bench.jsonl", bench),
+                           ("log_process2.txt", "2"), ("status_process1", "0")):
+            (out / file).write_text(text)
+        return out
+
+    kept = tmp_path / "kept"
+    first = call("call1", ["a"], "log 1", "rates 1")
+    assert gpu_paper_keep.main([str(first), str(kept)]) == 0
+    assert "kept call 1" in capsys.readouterr().out
+    second = call("call2", ["a", "b"], "log 2", "rates 2")
+    assert gpu_paper_keep.main([str(second), str(kept)]) == 0
+    assert "2 trainings finished, 1 of them new" in capsys.readouterr().out
+    assert sorted(p.name for p in kept.iterdir()) == [
+        "REPORT.md", "bench.jsonl", "bench_call2.jsonl", "core_vgg8", "log_call1.txt",
+        "log_call1_process2.txt", "log_call2.txt", "log_call2_process2.txt"]
+    assert (kept / "REPORT.md").read_text() == "2 cells\n"
+    assert (kept / "bench.jsonl").read_text() == "rates 1"
+
+    assert gpu_paper_keep.main([str(second), str(kept)]) == 2
+    assert capsys.readouterr().err.strip().endswith("was kept before, as call 2 "
+                                                    f"({kept / 'log_call2.txt'})")
+    assert gpu_paper_keep.main([str(tmp_path / "runs"), str(tmp_path / "new")]) == 2
+    assert "paper_gpu.tgz is missing" in capsys.readouterr().err
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    with tarfile.open(stray / "paper_gpu.tgz", "w:gz") as archive:
+        archive.add(tmp_path / "runs" / "call1" / "paper_gpu", arcname="runs/paper_gpu")
+        archive.add(first / "log.txt", arcname="elsewhere.txt")
+    assert gpu_paper_keep.main([str(stray), str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "outside its run folder" in err
+    assert not (tmp_path / "new").exists()
+
 
 def test_the_plan_runs_concurrently_only_where_that_was_measured_to_pay():
-    import sys
-
-    sys.path.insert(0, os.path.join(REPO, "experiments"))
     import gpu_throughput
 
     lone = {"bench": "end_to_end", "loop_images_per_s": 30000.0, "val_every": 1}
@@ -141,9 +242,6 @@ def test_the_plan_runs_concurrently_only_where_that_was_measured_to_pay():
 
 
 def test_throughput_counts_the_trainings_finished_since_the_plan_started(tmp_path):
-    import sys
-
-    sys.path.insert(0, os.path.join(REPO, "experiments"))
     import gpu_throughput
 
     def finish(path):

@@ -1,0 +1,146 @@
+"""Keep one ``experiments/gpu_paper.sh`` call's output as the committed run folder that the
+next call continues from (issue 33).
+
+    python3 experiments/gpu_paper_keep.py OUT_DIR KEPT
+
+``OUT_DIR`` is what the call wrote (``paper_gpu.tgz``, ``log.txt``, ``bench.jsonl``, …, as
+brought back from the GPU machine); ``KEPT`` is the folder to commit under ``docs/results/``,
+created by the first call's keep and updated by each later one:
+
+* the archive's run folder (stage folders, cells, REPORT.md, report.json, plots) is
+  unpacked into ``KEPT``; its files replace older copies (a later call's archive holds the
+  earlier calls' cells too, since the call started from ``KEPT``), and nothing is deleted;
+* the call's own files are kept beside it, numbered by call: ``log_callN.txt`` (and
+  ``log_callN_processK.txt``), ``bench_callN.txt``, ``gpu_callN.txt``,
+  ``throughput_callN.json``, the concurrent bench's files;
+* ``bench.jsonl`` is kept from the first call that measured rates; a later call that
+  measured again keeps its rows as ``bench_callN.jsonl``.
+
+It prints what it kept and the exact command that continues the run. Nothing is kept when
+``OUT_DIR`` has no archive, when the archive holds a path outside its run folder, or when
+``OUT_DIR``'s log is already kept (the same call kept twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+
+from gpu_throughput import finished_trainings
+
+ARCHIVE = "paper_gpu.tgz"
+#: The call's own files and the name each gets in KEPT ({n}: the call's number).
+PER_CALL = {"log.txt": "log_call{n}.txt", "bench.txt": "bench_call{n}.txt",
+            "gpu.txt": "gpu_call{n}.txt", "throughput.json": "throughput_call{n}.json"}
+PER_CALL_PATTERNS = ((r"log_process(\d+)\.txt", "log_call{n}_process{0}.txt"),
+                     (r"bench_concurrent_(\d+)\.(jsonl|txt)", "bench_concurrent_{0}_call{n}.{1}"))
+
+
+def next_call_number(kept: str) -> int:
+    """1 + the highest N of the ``log_callN.txt`` files in ``kept`` (1 for a new folder)."""
+    numbers = [int(m[1]) for name in os.listdir(kept) if (m := re.fullmatch(
+        r"log_call(\d+)\.txt", name))] if os.path.isdir(kept) else []
+    return max(numbers, default=0) + 1
+
+
+def run_folder_of(archive: tarfile.TarFile) -> str:
+    """The one top folder every member of ``archive`` lies in (gpu_paper.sh archives its
+    run folder by its path, e.g. ``runs/paper_gpu``)."""
+    members = archive.getmembers()
+    if not members or not members[0].isdir():
+        raise ValueError("the archive does not start with its run folder")
+    top = members[0].name.rstrip("/")
+    outside = [m.name for m in members[1:] if not m.name.startswith(top + "/")]
+    if outside:
+        raise ValueError(f"the archive holds {outside[0]!r}, outside its run folder {top!r}")
+    return top
+
+
+def unpack_run_folder(archive_path: str, kept: str) -> tuple[int, int]:
+    """Unpack the archive's run folder into ``kept`` (files replace older copies); return
+    (trainings finished in the archive, those not finished in ``kept`` before)."""
+    with tempfile.TemporaryDirectory() as scratch, tarfile.open(archive_path) as archive:
+        top = run_folder_of(archive)
+        archive.extractall(scratch, filter="data")  # no absolute paths or links out
+        source = os.path.join(scratch, top)
+        finished = finished_trainings(source)
+        new = finished - finished_trainings(kept)
+        shutil.copytree(source, kept, symlinks=True, dirs_exist_ok=True)
+    return len(finished), len(new)
+
+
+def keep_call_files(out: str, kept: str, n: int) -> list[str]:
+    """Copy the call's own files into ``kept`` under their numbered names; return them."""
+    kept_names = []
+
+    def copy(name: str, target: str) -> None:
+        shutil.copy2(os.path.join(out, name), os.path.join(kept, target))
+        kept_names.append(target)
+
+    for name, target in PER_CALL.items():
+        if os.path.isfile(os.path.join(out, name)):
+            copy(name, target.format(n=n))
+    for name in sorted(os.listdir(out)):
+        for pattern, target in PER_CALL_PATTERNS:
+            if match := re.fullmatch(pattern, name):
+                copy(name, target.format(*match.groups(), n=n))
+    bench = os.path.join(out, "bench.jsonl")
+    if os.path.isfile(bench):
+        first = os.path.join(kept, "bench.jsonl")
+        if not os.path.exists(first):
+            copy("bench.jsonl", "bench.jsonl")
+        elif not filecmp.cmp(bench, first, shallow=False):  # measured again this call
+            copy("bench.jsonl", f"bench_call{n}.jsonl")
+    return kept_names
+
+
+def keep(out: str, kept: str) -> str:
+    """Keep ``out``'s call in ``kept``; return the report's lines."""
+    archive = os.path.join(out, ARCHIVE)
+    if not os.path.isfile(archive):
+        raise FileNotFoundError(f"{archive} is missing: OUT_DIR must be what gpu_paper.sh "
+                                "wrote (run it, and bring its files back, first)")
+    n = next_call_number(kept)
+    log = os.path.join(out, "log.txt")
+    for k in range(1, n):
+        earlier = os.path.join(kept, f"log_call{k}.txt")
+        if os.path.isfile(log) and os.path.isfile(earlier) and filecmp.cmp(log, earlier,
+                                                                            shallow=False):
+            raise ValueError(f"{out} was kept before, as call {k} ({earlier})")
+    cells, new = unpack_run_folder(archive, kept)
+    names = keep_call_files(out, kept, n)
+    rates = os.path.join(kept, "bench.jsonl")
+    rates = (f"GPU_PAPER_RATES={rates} \\\n" if os.path.isfile(rates)
+             else "")  # no call measured them yet: the next call runs the benches
+    return (f"kept call {n} in {kept}: {cells} trainings finished, {new} of them new; "
+            f"the call's files: {', '.join(names) or 'none'}\n"
+            f"continue with:\nGPU_PAPER_FROM={kept} \\\n{rates}"
+            "bash experiments/gpu_paper.sh OUT_DIR auto")
+
+
+def keep_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpu_paper_keep.py",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", metavar="OUT_DIR", help="what gpu_paper.sh wrote")
+    parser.add_argument("kept", metavar="KEPT", help="the run folder to commit and continue")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = keep_parser().parse_args(argv)
+    try:
+        print(keep(args.out, args.kept))
+    except (OSError, ValueError, tarfile.TarError) as error:
+        print(f"gpu_paper_keep.py: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
