@@ -14,7 +14,9 @@ created by the first call's keep and updated by each later one:
   ``log_callN_processK.txt``), ``bench_callN.txt``, ``gpu_callN.txt``,
   ``throughput_callN.json``, the concurrent bench's files;
 * ``bench.jsonl`` is kept from the first call that measured rates; a later call that
-  measured again keeps its rows as ``bench_callN.jsonl``.
+  measured again keeps its rows as ``bench_callN.jsonl``;
+* ``CALLS.md`` tables every kept call: its GPU, plan processes, trainings finished per
+  minute, and the loop rates of one process and of several at once.
 
 It prints what it kept and the exact command that continues the run. Nothing is kept when
 ``OUT_DIR`` has no archive, when the archive holds a path outside its run folder, or when
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import json
 import os
 import re
 import shutil
@@ -32,7 +35,7 @@ import sys
 import tarfile
 import tempfile
 
-from gpu_throughput import finished_trainings
+from gpu_throughput import MIN_OVERLAP, concurrent_runs, finished_trainings, overlap, read_rows
 
 ARCHIVE = "paper_gpu.tgz"
 #: The call's own files and the name each gets in KEPT ({n}: the call's number).
@@ -100,6 +103,59 @@ def keep_call_files(out: str, kept: str, n: int) -> list[str]:
     return kept_names
 
 
+def bench_summary(rows: list[dict]) -> str:
+    """One cell: the lone loop rate, and each concurrent run's summed rate, gain and overlap."""
+    lone = [r for r in rows if r.get("bench") == "end_to_end" and "concurrent" not in r]
+    if not lone:
+        return "–"
+    one = lone[-1]["loop_images_per_s"]
+    parts = [f"1 process {one:,.0f} images/s"]
+    for k, copies in sorted(concurrent_runs(rows).items()):
+        summed, shared = sum(r["loop_images_per_s"] for r in copies), overlap(copies)
+        counted = "" if shared >= MIN_OVERLAP else ", not counted"
+        parts.append(f"{k} at once {summed:,.0f} ({summed / one:.2f}×, timed loops "
+                     f"overlapped {shared:.0%}{counted})")
+    return "; ".join(parts)
+
+
+def _read(path: str) -> str:
+    """The text of ``path`` ("" where it is missing)."""
+    if not os.path.isfile(path):
+        return ""
+    with open(path) as f:
+        return f.read()
+
+
+def call_row(kept: str, n: int) -> str:
+    """CALLS.md's row of call ``n``."""
+    gpu = _read(os.path.join(kept, f"gpu_call{n}.txt")).strip().replace("\n", "; ") or "–"
+    flow = json.loads(_read(os.path.join(kept, f"throughput_call{n}.json")) or "{}")
+    bench_log = _read(os.path.join(kept, f"bench_call{n}.txt"))
+    own = os.path.join(kept, f"bench_call{n}.jsonl")
+    if bench_log.startswith("benches skipped"):
+        rates = bench_log.splitlines()[0]
+    else:
+        rates = bench_summary(read_rows(own if os.path.isfile(own)
+                                        else os.path.join(kept, "bench.jsonl")))
+    cells = [flow.get(k, "–") for k in ("workers", "trainings_finished", "wall_s",
+                                        "trainings_per_minute")]
+    return f"| {n} | {gpu} | " + " | ".join(map(str, cells)) + f" | {rates} |"
+
+
+def calls_table(kept: str) -> str:
+    """CALLS.md: each kept call's GPU, plan processes, trainings finished per minute of the
+    plan, and the loop rates its benches measured."""
+    lines = ["# The GPU calls of this run", "",
+             "Written by `experiments/gpu_paper_keep.py` from the files beside it. Trainings "
+             "per minute count the trainings the call's plan finished (a cell, or one seed of "
+             "a multi-seed run) over the plan's wall time; the bench rates are the whole "
+             "training loop's (`bench.py --end-to-end`), summed over the processes run at once.",
+             "", "| call | GPU | plan processes | trainings finished | plan wall (s) "
+             "| trainings per minute | bench (loop rate) |", "|---|---|---|---|---|---|---|"]
+    lines += [call_row(kept, n) for n in range(1, next_call_number(kept))]
+    return "\n".join(lines) + "\n"
+
+
 def keep(out: str, kept: str) -> str:
     """Keep ``out``'s call in ``kept``; return the report's lines."""
     archive = os.path.join(out, ARCHIVE)
@@ -115,6 +171,8 @@ def keep(out: str, kept: str) -> str:
             raise ValueError(f"{out} was kept before, as call {k} ({earlier})")
     cells, new = unpack_run_folder(archive, kept)
     names = keep_call_files(out, kept, n)
+    with open(os.path.join(kept, "CALLS.md"), "w") as f:
+        f.write(calls_table(kept))
     rates = os.path.join(kept, "bench.jsonl")
     rates = (f"GPU_PAPER_RATES={rates} \\\n" if os.path.isfile(rates)
              else "")  # no call measured them yet: the next call runs the benches

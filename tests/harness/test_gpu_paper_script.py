@@ -162,16 +162,26 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     assert json.loads((kept / "throughput_call2.json").read_text())["workers"] == 2
     assert not (kept / "bench_call2.jsonl").exists()  # the rates were the kept ones
     assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 98.0 |" in (kept / "REPORT.md").read_text()
+    row = (kept / "CALLS.md").read_text().splitlines()[-1]
+    assert row.startswith("| 2 | – | 2 | 0 |") and row.endswith(
+        f"| benches skipped: the rates are those of {kept}/bench.jsonl |")
 
 
-def test_keep_numbers_the_calls_and_refuses_what_it_cannot_keep(tmp_path, capsys):
+def test_keep_numbers_the_calls_tables_them_and_refuses_what_it_cannot_keep(tmp_path, capsys):
     """gpu_paper_keep.py on two made-up calls: the second call's archive (which holds the
     first call's cell too) adds its new cell and replaces the report; its re-measured bench
-    is kept beside the first; the same call kept twice, a folder without an archive and an
-    archive with a path outside its run folder are refused in one line, keeping nothing."""
+    is kept beside the first; CALLS.md has a row per call (GPU, processes, trainings per
+    minute, loop rates alone and at once). The same call kept twice, a folder without an
+    archive and an archive with a path outside its run folder are refused in one line,
+    keeping nothing."""
     import gpu_paper_keep
 
-    def call(folder, cells, log, bench):
+    lone = {"bench": "end_to_end", "loop_images_per_s": 30000.0, "val_every": 1}
+    copies = [{**lone, "loop_images_per_s": r, "concurrent": 2, "process": i,
+               "timed_from_unix": 100.0 + i, "timed_to_unix": 120.0 + i}
+              for i, r in ((1, 18000.0), (2, 17000.0))]
+
+    def call(folder, cells, bench_rows, workers):
         run = tmp_path / "runs" / folder / "paper_gpu"
         for cell in cells:
             (run / "core_vgg8" / "cells" / cell).mkdir(parents=True)
@@ -183,23 +193,35 @@ def test_keep_numbers_the_calls_and_refuses_what_it_cannot_keep(tmp_path, capsys
         with tarfile.open(out / "paper_gpu.tgz", "w:gz") as archive:
             archive.add(run, arcname="runs/paper_gpu",
                         filter=lambda m: None if "checkpoints" in m.name else m)
-        for file, text in (("log.txt", log), ("bench.jsonl", bench),
-                           ("log_process2.txt", "2"), ("status_process1", "0")):
+        throughput = {"workers": workers, "trainings_finished": 1, "wall_s": 60.0,
+                      "trainings_per_minute": 1.0}
+        for file, text in (("log.txt", folder), ("log_process2.txt", "2"),
+                           ("bench.jsonl", "".join(json.dumps(r) + "\n" for r in bench_rows)),
+                           ("throughput.json", json.dumps(throughput, indent=1)),
+                           ("gpu.txt", "NVIDIA H100 80GB HBM3, 81559 MiB\n"),
+                           ("status_process1", "0")):
             (out / file).write_text(text)
         return out
 
     kept = tmp_path / "kept"
-    first = call("call1", ["a"], "log 1", "rates 1")
+    first = call("call1", ["a"], [lone, *copies], 2)
     assert gpu_paper_keep.main([str(first), str(kept)]) == 0
     assert "kept call 1" in capsys.readouterr().out
-    second = call("call2", ["a", "b"], "log 2", "rates 2")
+    second = call("call2", ["a", "b"], [{**lone, "loop_images_per_s": 31000.0}], 1)
     assert gpu_paper_keep.main([str(second), str(kept)]) == 0
     assert "2 trainings finished, 1 of them new" in capsys.readouterr().out
     assert sorted(p.name for p in kept.iterdir()) == [
-        "REPORT.md", "bench.jsonl", "bench_call2.jsonl", "core_vgg8", "log_call1.txt",
-        "log_call1_process2.txt", "log_call2.txt", "log_call2_process2.txt"]
+        "CALLS.md", "REPORT.md", "bench.jsonl", "bench_call2.jsonl", "core_vgg8",
+        "gpu_call1.txt", "gpu_call2.txt", "log_call1.txt", "log_call1_process2.txt",
+        "log_call2.txt", "log_call2_process2.txt", "throughput_call1.json",
+        "throughput_call2.json"]
     assert (kept / "REPORT.md").read_text() == "2 cells\n"
-    assert (kept / "bench.jsonl").read_text() == "rates 1"
+    assert (kept / "bench.jsonl").read_text() == (first / "bench.jsonl").read_text()
+    calls = (kept / "CALLS.md").read_text().splitlines()
+    assert "| 1 | NVIDIA H100 80GB HBM3, 81559 MiB | 2 | 1 | 60.0 | 1.0 | 1 process 30,000 " \
+           "images/s; 2 at once 35,000 (1.17×, timed loops overlapped 95%) |" in calls
+    assert calls[-1].startswith("| 2 | NVIDIA H100")
+    assert calls[-1].endswith("| 1 process 31,000 images/s |")
 
     assert gpu_paper_keep.main([str(second), str(kept)]) == 2
     assert capsys.readouterr().err.strip().endswith("was kept before, as call 2 "
