@@ -79,8 +79,8 @@ def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentCo
                 bounds = PAPER_TABLE2_UPPER_BOUNDS.get((model, method), ())
                 lines.append(f"| {method} (paper) | " + " | ".join(
                     ("≤" if i in bounds else "") + f"{p:g}" for i, p in enumerate(paper)) + " |")
-        lines += _core_lines(data.core)
-        lines += _core_seed_lines(data.core_by_seed, data.core_differences)
+        lines += _core_lines(model, data.core)
+        lines += _core_seed_lines(model, data.core_by_seed, data.core_differences)
         lines += ["", f"### EKL (nats) at σ = {ABLATION_SIGMA:g}", "", "| method | EKL |",
                   "|---|---|"]
         for method, cells in data.table2.items():
@@ -164,46 +164,62 @@ def write_report(out: str, plan: Plan, base: ExperimentConfig,
     return report
 
 
-def _core_lines(rows: list[dict]) -> list[str]:
-    """The core stage's cells: method (α) × σ, mean ± 95 % CI over seeds (n = seeds)."""
+def paper_accuracy(model: str, method: str, sigma: float) -> str:
+    """The paper's Table II accuracy (%) of ``method`` at ``sigma`` ("≤" marks a bound; "–"
+    where the paper has none: noise_scaled, the control, a σ outside Table II)."""
+    paper = PAPER_TABLE2.get((model, method))
+    at = [i for i, s in enumerate(TABLE2_SIGMAS) if math.isclose(s, sigma)]
+    if not paper or not at:
+        return "–"
+    bound = "≤" if at[0] in PAPER_TABLE2_UPPER_BOUNDS.get((model, method), ()) else ""
+    return f"{bound}{paper[at[0]]:g}"
+
+
+def _core_lines(model: str, rows: list[dict]) -> list[str]:
+    """The core stage's cells: method (α) × σ, mean ± 95 % CI over seeds (n = seeds), each
+    beside the paper's Table II number."""
     rows = [r for r in rows if math.isclose(r["sigma"], r["eval_sigma"])]
     if not rows:
         return []
     sigmas = sorted({r["sigma"] for r in rows})
-    lines = ["", "### Core cells (most informative first; trained and evaluated at σ)", "",
-             "| method | " + " | ".join(f"σ={s:g}" for s in sigmas) + " |",
-             "|---|" + "---|" * len(sigmas)]
+    lines = ["", "### Core cells (most informative first; trained and evaluated at σ; the "
+             "paper's Table II beside ours)", "",
+             "| method | " + " | ".join(f"σ={s:g} | paper" for s in sigmas) + " |",
+             "|---|" + "---|---|" * len(sigmas)]
     names = sorted({(r["method"], r["alpha"]) for r in rows}, key=str)
     for method, alpha in names:
-        label = method + (" (α = 1e-9: control)" if alpha and math.isclose(alpha, CONTROL_ALPHA)
-                          else "")
+        control = bool(alpha) and math.isclose(alpha, CONTROL_ALPHA)
+        label = method + (" (α = 1e-9: control)" if control else "")
         cells = []
         for s in sigmas:
             match = [r for r in rows if r["method"] == method and r["alpha"] == alpha
                      and math.isclose(r["sigma"], s)]
             cells.append(_fmt(TableCell(match[0]["mean"], match[0]["ci95"], match[0]["seeds"]))
                          if match and match[0]["mean"] is not None else "–")
+            cells.append("–" if control else paper_accuracy(model, method, s))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _core_seed_lines(cells: Sequence[CoreCell],
+def _core_seed_lines(model: str, cells: Sequence[CoreCell],
                      differences: Sequence[CoreDifference]) -> list[str]:
-    """The core cells seed by seed, and their differences within each seed."""
+    """The core cells seed by seed (beside the paper's number), and their differences
+    within each seed."""
     if not cells:
         return []
-    lines = ["", "#### Seed by seed (Monte Carlo mean ± 95 % CI over the runs; clean accuracy; "
-             "for IRS at the last epoch: feedback term / logits (RMS), exits' accuracy on the "
-             "noisy training batches)", "",
-             "| method | σ | seed | accuracy (%) | clean (%) | feedback / logits | exits (%) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["", "#### Seed by seed (Monte Carlo mean ± 95 % CI over the runs; the paper's "
+             "Table II; clean accuracy; for IRS at the last epoch: feedback term / logits "
+             "(RMS), exits' accuracy on the noisy training batches)", "",
+             "| method | σ | seed | accuracy (%) | paper (%) | clean (%) | feedback / logits "
+             "| exits (%) |", "|---|---|---|---|---|---|---|---|"]
     for c in cells:
         ratio = _feedback_size(c.feedback_ratio)
         exits = "–" if not c.exit_accuracies else ", ".join(
             f"{a:.1f}" for a in c.exit_accuracies)
         clean = "–" if c.clean is None else f"{c.clean:.1f}"
         lines.append(f"| {c.method} | {c.sigma:g} | {c.seed} | {c.mean:.2f} ± "
-                     f"{c.ci95:.2f} | {clean} | {ratio} | {exits} |")
+                     f"{c.ci95:.2f} | {paper_accuracy(model, c.method, c.sigma)} | {clean} "
+                     f"| {ratio} | {exits} |")
     if differences:
         lines += _difference_lines(differences, "`control` is IRS at α = 1e-9")
     return lines

@@ -4,6 +4,7 @@ The study lives in experiments/paper/, outside the installed library."""
 
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -102,9 +103,13 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
     assert all(abs(p.difference - 3.0) < 0.05 and p.ci95 < 0.05 for p in irs_noise)
     text = (tmp_path / "REPORT.md").read_text()
     assert "| irs − control | 0.4 | -7.00 ± 0.0" in text
-    assert "| irs | 0.4 | 1 |" in text and "| 81.0 | 150 % | 0.0, 7.5, 2.0 |" in text
-    assert "| control | 0.4 | 0 |" in text and "< 0.01 %" in text
-    assert "| noise | 0.4 | 0 |" in text and "| 80.0 | – | – |" in text
+    assert "| irs | 0.4 | 1 |" in text and "| 99.3 | 81.0 | 150 % | 0.0, 7.5, 2.0 |" in text
+    assert "| control | 0.4 | 0 |" in text and "| – | 81.0 | < 0.01 % |" in text
+    assert "| noise | 0.4 | 0 |" in text and "| 97.77 | 80.0 | – | – |" in text
+    # the core cells over seeds, each beside the paper's Table II (none for the control)
+    assert "| method | σ=0.4 | paper |" in text
+    assert re.search(r"\| irs \| \d+\.\d+ ± \d+\.\d+ \(n=2\) \| 99\.3 \|", text)
+    assert re.search(r"\| irs \(α = 1e-9: control\) \| [^|]+ \| – \|", text)
 
 
 def test_the_alpha_grid_stage_trains_and_evaluates_every_alpha(tmp_path, capsys):
