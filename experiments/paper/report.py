@@ -222,6 +222,7 @@ def _core_seed_lines(model: str, cells: Sequence[CoreCell],
                      f"| {ratio} | {exits} |")
     if differences:
         lines += _difference_lines(differences, "`control` is IRS at α = 1e-9")
+        lines += _verdict_lines(differences)
     return lines
 
 
@@ -242,6 +243,45 @@ def _difference_lines(differences: Sequence[CoreDifference], note: str) -> list[
              if by_seed[s].ci95 is not None else f"{by_seed[s].difference:+.2f}")
             if s in by_seed else "–" for s in seeds) + f" | {over} |")
     return lines
+
+
+def difference_verdict(d: CoreDifference) -> str:
+    """One plain sentence on ``d``: in how many seeds a is above b (and beyond the paired
+    CI), and whether the Student-t interval over the seeds excludes 0."""
+    n = len(d.per_seed)
+    above = [p for p in d.per_seed if p.difference > 0]
+    beyond = [p for p in d.per_seed if p.ci95 is not None and abs(p.difference) > p.ci95]
+    if all(p.difference == 0 for p in d.per_seed):
+        side, where = "equal to", "in every seed"
+    elif len(above) in (0, n):
+        side = "above" if above else "below"
+        where = ("in the one seed" if n == 1 else "in every seed") + (
+            (", beyond its paired CI" if n == 1 else ", beyond each seed's paired CI")
+            if len(beyond) == n else
+            f", beyond the paired CI in {len(beyond)} of {n}")
+    else:
+        side, where = "above", f"in {len(above)} of {n} seeds, below in the others"
+    if d.t_ci95 is None:
+        over = "one seed gives no interval over seeds"
+    elif abs(d.mean) > d.t_ci95:
+        over = (f"over the {n} seeds {d.mean:+.2f} ± {d.t_ci95:.2f}, an interval that "
+                "excludes 0")
+    else:
+        over = (f"over the {n} seeds {d.mean:+.2f} ± {d.t_ci95:.2f}, an interval that "
+                "includes 0: not separated")
+    return f"At σ = {d.sigma:g}, {d.a} is {side} {d.b} {where}; {over}."
+
+
+def _verdict_lines(differences: Sequence[CoreDifference]) -> list[str]:
+    """Plain sentences for the differences that say whether the feedback helps: IRS (at
+    any α) against the α → 0 control and against noise_scaled, eq. (1)'s scaling alone."""
+    chosen = [d for d in differences if d.a.startswith("irs") and d.b in ("control",
+                                                                          "noise_scaled")]
+    if not chosen:
+        return []
+    return ["", "Does the feedback help? (IRS against the same training without the feedback: "
+            "the α → 0 control, and noise_scaled)", ""] + [
+                f"* {difference_verdict(d)}" for d in chosen]
 
 
 def _alpha_grid_lines(grid: AlphaGrid | None) -> list[str]:
@@ -267,6 +307,7 @@ def _alpha_grid_lines(grid: AlphaGrid | None) -> list[str]:
     if grid.differences:
         lines += _difference_lines(grid.differences, "`control` is IRS at α = 1e-9, the "
                                    "baselines are the core stage's cells of the same seed")
+        lines += _verdict_lines(grid.differences)
     return lines
 
 

@@ -110,6 +110,33 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
     assert "| method | σ=0.4 | paper |" in text
     assert re.search(r"\| irs \| \d+\.\d+ ± \d+\.\d+ \(n=2\) \| 99\.3 \|", text)
     assert re.search(r"\| irs \(α = 1e-9: control\) \| [^|]+ \| – \|", text)
+    assert re.search(r"\* At σ = 0\.4, irs is below control in every seed, beyond each seed's "
+                     r"paired CI; over the 2 seeds -7\.\d\d ± \d\.\d\d, an interval that "
+                     r"excludes 0\.", text)
+
+
+def test_the_verdict_says_in_how_many_seeds_and_whether_the_seeds_separate():
+    from paper.collect import CoreDifference
+    from paper.report import difference_verdict
+
+    from neft_jax.stats import SeedDifference, across_seeds
+
+    def difference(*per_seed):
+        mean, t_ci95 = across_seeds([d for d, _ in per_seed])
+        return CoreDifference(0.4, "irs", "control", tuple(
+            SeedDifference(i, d, ci) for i, (d, ci) in enumerate(per_seed)), mean, t_ci95)
+
+    assert difference_verdict(difference((2.0, 0.5), (2.2, 0.5), (1.9, 0.5))) == (
+        "At σ = 0.4, irs is above control in every seed, beyond each seed's paired CI; over "
+        "the 3 seeds +2.03 ± 0.38, an interval that excludes 0.")
+    assert difference_verdict(difference((-30.0, 1.0), (-5.0, 1.0))).endswith(
+        "below control in every seed, beyond each seed's paired CI; over the 2 seeds "
+        "-17.50 ± 158.83, an interval that includes 0: not separated.")
+    assert "above control in 1 of 2 seeds, below in the others" in difference_verdict(
+        difference((1.0, 0.5), (-1.0, 0.5)))
+    assert difference_verdict(difference((0.3, 0.5))).endswith(
+        "above control in the one seed, beyond the paired CI in 0 of 1; one seed gives no "
+        "interval over seeds.")
 
 
 def test_the_alpha_grid_stage_trains_and_evaluates_every_alpha(tmp_path, capsys):
