@@ -249,18 +249,20 @@ def difference_verdict(d: CoreDifference) -> str:
     """One plain sentence on ``d``: in how many seeds a is above b (and beyond the paired
     CI), and whether the Student-t interval over the seeds excludes 0."""
     n = len(d.per_seed)
-    above = [p for p in d.per_seed if p.difference > 0]
-    beyond = [p for p in d.per_seed if p.ci95 is not None and abs(p.difference) > p.ci95]
-    if all(p.difference == 0 for p in d.per_seed):
+    above = sum(p.difference > 0 for p in d.per_seed)
+    below = sum(p.difference < 0 for p in d.per_seed)
+    beyond = sum(p.ci95 is not None and abs(p.difference) > p.ci95 for p in d.per_seed)
+    if above + below == 0:
         side, where = "equal to", "in every seed"
-    elif len(above) in (0, n):
+    elif n in (above, below):
         side = "above" if above else "below"
         where = ("in the one seed" if n == 1 else "in every seed") + (
             (", beyond its paired CI" if n == 1 else ", beyond each seed's paired CI")
-            if len(beyond) == n else
-            f", beyond the paired CI in {len(beyond)} of {n}")
+            if beyond == n else f", beyond the paired CI in {beyond} of {n}")
     else:
-        side, where = "above", f"in {len(above)} of {n} seeds, below in the others"
+        side = "above"
+        where = f"in {above} of {n} seeds" + (f", below in {below}" if below else "") + (
+            f", equal in {n - above - below}" if above + below < n else "")
     if d.t_ci95 is None:
         over = "one seed gives no interval over seeds"
     elif abs(d.mean) > d.t_ci95:

@@ -132,8 +132,8 @@ def test_the_verdict_says_in_how_many_seeds_and_whether_the_seeds_separate():
     assert difference_verdict(difference((-30.0, 1.0), (-5.0, 1.0))).endswith(
         "below control in every seed, beyond each seed's paired CI; over the 2 seeds "
         "-17.50 ± 158.83, an interval that includes 0: not separated.")
-    assert "above control in 1 of 2 seeds, below in the others" in difference_verdict(
-        difference((1.0, 0.5), (-1.0, 0.5)))
+    assert "above control in 1 of 3 seeds, below in 1, equal in 1;" in difference_verdict(
+        difference((1.0, 0.5), (-1.0, 0.5), (0.0, 0.5)))
     assert difference_verdict(difference((0.3, 0.5))).endswith(
         "above control in the one seed, beyond the paired CI in 0 of 1; one seed gives no "
         "interval over seeds.")
