@@ -7,16 +7,17 @@
 #
 #   bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS|auto]   # default auto
 #
-# At most 90 + 60 + BUDGET + 15 (the hard stop's margin) + 10 s, plus ≈ 20 s for the report and
+# At most 90 + 2 × 60 + BUDGET + 15 (the hard stop's margin) + 10 s, plus ≈ 20 s for the report and
 # the archive. With `auto` (the default) the plan gets what the benches left of
 # GPU_PAPER_CALL_SECONDS (default 570): that less the seconds spent so far, the hard stop's
 # margin, 10 s and 30 s for the report and archive, so one call fits a 600 s device call.
 #
 # First (≤ 90 s) it times run.py's whole training loop against the bare train step at the
-# paper's width in TF32 (bench.py --end-to-end; rows in OUT_DIR/bench.jsonl); then (≤ 60 s)
-# the same loop as 2 processes at once (GPU_PAPER_CONCURRENT copies, each given 0.9/K of
-# the GPU's memory). If the copies' summed rate beats one process's by 15 % or more, the
-# plan runs as that many processes on one run folder, sharing its cells by locks
+# paper's width in TF32 (bench.py --end-to-end; rows in OUT_DIR/bench.jsonl); then (≤ 60 s
+# each) the same loop as 2 and as 4 processes at once (GPU_PAPER_CONCURRENT, the K to try,
+# each copy given 0.9/K of the GPU's memory). If the K copies' summed rate beats one
+# process's by 15 % or more (the best K that does), the plan runs as K processes on one
+# run folder, sharing its cells by locks
 # (experiments/gpu_throughput.py; GPU_PAPER_WORKERS=N forces N). OUT_DIR/throughput.json
 # says how many trainings finished per minute of the plan, with how many processes.
 #
@@ -42,7 +43,8 @@
 # value of a flag wins), GPU_PAPER_RUN (default runs/paper_gpu) and GPU_PAPER_DATA
 # (default data) move its folders, GPU_PAPER_HARD_MARGIN sets the hard stop's margin,
 # GPU_PAPER_BENCH_LIMITS the two benches' time limits (default "90 60") and
-# GPU_PAPER_CONCURRENT the concurrent bench's copies (default 2; 0 skips it).
+# GPU_PAPER_CONCURRENT the concurrent benches' copies (default "2 4": 2 at once, then 4;
+# "0" or "" skips them).
 set -euo pipefail
 OUT=${1:?usage: bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS|auto]}
 BUDGET=${2:-auto}
@@ -57,10 +59,10 @@ BENCH_EXTRA=(${GPU_PAPER_BENCH_EXTRA:-})
 # shellcheck disable=SC2206
 EXTRA=(${GPU_PAPER_EXTRA:-})
 read -r BENCH_LIMIT CONCURRENT_LIMIT <<< "${GPU_PAPER_BENCH_LIMITS:-90 60}"
-CONCURRENT=${GPU_PAPER_CONCURRENT:-2}
+CONCURRENT=${GPU_PAPER_CONCURRENT-2 4}
 REQUESTED_WORKERS=${GPU_PAPER_WORKERS:-auto}
-if ! [[ "$REQUESTED_WORKERS" =~ ^(auto|[1-9][0-9]*)$ && "$CONCURRENT" =~ ^[0-9]+$ ]]; then
-    echo "gpu_paper.sh: GPU_PAPER_WORKERS must be auto or an integer >= 1 (got '$REQUESTED_WORKERS') and GPU_PAPER_CONCURRENT an integer >= 0 (got '$CONCURRENT')" >&2
+if ! [[ "$REQUESTED_WORKERS" =~ ^(auto|[1-9][0-9]*)$ && "$CONCURRENT" =~ ^[0-9\ ]*$ ]]; then
+    echo "gpu_paper.sh: GPU_PAPER_WORKERS must be auto or an integer >= 1 (got '$REQUESTED_WORKERS') and GPU_PAPER_CONCURRENT integers >= 0 separated by spaces (got '$CONCURRENT')" >&2
     exit 2
 fi
 mem_fraction() {  # the share of the GPU's memory each of $1 processes at once may take
@@ -87,18 +89,19 @@ else
     # their compiles end at different times (gpu_throughput.py counts K only if they
     # overlap by 80 %). bench.py compiles afresh (it times compilation, so it keeps no
     # compilation cache); a copy that cannot finish in time leaves K unmeasured.
-    if [ "$CONCURRENT" -gt 1 ]; then
-        for i in $(seq 1 "$CONCURRENT"); do
-            XLA_PYTHON_CLIENT_MEM_FRACTION=$(mem_fraction "$CONCURRENT") \
+    for K in $CONCURRENT; do
+        [ "$K" -gt 1 ] || continue
+        for i in $(seq 1 "$K"); do
+            XLA_PYTHON_CLIENT_MEM_FRACTION=$(mem_fraction "$K") \
                 timeout "$CONCURRENT_LIMIT" "${BENCH[@]}" --end-to-end 60 \
-                ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} --jsonl "$OUT/bench_concurrent_$i.jsonl" \
-                > "$OUT/bench_concurrent_$i.txt" 2>&1 &
+                ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} --jsonl "$OUT/bench_concurrent_${K}x_$i.jsonl" \
+                > "$OUT/bench_concurrent_${K}x_$i.txt" 2>&1 &
         done
         wait || true
-        python3 experiments/gpu_throughput.py merge "$OUT/bench.jsonl" "$CONCURRENT" \
-            $(for i in $(seq 1 "$CONCURRENT"); do echo "$OUT/bench_concurrent_$i.jsonl"; done) \
+        python3 experiments/gpu_throughput.py merge "$OUT/bench.jsonl" "$K" \
+            $(for i in $(seq 1 "$K"); do echo "$OUT/bench_concurrent_${K}x_$i.jsonl"; done) \
             | tee -a "$OUT/bench.txt"
-    fi
+    done
 fi
 mapfile -t CHOICE < <(python3 experiments/gpu_throughput.py choose "$OUT/bench.jsonl" \
     --workers "$REQUESTED_WORKERS")

@@ -41,8 +41,9 @@ ARCHIVE = "paper_gpu.tgz"
 #: The call's own files and the name each gets in KEPT ({n}: the call's number).
 PER_CALL = {"log.txt": "log_call{n}.txt", "bench.txt": "bench_call{n}.txt",
             "gpu.txt": "gpu_call{n}.txt", "throughput.json": "throughput_call{n}.json"}
-PER_CALL_PATTERNS = ((r"log_process(\d+)\.txt", "log_call{n}_process{0}.txt"),
-                     (r"bench_concurrent_(\d+)\.(jsonl|txt)", "bench_concurrent_{0}_call{n}.{1}"))
+PER_CALL_PATTERNS = (
+    (r"log_process(\d+)\.txt", "log_call{n}_process{0}.txt"),
+    (r"bench_concurrent_(\d+x_\d+)\.(jsonl|txt)", "bench_concurrent_{0}_call{n}.{1}"))
 
 
 def next_call_number(kept: str) -> int:

@@ -73,7 +73,10 @@ def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_p
 
     rows = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
     assert [r["val_every"] for r in rows if r.get("bench") == "end_to_end"] == [1]
+    # both default concurrent benches ran (2, then 4 copies) and were cut short
     assert "0 of 2 concurrent rows measured" in done.stdout
+    assert "0 of 4 concurrent rows measured" in done.stdout
+    assert len(list(out.glob("bench_concurrent_4x_*.txt"))) == 4
     assert "plan processes: 1 process: no concurrent measurement to compare with" in done.stdout
     log = (out / "log.txt").read_text()
     assert "stopped at the hard limit of 20 s" in log
@@ -94,7 +97,7 @@ def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_p
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"kept call 1 in {kept}: 0 trainings finished, 0 of them new")
     for name in ("log_call1.txt", "bench.jsonl", "bench_call1.txt", "throughput_call1.json",
-                 "bench_concurrent_1_call1.txt", "REPORT.md", "core_vgg8"):
+                 "bench_concurrent_4x_4_call1.txt", "REPORT.md", "core_vgg8"):
         assert (kept / name).exists(), name
     assert (kept / "log_call1.txt").read_text() == log
     assert not list(kept.rglob("checkpoints"))
@@ -149,7 +152,7 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
         assert f"{name}: done before, skipped" in log and "stopped before the time budget" in log
     assert [(out / f"status_process{i}").read_text().strip() for i in (1, 2)] == ["0", "0"]
     assert json.loads((out / "throughput.json").read_text())["workers"] == 2
-    assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 98.0 |" in (out / "REPORT.md").read_text()
+    assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 63.54 | 98.0 |" in (out / "REPORT.md").read_text()
     with tarfile.open(out / "paper_gpu.tgz") as archive:
         assert any(n.endswith(f"{name}/results.json") for n in archive.getnames())
 
@@ -161,7 +164,7 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     assert (kept / "log_call2_process2.txt").is_file()
     assert json.loads((kept / "throughput_call2.json").read_text())["workers"] == 2
     assert not (kept / "bench_call2.jsonl").exists()  # the rates were the kept ones
-    assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 98.0 |" in (kept / "REPORT.md").read_text()
+    assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 63.54 | 98.0 |" in (kept / "REPORT.md").read_text()
     row = (kept / "CALLS.md").read_text().splitlines()[-1]
     assert row.startswith("| 2 | – | 2 | 0 |") and row.endswith(
         f"| benches skipped: the rates are those of {kept}/bench.jsonl |")
@@ -203,8 +206,10 @@ def test_keep_numbers_the_calls_tables_them_and_refuses_what_it_cannot_keep(tmp_
             (out / file).write_text(text)
         return out
 
+    four = [{**lone, "loop_images_per_s": 9000.0, "concurrent": 4, "process": i,
+             "timed_from_unix": 100.0 + 4 * i, "timed_to_unix": 120.0 + 4 * i} for i in range(1, 5)]
     kept = tmp_path / "kept"
-    first = call("call1", ["a"], [lone, *copies], 2)
+    first = call("call1", ["a"], [lone, *copies, *four], 2)
     assert gpu_paper_keep.main([str(first), str(kept)]) == 0
     assert "kept call 1" in capsys.readouterr().out
     second = call("call2", ["a", "b"], [{**lone, "loop_images_per_s": 31000.0}], 1)
@@ -219,7 +224,8 @@ def test_keep_numbers_the_calls_tables_them_and_refuses_what_it_cannot_keep(tmp_
     assert (kept / "bench.jsonl").read_text() == (first / "bench.jsonl").read_text()
     calls = (kept / "CALLS.md").read_text().splitlines()
     assert "| 1 | NVIDIA H100 80GB HBM3, 81559 MiB | 2 | 1 | 60.0 | 1.0 | 1 process 30,000 " \
-           "images/s; 2 at once 35,000 (1.17×, timed loops overlapped 95%) |" in calls
+           "images/s; 2 at once 35,000 (1.17×, timed loops overlapped 95%); 4 at once 36,000 " \
+           "(1.20×, timed loops overlapped 40%, not counted) |" in calls
     assert calls[-1].startswith("| 2 | NVIDIA H100")
     assert calls[-1].endswith("| 1 process 31,000 images/s |")
 
