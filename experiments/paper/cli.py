@@ -61,6 +61,9 @@ def reproduce_parser() -> argparse.ArgumentParser:
                         help="bench.py --jsonl output with an --end-to-end row: before "
                         "starting, estimate each training's time from its measured loop rate "
                         "and say how much of the plan fits the --time-budget")
+    parser.add_argument("--estimate-only", action="store_true",
+                        help="print the --rates estimate of the whole plan (its trainings and "
+                        "their time) and train nothing")
     parser.add_argument("--report-only", action="store_true",
                         help="only rewrite REPORT.md, report.json, report.png from OUT")
     add_output_arguments(parser)
@@ -88,6 +91,9 @@ def reproduce_main(argv=None) -> int:
                     order="priority" if args.time_budget and not args.stages else "model")
     except ValueError as error:
         parser.error(str(error))
+    if args.estimate_only and not args.rates:
+        parser.error("--estimate-only needs --rates (a bench.py --jsonl file with an "
+                     "--end-to-end row)")
     print(profile_line, flush=True)
     order = "priority order" if plan.order == "priority" else "model by model"
     print(f"reproduce: models {list(plan.models)}, stages {list(plan.stages)}, {plan.seeds} "
@@ -96,6 +102,8 @@ def reproduce_main(argv=None) -> int:
     def job() -> int:
         if args.rates and not args.report_only:
             print(plan_estimate(base, plan, args.rates, args.time_budget), flush=True)
+        if args.estimate_only:
+            return 0
         if args.report_only:
             write_report(base.out, plan, base)
         else:

@@ -185,6 +185,24 @@ def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path)
     assert "no end-to-end row" in cli.plan_estimate(base, plan, str(rates), 60.0)
 
 
+def test_estimate_only_prints_the_whole_plans_estimate_and_trains_nothing(tmp_path, capsys):
+    import json
+
+    rates = tmp_path / "bench.jsonl"
+    rates.write_text(json.dumps({"bench": "end_to_end", "loop_images_per_s": 3600.0,
+                                 "model": "vgg8", "method": "noise"}) + "\n")
+    out = tmp_path / "plan"
+    args = [*TINY, "--stages", "core", "--seeds", "1", "--out", str(out), "--estimate-only"]
+    assert cli.reproduce_main(args + ["--rates", str(rates)]) == 0
+    printed = capsys.readouterr().out
+    assert "estimate (from the measured loop rate, 3,600 images/s" in printed
+    assert "10 trainings" in printed  # 5 methods at σ = 0.4 and 0.6
+    assert "[1/" not in printed and not _finished(out)  # no cell started
+    with pytest.raises(SystemExit) as refused:
+        cli.reproduce_main(args)
+    assert refused.value.code == 2 and "--estimate-only needs --rates" in capsys.readouterr().err
+
+
 def test_a_time_boxed_plan_takes_the_paper_scale_programs_order_across_models():
     """Issue 33's order: VGG-8's core cells at σ = 0.4 then 0.6, its α grid, Table II with
     the vanilla sweep, Table III, ResNet-18's core cells at σ = 0.4, Table V; then the
