@@ -96,18 +96,21 @@ def choose(rows: list[dict], requested: str = "auto") -> tuple[int, str]:
             raise ValueError(f"workers must be auto or an integer >= 1, got {requested!r}")
         return n, f"{n} process(es), as GPU_PAPER_WORKERS says"
     rates = summed_rates(rows)
+    short = [f"{k} at once overlapped {overlap(copies):.0%}"
+             for k, copies in sorted(concurrent_runs(rows).items()) if k not in rates]
+    uncounted = (f"; not counted, timed loops that overlapped < {MIN_OVERLAP:.0%}: "
+                 f"{', '.join(short)}" if short else "")
     if 1 not in rates or len(rates) == 1:
-        short = [f"{k} at once overlapped {overlap(copies):.0%}"
-                 for k, copies in sorted(concurrent_runs(rows).items()) if k not in rates]
         return 1, ("1 process: no concurrent measurement to compare with" + (
-            f" (timed loops that overlapped < {MIN_OVERLAP:.0%}: {', '.join(short)})"
-            if short else " (none, or a copy stopped)"))
+            f" ({uncounted[2:]})" if short else " (none, or a copy stopped)"))
     shown = ", ".join(f"{k} at once {v:,.0f} images/s" for k, v in sorted(rates.items()))
     best = max(rates, key=rates.get)
     gain = rates[best] / rates[1]
     if best > 1 and gain >= MIN_GAIN:
-        return best, f"{best} processes: {gain:.2f}× one process's loop rate ({shown})"
-    return 1, (f"1 process: no concurrent run reached {MIN_GAIN:.2f}× its loop rate ({shown})")
+        return best, (f"{best} processes: {gain:.2f}× one process's loop rate ({shown}"
+                      f"{uncounted})")
+    return 1, (f"1 process: no concurrent run reached {MIN_GAIN:.2f}× its loop rate ({shown}"
+               f"{uncounted})")
 
 
 def finished_trainings(run: str) -> set[str]:

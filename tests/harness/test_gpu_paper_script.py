@@ -253,6 +253,15 @@ def test_the_plan_runs_concurrently_only_where_that_was_measured_to_pay():
             "timed_from_unix": 100.0 + i, "timed_to_unix": 120.0 + i}
            for i, r in ((1, 18000.0), (2, 17000.0))]
     assert gpu_throughput.choose([lone, *two])[0] == 2  # 35,000: 1.17× one process
+    # 4 copies summing to more, whose timed loops barely overlapped, are named, not counted
+    four = [{**lone, "loop_images_per_s": 15000.0, "concurrent": 4, "process": i,
+             "timed_from_unix": 100.0 + 4 * i, "timed_to_unix": 120.0 + 4 * i}
+            for i in range(1, 5)]
+    n, why = gpu_throughput.choose([lone, *two, *four])
+    assert n == 2 and why.endswith("2 at once 35,000 images/s; not counted, timed loops that "
+                                   "overlapped < 80%: 4 at once overlapped 40%)")
+    assert gpu_throughput.choose([lone, *two, *[{**r, "timed_from_unix": 100.0,
+                                                "timed_to_unix": 120.0} for r in four]])[0] == 4
     # copies that timed their loops mostly one after the other prove nothing
     apart = [two[0], {**two[1], "timed_from_unix": 115.0, "timed_to_unix": 135.0}]
     assert gpu_throughput.overlap(apart) == pytest.approx(0.3)  # 115–121 of 20 s
