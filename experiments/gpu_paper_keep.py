@@ -3,9 +3,10 @@ next call continues from (issue 33).
 
     python3 experiments/gpu_paper_keep.py OUT_DIR KEPT
 
-``OUT_DIR`` is what the call wrote (``paper_gpu.tgz``, ``log.txt``, ``bench.jsonl``, …, as
-brought back from the GPU machine); ``KEPT`` is the folder to commit under ``docs/results/``,
-created by the first call's keep and updated by each later one:
+``OUT_DIR`` is what the call wrote, as brought back from the GPU machine: ``paper_gpu.tgz``
+(the run folder) and ``call.tgz`` (the call's own files: logs, bench rows, statuses).
+``KEPT`` is the folder to commit under ``docs/results/``, created by the first call's keep
+and updated by each later one:
 
 * the archive's run folder (stage folders, cells, REPORT.md, report.json, plots) is
   unpacked into ``KEPT``; its files replace older copies (a later call's archive holds the
@@ -19,13 +20,14 @@ created by the first call's keep and updated by each later one:
   minute, and the loop rates of one process and of several at once.
 
 It prints what it kept and the exact command that continues the run. Nothing is kept when
-``OUT_DIR`` has no archive, when the archive holds a path outside its run folder, or when
-``OUT_DIR``'s log is already kept (the same call kept twice).
+``OUT_DIR`` lacks either archive, when an archive holds a path outside its folder, or when
+the call's log is already kept (the same call kept twice).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import filecmp
 import json
 import os
@@ -38,6 +40,8 @@ import tempfile
 from gpu_throughput import MIN_OVERLAP, concurrent_runs, finished_trainings, overlap, read_rows
 
 ARCHIVE = "paper_gpu.tgz"
+#: The call's own files, packed under ``call/`` (a device call brings back 8 files at most).
+CALL_ARCHIVE = "call.tgz"
 #: The call's own files and the name each gets in KEPT ({n}: the call's number).
 PER_CALL = {"log.txt": "log_call{n}.txt", "bench.txt": "bench_call{n}.txt",
             "gpu.txt": "gpu_call{n}.txt", "throughput.json": "throughput_call{n}.json"}
@@ -157,21 +161,35 @@ def calls_table(kept: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+@contextlib.contextmanager
+def call_files(out: str):
+    """The folder of the call's own files: ``call.tgz`` unpacked into a temporary folder."""
+    packed = os.path.join(out, CALL_ARCHIVE)
+    with tempfile.TemporaryDirectory() as scratch, tarfile.open(packed) as archive:
+        if any(m.name != "call" and not m.name.startswith("call/")
+               for m in archive.getmembers()):
+            raise ValueError(f"{packed} holds files outside call/")
+        archive.extractall(scratch, filter="data")
+        yield os.path.join(scratch, "call")
+
+
 def keep(out: str, kept: str) -> str:
     """Keep ``out``'s call in ``kept``; return the report's lines."""
     archive = os.path.join(out, ARCHIVE)
-    if not os.path.isfile(archive):
-        raise FileNotFoundError(f"{archive} is missing: OUT_DIR must be what gpu_paper.sh "
-                                "wrote (run it, and bring its files back, first)")
+    for path in (archive, os.path.join(out, CALL_ARCHIVE)):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing: OUT_DIR must be what gpu_paper.sh "
+                                    "wrote (run it, and bring its files back, first)")
     n = next_call_number(kept)
-    log = os.path.join(out, "log.txt")
-    for k in range(1, n):
-        earlier = os.path.join(kept, f"log_call{k}.txt")
-        if os.path.isfile(log) and os.path.isfile(earlier) and filecmp.cmp(log, earlier,
-                                                                            shallow=False):
-            raise ValueError(f"{out} was kept before, as call {k} ({earlier})")
-    cells, new = unpack_run_folder(archive, kept)
-    names = keep_call_files(out, kept, n)
+    with call_files(out) as files:
+        log = os.path.join(files, "log.txt")
+        for k in range(1, n):
+            earlier = os.path.join(kept, f"log_call{k}.txt")
+            if os.path.isfile(log) and os.path.isfile(earlier) and filecmp.cmp(
+                    log, earlier, shallow=False):
+                raise ValueError(f"{out} was kept before, as call {k} ({earlier})")
+        cells, new = unpack_run_folder(archive, kept)
+        names = keep_call_files(files, kept, n)
     with open(os.path.join(kept, "CALLS.md"), "w") as f:
         f.write(calls_table(kept))
     rates = os.path.join(kept, "bench.jsonl")

@@ -44,6 +44,18 @@ def words(command: str) -> list[str]:
     return shlex.split(command, comments=True)
 
 
+#: What a call leaves in OUT_DIR: a device call brings back at most 8 files.
+OUT_FILES = ["REPORT.md", "bench.txt", "call.tgz", "log.txt", "paper_gpu.tgz", "throughput.json"]
+
+
+def call_files(out) -> dict[str, str]:
+    """The call's own files, packed in OUT_DIR/call.tgz under call/: name → text."""
+    with tarfile.open(out / "call.tgz") as archive:
+        assert all(m.name == "call" or m.name.startswith("call/") for m in archive)
+        return {m.name[len("call/"):]: archive.extractfile(m).read().decode()
+                for m in archive if m.isfile()}
+
+
 def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_path):
     data = TINY_DATA_DIR  # an mnist5k.npz of 1,000 digits (tests/tiny.py), read as a file
     block = tmp_path / "block"  # the GPU image has neither package
@@ -71,14 +83,17 @@ def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_p
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    rows = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
+    assert sorted(os.listdir(out)) == OUT_FILES
+    files = call_files(out)
+    rows = [json.loads(line) for line in files["bench.jsonl"].splitlines()]
     assert [r["val_every"] for r in rows if r.get("bench") == "end_to_end"] == [1]
     # both default concurrent benches ran (2, then 4 copies) and were cut short
     assert "0 of 2 concurrent rows measured" in done.stdout
     assert "0 of 4 concurrent rows measured" in done.stdout
-    assert len(list(out.glob("bench_concurrent_4x_*.txt"))) == 4
+    assert len([n for n in files if re.fullmatch(r"bench_concurrent_4x_\d\.txt", n)]) == 4
     assert "plan processes: 1 process: no concurrent measurement to compare with" in done.stdout
     log = (out / "log.txt").read_text()
+    assert log == files["log.txt"]
     assert "stopped at the hard limit of 20 s" in log
     assert "vgg8-mnist5k-vanilla-sigma0.4-alphanone-seed0" in log  # the first cell had begun
     assert (out / "REPORT.md").read_text().strip()
@@ -146,11 +161,13 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
                        done.stdout)
     assert budget and int(budget[1]) == 70 - int(budget[2]) - 15 - 40
     assert "continuing from" in done.stdout and "benches skipped" in done.stdout
-    assert (out / "bench.jsonl").read_text() == rates + "\n"
+    assert sorted(os.listdir(out)) == OUT_FILES
+    files = call_files(out)
+    assert files["bench.jsonl"] == rates + "\n"
     assert "plan processes: 2 process(es), as GPU_PAPER_WORKERS says" in done.stdout
-    for log in ((out / "log.txt").read_text(), (out / "log_process2.txt").read_text()):
+    for log in (files["log.txt"], files["log_process2.txt"]):
         assert f"{name}: done before, skipped" in log and "stopped before the time budget" in log
-    assert [(out / f"status_process{i}").read_text().strip() for i in (1, 2)] == ["0", "0"]
+    assert [files[f"status_process{i}"].strip() for i in (1, 2)] == ["0", "0"]
     assert json.loads((out / "throughput.json").read_text())["workers"] == 2
     assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 63.54 | 98.0 |" in (out / "REPORT.md").read_text()
     with tarfile.open(out / "paper_gpu.tgz") as archive:
@@ -174,9 +191,9 @@ def test_keep_numbers_the_calls_tables_them_and_refuses_what_it_cannot_keep(tmp_
     """gpu_paper_keep.py on two made-up calls: the second call's archive (which holds the
     first call's cell too) adds its new cell and replaces the report; its re-measured bench
     is kept beside the first; CALLS.md has a row per call (GPU, processes, trainings per
-    minute, loop rates alone and at once). The same call kept twice, a folder without an
-    archive and an archive with a path outside its run folder are refused in one line,
-    keeping nothing."""
+    minute, loop rates alone and at once). The same call kept twice, a folder without
+    either archive and an archive with a path outside its run folder are refused in one
+    line, keeping nothing."""
     import gpu_paper_keep
 
     lone = {"bench": "end_to_end", "loop_images_per_s": 30000.0, "val_every": 1}
@@ -198,12 +215,15 @@ def test_keep_numbers_the_calls_tables_them_and_refuses_what_it_cannot_keep(tmp_
                         filter=lambda m: None if "checkpoints" in m.name else m)
         throughput = {"workers": workers, "trainings_finished": 1, "wall_s": 60.0,
                       "trainings_per_minute": 1.0}
+        (out / "call").mkdir()
         for file, text in (("log.txt", folder), ("log_process2.txt", "2"),
                            ("bench.jsonl", "".join(json.dumps(r) + "\n" for r in bench_rows)),
                            ("throughput.json", json.dumps(throughput, indent=1)),
                            ("gpu.txt", "NVIDIA H100 80GB HBM3, 81559 MiB\n"),
                            ("status_process1", "0")):
-            (out / file).write_text(text)
+            (out / "call" / file).write_text(text)
+        with tarfile.open(out / "call.tgz", "w:gz") as archive:  # as gpu_paper.sh packs them
+            archive.add(out / "call", arcname="call")
         return out
 
     four = [{**lone, "loop_images_per_s": 9000.0, "concurrent": 4, "process": i,
@@ -221,7 +241,7 @@ def test_keep_numbers_the_calls_tables_them_and_refuses_what_it_cannot_keep(tmp_
         "log_call2.txt", "log_call2_process2.txt", "throughput_call1.json",
         "throughput_call2.json"]
     assert (kept / "REPORT.md").read_text() == "2 cells\n"
-    assert (kept / "bench.jsonl").read_text() == (first / "bench.jsonl").read_text()
+    assert (kept / "bench.jsonl").read_text() == (first / "call" / "bench.jsonl").read_text()
     calls = (kept / "CALLS.md").read_text().splitlines()
     assert "| 1 | NVIDIA H100 80GB HBM3, 81559 MiB | 2 | 1 | 60.0 | 1.0 | 1 process 30,000 " \
            "images/s; 2 at once 35,000 (1.17×, timed loops overlapped 95%); 4 at once 36,000 " \
@@ -236,9 +256,13 @@ def test_keep_numbers_the_calls_tables_them_and_refuses_what_it_cannot_keep(tmp_
     assert "paper_gpu.tgz is missing" in capsys.readouterr().err
     stray = tmp_path / "stray"
     stray.mkdir()
+    (stray / "paper_gpu.tgz").write_bytes((first / "paper_gpu.tgz").read_bytes())
+    assert gpu_paper_keep.main([str(stray), str(tmp_path / "new")]) == 2
+    assert "call.tgz is missing" in capsys.readouterr().err
+    (stray / "call.tgz").write_bytes((first / "call.tgz").read_bytes())
     with tarfile.open(stray / "paper_gpu.tgz", "w:gz") as archive:
         archive.add(tmp_path / "runs" / "call1" / "paper_gpu", arcname="runs/paper_gpu")
-        archive.add(first / "log.txt", arcname="elsewhere.txt")
+        archive.add(first / "call" / "log.txt", arcname="elsewhere.txt")
     assert gpu_paper_keep.main([str(stray), str(tmp_path / "new")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "outside its run folder" in err
