@@ -310,7 +310,26 @@ def _alpha_grid_lines(grid: AlphaGrid | None) -> list[str]:
         lines += _difference_lines(grid.differences, "`control` is IRS at α = 1e-9, the "
                                    "baselines are the core stage's cells of the same seed")
         lines += _verdict_lines(grid.differences)
+        lines += ["", which_alpha(grid)]
     return lines
+
+
+def which_alpha(grid: AlphaGrid) -> str:
+    """One sentence: the α with the highest mean over seeds, and the α at which IRS beats
+    its α → 0 control in every seed beyond the paired CIs, and over the seeds."""
+    best = max(grid.over_seeds, key=lambda a: grid.over_seeds[a][0])
+    against = [d for d in grid.differences if d.b == "control"]
+
+    def alphas(chosen) -> str:
+        return ", ".join(d.a.split("=", 1)[1] for d in chosen) or "none"
+
+    every_seed = [d for d in against if all(
+        p.ci95 is not None and p.difference > p.ci95 for p in d.per_seed)]
+    over_seeds = [d for d in against if d.t_ci95 is not None and d.mean > d.t_ci95]
+    return (f"Which α? The highest mean over seeds is at α = {best} "
+            f"({grid.over_seeds[best][0]:.2f} %). IRS is above its α → 0 control beyond the "
+            f"paired CI in every seed at α = {alphas(every_seed)}, and by a Student-t "
+            f"interval over the seeds that excludes 0 at α = {alphas(over_seeds)}.")
 
 
 def plot_alpha_grid(out: str, plan: Plan, report: dict[str, ModelReport]) -> None:

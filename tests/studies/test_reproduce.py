@@ -115,6 +115,28 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
                      r"excludes 0\.", text)
 
 
+def test_which_alpha_names_the_alphas_whose_feedback_beats_the_control():
+    from paper.collect import AlphaGrid, CoreDifference
+    from paper.report import which_alpha
+
+    from neft_jax.stats import SeedDifference, across_seeds
+
+    def against_control(alpha, *per_seed):
+        mean, t_ci95 = across_seeds([d for d, _ in per_seed])
+        return CoreDifference(0.4, f"irs α={alpha}", "control", tuple(
+            SeedDifference(i, d, ci) for i, (d, ci) in enumerate(per_seed)), mean, t_ci95)
+
+    grid = AlphaGrid(cells=(), over_seeds={"1": (60.0, 5.0, 3), "0.1": (75.0, 1.0, 3),
+                                           "0.01": (74.0, 2.0, 3)},
+                     differences=(against_control("1", (-9.0, 1.0), (-8.0, 1.0), (-9.5, 1.0)),
+                                  against_control("0.1", (2.0, 0.5), (2.2, 0.5), (1.9, 0.5)),
+                                  against_control("0.01", (2.0, 0.5), (0.2, 0.5), (5.0, 0.5))))
+    assert which_alpha(grid) == (
+        "Which α? The highest mean over seeds is at α = 0.1 (75.00 %). IRS is above its "
+        "α → 0 control beyond the paired CI in every seed at α = 0.1, and by a Student-t "
+        "interval over the seeds that excludes 0 at α = 0.1.")
+
+
 def test_the_verdict_says_in_how_many_seeds_and_whether_the_seeds_separate():
     from paper.collect import CoreDifference
     from paper.report import difference_verdict
@@ -220,6 +242,10 @@ def test_the_alpha_grid_report_sets_each_alpha_against_the_baselines_of_its_seed
     row = next(line for line in text.splitlines() if line.startswith("| irs α=0.001 − control |"))
     assert row.startswith("| irs α=0.001 − control | 0.4 | -") and row.endswith(" (n=2) |")
     assert "| -3.00 ± 12." in row
+    assert re.search(r"Which α\? The highest mean over seeds is at α = 0\.001 \(5\d\.\d\d %\)\. "
+                     r"IRS is above its α → 0 control beyond the paired CI in every seed at "
+                     r"α = none, and by a Student-t interval over the seeds that excludes 0 at "
+                     r"α = none\.", text)
     assert (tmp_path / "alpha_grid.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "report.json").read_text())["vgg8"]["alpha_grid"][
         "over_seeds"]["0.001"]["seeds"] == 2
