@@ -3,7 +3,7 @@
 # paper-scale program's order (experiments/paper/plan.py, PRIORITY: VGG-8's core cells at
 # σ = 0.4 then 0.6 with 3 seeds, the α grid with 2, Table II, Table III, ResNet-18's core
 # cells at σ = 0.4, Table V, then the rest), stopped cleanly before a time budget, its
-# output archived. A device call brings back at most 8 files of OUT_DIR, so it ends with 7:
+# output archived. A device call brings back at most 8 files of OUT_DIR, so it ends with 6:
 # paper_gpu.tgz (the run folder without checkpoints), call.tgz (the call's own files: logs,
 # bench rows, statuses, under call/), and copies of REPORT.md, log.txt, bench.txt,
 # throughput.json; experiments/gpu_paper_keep.py unpacks both.
@@ -45,7 +45,8 @@
 # GPU_PAPER_EXTRA are appended to bench.py's and reproduce.py's arguments (the last
 # value of a flag wins), GPU_PAPER_RUN (default runs/paper_gpu) and GPU_PAPER_DATA
 # (default data) move its folders, GPU_PAPER_HARD_MARGIN sets the hard stop's margin,
-# GPU_PAPER_BENCH_LIMITS the two benches' time limits (default "90 60") and
+# GPU_PAPER_BENCH_LIMITS the one-process bench's and each concurrent bench's time limits
+# (default "90 60") and
 # GPU_PAPER_CONCURRENT the concurrent benches' copies (default "2 4": 2 at once, then 4;
 # "0" or "" skips them).
 set -euo pipefail
