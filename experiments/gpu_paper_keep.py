@@ -37,7 +37,7 @@ import sys
 import tarfile
 import tempfile
 
-from gpu_throughput import MIN_OVERLAP, concurrent_runs, finished_trainings, overlap, read_rows
+from gpu_throughput import concurrent_runs, finished_trainings, overlap, read_rows, summed_rates
 
 ARCHIVE = "paper_gpu.tgz"
 #: The call's own files, packed under ``call/`` (a device call brings back 8 files at most).
@@ -109,15 +109,16 @@ def keep_call_files(out: str, kept: str, n: int) -> list[str]:
 
 
 def bench_summary(rows: list[dict]) -> str:
-    """One cell: the lone loop rate, and each concurrent run's summed rate, gain and overlap."""
-    lone = [r for r in rows if r.get("bench") == "end_to_end" and "concurrent" not in r]
-    if not lone:
+    """One cell: the lone loop rate, and each concurrent run's summed rate, gain and overlap
+    (``not counted`` where gpu_throughput.summed_rates leaves it out)."""
+    rates = summed_rates(rows)
+    if 1 not in rates:
         return "–"
-    one = lone[-1]["loop_images_per_s"]
+    one = rates[1]
     parts = [f"1 process {one:,.0f} images/s"]
     for k, copies in sorted(concurrent_runs(rows).items()):
         summed, shared = sum(r["loop_images_per_s"] for r in copies), overlap(copies)
-        counted = "" if shared >= MIN_OVERLAP else ", not counted"
+        counted = "" if k in rates else ", not counted"
         parts.append(f"{k} at once {summed:,.0f} ({summed / one:.2f}×, timed loops "
                      f"overlapped {shared:.0%}{counted})")
     return "; ".join(parts)

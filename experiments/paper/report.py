@@ -74,11 +74,9 @@ def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentCo
         for method, cells in data.table2.items():
             lines.append(f"| {method} (ours) | "
                          + " | ".join(_fmt(cells.get(s)) for s in sigmas) + " |")
-            paper = PAPER_TABLE2.get((model, method))
-            if paper and tuple(plan.sigmas) == TABLE2_SIGMAS:
-                bounds = PAPER_TABLE2_UPPER_BOUNDS.get((model, method), ())
+            if (model, method) in PAPER_TABLE2 and tuple(plan.sigmas) == TABLE2_SIGMAS:
                 lines.append(f"| {method} (paper) | " + " | ".join(
-                    ("≤" if i in bounds else "") + f"{p:g}" for i, p in enumerate(paper)) + " |")
+                    paper_accuracy(model, method, s) for s in TABLE2_SIGMAS) + " |")
         lines += _core_lines(model, data.core)
         lines += _core_seed_lines(model, data.core_by_seed, data.core_differences)
         lines += ["", f"### EKL (nats) at σ = {ABLATION_SIGMA:g}", "", "| method | EKL |",
