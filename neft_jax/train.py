@@ -61,15 +61,37 @@ class TrainState(train_state.TrainState):
     hparams: Any
 
 
-def create_optimizer(learning_rate: float = 1e-3, total_steps: int | None = None):
-    """Adam with cosine decay of the learning rate to 0 over ``total_steps`` (method.md §4)."""
+def learning_rate_schedule(learning_rate: float, total_steps: int,
+                           steps_per_epoch: int | None = None) -> optax.Schedule:
+    """Cosine annealing from ``learning_rate`` to 0 over ``total_steps`` (method.md §4):
+    stepped after every step (the paper's Algorithm 1, line 11), or, with
+    ``steps_per_epoch``, once per epoch (the authors' code: PyTorch's ``CosineAnnealingLR``
+    with ``T_max`` = the epochs, so epoch e, 0-based, trains at
+    ``lr · (1 + cos(π e / epochs)) / 2``)."""
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    if total_steps is None:
-        return optax.adam(learning_rate)
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps!r}")
-    return optax.adam(optax.cosine_decay_schedule(learning_rate, total_steps))
+    if steps_per_epoch is None:
+        return optax.cosine_decay_schedule(learning_rate, total_steps)
+    if steps_per_epoch < 1 or total_steps % steps_per_epoch:
+        raise ValueError(f"steps_per_epoch must be >= 1 and divide total_steps "
+                         f"({total_steps}), got {steps_per_epoch!r}")
+    per_epoch = optax.cosine_decay_schedule(learning_rate, total_steps // steps_per_epoch)
+    return lambda count: per_epoch(count // steps_per_epoch)
+
+
+def create_optimizer(learning_rate: float = 1e-3, total_steps: int | None = None,
+                     steps_per_epoch: int | None = None):
+    """Adam (PyTorch's defaults, no weight decay) with :func:`learning_rate_schedule`, or at
+    a constant rate without ``total_steps``."""
+    if total_steps is None:
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+        if steps_per_epoch is not None:
+            raise ValueError("steps_per_epoch needs total_steps")
+        return optax.adam(learning_rate)
+    return optax.adam(learning_rate_schedule(learning_rate, total_steps, steps_per_epoch))
 
 
 def make_hparams(sigma: float, exit_sigma: float | None = None, alpha: float = 0.0) -> dict:

@@ -151,3 +151,24 @@ def test_irs_requires_exits_and_unknown_method():
     with pytest.raises(ValueError, match="exits=True"):
         step(state, {"image": jnp.zeros((2, 32, 32, 1)), "label": jnp.zeros(2, jnp.int32)},
              jax.random.key(0))
+
+
+def test_learning_rate_schedules_follow_algorithm_1_and_the_authors_cosine_annealing():
+    """Per step: cosine to 0 over all steps (the paper's Algorithm 1 steps the scheduler
+    every batch). Per epoch: PyTorch's CosineAnnealingLR(T_max = epochs) stepped after each
+    epoch, so epoch e trains at lr·(1 + cos(π e / epochs)) / 2 for all its steps."""
+    lr, epochs, per_epoch = 1e-3, 8, 5
+    by_step = T.learning_rate_schedule(lr, epochs * per_epoch)
+    by_epoch = T.learning_rate_schedule(lr, epochs * per_epoch, per_epoch)
+    steps = np.arange(epochs * per_epoch)
+    torch_rates = lr * (1 + np.cos(np.pi * (steps // per_epoch) / epochs)) / 2
+    np.testing.assert_allclose([float(by_epoch(s)) for s in steps], torch_rates, rtol=1e-5)
+    np.testing.assert_allclose([float(by_step(s)) for s in steps],
+                               lr * (1 + np.cos(np.pi * steps / steps.size)) / 2, rtol=1e-4)
+    assert float(by_epoch(per_epoch - 1)) == float(by_epoch(0)) > float(by_step(per_epoch - 1))
+    # The schedule is traced: the jitted per-epoch rate equals the eager one.
+    assert float(jax.jit(by_epoch)(jnp.int32(37))) == pytest.approx(torch_rates[37], rel=1e-5)
+    with pytest.raises(ValueError, match="divide total_steps"):
+        T.learning_rate_schedule(lr, 41, per_epoch)
+    with pytest.raises(ValueError, match="needs total_steps"):
+        T.create_optimizer(lr, None, per_epoch)

@@ -109,7 +109,8 @@ class RunProgress:
         """Record epoch ``epoch`` (0-based): history, ``metrics.jsonl``, checkpoints when due,
         a line.
 
-        ``means``: the epoch's mean train metrics (:func:`epoch_means`); ``val_accuracy``:
+        ``means``: the epoch's mean train metrics (:func:`epoch_means`) and ``lr``, the
+        learning rate of its last step; ``val_accuracy``:
         None for an epoch not validated (``--val-every``), which cannot become the best.
         """
         cfg, method = self.cfg, self.method

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from neft_jax import train as train_lib
 from neft_jax.conv import resolve_backward_micro_batch
-from neft_jax.device import NORMALISATIONS, PRESETS, DeviceModel
+from neft_jax.device import NORMALISATIONS, PRESETS, SCALES, DeviceModel
 from neft_jax.harness.data import DATASETS
 from neft_jax.harness.paper import DEFAULT_LR, default_alpha
 from neft_jax.models import MODELS, create_model
@@ -81,6 +81,8 @@ COMPUTE = {"fp32": (jnp.float32, "float32"), "tf32": (jnp.float32, "tensorfloat3
            "bf16": (jnp.bfloat16, "bfloat16")}
 
 SEED_MODES = ("auto", "sequential", "vmap")
+#: When the cosine annealing steps: after every optimiser step, or once per epoch.
+LR_SCHEDULES = ("step", "epoch")
 
 #: Every setting that changes a trained and evaluated result's numbers: a result is
 #: reused (resumed, or skipped as done) only when these match (:mod:`neft_jax.harness.identity`).
@@ -88,7 +90,8 @@ SEED_MODES = ("auto", "sequential", "vmap")
 #: (seeds, seed_mode, checkpoint_every), what only changes speed (backward_micro_batch,
 #: chunk_size, eval_batch_size) and the σ a result is evaluated at (``--sweep`` adds σ).
 IDENTITY_KEYS = ("model", "dataset", "methods", "width", "epochs", "batch_size", "lr",
-                 "sigma", "exit_sigma", "normalisation", "device_preset", "alpha",
+                 "lr_schedule", "sigma", "exit_sigma", "normalisation", "scale",
+                 "device_preset", "alpha",
                  "alpha_search", "drop_exits", "equal_coefficients", "mc_runs", "compute",
                  "seed", "val_fraction", "val_mc_runs", "val_every", "max_train_steps")
 #: Fields a resumed run must share with the run it resumes: its identity.
@@ -127,6 +130,10 @@ class ExperimentConfig:
                                 "of the paper's tables (docs/method.md §1); range: the authors' "
                                 "released code, std 0.78·σ·max|W| (3× larger)",
                                 choices=NORMALISATIONS)
+    scale: str = _field("layer", "the max|W| the noise is relative to: each kernel's own "
+                        "(layer) or one over all the backbone's kernels, and one over the "
+                        "exits' (model; the paper's wording allows it; docs/method.md §1)",
+                        choices=SCALES, flag="--weight-scale")
     profile: str = _field("quick", "settings by budget (default: paper on GPU/TPU; on a CPU, "
                           "demo for run.py, quick for the other commands)",
                           choices=tuple(sorted(PROFILES)))
@@ -134,6 +141,10 @@ class ExperimentConfig:
     batch_size: int = _field(128, "training batch size")
     lr: float | None = _field(None, "Adam learning rate (default: the authors' per model: "
                               + ", ".join(f"{m} {v:g}" for m, v in DEFAULT_LR.items()) + ")")
+    lr_schedule: str = _field("step", "cosine annealing of the learning rate to 0, stepped "
+                              "after every optimiser step (the paper's Algorithm 1, line 11) "
+                              "or once per epoch (the authors' released code: "
+                              "CosineAnnealingLR, T_max = the epochs)", choices=LR_SCHEDULES)
     mc_runs: int = _field(200, "Monte Carlo runs per σ")
     width: float = _field(0.125, "channel-width factor (1 = the paper's model)")
     seed: int = _field(0, "seed (the first one with --seeds)")
@@ -255,7 +266,7 @@ class ExperimentConfig:
 
     def device(self, sigma: float | None = None) -> DeviceModel:
         return DeviceModel.preset(self.device_preset, self.sigma if sigma is None else sigma,
-                                  normalisation=self.normalisation)
+                                  normalisation=self.normalisation, scale=self.scale)
 
     def to_dict(self) -> dict:
         """Every field, with ``lr`` resolved to the rate this run uses (JSON types)."""
@@ -318,6 +329,9 @@ def validate_config(cfg: ExperimentConfig) -> None:
              cfg.device_preset)
     _require(cfg.normalisation in NORMALISATIONS, "normalisation", f"one of {NORMALISATIONS}",
              cfg.normalisation)
+    _require(cfg.scale in SCALES, "scale", f"one of {SCALES}", cfg.scale)
+    _require(cfg.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}",
+             cfg.lr_schedule)
     _require(cfg.profile in PROFILES, "profile", f"one of {sorted(PROFILES)}", cfg.profile)
     for name in ("epochs", "batch_size", "mc_runs", "val_mc_runs", "val_every",
                  "eval_batch_size", "seeds"):

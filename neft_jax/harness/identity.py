@@ -25,8 +25,8 @@ from neft_jax.harness.config import IDENTITY_KEYS, ExperimentConfig, jsonable
 
 #: The identity keys a plan or study gives all its cells alike (the others, the model,
 #: method, σ, α, seed, exits and α search, vary from cell to cell).
-SHARED_KEYS = ("dataset", "width", "epochs", "batch_size", "lr", "exit_sigma",
-               "normalisation", "device_preset", "mc_runs", "compute", "val_fraction",
+SHARED_KEYS = ("dataset", "width", "epochs", "batch_size", "lr", "lr_schedule", "exit_sigma",
+               "normalisation", "scale", "device_preset", "mc_runs", "compute", "val_fraction",
                "val_mc_runs", "val_every", "max_train_steps")
 #: The file in each run folder that holds its identity.
 SETTINGS_FILE = "settings.json"

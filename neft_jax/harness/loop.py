@@ -59,10 +59,11 @@ _PROGRAMS_KEPT = 8
 
 
 @functools.lru_cache(maxsize=_PROGRAMS_KEPT)
-def optimizer(learning_rate: float, total_steps: int):
-    """The run's Adam with cosine decay, one object per settings in a process (it is part
-    of the train state's structure, which the jitted step is keyed on)."""
-    return train_lib.create_optimizer(learning_rate, total_steps)
+def optimizer(learning_rate: float, total_steps: int, steps_per_epoch: int | None = None):
+    """The run's Adam with cosine decay (per step, or per epoch with ``steps_per_epoch``),
+    one object per settings in a process (it is part of the train state's structure, which
+    the jitted step is keyed on)."""
+    return train_lib.create_optimizer(learning_rate, total_steps, steps_per_epoch)
 
 
 @functools.lru_cache(maxsize=_PROGRAMS_KEPT)
@@ -207,7 +208,10 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
                          f"--batch-size {num_train} or less")
     batch_size = cfg.batch_size
     steps_per_epoch = num_train // batch_size
-    tx = optimizer(cfg.learning_rate, cfg.epochs * steps_per_epoch)
+    schedule_steps = (cfg.learning_rate, cfg.epochs * steps_per_epoch,
+                      steps_per_epoch if cfg.lr_schedule == "epoch" else None)
+    tx = optimizer(*schedule_steps)
+    learning_rate_at = train_lib.learning_rate_schedule(*schedule_steps)
     keys = [RunKeys.of_seed(c.seed) for c in configs]
     hparams = train_lib.make_hparams(cfg.sigma, cfg.effective_exit_sigma, alpha)
     # The step's device template: it takes σ from the state's hparams at every step, so the
@@ -278,7 +282,9 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
                                                     keys[i].validation, epoch, configs[i], method,
                                                     engine.mesh) if validate else None)
                 prefix = f"[seed {configs[i].seed}]" if vmapped else ""
-                run.end_epoch(epoch, state, epoch_means(engine.select(sums, i), steps_done),
+                means = {**epoch_means(engine.select(sums, i), steps_done),
+                         "lr": float(learning_rate_at(global_step - 1))}  # its last step's
+                run.end_epoch(epoch, state, means,
                               bool(engine.select(finite, i)), val_accuracy, seconds,
                               lambda m, p=prefix: log(p + m))
     except KeyboardInterrupt as stop:  # SIGINT/SIGTERM: say where and what is on disk

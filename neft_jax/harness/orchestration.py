@@ -92,7 +92,9 @@ def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None], show_prog
         dataset.train_labels, cfg.val_fraction, cfg.seed))
     log(f"data: {cfg.dataset}: {num_train} train, {num_val} validation (from train), "
         f"{len(dataset.test_labels)} test; model {cfg.model} width ×{cfg.width:g}; "
-        f"{cfg.device_preset} σ={cfg.sigma:g}, evaluated at σ ∈ {list(cfg.eval_sigmas)}")
+        f"{cfg.device_preset} σ={cfg.sigma:g} ({cfg.normalisation} noise, max|W| of each "
+        f"{'kernel' if cfg.scale == 'layer' else 'model'}), evaluated at σ ∈ "
+        f"{list(cfg.eval_sigmas)}")
     test_set = make_test_set(dataset.test_images, dataset.test_labels, cfg.eval_batch_size)
     results = start_results(cfg, previous, num_train, num_val, len(dataset.test_labels))
     wrote = False
