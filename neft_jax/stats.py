@@ -51,16 +51,19 @@ def paired_summary(a: Sequence[float], b: Sequence[float]) -> dict | None:
 
 
 def count_not_converged(accuracies: Sequence[float], tolerance: float = 0.05) -> int:
-    """Runs whose accuracy is more than ``tolerance`` (a fraction) from the mean (method.md §5).
+    """Runs whose accuracy is more than ``tolerance`` (in the accuracies' unit: 0.05 for
+    fractions) from the mean over the runs (method.md §5); a run exactly ``tolerance`` away
+    converged (float rounding of the mean aside).
 
-    Non-finite entries (diverged runs) count as not converged.
+    Non-finite entries (runs without a result) count as not converged.
     """
     acc = np.asarray(accuracies, np.float64)
     finite = np.isfinite(acc)
     if not finite.any():
         return int(acc.size)
     mean = np.mean(acc[finite])
-    return int(np.sum(~finite) + np.sum(np.abs(acc[finite] - mean) > tolerance))
+    limit = tolerance * (1 + 1e-9)  # [90, 100] %: both exactly 5 points from 95
+    return int(np.sum(~finite) + np.sum(np.abs(acc[finite] - mean) > limit))
 
 
 def summarize_over_seeds(seed_means: Sequence[float], seed_ekls: Sequence[float | None],
@@ -69,7 +72,7 @@ def summarize_over_seeds(seed_means: Sequence[float], seed_ekls: Sequence[float 
 
     ``summary`` is :func:`summarize` of the finite means with ``ekl`` the mean of the
     runs' EKL (None when every run diverged); ``not_converged`` counts runs more than
-    ``tolerance_pct`` points from the mean, or diverged (method.md §5, Table III).
+    ``tolerance_pct`` points from the mean, or without a mean (method.md §5, Table III).
     """
     means = np.asarray([np.nan if m is None else m for m in seed_means], np.float64)
     finite = means[np.isfinite(means)]
@@ -77,7 +80,7 @@ def summarize_over_seeds(seed_means: Sequence[float], seed_ekls: Sequence[float 
     ekls = np.asarray([np.nan if e is None else e for e in seed_ekls], np.float64)
     if summary is not None and np.isfinite(ekls).any():
         summary["ekl"] = float(np.nanmean(ekls))
-    return summary, count_not_converged(means / 100, tolerance_pct / 100)
+    return summary, count_not_converged(means, tolerance_pct)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,10 @@ def test_count_not_converged():
     assert count_not_converged([0.9, 0.91, 0.89] * 3 + [0.5]) == 1
     assert count_not_converged([0.9, 0.9, math.nan]) == 1
     assert count_not_converged([0.9] * 10) == 0
+    # Exactly 5 points from the mean converges, on either side (in fractions or percent).
+    assert count_not_converged([0.9, 1.0]) == 0 and count_not_converged([90.0, 100.0], 5) == 0
+    assert summarize_over_seeds([90.0, 100.0], [None, None])[1] == 0
+    assert summarize_over_seeds([90.0, 100.1], [None, None])[1] == 2
 
 
 def test_summarize_over_seeds_counts_far_and_diverged_runs():

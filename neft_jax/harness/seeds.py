@@ -4,7 +4,8 @@ Seed ``cfg.seed + i`` runs into ``out/seed-<seed>/`` as a complete single-seed
 experiment (own init, data order, validation split and noise keys; resumable on
 its own). ``out/results.json`` then holds, per method and σ, the per-seed mean
 accuracies, their mean ± 95 % CI over seeds, and the number of runs that did not
-converge (more than 5 points from the mean over seeds, or diverged).
+converge (more than 5 points from the mean over seeds, or no result because the loss
+diverged before any epoch was kept; a run that diverged later is judged by its kept epoch).
 
 Two ways to run the seeds (``seed_mode``), with the same files either way:
 

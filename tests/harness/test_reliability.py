@@ -50,6 +50,27 @@ def test_diverged_runs_count_as_not_converged():
     assert count_not_converged([0.95, 0.96, float("nan"), 0.94]) == 1
 
 
+def test_a_run_that_diverged_after_keeping_an_epoch_is_judged_by_that_epoch():
+    """Table III over seeds: seed 1 has no result (NaN before any kept epoch) and does not
+    converge; seed 2 diverged later and is judged by its kept epoch's accuracy, which is
+    within 5 points of the mean; both are named as diverged."""
+    from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+    from neft_jax.harness.seeds import aggregate_seeds
+
+    def seed_result(mean, diverged):
+        summary = None if mean is None else {"mean": mean, "ekl": 0.5}
+        entry = MethodResult(alpha=0.0, diverged=diverged,
+                             evaluations={0.3: Evaluation(sigma=0.3, summary=summary)})
+        return RunResults(settings={}, methods={"noise": entry})
+
+    cfg = tiny_config("unused", methods=("noise",))
+    per_seed = {0: seed_result(90.0, False), 1: seed_result(None, True),
+                2: seed_result(92.0, True), 3: seed_result(91.0, False)}
+    evaluation = aggregate_seeds(cfg, per_seed).methods["noise"].at(0.3)
+    assert evaluation.not_converged == 1 and evaluation.diverged_seeds == [1, 2]
+    assert evaluation.summary["mean"] == pytest.approx(91.0)
+
+
 def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
     write_atomic(str(path), '{"old": 1}')
