@@ -33,6 +33,8 @@ import os
 
 from neft_jax.models import MODELS
 
+from .published import TABLE2_SIGMAS
+
 #: Every stage, in the order a plain run takes them (``core`` and ``alpha_grid`` run when
 #: asked for, or in a time-boxed run).
 STAGES = ("core", "table2", "table3", "vanilla", "table5", "control", "scaled", "alpha",
@@ -50,7 +52,6 @@ BUDGET_STAGES = ("core", "alpha_grid", "table2", "vanilla", "table3", "table5", 
 PRIORITY = (("core", 0, 0.4), ("core", 0, 0.6), ("alpha_grid", 0, None), ("table2", 0, None),
             ("vanilla", 0, None), ("table3", 0, None), ("core", 1, 0.4), ("table5", 0, None))
 ORDERS = ("model", "priority")
-TABLE2_SIGMAS = (0.2, 0.4, 0.6, 0.8)
 TABLE3_SIGMA = 0.6
 ABLATION_SIGMA = 0.4
 VANILLA_SIGMAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.6, 0.8)

@@ -8,12 +8,10 @@ paired differences between methods, seed by seed and over the seeds), from the
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 
-from paper.plan import TABLE2_SIGMAS  # the paper reproduction study (experiments/paper/)
-from paper.published import PAPER_TABLE2
+from paper.published import published_accuracy  # the paper study (experiments/paper/)
 
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.results import write_atomic
@@ -49,10 +47,10 @@ def write_study_report(base: ExperimentConfig, points: Sequence[Point], out: str
     return report
 
 
-def _paper_reference(model: str, method: str, sigma: float) -> float | None:
-    index = next((i for i, s in enumerate(TABLE2_SIGMAS) if math.isclose(s, sigma)), None)
-    values = PAPER_TABLE2.get((model, method))
-    return None if index is None or values is None else values[index]
+def _paper_reference(dataset: str, model: str, method: str, sigma: float) -> float | None:
+    """The paper's accuracy (%) for this cell (its bound, for a "≤" entry), if it has one."""
+    found = published_accuracy(dataset, model, method, sigma)
+    return None if found is None else found[0]
 
 
 def format_study(report: StudyReport, methods: Sequence[str]) -> str:
@@ -94,9 +92,9 @@ def format_study(report: StudyReport, methods: Sequence[str]) -> str:
         lines.append(f"| ×{width:g} | {epochs} | {steps} | "
                      + " | ".join(shown) + " |")
     paper = [f"{m} {v:g}" for m in methods
-             if (v := _paper_reference(s.model, m, s.sigma)) is not None]
+             if (v := _paper_reference(s.dataset, s.model, m, s.sigma)) is not None]
     if paper:
-        lines += ["", "The paper at full scale (60,000 MNIST images, 200 epochs): "
+        lines += ["", "The paper at full scale (the whole training set, 200 epochs): "
                   + ", ".join(paper) + " %."]
 
     def where(point: Point | None) -> str:
@@ -193,7 +191,7 @@ def plot_study(report: StudyReport, methods: Sequence[str], path: str) -> None:
     widths = sorted({r.width for r in found})  # one colour per width in every panel
     for column, method in enumerate(methods):
         points = [r for r in found if r.method == method]
-        reference = _paper_reference(s.model, method, s.sigma)
+        reference = _paper_reference(s.dataset, s.model, method, s.sigma)
         for row in range(rows):
             ax = axes[row][column]
             for width in sorted({r.width for r in points}):

@@ -178,13 +178,42 @@ def test_the_alpha_grid_stage_trains_and_evaluates_every_alpha(tmp_path, capsys)
     assert "training" not in capsys.readouterr().out
 
 
-def _save_cell(stage_folder, method, alpha, seed, accuracies, diverged=False):
+def test_a_cifar10_report_sets_table_iv_beside_ours_and_never_mnists_numbers(tmp_path):
+    """On CIFAR-10 the paper's column is Table IV (IRS with noise injection) and Table III's
+    CIFAR-10 column at σ = 0.4; MNIST's Tables II, III and V stand beside MNIST runs only."""
+    from paper.published import published_ablation, published_accuracy, published_not_converged
+    from paper.report import write_report
+
+    from neft_jax.harness.config import ExperimentConfig
+
+    assert published_accuracy("cifar10", "vgg8", "irs", 0.3) == (77.01, False)
+    assert published_accuracy("mnist5k", "vgg8", "noise", 0.6) == (89.56, True)
+    assert published_accuracy("cifar10", "vgg8", "noise", 0.4) is None
+    assert published_accuracy("cifar100", "resnet18", "irs", 0.4) is None
+    assert published_not_converged("cifar10", "resnet18", "noise", 0.4) == 1
+    assert published_not_converged("cifar10", "resnet18", "noise", 0.6) is None
+    assert published_not_converged("mnist", "vgg8", "noise", 0.6) == 9
+    assert published_ablation("cifar10", "vgg8", "all exits") is None
+    for seed in (0, 1):
+        for method, alpha in (("noise", None), ("irs", 0.01)):
+            _save_cell(tmp_path / "core_vgg8", method, alpha, seed, [60.0 + seed] * 10,
+                       dataset="cifar10")
+    write_report(str(tmp_path), Plan(stages=("core",), seeds=2, sigmas=(0.4,)),
+                 ExperimentConfig(dataset="cifar10"), plots=False)
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "Tables II, V and III's first column are MNIST's; on cifar10" in text
+    assert re.search(r"\| irs \| 60\.50 [^|]*\| 68\.5 \|", text)  # Table IV at σ = 0.4
+    assert "99.3" not in text and "97.77" not in text  # MNIST's Table II
+
+
+def _save_cell(stage_folder, method, alpha, seed, accuracies, diverged=False,
+               dataset="mnist5k"):
     """A finished cell's results.json at σ = 0.4 (α 0.01 is the authors': named default),
     with one epoch of history for IRS (feedback ratio α·150, exits' accuracies)."""
     from neft_jax.harness.results import Evaluation, MethodResult, RunResults
 
     label = "default" if alpha == 0.01 else ("none" if alpha is None else f"{alpha:g}")
-    name = f"vgg8-mnist5k-{method}-sigma0.4-alpha{label}-seed{seed}"
+    name = f"vgg8-{dataset}-{method}-sigma0.4-alpha{label}-seed{seed}"
     history = [{"epoch": 1, "feedback_ratio": 150 * alpha,
                 "exit_accuracies": [0.0, 7.5, 2.0]}] if method == "irs" else []
     accuracies = [float(a) for a in accuracies]
@@ -192,7 +221,7 @@ def _save_cell(stage_folder, method, alpha, seed, accuracies, diverged=False):
         "mean": sum(accuracies) / len(accuracies), "ci95": 0.7}, accuracies=accuracies)}
     (stage_folder / "cells" / name).mkdir(parents=True)
     RunResults(
-        settings={"model": "vgg8", "dataset": "mnist5k", "methods": [method], "sigma": 0.4,
+        settings={"model": "vgg8", "dataset": dataset, "methods": [method], "sigma": 0.4,
                   "alpha": None if alpha == 0.01 else alpha, "seed": seed, "eval_sigmas": [0.4]},
         methods={method: MethodResult(alpha=alpha, clean_accuracy=80.0 + seed, history=history,
                                       best_val_accuracy=90.0 + seed, diverged=diverged,
