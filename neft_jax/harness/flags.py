@@ -38,7 +38,7 @@ sigma_value = _parser_of(float, lambda v: math.isfinite(v) and v >= 0, "a finite
 positive_int = _parser_of(int, lambda v: v > 0, "an integer > 0")
 non_negative_int = _parser_of(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _parser_of(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
-fraction = _parser_of(float, lambda v: 0 < v < 1, "in (0, 1)")
+fraction = _parser_of(float, lambda v: 0 <= v < 1, "in [0, 1)")
 non_negative_float = _parser_of(float, lambda v: math.isfinite(v) and v >= 0,
                                 "a finite number >= 0")
 

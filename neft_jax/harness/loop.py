@@ -25,7 +25,6 @@ import numpy as np
 
 from neft_jax import parallel
 from neft_jax import train as train_lib
-from neft_jax.evaluate import make_test_set
 from neft_jax.harness import data as data_lib
 from neft_jax.harness.bookkeeping import RunProgress, TrainOutcome, epoch_means
 from neft_jax.harness.checkpoints import RunCheckpoints
@@ -191,7 +190,8 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
     """Train ``method`` with ``alpha`` once per config; return one outcome per config.
 
     ``dataset`` is the full dataset; each run holds out its own stratified validation
-    split of the training data (``cfg.val_fraction``, by ``cfg.seed``).
+    split of the training data (``cfg.val_fraction``, by ``cfg.seed``), or with
+    ``val_fraction`` 0 trains on all of it and chooses its epoch on the test set.
     """
     from tqdm.auto import tqdm
 
@@ -237,8 +237,7 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
     del states
     images = jax.device_put(np.asarray(dataset.train_images))
     labels = jax.device_put(np.asarray(dataset.train_labels))
-    val_sets = [make_test_set(dataset.train_images[v], dataset.train_labels[v],
-                              cfg.eval_batch_size) for _, v in splits]
+    val_sets = [data_lib.selection_set(dataset, v, cfg.eval_batch_size) for _, v in splits]
     start = time.perf_counter()
     global_step = start_epoch * steps_per_epoch
     runs = f" ×{len(configs)} seeds" if vmapped else ""

@@ -90,7 +90,10 @@ def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None], show_prog
     started = time.perf_counter()
     num_train, num_val = (len(i) for i in data_lib.validation_indices(
         dataset.train_labels, cfg.val_fraction, cfg.seed))
-    log(f"data: {cfg.dataset}: {num_train} train, {num_val} validation (from train), "
+    chosen_on = (f"{num_val} validation (from train)" if num_val else
+                 "the kept epoch chosen on the test set (--val-fraction 0, the authors' "
+                 "protocol: optimistic)")
+    log(f"data: {cfg.dataset}: {num_train} train, {chosen_on}, "
         f"{len(dataset.test_labels)} test; model {cfg.model} width ×{cfg.width:g}; "
         f"{cfg.device_preset} σ={cfg.sigma:g} ({cfg.normalisation} noise, max|W| of each "
         f"{'kernel' if cfg.scale == 'layer' else 'model'}), evaluated at σ ∈ "

@@ -193,6 +193,30 @@ def test_the_learning_rate_steps_per_step_or_once_per_epoch_and_is_recorded(tmp_
     assert max(jax.tree.leaves(diff)) > 1e-6
 
 
+def test_val_fraction_0_trains_on_every_image_and_keeps_the_best_epoch_on_the_test_set(
+        tmp_path):
+    """The authors' protocol (``val_fraction`` 0): no held-out split; the kept epoch is the
+    one with the best test accuracy, so vanilla's best validation score is its clean test
+    accuracy. An α search, scored on the held-out split, is refused without one."""
+    from tiny import tiny_config
+
+    from neft_jax.harness.orchestration import run_experiment
+
+    messages = []
+    results = run_experiment(tiny_config(tmp_path / "run", methods=("vanilla",),
+                                         val_fraction=0.0),
+                             log=messages.append, show_progress=False)
+    assert results.settings["num_train"] == 800 and results.settings["num_validation"] == 0
+    assert any("the kept epoch chosen on the test set" in m for m in messages)
+    vanilla = results.methods["vanilla"]
+    assert vanilla.best_val_accuracy == pytest.approx(vanilla.clean_accuracy, abs=1e-4)
+    assert vanilla.best_val_accuracy == max(h["val_accuracy"] for h in vanilla.history)
+    with pytest.raises(ValueError, match="val_fraction must be > 0 with alpha_search"):
+        ExperimentConfig(val_fraction=0.0, alpha_search=True)
+    args = run_cli.run_parser().parse_args(["--val-fraction", "0"])
+    assert run_cli.config_from_args(args, "cpu")[0].val_fraction == 0.0
+
+
 def test_vanilla_keeps_the_epoch_with_the_best_clean_validation_accuracy(tmp_path):
     # val_mc_runs=4 and σ = 0.8: vanilla must still validate once, clean.
     dataset, cfg, outcome = _train_quadrants(tmp_path, "vanilla", 0.0, seed=4, sigma=0.8,
