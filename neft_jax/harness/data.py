@@ -9,7 +9,7 @@ Every dataset is served as float32 images in NHWC layout (32×32, Tiny-ImageNet
   so pixel values lie in [-1, 1]. Shape (N, 32, 32, 1).
 * ``"cifar10"`` / ``"cifar100"`` (TFDS): scaled to [0, 1] and normalised with
   the usual per-channel CIFAR mean/std. Shape (N, 32, 32, 3). Training uses
-  random-crop (zero padding 4) + horizontal-flip augment (:func:`augment_images`).
+  random-crop (padding 4, black) + horizontal-flip augment (:func:`augment_images`).
 * ``"tiny_imagenet"``: the standard ``tiny-imagenet-200`` folder under
   ``--data-dir`` (:mod:`neft_jax.harness.tiny_imagenet`), 64×64 RGB, 200 classes, its
   labelled ``val`` split as the test set, with the same augmentation.
@@ -29,13 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from neft_jax.evaluate import make_test_set
-from neft_jax.harness import tfds_source
+from neft_jax.harness import tfds_source, tiny_imagenet
 
 DATASETS = ("mnist", "cifar10", "cifar100", "mnist5k", "tiny_imagenet")
 
 #: Side length (pixels) of every served image.
 IMAGE_SIZE = 32
-#: Zero padding (pixels per side) of the random-crop augmentation.
+#: Padding (pixels per side) of the random-crop augmentation.
 CROP_PADDING = 4
 
 #: Per-channel (mean, std) of pixel values scaled to [0, 1].
@@ -44,6 +44,7 @@ _NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist5k": ((0.5,), (0.5,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "tiny_imagenet": tiny_imagenet.MEAN_STD,
 }
 NUM_CLASSES = {"mnist": 10, "mnist5k": 10, "cifar10": 10, "cifar100": 100,
                 "tiny_imagenet": 200}
@@ -70,7 +71,7 @@ class Dataset:
         test_images: (N_test, 32, 32, C) float32, normalised.
         test_labels: (N_test,) int32 in ``[0, num_classes)``.
         num_classes: number of classes.
-        augment: whether training should use :func:`augment_images` (CIFAR).
+        augment: whether training should use :func:`augment_images` (CIFAR, Tiny-ImageNet).
     """
 
     name: str
@@ -86,15 +87,18 @@ class Dataset:
             images = getattr(self, f"{split}_images")
             labels = getattr(self, f"{split}_labels")
             if images.ndim != 4 or labels.shape != images.shape[:1]:
-                raise ValueError(
-                    f"{split} images {images.shape} / labels {labels.shape} must be "
-                    "(N, H, W, C) / (N,)"
-                )
+                raise ValueError(f"{split} images {images.shape} / labels {labels.shape} "
+                                 "must be (N, H, W, C) / (N,)")
         if self.train_images.shape[1:] != self.test_images.shape[1:]:
-            raise ValueError(
-                f"train image shape {self.train_images.shape[1:]} != "
-                f"test image shape {self.test_images.shape[1:]}"
-            )
+            raise ValueError(f"train image shape {self.train_images.shape[1:]} != "
+                             f"test image shape {self.test_images.shape[1:]}")
+
+    @property
+    def crop_fill(self) -> tuple[float, ...]:
+        """A black pixel, normalised: what the random crop pads with, as torchvision's
+        ``RandomCrop(padding=4)`` pads before ``Normalize`` in the authors' pipeline."""
+        mean, std = _NORMALISATION[self.name]
+        return tuple(-m / s for m, s in zip(mean, std, strict=True))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -131,28 +135,14 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
         except mnist5k.Mnist5kUnavailable as err:
             raise DatasetUnavailableError(str(err)) from err
     elif name == "tiny_imagenet":
-        from neft_jax.harness import tiny_imagenet
-
         try:
             arrays = tuple(_read_only(a) for a in tiny_imagenet.load(data_dir))
         except tiny_imagenet.TinyImageNetUnavailable as err:
             raise DatasetUnavailableError(str(err)) from err
     else:
-        arrays = tuple(
-            _read_only(a)
-            for split in ("train", "test")
-            for a in _load_tfds_split(name, split, data_dir)
-        )
-    train_images, train_labels, test_images, test_labels = arrays
-    return Dataset(
-        name=name,
-        train_images=train_images,
-        train_labels=train_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        num_classes=NUM_CLASSES[name],
-        augment=_AUGMENT[name],
-    )
+        arrays = tuple(_read_only(a) for split in ("train", "test")
+                       for a in _load_tfds_split(name, split, data_dir))
+    return Dataset(name, *arrays, num_classes=NUM_CLASSES[name], augment=_AUGMENT[name])
 
 
 def check_available(name: str, data_dir: str | None = None) -> None:
@@ -174,8 +164,6 @@ def check_available(name: str, data_dir: str | None = None) -> None:
         except mnist5k.Mnist5kUnavailable as err:
             raise DatasetUnavailableError(str(err)) from err
     elif name == "tiny_imagenet":
-        from neft_jax.harness import tiny_imagenet
-
         try:
             tiny_imagenet.find_root(data_dir)
         except tiny_imagenet.TinyImageNetUnavailable as err:
@@ -237,21 +225,19 @@ def split_validation(dataset: Dataset, fraction: float, seed: int) -> tuple[Data
     rest_images = _read_only(dataset.train_images[train_idx])
     rest_labels = _read_only(labels[train_idx])
     train_part = dataclasses.replace(dataset, train_images=rest_images, train_labels=rest_labels)
-    validation_part = dataclasses.replace(
-        train_part,
-        test_images=_read_only(dataset.train_images[val_idx]),
-        test_labels=_read_only(labels[val_idx]),
-    )
+    validation_part = dataclasses.replace(train_part, test_images=_read_only(
+        dataset.train_images[val_idx]), test_labels=_read_only(labels[val_idx]))
     return train_part, validation_part
 
 
-def augment_images(key: jax.Array, images: jax.Array) -> jax.Array:
-    """Random crop (zero padding 4) and random horizontal flip, per image.
+def augment_images(key: jax.Array, images: jax.Array, fill=0.0) -> jax.Array:
+    """Random crop (padding 4) and random horizontal flip, per image.
 
-    Each image is zero-padded by :data:`CROP_PADDING` pixels per side (zero in the
-    space of ``images``, i.e. after normalisation), cropped back to its size at a
-    uniformly random offset (shift of -4..4 pixels per axis) and flipped left-right
-    with probability 1/2. Jittable; randomness comes only from ``key``.
+    Each image is padded by :data:`CROP_PADDING` pixels per side with ``fill`` (a scalar
+    or one value per channel, in the space of ``images``: :attr:`Dataset.crop_fill` is a
+    black pixel), cropped back to its size at a uniformly random offset (shift of -4..4
+    pixels per axis) and flipped left-right with probability 1/2. Jittable; randomness
+    comes only from ``key``.
 
     Args:
         key: PRNG key.
@@ -265,7 +251,9 @@ def augment_images(key: jax.Array, images: jax.Array) -> jax.Array:
     crop_key, flip_key = jax.random.split(key)
     offsets = jax.random.randint(crop_key, (batch, 2), 0, 2 * pad + 1)
     flips = jax.random.bernoulli(flip_key, 0.5, (batch,))
-    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    padded = jnp.broadcast_to(jnp.asarray(fill, images.dtype),
+                              (batch, height + 2 * pad, width + 2 * pad, channels))
+    padded = padded.at[:, pad:pad + height, pad:pad + width].set(images)
 
     def one(image: jax.Array, offset: jax.Array, flip: jax.Array) -> jax.Array:
         crop = jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))

@@ -68,7 +68,8 @@ def optimizer(learning_rate: float, total_steps: int, steps_per_epoch: int | Non
 @functools.lru_cache(maxsize=_PROGRAMS_KEPT)
 def train_on_indices_fn(model, method, device, augment, decay=0.1):
     """Plain ``(state, images, labels, indices, key) -> (state, metrics)``: one train step
-    on ``images[indices]`` (augmented when ``augment``), with the whole training set on device.
+    on ``images[indices]`` (augmented, the crop padding with the per-channel values
+    ``augment``, unless it is None), with the whole training set on device.
     One function per settings in a process (all arguments hashable).
     """
     step = train_lib.make_train_step(model, method, device, decay=decay, jit=False)
@@ -76,8 +77,8 @@ def train_on_indices_fn(model, method, device, augment, decay=0.1):
     def train_on_indices(state, images, labels, indices, key):
         noise_key, augment_key = jax.random.split(key)
         batch_images = images[indices]
-        if augment:
-            batch_images = data_lib.augment_images(augment_key, batch_images)
+        if augment is not None:
+            batch_images = data_lib.augment_images(augment_key, batch_images, augment)
         return step(state, {"image": batch_images, "label": labels[indices]}, noise_key)
 
     return train_on_indices
@@ -227,7 +228,8 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
         raise ValueError(f"{method}: the seeds' checkpoints are at different epochs "
                          f"{sorted(start_epochs)}; resume with --seed-mode sequential")
     start_epoch = start_epochs.pop()
-    train_on_indices = train_on_indices_fn(model, method, device, dataset.augment,
+    train_on_indices = train_on_indices_fn(model, method, device,
+                                           dataset.crop_fill if dataset.augment else None,
                                            cfg.feedback_coefficients(method))
     metrics_key = (model, method, len(configs) if vmapped else None)
     engine = (_VmappedRuns(train_on_indices, jnp.stack([k.step for k in keys]), metrics_key)

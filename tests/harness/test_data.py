@@ -154,6 +154,15 @@ def test_tfds_cifar(mock_tfds, tmp_path, name, classes):
     assert (per_channel_min < lo + 0.1).all() and (per_channel_max > hi - 0.1).all()
     assert ds.train_labels.min() >= 0 and ds.train_labels.max() < classes
     assert ds.num_classes == classes and ds.augment
+    # The crop pads with a black pixel, normalised (torchvision pads before Normalize).
+    black = (0 - mean) / std
+    np.testing.assert_allclose(ds.crop_fill, black, rtol=1e-6)
+    images = jnp.asarray(ds.train_images[:16])
+    out = np.asarray(data.augment_images(jax.random.key(0), images, ds.crop_fill))
+    shifted = ~np.all(out == np.asarray(images), axis=(1, 2, 3))
+    border = np.concatenate([out[:, :4], out[:, -4:]], axis=1).reshape(16, -1, 3)
+    padded_pixels = np.all(np.isclose(border, black.astype(np.float32)), axis=-1)
+    assert shifted.any() and padded_pixels.any()  # some crops show black borders
 
 
 def test_read_records_without_getitems():
