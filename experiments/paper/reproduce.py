@@ -78,6 +78,10 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
     its own model's conv backward micro-batch unless ``base`` sets one.
     """
     data_lib.check_available(base.dataset, base.data_dir)  # before any folder is made
+    if "alpha" in plan.stages and base.val_fraction == 0:
+        raise ValueError("the alpha stage's α search is scored on a held-out split, which "
+                         "--val-fraction 0 leaves out: give --val-fraction > 0 or leave the "
+                         "stage out of --stages")
     os.makedirs(out, exist_ok=True)
     budget = budget or Budget(None)
     stopped = None

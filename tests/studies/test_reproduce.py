@@ -58,6 +58,15 @@ def test_plan_rejects_bad_values(change):
         Plan(**change)
 
 
+def test_the_alpha_stage_without_a_held_out_split_is_refused_before_anything_trains(
+        tmp_path, capsys):
+    code = reproduce_cli.reproduce_main(TINY + ["--stages", "table2,alpha", "--val-fraction",
+                                                "0", "--out", str(tmp_path / "r")])
+    assert code != 0 and not (tmp_path / "r").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--val-fraction 0 leaves out" in err[0]
+
+
 def test_bad_stage_flag_exits_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         reproduce_cli.reproduce_main(TINY + ["--stages", "table9", "--out", str(tmp_path)])
