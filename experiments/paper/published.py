@@ -64,6 +64,13 @@ def published_accuracy(dataset: str, model: str, method: str,
     return values[at], at in bounds.get((model, method), ())
 
 
+def paper_accuracy(dataset: str, model: str, method: str, sigma: float) -> str:
+    """:func:`published_accuracy` as a report cell: "≤" marks a bound, "–" where the paper
+    has none (noise_scaled, the control, a σ or dataset outside its tables)."""
+    found = published_accuracy(dataset, model, method, sigma)
+    return "–" if found is None else f"{'≤' if found[1] else ''}{found[0]:g}"
+
+
 def published_not_converged(dataset: str, model: str, method: str, sigma: float) -> int | None:
     """Table III: the paper's non-converging runs of 10 (MNIST at σ = 0.6, CIFAR-10 at
     0.4); None for another dataset or σ."""

@@ -31,6 +31,7 @@ from .collect import (
 from .plan import ABLATION_SIGMA, CONTROL_ALPHA, TABLE3_SIGMA, Plan
 from .published import (
     MNIST_DATASETS,
+    paper_accuracy,
     published_ablation,
     published_accuracy,
     published_not_converged,
@@ -184,17 +185,6 @@ def _ekl_rows(data: ModelReport) -> list[tuple[str, float]]:
             and math.isclose(r["eval_sigma"], ABLATION_SIGMA) and r.get("ekl") is not None]
     return [(r["method"] + (" (control)" if r["alpha"] and math.isclose(r["alpha"], CONTROL_ALPHA)
                             else ""), r["ekl"]) for r in core]
-
-
-def paper_accuracy(dataset: str, model: str, method: str, sigma: float) -> str:
-    """The paper's accuracy (%) of ``method`` at ``sigma`` on ``dataset`` (Table II for
-    MNIST, IV for CIFAR-10; "≤" marks a bound; "–" where the paper has none: noise_scaled,
-    the control, a σ or dataset outside its tables)."""
-    found = published_accuracy(dataset, model, method, sigma)
-    if found is None:
-        return "–"
-    value, bound = found
-    return f"{'≤' if bound else ''}{value:g}"
 
 
 def _core_lines(dataset: str, model: str, rows: list[dict]) -> list[str]:
