@@ -174,6 +174,20 @@ def _train_quadrants(tmp_path, method, alpha, seed, **settings):
     return dataset, cfg, outcome
 
 
+def _assert_kept_the_best_clean_epoch(outcome, images, labels):
+    """Vanilla's kept epoch is its best validated one, and its score is the kept state's
+    clean accuracy on ``images`` (the images it was chosen on)."""
+    # As host arrays, like the loop's own validation passes them: its compiled program.
+    variables = jax.tree.map(np.asarray, {"params": outcome.state.params,
+                                          "batch_stats": outcome.state.batch_stats})
+    clean = 100 * float(monte_carlo(outcome.model, variables, make_test_set(images, labels, 100),
+                                    jax.random.split(jax.random.key(0), 1),
+                                    DeviceModel(0.0)).accuracies.mean())
+    scores = [h["val_accuracy"] for h in outcome.history]
+    assert outcome.best_epoch == int(np.argmax(scores)) + 1
+    assert scores[outcome.best_epoch - 1] == pytest.approx(clean, abs=1e-4)
+
+
 def test_the_authors_protocol_steps_the_rate_per_epoch_and_keeps_the_best_test_epoch(tmp_path):
     """``lr_schedule="epoch"``: the cosine steps once per epoch (the authors' code), and each
     epoch's record holds its rate. ``val_fraction`` 0: no held-out split; training uses all
@@ -189,15 +203,7 @@ def test_the_authors_protocol_steps_the_rate_per_epoch_and_keeps_the_best_test_e
     np.testing.assert_allclose([h["lr"] for h in outcome.history],
                                1e-3 * (1 + np.cos(np.pi * (epochs - 1) / epochs.size)) / 2,
                                rtol=1e-5)
-    test_set = make_test_set(dataset.test_images, dataset.test_labels, 100)
-    variables = jax.tree.map(np.asarray, {"params": outcome.state.params,
-                                          "batch_stats": outcome.state.batch_stats})
-    clean = 100 * float(monte_carlo(outcome.model, variables, test_set,
-                                    jax.random.split(jax.random.key(0), 1),
-                                    DeviceModel(0.0)).accuracies.mean())
-    scores = [h["val_accuracy"] for h in outcome.history]
-    assert outcome.best_epoch == int(np.argmax(scores)) + 1
-    assert scores[outcome.best_epoch - 1] == pytest.approx(clean, abs=1e-4)
+    _assert_kept_the_best_clean_epoch(outcome, dataset.test_images, dataset.test_labels)
     with pytest.raises(ValueError, match="val_fraction must be > 0 with alpha_search"):
         ExperimentConfig(val_fraction=0.0, alpha_search=True)
     args = run_cli.run_parser().parse_args(["--val-fraction", "0"])
@@ -209,17 +215,9 @@ def test_vanilla_keeps_the_epoch_with_the_best_clean_validation_accuracy(tmp_pat
     dataset, cfg, outcome = _train_quadrants(tmp_path, "vanilla", 0.0, seed=4, sigma=0.8,
                                              val_mc_runs=4)
     _, val_idx = data_lib.validation_indices(dataset.train_labels, cfg.val_fraction, cfg.seed)
-    val_set = make_test_set(dataset.train_images[val_idx], dataset.train_labels[val_idx], 100)
-    # As host arrays, like the loop's own validation passes them: its compiled program.
-    variables = jax.tree.map(np.asarray, {"params": outcome.state.params,
-                                          "batch_stats": outcome.state.batch_stats})
-    clean = 100 * float(monte_carlo(outcome.model, variables, val_set,
-                                    jax.random.split(jax.random.key(0), 1),
-                                    DeviceModel(0.0)).accuracies.mean())
-    scores = [h["val_accuracy"] for h in outcome.history]
-    assert len(scores) == 3
-    assert outcome.best_epoch == int(np.argmax(scores)) + 1
-    assert scores[outcome.best_epoch - 1] == pytest.approx(clean, abs=1e-4)
+    _assert_kept_the_best_clean_epoch(outcome, dataset.train_images[val_idx],
+                                      dataset.train_labels[val_idx])
+    assert len(outcome.history) == 3
     assert cfg.validation_sigma("vanilla") == 0.0 and cfg.validation_sigma("noise") == 0.8
     # The default cosine steps after every step: each record holds its epoch's last rate.
     steps, epochs = 80 // QUADRANTS["batch_size"], np.arange(1, 4)
