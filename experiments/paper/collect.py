@@ -27,11 +27,12 @@ from .plan import (
     ABLATION_SIGMA,
     CONTROL_ALPHA,
     CORE_METHODS,
-    TABLE3_SIGMA,
     VANILLA_SIGMAS,
     Plan,
+    is_control,
     stage_dir,
 )
+from .published import TABLE3_SIGMA
 
 
 class _Reader:
@@ -312,7 +313,7 @@ def _core_cells(read: _Reader, path: str, alpha_grid: bool = False,
             diverged.append((f"{entry.alpha:g}", int(settings["seed"])))
         if entry.diverged or evaluation is None or not evaluation.accuracies:
             continue
-        control = method == "irs" and alpha is not None and math.isclose(alpha, CONTROL_ALPHA)
+        control = is_control(method, alpha)
         last = entry.history[-1] if entry.history else {}
         name = f"irs α={entry.alpha:g}" if alpha_grid else "control" if control else method
         seed = int(settings["seed"])

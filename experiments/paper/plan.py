@@ -29,6 +29,7 @@ of the paper-scale program (the core cells of the first model at σ = 0.4, then 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 from neft_jax.models import MODELS
@@ -52,7 +53,6 @@ BUDGET_STAGES = ("core", "alpha_grid", "table2", "vanilla", "table3", "table5", 
 PRIORITY = (("core", 0, 0.4), ("core", 0, 0.6), ("alpha_grid", 0, None), ("table2", 0, None),
             ("vanilla", 0, None), ("table3", 0, None), ("core", 1, 0.4), ("table5", 0, None))
 ORDERS = ("model", "priority")
-TABLE3_SIGMA = 0.6
 ABLATION_SIGMA = 0.4
 VANILLA_SIGMAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.6, 0.8)
 CONTROL_ALPHA = 1e-9
@@ -127,3 +127,8 @@ def stage_dir(out: str, stage: str, model: str, variant: str = "") -> str:
              "alpha": "alpha_search", "alpha_grid": "alpha_grid"}
     name = f"{names[stage]}_{model}" + (f"_{variant}" if variant else "")
     return os.path.join(out, name + ("_irs" if stage == "alpha" else ""))
+
+
+def is_control(method: str, alpha: float | None) -> bool:
+    """Whether a cell is the α → 0 control: IRS at :data:`CONTROL_ALPHA`."""
+    return method == "irs" and alpha is not None and math.isclose(alpha, CONTROL_ALPHA)

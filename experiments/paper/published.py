@@ -24,6 +24,8 @@ PAPER_TABLE2 = {
 }
 #: Table II cells the paper gives only as an upper bound ("≤", σ index): REPORT.md marks them.
 PAPER_TABLE2_UPPER_BOUNDS = {("vgg8", "noise"): (2, 3), ("resnet18", "noise"): (2, 3)}
+#: Table III's σ: MNIST's, and CIFAR-10's.
+TABLE3_SIGMA, TABLE3_SIGMA_CIFAR10 = 0.6, 0.4
 #: Non-converging runs of 10 on MNIST at σ = 0.6 (Table III).
 PAPER_TABLE3 = {("vgg8", "noise"): 9, ("vgg8", "irs"): 0, ("resnet18", "noise"): 8,
                 ("resnet18", "irs"): 0}
@@ -74,9 +76,9 @@ def paper_accuracy(dataset: str, model: str, method: str, sigma: float) -> str:
 def published_not_converged(dataset: str, model: str, method: str, sigma: float) -> int | None:
     """Table III: the paper's non-converging runs of 10 (MNIST at σ = 0.6, CIFAR-10 at
     0.4); None for another dataset or σ."""
-    if dataset in MNIST_DATASETS and math.isclose(sigma, 0.6):
+    if dataset in MNIST_DATASETS and math.isclose(sigma, TABLE3_SIGMA):
         return PAPER_TABLE3.get((model, method))
-    if dataset == "cifar10" and math.isclose(sigma, 0.4):
+    if dataset == "cifar10" and math.isclose(sigma, TABLE3_SIGMA_CIFAR10):
         return PAPER_TABLE3_CIFAR10.get((model, method))
     return None
 

@@ -28,9 +28,10 @@ from .collect import (
     TableCell,
     collect_report,
 )
-from .plan import ABLATION_SIGMA, CONTROL_ALPHA, TABLE3_SIGMA, Plan
+from .plan import ABLATION_SIGMA, Plan, is_control
 from .published import (
     MNIST_DATASETS,
+    TABLE3_SIGMA,
     paper_accuracy,
     published_ablation,
     published_accuracy,
@@ -92,8 +93,7 @@ def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentCo
         lines += _core_lines(dataset, model, data.core)
         lines += _core_seed_lines(dataset, model, data.core_by_seed, data.core_differences)
         lines += ["", f"### EKL (nats) at σ = {ABLATION_SIGMA:g}", "", "| method | EKL |",
-                  "|---|---|"]
-        lines += [f"| {method} | {ekl:.3f} |" for method, ekl in _ekl_rows(data)]
+                  "|---|---|", *(f"| {m} | {ekl:.3f} |" for m, ekl in _ekl_rows(data))]
         lines += ["", f"### Table III: runs (of n) not converged at σ = {TABLE3_SIGMA:g}", "",
                   "| method | ours | mean accuracy | paper (of 10) |", "|---|---|---|---|"]
         for method, cell in data.table3.items():
@@ -183,8 +183,8 @@ def _ekl_rows(data: ModelReport) -> list[tuple[str, float]]:
         return rows
     core = [r for r in data.core if math.isclose(r["sigma"], ABLATION_SIGMA)
             and math.isclose(r["eval_sigma"], ABLATION_SIGMA) and r.get("ekl") is not None]
-    return [(r["method"] + (" (control)" if r["alpha"] and math.isclose(r["alpha"], CONTROL_ALPHA)
-                            else ""), r["ekl"]) for r in core]
+    return [(r["method"] + (" (control)" if is_control(r["method"], r["alpha"]) else ""),
+             r["ekl"]) for r in core]
 
 
 def _core_lines(dataset: str, model: str, rows: list[dict]) -> list[str]:
@@ -200,7 +200,7 @@ def _core_lines(dataset: str, model: str, rows: list[dict]) -> list[str]:
              "|---|" + "---|---|" * len(sigmas)]
     names = sorted({(r["method"], r["alpha"]) for r in rows}, key=str)
     for method, alpha in names:
-        control = bool(alpha) and math.isclose(alpha, CONTROL_ALPHA)
+        control = is_control(method, alpha)
         label = method + (" (α = 1e-9: control)" if control else "")
         cells = []
         for s in sigmas:

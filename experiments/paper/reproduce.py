@@ -54,11 +54,11 @@ from .plan import (
     STAGES,
     TABLE2_METHODS,
     TABLE2_SIGMAS,
-    TABLE3_SIGMA,
     VANILLA_SIGMAS,
     Plan,
     stage_dir,
 )
+from .published import TABLE3_SIGMA
 from .report import write_report
 
 __all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "estimate_from_rates", "run_plan",
