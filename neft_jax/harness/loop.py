@@ -275,6 +275,7 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
             stopped_early = steps_done < len(orders) or (
                 cfg.max_train_steps is not None and global_step >= cfg.max_train_steps)
             validate = stopped_early or cfg.validates_after(epoch + 1)
+            rate = float(learning_rate_at(global_step - 1))  # the epoch's last step's
             for i, run in enumerate(progress):
                 if run.diverged:
                     continue
@@ -283,8 +284,7 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
                                                     keys[i].validation, epoch, configs[i], method,
                                                     engine.mesh) if validate else None)
                 prefix = f"[seed {configs[i].seed}]" if vmapped else ""
-                means = {**epoch_means(engine.select(sums, i), steps_done),
-                         "lr": float(learning_rate_at(global_step - 1))}  # its last step's
+                means = {**epoch_means(engine.select(sums, i), steps_done), "lr": rate}
                 run.end_epoch(epoch, state, means,
                               bool(engine.select(finite, i)), val_accuracy, seconds,
                               lambda m, p=prefix: log(p + m))
