@@ -212,8 +212,8 @@ def search_alpha(cfg: ExperimentConfig, dataset: data_lib.Dataset, method: str,
     Returns the best α's outcome, the α, and the score (%) of every α (None: diverged).
     """
     _, val_idx = data_lib.validation_indices(dataset.train_labels, cfg.val_fraction, cfg.seed)
-    val_set = make_test_set(dataset.train_images[val_idx], dataset.train_labels[val_idx],
-                            cfg.eval_batch_size)
+    val_set = data_lib.selection_set(dataset, val_idx, cfg.eval_batch_size)  # never the test
+    # set: the config refuses alpha_search without a held-out split
     runs = min(cfg.mc_runs, 50)
     keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), ALPHA_SEARCH_KEY), runs)
     best = None
