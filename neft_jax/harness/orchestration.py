@@ -188,13 +188,37 @@ def check_writable(out: str) -> None:
         raise ValueError(f"out {out!r} cannot be written: {error.strerror}") from error
 
 
+#: The names a run writes in its folder (besides its ``seed-N`` folders and the
+#: ``….tmp-PID`` files of an interrupted write): all that ``--overwrite`` deletes.
+RUN_OUTPUTS = frozenset({"results.json", "results.csv", "settings.json", "metrics.jsonl",
+                         "checkpoints", "accuracy_vs_sigma.png", "feedback_ratio.png"})
+
+
+def is_run_output(name: str) -> bool:
+    """Whether ``name`` in an output folder is something a run writes."""
+    return name in RUN_OUTPUTS or name.startswith("seed-") or ".tmp-" in name
+
+
+def clear_run_outputs(out: str) -> None:
+    """Delete what a run wrote in ``out`` and nothing else; refuse (ValueError) a folder
+    that holds no run, so ``--overwrite`` never empties a folder of other files."""
+    names = set(os.listdir(out)) - {LOCK_NAME}
+    ours = sorted(name for name in names if is_run_output(name))
+    if not any(is_run_output(name) and ".tmp-" not in name for name in names):
+        shown = ", ".join(sorted(names)[:5]) + (", …" if len(names) > 5 else "")
+        raise ValueError(f"out {out!r} holds no run (it has {shown}): --overwrite replaces "
+                         "only a run's folder; choose a new or empty --out")
+    for name in ours:
+        path = os.path.join(out, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
 def _clear_or_load_previous(cfg: ExperimentConfig, existing: bool) -> RunResults | None:
-    """With --overwrite, empty the folder (but its lock); with --resume, the previous results."""
+    """With --overwrite, delete the previous run's files (:func:`clear_run_outputs`); with
+    --resume, the previous results."""
     out = cfg.out
     if cfg.overwrite and existing:
-        for name in set(os.listdir(out)) - {LOCK_NAME}:
-            path = os.path.join(out, name)
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        clear_run_outputs(out)
         return None
     if cfg.resume and existing:
         check_run_folder(cfg, f"--resume: the run in {out!r}", RESUME_REMEDY)

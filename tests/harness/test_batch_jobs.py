@@ -36,6 +36,27 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, capsys):
     FolderLock(str(out)).release()  # free again once the holder is gone
 
 
+def test_overwrite_deletes_only_what_a_run_wrote_and_refuses_a_folder_without_a_run(
+        tmp_path, capsys):
+    out = tmp_path / "project"
+    (out / "src").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "src" / "model.py").write_text("mine")
+    assert cli.run_main(TINY + ["--out", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no run" in err[0] and "notes.txt" in err[0]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "src" / "model.py").exists()
+
+    for name in ("checkpoints/noise", "seed-0/checkpoints"):
+        (out / name).mkdir(parents=True)
+    for name in ("results.json", "metrics.jsonl", "results.csv.tmp-12"):
+        (out / name).write_text("{}")
+    cfg = ExperimentConfig(methods=("noise",), epochs=1, out=str(out), overwrite=True)
+    assert prepare_out_dir(cfg) is None
+    left = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert left == ["notes.txt", "src"] and (out / "notes.txt").read_text() == "mine"
+
+
 def test_lock_is_held_for_the_run_and_released_after(tmp_path):
     cfg = ExperimentConfig(methods=("noise",), epochs=1, out=str(tmp_path / "r"))
     with contextlib.ExitStack() as locks:
