@@ -27,6 +27,7 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 NORMALISATIONS = ("range", "level")
@@ -46,6 +47,26 @@ def _is_concrete_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) or (
         isinstance(value, (np.ndarray, np.generic, jax.Array)) and np.ndim(value) == 0
     )
+
+
+def _check_sigma(sigma: Any) -> None:
+    """σ is one finite number >= 0 (a traced scalar is checked for its shape only)."""
+    if _is_concrete_number(sigma) and not isinstance(sigma, bool):
+        s = float(sigma)
+        if not math.isfinite(s) or s < 0:
+            raise ValueError(f"DeviceModel.sigma must be a finite number >= 0, got {sigma!r}")
+        return
+    if isinstance(sigma, (jax.core.Tracer, np.ndarray, jax.Array)):
+        if np.ndim(sigma) != 0:
+            raise ValueError(f"DeviceModel.sigma must be one number, got an array of shape "
+                             f"{np.shape(sigma)}; for several σ, build one DeviceModel per σ "
+                             "or jax.vmap over them")
+        if not jnp.issubdtype(sigma.dtype, jnp.floating) and \
+                not jnp.issubdtype(sigma.dtype, jnp.integer):
+            raise ValueError(f"DeviceModel.sigma must be a real number, got dtype {sigma.dtype}")
+        return
+    raise TypeError(f"DeviceModel.sigma must be a number, got {type(sigma).__name__} "
+                    f"{sigma!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,12 +94,7 @@ class DeviceModel:
     scale: str = "layer"
 
     def __post_init__(self):
-        if _is_concrete_number(self.sigma):
-            s = float(self.sigma)
-            if not math.isfinite(s) or s < 0:
-                raise ValueError(
-                    f"DeviceModel.sigma must be a finite number >= 0, got {self.sigma!r}"
-                )
+        _check_sigma(self.sigma)
         for name in ("weight_bits", "device_bits", "state_factor"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:

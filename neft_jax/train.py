@@ -21,6 +21,8 @@ recompiles the step.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -94,16 +96,21 @@ def create_optimizer(learning_rate: float = 1e-3, total_steps: int | None = None
     return optax.adam(learning_rate_schedule(learning_rate, total_steps, steps_per_epoch))
 
 
-def make_hparams(sigma: float, exit_sigma: float | None = None, alpha: float = 0.0) -> dict:
-    """The traced hyper-parameters of a train state."""
+def make_hparams(sigma: float, exit_sigma: float | None = None,
+                 alpha: float | None = None) -> dict:
+    """The traced hyper-parameters of a train state: the σ the backbone trains at
+    (:class:`DeviceModel`'s unit, a fraction of one device's range; 0 for vanilla), the
+    exits' σ (default: ``sigma``) and eq. (1)'s α (IRS and OVF need it: their step refuses a
+    state without one; α = 0 turns the feedback off). Changing them never recompiles."""
     exit_sigma = sigma if exit_sigma is None else exit_sigma
     DeviceModel(sigma=sigma)  # validates σ
     DeviceModel(sigma=exit_sigma)
-    return {
-        "sigma": jnp.float32(sigma),
-        "exit_sigma": jnp.float32(exit_sigma),
-        "alpha": jnp.float32(alpha),
-    }
+    hparams = {"sigma": jnp.float32(sigma), "exit_sigma": jnp.float32(exit_sigma)}
+    if alpha is not None:
+        if isinstance(alpha, numbers.Real) and not (math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        hparams["alpha"] = jnp.float32(alpha)
+    return hparams
 
 
 def create_train_state(
@@ -120,16 +127,21 @@ def create_train_state(
     ``model``: a linen module (initialised from ``key`` on zeros of ``input_shape``, any
     input shape), an NNX module (its own state; ``key``/``input_shape`` unused) or a
     function ``apply(params, x)`` with its initial ``params`` (:mod:`neft_jax.adapters`).
+    ``hparams``: :func:`make_hparams`, required: the σ (and α) every step trains at.
     ``state.batch_stats`` holds the non-parameter state (BatchNorm statistics), {} when
     there is none.
     """
+    if hparams is None:
+        raise ValueError("create_train_state needs hparams=neft_jax.make_hparams(sigma=..., "
+                         "alpha=...): the σ every step trains at (0 for vanilla) and, for "
+                         "IRS/OVF, eq. (1)'s α")
     trainable, model_params, extra = initial_variables(model, key, input_shape, params)
     return TrainState.create(
         apply_fn=trainable,
         params=model_params,
         batch_stats=extra,
         tx=tx,
-        hparams=make_hparams(0.0) if hparams is None else hparams,
+        hparams=hparams,
     )
 
 
@@ -157,9 +169,10 @@ def make_train_step(
         logits, or logits and exit logits (:mod:`neft_jax.adapters`); IRS needs exit
         logits (built-in models with ``exits=True``, or :func:`neft_jax.with_exits`).
       method: one of :data:`METHODS`.
-      device: backbone device template; its σ is replaced by
-        ``state.hparams["sigma"]`` at every step. Exits always use the RRAM1
-        model (same bits / normalisation / scale) with ``hparams["exit_sigma"]``.
+      device: backbone device template (bits, normalisation, scale, preset); its σ must be
+        left at 0: every step takes σ from ``state.hparams["sigma"]``
+        (:func:`make_hparams`). Exits always use the RRAM1 model (same bits /
+        normalisation / scale) with ``hparams["exit_sigma"]``.
       decay: feedback coefficient decay of eq. (1), or explicit coefficients
         (one per exit the model has, or per OVF pass).
       ovf_offsets: σ offsets of OVF's extra passes.
@@ -182,6 +195,10 @@ def make_train_step(
     """
     spec = method_spec(method)
     device = DeviceModel() if device is None else device
+    if not device.is_noiseless and _is_concrete(device.sigma):
+        raise ValueError(f"make_train_step's device is a template and its sigma must stay 0 "
+                         f"(got {device.sigma!r}): every step trains at the train state's σ, "
+                         "create_train_state(..., hparams=neft_jax.make_hparams(sigma=...))")
     exit_template = device.replace(state_factor=1)
     trainable = as_trainable(model)
     backbone = backbone_kernels if where is None else where
@@ -226,7 +243,7 @@ def make_train_step(
                 if ovf_update_stats:
                     batch_stats = updated
         loss, metrics = spec.loss(method, LossInputs(logits, y, exit_logits, feedback_logits,
-                                                     hp["alpha"], decay, logit_divisor))
+                                                     _alpha(hp, spec), decay, logit_divisor))
         aux.update(metrics)
         aux["accuracy"] = _accuracy(logits, y)
         return loss, (aux, batch_stats)
@@ -240,6 +257,21 @@ def make_train_step(
     if not jit:
         return step
     return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def _alpha(hparams: dict, spec) -> jax.Array | float:
+    """The state's α; a method with feedback refuses a state made without one."""
+    if "alpha" in hparams:
+        return hparams["alpha"]
+    if spec.uses_feedback:
+        raise ValueError(f"method {spec.name!r} needs eq. (1)'s α in the train state: "
+                         "make_hparams(sigma, alpha=...), e.g. 1e-2 (the authors' IRS α for "
+                         "VGG-8 on MNIST); 0 turns the feedback off")
+    return 0.0
+
+
+def _is_concrete(value: Any) -> bool:
+    return not isinstance(value, jax.core.Tracer)
 
 
 def _default_logit_divisor(model: Any, divisor: float | None) -> float | None:

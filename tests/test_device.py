@@ -1,5 +1,8 @@
 import math
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,6 +49,19 @@ def test_presets(name, k):
 def test_bad_values_raise_value_error_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         DeviceModel(**kwargs)
+
+
+def test_sigma_is_one_real_number_also_under_jit_and_vmap():
+    with pytest.raises(ValueError, match="one number, got an array of shape \\(2,\\)"):
+        DeviceModel(sigma=np.array([0.1, 100.0]))
+    with pytest.raises(ValueError, match="one number"):
+        jax.jit(lambda s: DeviceModel(sigma=s).noise_std(1.0))(jnp.array([0.1, 0.4]))
+    for bad in (None, "0.4"):
+        with pytest.raises(TypeError, match="DeviceModel.sigma must be a number"):
+            DeviceModel(sigma=bad)
+    per_sigma = jax.vmap(lambda s: DeviceModel(sigma=s).noise_std(1.0))(jnp.array([0.1, 0.4]))
+    np.testing.assert_allclose(per_sigma, [DeviceModel(0.1).noise_std(1.0),
+                                           DeviceModel(0.4).noise_std(1.0)], rtol=1e-6)
 
 
 def test_unknown_preset():

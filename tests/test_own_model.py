@@ -145,7 +145,16 @@ def test_mistakes_give_one_clear_line():
     with pytest.raises(ValueError, match="no submodule of the backbone is named \\['conv9'\\]"):
         neft_jax.with_exits(plain, ["conv9"], 3).init(jax.random.key(0), X)
     with pytest.raises(ValueError, match="needs params="):
-        neft_jax.create_train_state(_apply, None, None, TX)
+        neft_jax.create_train_state(_apply, None, None, TX, HP)
+    with pytest.raises(ValueError, match="needs hparams=neft_jax.make_hparams"):
+        neft_jax.create_train_state(_apply, None, None, TX, params=PARAMS)
+    with pytest.raises(ValueError, match="device is a template and its sigma must stay 0"):
+        neft_jax.make_train_step(plain, "noise", neft_jax.DeviceModel(0.4))
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+        neft_jax.make_hparams(0.4, alpha=-1e-2)
+    with pytest.raises(ValueError, match="needs eq. \\(1\\)'s α"):
+        neft_jax.make_train_step(plain, "ovf")(state.replace(hparams=neft_jax.make_hparams(0.4)),
+                                               BATCH, jax.random.key(0))
     fn_state = neft_jax.create_train_state(_apply, None, None, TX, HP, params=PARAMS)
     with pytest.raises(neft_jax.NoWeightsSelected, match="where="):  # W1/W2 aren't "kernel"
         neft_jax.make_train_step(_apply, "noise")(fn_state, BATCH, jax.random.key(0))

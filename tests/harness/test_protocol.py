@@ -113,7 +113,7 @@ def tiny_bn():
     start = np.asarray(state.batch_stats["BatchNorm_0"]["mean"], np.float64) + 0.3
     state = state.replace(batch_stats={"BatchNorm_0": {
         "mean": jnp.asarray(start, jnp.float32), "var": state.batch_stats["BatchNorm_0"]["var"]}})
-    device = DeviceModel(sigma)
+    device = DeviceModel()  # a template: the step trains at the state's σ
     steps = {flag: T.make_train_step(model, "ovf", device, ovf_update_stats=flag, jit=False)
              for flag in (True, False)}
     # By hand: pass k draws its noise from split(split(key, 4)[k])[0] at σ + offset_k.

@@ -89,7 +89,7 @@ def _final_params(out):
     dataset = load_dataset("mnist5k", TINY_DATA_DIR)
     model = create_model("vgg8", dataset.num_classes, exits=False, width=0.0625)
     target = T.create_train_state(model, jax.random.key(0), (1, 32, 32, 1),
-                                  T.create_optimizer(1e-3, 10), T.make_hparams(0.2))
+                                  T.create_optimizer(1e-3, 10), T.make_hparams(0.2, alpha=0.0))
     checkpoints = RunCheckpoints(os.path.join(out, "checkpoints", "noise"))
     state, meta = checkpoints.restore(target)
     checkpoints.close()
