@@ -32,6 +32,7 @@ from neft_jax.harness.runtime import (  # noqa: F401  (quiet_library_logs: part 
     start_command,
     stop_signals,
 )
+from neft_jax.methods import REGISTRY as METHOD_REGISTRY
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -53,8 +54,8 @@ def command_name(installed: str, script: str) -> str:
 def run_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog=command_name("neft-run", "run.py"),
-        description="Train vanilla / noise-injection / IRS / OVF and print "
-        "the paper's Monte Carlo table.", epilog=profiles_epilog())
+        description=f"Train {' / '.join(m.label for m in METHOD_REGISTRY.values())} and "
+        "print the paper's Monte Carlo table.", epilog=profiles_epilog())
     add_config_arguments(parser)
     add_output_arguments(parser)
     return parser
