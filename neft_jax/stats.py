@@ -70,13 +70,18 @@ def summarize_over_seeds(seed_means: Sequence[float], seed_ekls: Sequence[float 
                          tolerance_pct: float = 5.0) -> tuple[dict | None, int]:
     """Independent runs' Monte Carlo means (%, NaN = diverged) → ``(summary, not_converged)``.
 
-    ``summary`` is :func:`summarize` of the finite means with ``ekl`` the mean of the
-    runs' EKL (None when every run diverged); ``not_converged`` counts runs more than
+    ``summary`` is :func:`summarize` of the finite means, its CI half-widths Student-t
+    (n − 1 degrees of freedom: with 3 runs 4.30·std/√n, not 1.96), with ``ekl`` the mean
+    of the runs' EKL (None when every run diverged); ``not_converged`` counts runs more than
     ``tolerance_pct`` points from the mean, or without a mean (method.md §5, Table III).
     """
     means = np.asarray([np.nan if m is None else m for m in seed_means], np.float64)
     finite = means[np.isfinite(means)]
     summary = summarize(finite) if finite.size else None
+    if summary is not None and finite.size > 1:  # few runs: Student-t, n − 1 dof
+        n = finite.size
+        for name, level in (("ci95", 0.975), ("ci99", 0.995)):
+            summary[name] = student_t(level, n - 1) * summary["std"] / math.sqrt(n)
     ekls = np.asarray([np.nan if e is None else e for e in seed_ekls], np.float64)
     if summary is not None and np.isfinite(ekls).any():
         summary["ekl"] = float(np.nanmean(ekls))
@@ -97,8 +102,6 @@ def across_seeds(differences: Sequence[float]) -> tuple[float, float | None]:
     t_ci95)``: their mean and the half-width of its Student-t 95 % interval (n − 1
     degrees of freedom), None under two seeds. The interval covers the spread between
     trainings, which a Monte Carlo CI within one seed does not."""
-    from scipy.stats import t
-
     d = np.asarray(differences, np.float64)
     if d.size == 0:
         raise ValueError("across_seeds needs at least one difference")
@@ -106,4 +109,11 @@ def across_seeds(differences: Sequence[float]) -> tuple[float, float | None]:
     mean = float(d.mean())
     if n < 2:
         return mean, None
-    return mean, float(t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    return mean, student_t(0.975, n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
+
+
+def student_t(level: float, dof: int) -> float:
+    """The ``level`` quantile of Student's t with ``dof`` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(level, dof))

@@ -38,6 +38,9 @@ def test_summarize_over_seeds_counts_far_and_diverged_runs():
     assert summary["mean"] == pytest.approx(91.0) and summary["runs"] == 3
     assert summary["ekl"] == pytest.approx(0.2)
     assert not_converged == 1
+    # Three trainings: the Student-t quantile with 2 degrees of freedom, not the normal 1.96.
+    assert summary["ci95"] == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-6)
+    assert summary["ci99"] == pytest.approx(9.924843 * 1.0 / math.sqrt(3), rel=1e-6)
     _, far = summarize_over_seeds([90.0, 91.0, 80.0], [None] * 3)
     assert far == 1  # 80 is 7 points from the mean 87; 90 and 91 are within 5
     none, all_diverged = summarize_over_seeds([float("nan")] * 2, [None] * 2)

@@ -62,9 +62,9 @@ def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentCo
              f"Settings: dataset {base.dataset}, width ×{base.width:g}, {base.epochs} epochs, "
              f"batch {base.batch_size}, {base.mc_runs} Monte Carlo runs per σ, "
              f"{base.device_preset} with '{base.normalisation}' normalisation, compute "
-             f"{base.compute}. Cells: mean over seeds of each run's Monte Carlo mean "
-             "± 95 % CI over seeds (n = seeds). Paper: method.md §6 (full model, the whole "
-             "training set, 200 epochs).", ""]
+             f"{base.compute}. Cells: mean over seeds of each run's Monte Carlo mean ± "
+             "Student-t 95 % CI over seeds (n = seeds). Paper: method.md §6 (full model, the "
+             "whole training set, 200 epochs).", ""]
     dataset = base.dataset
     if dataset not in MNIST_DATASETS:
         lines += [f"The paper's Tables II, V and III's first column are MNIST's; on {dataset} "

@@ -194,7 +194,7 @@ def format_table(results: RunResults) -> str:
     console = Console(file=io.StringIO(), width=200, force_terminal=False)
     console.print(table)
     over = (f"the mean over {len(results.seeds)} seeds of each seed's Monte Carlo mean ± its "
-            "95 % CI over seeds" if results.seeds else
+            "Student-t 95 % CI over seeds" if results.seeds else
             f"mean ± 95 % CI over {settings['mc_runs']} Monte Carlo runs")
     chance = results.chance
     legend = (f"cells: {over} [std] (EKL, nats); clean: accuracy without noise (σ = 0)"

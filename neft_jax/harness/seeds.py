@@ -93,7 +93,7 @@ def aggregate_seeds(cfg: ExperimentConfig, per_seed: dict[int, RunResults],
     settings = {**cfg.to_dict(), "fingerprint": fingerprint(identity(cfg)),
                 "eval_sigmas": list(cfg.eval_sigmas), "seeds": seeds,
                 "accuracy_unit": "percent", "ekl_unit": "nats",
-                "aggregate": "per-seed Monte Carlo means; mean ± 95 % CI over seeds"}
+                "aggregate": "per-seed Monte Carlo means; mean ± Student-t 95 % CI over seeds"}
     return RunResults(settings=settings, environment=environment(), methods=methods,
                       per_seed_results={str(s): os.path.join(f"seed-{s}", "results.json")
                                         for s in seeds})
