@@ -46,8 +46,8 @@ from neft_jax.methods import (  # noqa: F401  (part of this module's API)
     uses_feedback,
     validate_method,
 )
-from neft_jax.models import backbone_kernels, exit_kernels
-from neft_jax.perturbation import Where, perturb
+from neft_jax.models import EXIT_PREFIX, backbone_kernels, exit_kernels
+from neft_jax.perturbation import Where, is_kernel, not_under, perturb, under
 
 #: σ offsets of OVF's three extra forward passes, in the order of z_1, z_2, z_3.
 OVF_SIGMA_OFFSETS = (0.15, 0.10, 0.05)
@@ -184,7 +184,7 @@ def make_train_step(
         logits the model returns + 1.
       where: the backbone weights that get noise (default: kernels outside ``exit_*``
         modules); the step raises if it selects none. Exit kernels (under ``exit_*``)
-        get the exits' σ.
+        get the exits' σ only: those ``where`` selects and the kernels.
       jit: return the jitted step (default) or the plain function.
       donate: donate the input state's buffers (jit only).
 
@@ -201,7 +201,10 @@ def make_train_step(
                          "create_train_state(..., hparams=neft_jax.make_hparams(sigma=...))")
     exit_template = device.replace(state_factor=1)
     trainable = as_trainable(model)
-    backbone = backbone_kernels if where is None else where
+    backbone, exits = backbone_kernels, exit_kernels
+    if where is not None:  # under exit_*: the exits' σ only, for what either selects
+        backbone = not_under(EXIT_PREFIX, where) if spec.exits else where
+        exits = under(EXIT_PREFIX, lambda path, leaf: where(path, leaf) or is_kernel(path, leaf))
     if spec.scales_logits:
         logit_divisor = _default_logit_divisor(model, logit_divisor)
 
@@ -212,7 +215,7 @@ def make_train_step(
                              where=backbone, on_empty="raise")
             if exit_sigma is not None:
                 params = perturb(params, exit_key, exit_template.replace(sigma=exit_sigma),
-                                 where=exit_kernels, on_empty="ignore")
+                                 where=exits, on_empty="ignore")
         return trainable.apply(params, batch_stats, x, key, train=True)
 
     def loss_fn(params, state, batch, key):

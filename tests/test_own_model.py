@@ -103,6 +103,25 @@ def test_every_method_trains_each_kind_of_model(kind):
         assert _changed(new.batch_stats, state.batch_stats)
 
 
+def test_a_where_that_selects_exit_weights_leaves_them_to_the_exits_sigma(monkeypatch):
+    calls = []
+
+    def recording_perturb(params, key, device, where, on_empty):
+        noisy = neft_jax.perturb(params, key, device, where=where, on_empty=on_empty)
+        changed = jax.tree_util.tree_map_with_path(
+            lambda p, a, b: jax.tree_util.keystr(p) if a is not b else None,  # noised
+            params, noisy)
+        calls.append((float(device.sigma), [c for c in jax.tree.leaves(changed) if c]))
+        return noisy
+
+    monkeypatch.setattr(neft_jax.train, "perturb", recording_perturb)
+    every_w = lambda path, leaf: str(path[-1]).startswith("W")  # noqa: E731  exits' W too
+    state = _model("function")[1].replace(hparams=neft_jax.make_hparams(0.5, 0.2, alpha=0.1))
+    neft_jax.make_train_step(_apply, "irs", where=every_w, jit=False)(state, BATCH,
+                                                                      jax.random.key(0))
+    assert calls == [(0.5, ["['W1']", "['W2']"]), (pytest.approx(0.2), ["['exit_1']['W']"])]
+
+
 def test_a_trained_linen_model_with_attached_exits_is_evaluated_without_them():
     _, state, _ = _model("linen")
     assert set(state.params) == {"backbone", "exit_1"}
