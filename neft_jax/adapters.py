@@ -123,15 +123,19 @@ def as_trainable(model) -> Trainable:
 def initial_variables(model, key, input_shape, params=None) -> tuple[Trainable, Any, Any]:
     """``(trainable, params, extra)`` of a model before training.
 
-    linen: initialised from ``key`` on zeros of ``input_shape`` (in evaluation mode);
-    NNX: the module's own state; function: ``params`` (required)."""
+    linen: initialised from ``key`` on zeros of ``input_shape`` (in evaluation mode): a
+    shape (float32 zeros), or an array or ``jax.ShapeDtypeStruct`` giving shape and dtype
+    (integer inputs such as token ids); NNX: the module's own state; function: ``params``
+    (required)."""
     trainable = as_trainable(model)
     if trainable.kind == "linen":
         if key is None or input_shape is None:
             raise ValueError("a linen model needs key and input_shape to be initialised")
         import jax.numpy as jnp
 
-        variables = model.init(key, jnp.zeros(tuple(input_shape), jnp.float32),
+        shape, dtype = ((input_shape.shape, input_shape.dtype) if hasattr(input_shape, "dtype")
+                        else (tuple(input_shape), jnp.float32))
+        variables = model.init(key, jnp.zeros(shape, dtype),
                                **flag_kwargs(trainable.flag, train=False))
         return trainable, variables["params"], variables.get("batch_stats", {})
     if trainable.kind == "nnx":

@@ -78,12 +78,21 @@ class MonteCarloResult(NamedTuple):
 
 def make_test_set(images: Any, labels: Any, batch_size: int = 500) -> TestSet:
     """Pad and reshape inputs ``(N, *features)`` (images ``(N, H, W, C)``, or any feature
-    shape such as ``(N, F)``) and ``labels (N,)`` into a :class:`TestSet`."""
-    images = np.asarray(images, np.float32)
-    labels = np.asarray(labels, np.int32)
+    shape such as ``(N, F)``) and integer class indices ``labels (N,)`` into a
+    :class:`TestSet`. Float inputs become float32; integer inputs (token ids) keep their
+    dtype."""
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.integer):
+        images = images.astype(np.float32)
+    labels = np.asarray(labels)
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    labels = labels.astype(np.int32)
     if images.ndim < 2 or labels.shape != images.shape[:1] or not len(labels):
         raise ValueError(f"inputs must be (N, *features) and labels (N,) with N >= 1, got "
                          f"{images.shape} and {labels.shape}")
+    if labels.min() < 0:
+        raise ValueError(f"labels must be class indices >= 0, got {labels.min()}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(labels)
@@ -91,7 +100,7 @@ def make_test_set(images: Any, labels: Any, batch_size: int = 500) -> TestSet:
     num_batches = math.ceil(n / batch_size)
     pad = num_batches * batch_size - n
     mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
-    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), np.float32)])
+    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
     labels = np.concatenate([labels, np.zeros(pad, np.int32)])
     shape = (num_batches, batch_size)
     return TestSet(
@@ -244,6 +253,7 @@ def monte_carlo(
     model, variables = as_forward(model, variables)
     if not device.is_noiseless:
         _require_perturbed_leaves(model, variables, where)
+    _require_labels_below_classes(model, variables, test_set)
     keys = jnp.asarray(keys)
     if keys.ndim == 0 or keys.shape[0] < 1:
         raise ValueError("keys must be a non-empty batch of PRNG keys")
@@ -287,6 +297,16 @@ def monte_carlo(
     accuracies = np.concatenate(counts)[:num_runs].astype(np.float64) / test_set.size
     ekl = epistemic_kl(sum_probs, sum_entropy, num_runs, test_set.mask)
     return MonteCarloResult(accuracies, ekl, chunk_size)
+
+
+def _require_labels_below_classes(forward: Forward, variables, test_set: TestSet) -> None:
+    """Every label must name one of the model's K classes (K from the logits' shape)."""
+    logits = jax.eval_shape(forward.logits, variables, test_set.images[0])
+    num_classes = logits.shape[-1]
+    largest = int(jnp.max(jnp.where(test_set.mask, test_set.labels, 0)))
+    if largest >= num_classes:
+        raise ValueError(f"the test set's labels reach {largest} but the model gives "
+                         f"{num_classes} classes (labels must be 0 … {num_classes - 1})")
 
 
 def _require_perturbed_leaves(forward: Forward, variables, where: Where) -> None:

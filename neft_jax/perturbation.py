@@ -133,6 +133,7 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | 
     if not chosen:
         _report_empty_selection(leaves_with_paths, default_rule, on_empty)
         return params
+    _require_float_weights(leaves_with_paths, selected)
     if device.scale == "model":
         model_scale = jnp.max(jnp.stack([jnp.max(jnp.abs(w)).astype(jnp.float32) for w in chosen]))
 
@@ -149,6 +150,17 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | 
         noise = scaled_noise(leaf, next(normals), device, scale)
         out.append(leaf + jax.lax.stop_gradient(noise))
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _require_float_weights(leaves_with_paths, selected) -> None:
+    """A selected leaf of integer (or bool) dtype would round its noise away: refuse it."""
+    for (path, leaf), sel in zip(leaves_with_paths, selected, strict=True):
+        if sel and not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            raise TypeError(
+                f"perturb: the selected weight {'/'.join(map(str, path_names(path)))} has dtype "
+                f"{jnp.result_type(leaf)}, whose values cannot hold the noise (it would be "
+                "rounded away); give perturb float weights, e.g. "
+                "jax.tree.map(lambda w: w.astype(jnp.float32), params)")
 
 
 def as_device(device: Any) -> DeviceModel:

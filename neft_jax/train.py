@@ -124,9 +124,10 @@ def create_train_state(
 ) -> TrainState:
     """Wrap a model and its initial weights in a :class:`TrainState`.
 
-    ``model``: a linen module (initialised from ``key`` on zeros of ``input_shape``, any
-    input shape), an NNX module (its own state; ``key``/``input_shape`` unused) or a
-    function ``apply(params, x)`` with its initial ``params`` (:mod:`neft_jax.adapters`).
+    ``model``: a linen module (initialised from ``key`` on zeros of ``input_shape``: a
+    shape, float32, or a ``jax.ShapeDtypeStruct`` / array for integer inputs), an NNX
+    module (its own state; ``key``/``input_shape`` unused) or a function
+    ``apply(params, x)`` with its initial ``params`` (:mod:`neft_jax.adapters`).
     ``hparams``: :func:`make_hparams`, required: the σ (and α) every step trains at.
     ``state.batch_stats`` holds the non-parameter state (BatchNorm statistics), {} when
     there is none.

@@ -122,6 +122,37 @@ def test_a_where_that_selects_exit_weights_leaves_them_to_the_exits_sigma(monkey
     assert calls == [(0.5, ["['W1']", "['W2']"]), (pytest.approx(0.2), ["['exit_1']['W']"])]
 
 
+class TokenModel(nn.Module):
+    """Integer inputs (token ids), as a language or embedding model takes them."""
+
+    @nn.compact
+    def __call__(self, tokens):
+        return nn.Dense(3)(nn.Embed(20, 4)(tokens).mean(axis=1))
+
+
+def test_integer_inputs_train_and_evaluate_and_bad_labels_or_weights_are_refused():
+    tokens = (np.arange(32 * 5).reshape(32, 5) * 7 % 20).astype(np.int32)
+    shape = jax.ShapeDtypeStruct(tokens.shape, jnp.int32)  # init on int zeros, not float
+    state = neft_jax.create_train_state(TokenModel(), jax.random.key(0), shape, TX, HP)
+    state, metrics = neft_jax.make_train_step(TokenModel(), "noise")(
+        state, {"image": tokens, "label": Y}, jax.random.key(1))
+    assert np.isfinite(float(metrics["loss"]))
+    test_set = neft_jax.make_test_set(tokens, Y, 16)
+    assert test_set.images.dtype == jnp.int32
+    model, variables = neft_jax.evaluation_model(state)
+    keys = jax.random.split(jax.random.key(2), 2)
+    assert neft_jax.monte_carlo(model, variables, test_set, keys, 0.5).accuracies.shape == (2,)
+    with pytest.raises(ValueError, match="labels reach 9 but the model gives 3 classes"):
+        neft_jax.monte_carlo(model, variables, neft_jax.make_test_set(tokens, np.arange(32) % 10),
+                             keys, 0.5)
+    with pytest.raises(ValueError, match="labels must be integer class indices"):
+        neft_jax.make_test_set(tokens, Y + 0.7)
+    with pytest.raises(ValueError, match="labels must be class indices >= 0"):
+        neft_jax.make_test_set(tokens, Y - 1)
+    with pytest.raises(TypeError, match="weight kernel has dtype int32.*rounded away"):
+        neft_jax.perturb({"kernel": jnp.arange(12).reshape(3, 4)}, jax.random.key(0), 0.4)
+
+
 def test_a_trained_linen_model_with_attached_exits_is_evaluated_without_them():
     _, state, _ = _model("linen")
     assert set(state.params) == {"backbone", "exit_1"}
