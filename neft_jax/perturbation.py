@@ -190,7 +190,7 @@ def _report_empty_selection(leaves_with_paths, default_rule: bool, on_empty: str
                f"{' or '.join(KERNEL_NAMES)} with ndim >= 2) matched none of this tree's leaf "
                f"names {seen_leaf_names(leaves_with_paths)}. Pass "
                "where=lambda path, leaf: ... (path: a tuple of key names) to choose the "
-               "weights, or on_empty='ignore' to silence this.")
+               "weights")
     if on_empty == "raise":
-        raise NoWeightsSelected(message)
-    warnings.warn(message, stacklevel=3)
+        raise NoWeightsSelected(message + ".")
+    warnings.warn(message + ", or on_empty='ignore' to silence this.", stacklevel=3)

@@ -19,6 +19,7 @@ import sys
 from neft_jax.harness.config import MAIN_COMMAND_CPU_PROFILE, PROFILES, ExperimentConfig
 from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of this API)
     add_config_arguments,
+    check_flags_apply,
     config_from_args,
     method_names,
     names,
@@ -199,6 +200,7 @@ def run_main(argv=None) -> int:
     try:
         cfg, profile_line = config_from_args(args, jax.default_backend(),
                                              cpu_profile=MAIN_COMMAND_CPU_PROFILE)
+        check_flags_apply(cfg)
     except ValueError as error:
         parser.error(str(error))
     print(profile_line, flush=True)
@@ -309,6 +311,10 @@ def sweep_main(argv=None) -> int:
         grid.update(extra)
     if args.out is None:
         parser.error("--out is required for a sweep (it is where finished cells are found)")
+    for one, grid_flag in (("sigma", "sigmas"), ("model", "models"), ("dataset", "datasets")):
+        if getattr(args, one, None) is not None and getattr(args, grid_flag) is not None:
+            parser.error(f"--{one} and --{grid_flag} exclude each other in a sweep: "
+                         f"--{grid_flag} lists the grid's values")
     first = args.seed or 0
     seeds = grid["seeds"]
     seed_values = list(range(first, first + seeds)) if isinstance(seeds, int) else [

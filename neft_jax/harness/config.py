@@ -340,8 +340,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
     for name in ("epochs", "batch_size", "mc_runs", "val_mc_runs", "val_every",
                  "eval_batch_size", "seeds"):
         _require(_is_positive_int(getattr(cfg, name)), name, "an integer > 0", getattr(cfg, name))
-    _require(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool), "seed", "an integer",
-             cfg.seed)
+    _require(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool) and cfg.seed >= 0,
+             "seed", "an integer >= 0", cfg.seed)
     _require(cfg.seed_mode in SEED_MODES, "seed_mode", f"one of {list(SEED_MODES)}",
              cfg.seed_mode)
     _require(cfg.lr is None or (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr)

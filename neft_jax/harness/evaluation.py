@@ -31,7 +31,8 @@ ALPHA_SEARCH_KEY = 12345
 
 def mc_keys(seed: int, sigma: float, runs: int) -> jax.Array:
     """Monte Carlo keys of σ, shared by every method (common random numbers)."""
-    key = jax.random.fold_in(jax.random.key(seed), MC_KEY_OFFSET + int(round(sigma * 1e6)))
+    key = jax.random.fold_in(jax.random.key(seed),  # fold_in takes 32 bits: σ ≥ 4293 wraps
+                             (MC_KEY_OFFSET + int(round(sigma * 1e6))) % 2**32)
     return jax.random.split(key, runs)
 
 

@@ -86,7 +86,7 @@ def method_list(text: str) -> tuple[str, ...]:
 PARSERS = {
     "sigma": sigma_value, "exit_sigma": sigma_value, "extra_sigmas": sigma_list,
     "alpha": positive_float, "lr": positive_float, "width": positive_float,
-    "val_fraction": fraction, "seed": int, "backward_micro_batch": non_negative_int,
+    "val_fraction": fraction, "seed": non_negative_int, "backward_micro_batch": non_negative_int,
     "checkpoint_every": non_negative_float,
     "drop_exits": exit_numbers, "methods": method_list,
     **{name: positive_int for name in ("epochs", "batch_size", "mc_runs", "seeds",
@@ -182,3 +182,23 @@ def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE
     return cfg, line
 
 
+
+
+def check_flags_apply(cfg: ExperimentConfig) -> None:
+    """Refuse (ValueError) a run whose settings ask for something none of its methods does:
+    such a flag would change nothing but the run's settings (and so its resumability)."""
+    from neft_jax.train import uses_exits, uses_feedback
+
+    methods = ", ".join(cfg.methods)
+    if cfg.alpha is not None and cfg.alpha_search:
+        raise ValueError("--alpha and --alpha-search exclude each other: the search chooses α")
+    if (cfg.alpha is not None or cfg.alpha_search) and not any(map(uses_feedback, cfg.methods)):
+        raise ValueError(f"--alpha/--alpha-search: none of the methods ({methods}) has eq. "
+                         "(1)'s α; IRS and OVF do")
+    if cfg.equal_coefficients and not any(map(uses_feedback, cfg.methods)):
+        raise ValueError(f"--equal-coefficients: none of the methods ({methods}) has eq. (1)'s "
+                         "feedback coefficients; IRS and OVF do")
+    for flag, given in (("--drop-exit", bool(cfg.drop_exits)),
+                        ("--exit-sigma", cfg.exit_sigma is not None)):
+        if given and not any(map(uses_exits, cfg.methods)):
+            raise ValueError(f"{flag}: none of the methods ({methods}) has exits; IRS does")

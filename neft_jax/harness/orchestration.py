@@ -156,7 +156,7 @@ def prepare_out_dir(cfg: ExperimentConfig,
     try:  # the lock first: what another process may be writing is never judged unlocked
         lock = FolderLock(out)
     except OSError as error:
-        raise ValueError(f"out {out!r} cannot be written: {error.strerror}") from error
+        raise ValueError(f"out {out!r} cannot be written: {_why_not(out, error)}") from error
     try:
         existing = bool(set(os.listdir(out)) - {LOCK_NAME})
         if existing and not (cfg.resume or cfg.overwrite):
@@ -175,6 +175,17 @@ def prepare_out_dir(cfg: ExperimentConfig,
     else:
         locks.callback(lock.release)
     return previous
+
+
+def _why_not(out: str, error: OSError) -> str:
+    """Why ``out`` cannot be made: the file in its path that is not a folder, else the OS's
+    reason."""
+    parent = os.path.dirname(os.path.abspath(out))
+    while parent and not os.path.exists(parent) and parent != os.path.dirname(parent):
+        parent = os.path.dirname(parent)
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        return f"{parent!r} is a file, not a folder"
+    return error.strerror or str(error)
 
 
 def check_writable(out: str) -> None:

@@ -57,6 +57,13 @@ def test_overwrite_deletes_only_what_a_run_wrote_and_refuses_a_folder_without_a_
     assert left == ["notes.txt", "src"] and (out / "notes.txt").read_text() == "mine"
 
 
+def test_an_out_below_a_file_names_that_file(tmp_path):
+    (tmp_path / "notes").write_text("")
+    cfg = ExperimentConfig(methods=("noise",), epochs=1, out=str(tmp_path / "notes" / "a" / "b"))
+    with pytest.raises(ValueError, match="notes' is a file, not a folder"):
+        prepare_out_dir(cfg)
+
+
 def test_lock_is_held_for_the_run_and_released_after(tmp_path):
     cfg = ExperimentConfig(methods=("noise",), epochs=1, out=str(tmp_path / "r"))
     with contextlib.ExitStack() as locks:
@@ -351,3 +358,13 @@ def test_two_sweep_workers_on_one_folder_train_every_cell_exactly_once(tmp_path)
         assert len((cell / "metrics.jsonl").read_text().splitlines()) == 1
     table = json.loads((out / "sweep.json").read_text())["over_seeds"]
     assert sorted(row["sigma"] for row in table) == [0.1, 0.2]
+
+
+def test_monte_carlo_keys_of_any_sigma_and_unchanged_for_the_usual_ones():
+    import jax
+
+    from neft_jax.harness.evaluation import MC_KEY_OFFSET, mc_keys
+
+    before = jax.random.split(jax.random.fold_in(jax.random.key(3), MC_KEY_OFFSET + 400000), 2)
+    assert (jax.random.key_data(mc_keys(3, 0.4, 2)) == jax.random.key_data(before)).all()
+    assert mc_keys(3, 1e9, 2).shape == (2,)  # σ·1e6 past 32 bits wraps instead of failing

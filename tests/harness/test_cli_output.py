@@ -66,6 +66,32 @@ def test_the_error_line_names_the_command_as_typed(monkeypatch, capsys):
     assert _error_line(capsys).startswith("sweep.py: error: argument --sigmas: ")
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["--alpha", "0.1", "--alpha-search"], "--alpha and --alpha-search exclude each other"),
+    (["--alpha", "0.1", "--methods", "noise"], "--alpha/--alpha-search: none of the methods "
+     "(noise) has eq. (1)'s α; IRS and OVF do"),
+    (["--drop-exit", "1", "--methods", "noise,ovf"], "--drop-exit: none of the methods "
+     "(noise, ovf) has exits; IRS does"),
+    (["--exit-sigma", "0.2", "--methods", "vanilla"], "--exit-sigma: none of the methods"),
+    (["--equal-coefficients", "--methods", "noise"], "--equal-coefficients: none of the"),
+    (["--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
+])
+def test_a_flag_that_no_method_would_use_is_refused_in_one_line(argv, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.run_main([*argv, "--out", str(tmp_path / "run")])
+    assert stop.value.code == 2 and says in _error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("one", ["sigma", "model", "dataset"])
+def test_a_sweep_refuses_a_value_and_its_grid_list_together(one, tmp_path, capsys):
+    value = {"sigma": "0.3", "model": "vgg8", "dataset": "mnist5k"}[one]
+    with pytest.raises(SystemExit):
+        cli.sweep_main([f"--{one}", value, f"--{one}s", value, "--out", str(tmp_path / "s")])
+    assert f"--{one} and --{one}s exclude each other" in _error_line(capsys)
+
+
+
 # --- item 2: method names in any case, and the nearest name for a typo ---------------------
 
 
