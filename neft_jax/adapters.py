@@ -38,16 +38,30 @@ TRAIN_FLAGS = {"train": True, "training": True, "is_training": True,
                "deterministic": False, "use_running_average": False}
 
 
+OUTPUTS = ("a model must return logits (B, K) or (logits, exit_logits) with exit_logits a "
+           "sequence of (B, K) arrays")
+
+
 def split_outputs(out) -> tuple[jax.Array, tuple]:
     """``(logits, exit_logits)`` from what a model returns: logits, or a pair of logits and
-    a sequence of exit logits."""
+    a sequence of exit logits (ValueError, naming what came back, for anything else)."""
     if isinstance(out, (tuple, list)):
         if len(out) == 2 and isinstance(out[1], (tuple, list)):
-            return out[0], tuple(out[1])
-        raise ValueError(f"a model must return logits (B, K) or (logits, exit_logits) with "
-                         f"exit_logits a sequence of (B, K) arrays; got a {type(out).__name__} "
-                         f"of {len(out)}")
-    return out, ()
+            logits, exit_logits = out[0], tuple(out[1])
+        else:
+            raise ValueError(f"{OUTPUTS}; got a {type(out).__name__} of {len(out)}")
+    else:
+        logits, exit_logits = out, ()
+    if getattr(logits, "ndim", None) != 2:
+        shape = getattr(logits, "shape", None)
+        raise ValueError(f"{OUTPUTS}; got " + (f"logits of shape {tuple(shape)}" if shape is not
+                                               None else f"a {type(logits).__name__}"))
+    for i, z in enumerate(exit_logits, 1):
+        if getattr(z, "shape", None) != logits.shape:
+            raise ValueError(f"exit {i}'s logits have shape {getattr(z, 'shape', type(z))} but "
+                             f"the model's {logits.shape}: the exits need as many classes as "
+                             "the model (with_exits(..., num_classes=K))")
+    return logits, exit_logits
 
 
 def train_flag(module: nn.Module) -> str | None:
@@ -55,7 +69,14 @@ def train_flag(module: nn.Module) -> str | None:
     if isinstance(module, WithExits):
         return train_flag(module.backbone)
     names = inspect.signature(type(module).__call__).parameters
-    return next((name for name in TRAIN_FLAGS if name in names), None)
+    flag = next((name for name in TRAIN_FLAGS if name in names), None)
+    required = [name for name, p in list(names.items())[2:] if name != flag
+                and p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if required:
+        raise ValueError(f"{type(module).__name__}.__call__ needs {required}, which neft_jax "
+                         f"cannot pass: name a train flag one of {list(TRAIN_FLAGS)}, or give "
+                         "it a default")
+    return flag
 
 
 def flag_kwargs(flag: str | None, train: bool) -> dict:

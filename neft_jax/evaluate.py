@@ -250,6 +250,9 @@ def monte_carlo(
     from neft_jax.perturbation import as_device
 
     device = as_device(device)
+    if not isinstance(test_set, TestSet):
+        raise TypeError(f"test_set must come from neft_jax.make_test_set(images, labels), got "
+                        f"a {type(test_set).__name__}")
     model, variables = as_forward(model, variables)
     if not device.is_noiseless:
         _require_perturbed_leaves(model, variables, where)
@@ -302,6 +305,10 @@ def monte_carlo(
 def _require_labels_below_classes(forward: Forward, variables, test_set: TestSet) -> None:
     """Every label must name one of the model's K classes (K from the logits' shape)."""
     logits = jax.eval_shape(forward.logits, variables, test_set.images[0])
+    if len(logits.shape) != 2:
+        from neft_jax.adapters import OUTPUTS
+
+        raise ValueError(f"{OUTPUTS}; got logits of shape {logits.shape} in evaluation")
     num_classes = logits.shape[-1]
     largest = int(jnp.max(jnp.where(test_set.mask, test_set.labels, 0)))
     if largest >= num_classes:

@@ -8,6 +8,7 @@ perturb the weights and compute logits.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -67,6 +68,11 @@ def as_forward(model, variables) -> tuple[Forward, Any]:
     if isinstance(model, Forward):
         return model, variables
     if isinstance(model, nn.Module):
+        if not isinstance(variables, Mapping) or "params" not in variables:
+            got = list(variables) if isinstance(variables, Mapping) else type(variables).__name__
+            raise ValueError(f"a linen model's variables are {{'params': ..., 'batch_stats': "
+                             f"...}} (model.init's output, or evaluation_model(state)); got "
+                             f"{got}")
         variables = {**variables, "batch_stats": variables.get("batch_stats", {})}
         return Forward("linen", inference_model(model), train_flag(model)), variables
     try:

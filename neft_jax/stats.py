@@ -25,6 +25,8 @@ def summarize(accuracies: Sequence[float], ekl: float | None = None) -> dict:
     (numpy's linear interpolation), min and max of run accuracies (same units)."""
     acc = np.asarray(accuracies, np.float64)
     runs = acc.size
+    if runs == 0:
+        raise ValueError("summarize needs at least one accuracy")
     std = float(np.std(acc, ddof=1)) if runs > 1 else 0.0
     summary = {
         "runs": runs,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from neft_jax.adapters import as_trainable, initial_variables
+from neft_jax.adapters import TRAIN_FLAGS, as_trainable, initial_variables
 from neft_jax.device import DeviceModel
 from neft_jax.methods import (  # noqa: F401  (part of this module's API)
     DEFAULT_METHODS,
@@ -137,6 +138,11 @@ def create_train_state(
                          "alpha=...): the σ every step trains at (0 for vanilla) and, for "
                          "IRS/OVF, eq. (1)'s α")
     trainable, model_params, extra = initial_variables(model, key, input_shape, params)
+    if trainable.kind == "linen" and extra and trainable.flag is None:
+        warnings.warn(f"{type(model).__name__} has BatchNorm statistics but its __call__ takes "
+                      f"no train flag ({', '.join(TRAIN_FLAGS)}), so training and evaluation "
+                      "run it alike; if use_running_average is a module attribute, make it a "
+                      "`train` argument of __call__", stacklevel=2)
     return TrainState.create(
         apply_fn=trainable,
         params=model_params,
@@ -220,7 +226,7 @@ def make_train_step(
         return trainable.apply(params, batch_stats, x, key, train=True)
 
     def loss_fn(params, state, batch, key):
-        x, y = batch["image"], batch["label"]
+        x, y = _image_and_label(batch)
         hp = state.hparams
         sigma = hp["sigma"] if spec.perturbs else None
         exit_sigma = hp["exit_sigma"] if spec.exits else None
@@ -261,6 +267,19 @@ def make_train_step(
     if not jit:
         return step
     return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def _image_and_label(batch: Any) -> tuple[jax.Array, jax.Array]:
+    """A batch's inputs and its integer labels ``(B,)`` (ValueError for any other batch)."""
+    if not isinstance(batch, dict) or not {"image", "label"} <= set(batch):
+        got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise ValueError(f"a batch is {{'image': inputs (B, ...), 'label': int labels (B,)}}, "
+                         f"got {got}")
+    x, y = batch["image"], batch["label"]
+    if jnp.ndim(y) != 1 or jnp.shape(y)[0] != jnp.shape(x)[0]:
+        raise ValueError(f"batch['label'] must be (B,) class indices for inputs of shape "
+                         f"{jnp.shape(x)}, got shape {jnp.shape(y)}")
+    return x, y
 
 
 def _alpha(hparams: dict, spec) -> jax.Array | float:

@@ -208,6 +208,50 @@ def test_mistakes_give_one_clear_line():
     fn_state = neft_jax.create_train_state(_apply, None, None, TX, HP, params=PARAMS)
     with pytest.raises(neft_jax.NoWeightsSelected, match="where="):  # W1/W2 aren't "kernel"
         neft_jax.make_train_step(_apply, "noise")(fn_state, BATCH, jax.random.key(0))
+    step = neft_jax.make_train_step(_apply, "noise", where=FUNCTION_WEIGHTS)
+    for batch, says in (({"x": X, "y": Y}, "a batch is {'image'"),
+                        ({"image": X, "label": Y[:, None]}, r"batch\['label'\] must be \(B,\)")):
+        with pytest.raises(ValueError, match=says):
+            step(fn_state, batch, jax.random.key(0))
+    returns_dict = neft_jax.make_train_step(lambda params, x: {"logits": _apply(params, x)},
+                                            "noise", where=FUNCTION_WEIGHTS)
+    with pytest.raises(ValueError, match=r"must return logits \(B, K\).*got a dict"):
+        returns_dict(fn_state, BATCH, jax.random.key(0))
+
+
+class ExtraArgument(nn.Module):
+    @nn.compact
+    def __call__(self, x, is_train):
+        return nn.Dense(3)(x.mean(axis=(1, 2)))
+
+
+class BatchNormByAttribute(nn.Module):
+    train: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.BatchNorm(use_running_average=not self.train)(x).mean(axis=(1, 2))
+
+
+def test_models_and_inputs_the_adapters_cannot_use_are_named():
+    with pytest.raises(ValueError, match=r"__call__ needs \['is_train'\].*name a train flag"):
+        neft_jax.create_train_state(ExtraArgument(), jax.random.key(0), X.shape, TX, HP)
+    with pytest.warns(UserWarning, match="BatchNorm statistics but its __call__ takes no train"):
+        neft_jax.create_train_state(BatchNormByAttribute(), jax.random.key(0), X.shape, TX, HP)
+    wrong_k = neft_jax.with_exits(PlainCNN(), taps=["conv1"], num_classes=5)
+    state = rbg_train_state(wrong_k, X.shape, TX, HP, seed=1)
+    with pytest.raises(ValueError, match=r"exit 1's logits have shape \(32, 5\) but the model's "
+                       r"\(32, 3\)"):
+        neft_jax.make_train_step(wrong_k, "irs")(state, BATCH, jax.random.key(0))
+    model, variables = neft_jax.evaluation_model(_model("linen")[1])
+    test_set = neft_jax.make_test_set(X, Y, 16)
+    keys = jax.random.split(jax.random.key(0), 2)
+    with pytest.raises(ValueError, match="variables are {'params': ..., 'batch_stats': ...}"):
+        neft_jax.monte_carlo(model, variables["params"], test_set, keys, 0.4)
+    with pytest.raises(TypeError, match="test_set must come from neft_jax.make_test_set"):
+        neft_jax.monte_carlo(model, variables, (X, Y), keys, 0.4)
+    with pytest.raises(ValueError, match="summarize needs at least one accuracy"):
+        neft_jax.summarize([])
 
 
 def test_monte_carlo_refuses_to_report_noise_free_numbers_as_noisy():
