@@ -235,7 +235,9 @@ def monte_carlo(
         leaves ``where`` selects).
       test_set: from :func:`make_test_set`.
       keys: a batch of ``R`` typed or raw ``jax.random`` keys.
-      device: the :class:`DeviceModel`; a concrete σ = 0 evaluates once.
+      device: the :class:`DeviceModel`, or a number σ for the default device model; a
+        concrete σ = 0 evaluates once. Pass ``where`` as one named function (not a new
+        lambda per call): it is a static argument, and each new one compiles again.
       chunk_size: keys vmapped together (default per backend).
       max_block: at most this many runs per device call (progress granularity).
       where: which leaves are perturbed (default: backbone kernels).

@@ -109,7 +109,9 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | 
         for its index i among the selected leaves, so leaves of equal shape
         get independent noise and the same key gives the same noise.
       device: the :class:`DeviceModel` (σ, bits, preset, normalisation, scale), or a
-        number σ for the default device model.
+        number σ for the default device model. σ is the device variation σ_d, a fraction
+        of one device's conductance range: ΔW has std 0.26·σ·max|W| under the default
+        ``level`` normalisation, in W's units.
       where: ``where(path, leaf) -> bool`` with ``path`` a tuple of key names;
         default :func:`is_kernel` (conv and dense kernels only).
       on_empty: when ``where`` selects no leaf: ``"warn"`` (default; the params come
@@ -117,7 +119,9 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | 
         (:class:`NoWeightsSelected`) or ``"ignore"``.
 
     Returns:
-      A pytree of the same structure; unselected leaves are the same objects.
+      A pytree of the same structure and dtypes (the noise is drawn in float32 and cast
+      to each weight's float dtype; integer weights are refused); unselected leaves are
+      the same objects.
     """
     if on_empty not in ON_EMPTY:
         raise ValueError(f"on_empty must be one of {ON_EMPTY}, got {on_empty!r}")

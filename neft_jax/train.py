@@ -196,7 +196,9 @@ def make_train_step(
       donate: donate the input state's buffers (jit only).
 
     Returns:
-      ``step(state, batch, key) -> (state, metrics)``; metrics hold ``loss``,
+      ``step(state, batch, key) -> (state, metrics)`` with ``batch = {"image": inputs (B,
+      ...), "label": int class indices (B,)}`` and ``key`` a fresh ``jax.random`` key per
+      step (the noise, dropout); metrics hold ``loss``,
       ``accuracy`` (backbone, at the noisy weights), for IRS ``exit_accuracy``
       ``(num_exits,)``, and for IRS/OVF ``feedback_ratio``: RMS(α·Σ c_i z_i) / RMS(z).
     """

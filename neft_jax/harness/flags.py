@@ -170,7 +170,8 @@ def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE
     lr_source = f" (the authors' rate for {cfg.model})" if cfg.lr is None else ""
     if cfg.lr_schedule == "epoch":
         lr_source += ", its cosine annealing stepped once per epoch"
-    line = (f"profile: {profile} ({why}): {cfg.epochs} epochs, batch {cfg.batch_size}, "
+    line = (f"profile: {profile} ({why}): {cfg.epochs} epoch{'s' * (cfg.epochs != 1)}, "
+            f"batch {cfg.batch_size}, "
             f"lr {cfg.learning_rate:g}{lr_source}, {cfg.mc_runs} Monte Carlo runs, "
             f"width ×{cfg.width:g}, compute {cfg.compute}, conv backward in micro-batches of "
             f"{micro}"

@@ -225,12 +225,18 @@ def verdict(results: RunResults) -> str:
     if chance is not None and all(abs(s["mean"] - chance) <= NEAR_CHANCE_POINTS
                                   for s in scored.values()):
         settings = results.settings
+        tries = ["a wider model (--width)", "more epochs (--epochs)"]
+        if sigma > 0:
+            tries.append("a smaller --sigma")
+        if settings["normalisation"] != "level":
+            tries.append("--normalisation level")
+        what = "that survives this noise" if sigma > 0 else "(even without noise)"
         return (f"Verdict: every method is within {NEAR_CHANCE_POINTS:g} points of chance "
-                f"({chance:.0f} %) at σ = {sigma:g}: the model learned nothing that survives "
-                f"this noise (width ×{settings['width']:g}, {settings['epochs']} "
+                f"({chance:.0f} %) at σ = {sigma:g}: the model learned nothing "
+                f"{what} (width ×{settings['width']:g}, {settings['epochs']} "
                 f"epoch{'' if settings['epochs'] == 1 else 's'}, "
-                f"'{settings['normalisation']}' noise). Try a wider model (--width), more "
-                "epochs (--epochs), a smaller --sigma or --normalisation level.")
+                f"'{settings['normalisation']}' noise). Try {', '.join(tries[:-1])} or "
+                f"{tries[-1]}.")
     ranked = sorted(scored, key=lambda m: -scored[m]["mean"])
     best = ranked[0]
 

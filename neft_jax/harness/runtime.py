@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import datetime
 import errno
+import functools
 import logging
 import os
 import platform
@@ -64,9 +65,29 @@ def environment() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()], "python": platform.python_version(),
         "machine": platform.machine(), "processor": platform.processor(),
-        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "code": code_version(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+
+@functools.cache
+def code_version() -> dict | None:
+    """The git commit of the neft_jax source that runs, and whether its tracked files differ
+    from it (``dirty``); None outside a git checkout (an installed wheel, a copied tree)."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", here, *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}
 
 
 def user_cache_dir() -> str:

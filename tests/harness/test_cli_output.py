@@ -269,6 +269,22 @@ def test_results_json_names_the_package_versions():
     assert packages["neft_jax"]
 
 
+def test_results_json_names_the_code_commit_and_whether_it_was_edited():
+    import subprocess
+
+    import neft_jax
+    from neft_jax.harness.runtime import environment
+
+    source = os.path.dirname(neft_jax.__file__)
+    head = subprocess.run(["git", "-C", source, "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    code = environment()["code"]
+    if head.returncode != 0:  # not a git checkout: nothing to name
+        assert code is None
+        return
+    assert code["commit"] == head.stdout.strip() and isinstance(code["dirty"], bool)
+
+
 # --- item 6: the worst Monte Carlo runs (1 % and 5 % quantiles, min) in the CSV/JSON -------
 
 

@@ -23,6 +23,13 @@ def test_all_methods_at_chance_say_the_model_learned_nothing_and_what_to_change(
     assert "learned nothing" in text and "chance (10 %)" in text
     assert "width ×0.125" in text and "12 epochs" in text
     assert "--width" in text and "--epochs" in text and "--sigma" in text
+    assert "--normalisation level" in text  # these settings had 'range' noise
+    level = _results(vanilla=(10.3, 0.3))
+    level.settings.update(normalisation="level", sigma=0.0)
+    level.methods["vanilla"].evaluations = {0.0: level.methods["vanilla"].evaluations[0.4]}
+    text = verdict(level)
+    assert "learned nothing (even without noise)" in text and "--epochs" in text
+    assert "--normalisation" not in text and "--sigma" not in text  # nothing left to lower
 
 
 def test_two_methods_that_differ_beyond_their_cis_are_named():
