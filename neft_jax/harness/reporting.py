@@ -28,11 +28,13 @@ def write_results(out: str, results: RunResults) -> None:
 #: Carlo runs includes the worst runs (1 % and 5 % quantiles, min), which a chip's yield
 #: depends on more than on the mean.
 SUMMARY_FIELDS = ("mean", "ci95", "ci99", "std", "ekl", "runs", "min", "q01", "q05", "max")
-CSV_FIELDS = ("method", "sigma", "alpha", *SUMMARY_FIELDS, "diverged", "eval_seconds")
+CSV_FIELDS = ("method", "sigma", "alpha", *SUMMARY_FIELDS, "clean_accuracy", "best_epoch",
+              "diverged", "eval_seconds")
 
 
 def result_rows(results: RunResults) -> list[dict]:
-    """One row per method × σ (accuracies in percent)."""
+    """One row per method × σ (accuracies in percent; ``clean_accuracy`` the method's at σ = 0,
+    ``best_epoch`` the epoch it kept, 1-based)."""
     rows = []
     for method, entry in results.methods.items():
         for sigma, evaluation in entry.evaluations.items():
@@ -41,6 +43,7 @@ def result_rows(results: RunResults) -> list[dict]:
                 "method": method, "sigma": float(sigma),
                 "alpha": entry.alpha if uses_feedback(method) else None,
                 **{k: summary.get(k) for k in SUMMARY_FIELDS},
+                "clean_accuracy": entry.clean_accuracy, "best_epoch": entry.best_epoch,
                 "diverged": entry.diverged, "eval_seconds": evaluation.eval_seconds,
             })
     return rows

@@ -62,6 +62,7 @@ def test_result_files_are_readable():
     alpha = {r["method"]: r["alpha"] for r in rows}
     assert alpha == {"noise": "", "irs": "0.01"}  # α only where the method has one
     assert {r["mean"] for r in rows} == {"16.0", "70.0"}  # rounded for reading
+    assert {r["clean_accuracy"] for r in rows} == {"95.0"}  # the table's clean column too
     one_seed = aggregate_over_seeds([{"model": "vgg8", "dataset": "mnist5k", "method": "noise",
                                       "sigma": 0.4, "alpha": None, "eval_sigma": 0.4,
                                       "mean": 50.0, "ci95": 1.0, "std": 7.0, "ekl": 0.5,
