@@ -89,7 +89,8 @@ class RunProgress:
         if found is not None:
             check_same(found[0], self.cfg, f"--resume: the checkpoints in "
                        f"{self.checkpoints.directory!r}", "use a new --out, or --overwrite "
-                       "to replace that run")  # as orchestration.RESUME_REMEDY
+                       "to replace that run",  # as orchestration.RESUME_REMEDY
+                       methods_may_grow=True)
         restored = self.checkpoints.restore(state, log=log)
         if restored is not None:
             state, meta = restored

@@ -127,10 +127,16 @@ def _listdir(folder: str) -> list[str]:
         return []
 
 
-def check_same(stored: dict, cfg: ExperimentConfig, what: str, remedy: str) -> None:
+def check_same(stored: dict, cfg: ExperimentConfig, what: str, remedy: str,
+               methods_may_grow: bool = False) -> None:
     """Raise :class:`SettingsChanged` (one line: ``what``, the differing settings old → new,
-    ``remedy``) when ``stored`` differs from ``cfg``'s identity."""
-    changed = differences(stored, identity(cfg))
+    ``remedy``) when ``stored`` differs from ``cfg``'s identity. ``methods_may_grow``: a
+    resumed run may add methods to those it was made with (each method trains and is scored
+    on its own keys, so the finished ones stay valid), but not drop any."""
+    current = identity(cfg)
+    if methods_may_grow and set(stored.get("methods", ())) <= set(current["methods"]):
+        stored = {**stored, "methods": current["methods"]}
+    changed = differences(stored, current)
     if changed:
         raise SettingsChanged(f"{what} was made with other settings (made with → this "
                               f"command): {', '.join(changed)}; {remedy}")
@@ -142,11 +148,12 @@ def check_run_folder(cfg: ExperimentConfig, what: str, remedy: str) -> None:
     checkpoints (a run killed inside its first method has only those)."""
     found = stored_identity(cfg.out)
     if found is not None:
-        check_same(found[0], cfg, what, remedy)
+        check_same(found[0], cfg, what, remedy, methods_may_grow=True)
     for name in sorted(_listdir(os.path.join(cfg.out, "checkpoints"))):
         found = checkpoint_settings(os.path.join(cfg.out, "checkpoints", name))
         if found is not None:
-            check_same(found[0], cfg, f"{what} (its checkpoints of {name})", remedy)
+            check_same(found[0], cfg, f"{what} (its checkpoints of {name})", remedy,
+                       methods_may_grow=True)
 
 
 def shared_differences(settings: dict, base: ExperimentConfig) -> list[str]:

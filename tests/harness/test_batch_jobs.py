@@ -189,6 +189,17 @@ def test_resume_refuses_another_mc_runs(tmp_path):
         prepare_out_dir(dataclasses.replace(cfg, mc_runs=4, resume=True))
 
 
+def test_a_resume_may_add_methods_but_not_drop_any(tmp_path):
+    out = tmp_path / "run"
+    cfg = ExperimentConfig(methods=("noise",), mc_runs=2, out=str(out))
+    out.mkdir()
+    RunResults(settings={**cfg.to_dict(), "eval_sigmas": [0.4]}).save(str(out / "results.json"))
+    grown = dataclasses.replace(cfg, methods=("noise", "irs"), resume=True)
+    assert prepare_out_dir(grown) is not None  # noise's finished result stays, irs trains
+    with pytest.raises(ValueError, match=r"methods=\['noise'\] → methods=\['irs'\]"):
+        prepare_out_dir(dataclasses.replace(cfg, methods=("irs",), resume=True))
+
+
 # --- checkpoints verified (issue 19, item 4) -----------------------------------------------
 
 
