@@ -77,7 +77,9 @@ def reproduce_main(argv=None) -> int:
     import jax
 
     from neft_jax.harness.budget import Budget
+    from neft_jax.harness.identity import check_report_has_results
 
+    from .collect import collect_report
     from .reproduce import run_plan, write_report
 
     try:
@@ -105,6 +107,7 @@ def reproduce_main(argv=None) -> int:
         if args.estimate_only:
             return 0
         if args.report_only:
+            check_report_has_results(*_found_in(collect_report(base.out, plan, base)), base.out)
             write_report(base.out, plan, base)
         else:
             run_plan(base, plan, base.out, show_progress=show_progress(args), budget=budget,
@@ -114,6 +117,18 @@ def reproduce_main(argv=None) -> int:
 
     return run_cleanly(parser.prog, job, "finished work is kept; rerun the same command "
                        "to continue")
+
+
+def _found_in(report: dict) -> tuple[bool, list[str]]:
+    """Whether a collected report holds any finished result, and the results it left out
+    (``where: made with → these``)."""
+    found = False
+    for data in report.values():
+        tables = (*data.table2.values(), data.vanilla_sweep, data.table3, data.table5)
+        found = found or bool(data.core or data.alpha_search or data.alpha_grid or any(
+            cell is not None for cells in tables for cell in cells.values()))
+    return found, [f"{path}: {changed}" for data in report.values()
+                   for path, changed in data.other_settings.items()]
 
 
 def plan_estimate(base, plan, rates_path: str, budget_seconds: float | None) -> str:

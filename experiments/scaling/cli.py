@@ -17,7 +17,9 @@ from neft_jax.harness.cli import (
     show_progress,
     start_command,
 )
+from neft_jax.harness.identity import check_report_has_results
 
+from .collect import collect_study
 from .report import REPORT_FILES, format_study, write_study_report
 from .study import DEFAULT_POINTS, METHODS, parse_points, run_study, study_points
 
@@ -74,6 +76,12 @@ def scaling_main(argv=None) -> int:
     if args.report_only:
         if not os.path.isdir(base.out):
             parser.error(f"--report-only: no study in {base.out!r}")
+        try:
+            found = collect_study(base, points, base.out, base.methods)
+            check_report_has_results(any(row.mean is not None for row in found.rows),
+                                     found.other_settings, base.out)
+        except ValueError as error:
+            parser.error(str(error))
         report = write_study_report(base, points, base.out, base.methods)
         print(format_study(report, base.methods))
         print_report_files(base.out)

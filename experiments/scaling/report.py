@@ -154,13 +154,12 @@ def _ci_caveat(seeds: int) -> str:
         return ("One seed: each ± covers the Monte Carlo runs of one trained model, not the "
                 "spread between training seeds (often several points), so a finding above "
                 "needs `--seeds 3 --mc-runs 200` at that point before it is a conclusion.")
-    from scipy.stats import t
+    from neft_jax.stats import student_t
 
-    from neft_jax.stats import Z95
-
-    wider = t.ppf(0.975, seeds - 1) / Z95
-    return (f"± is {Z95:g}·std/√n over the n = {seeds} seeds' means (method.md §5's rule for "
-            f"runs); a Student-t interval would be {wider:.1f}× wider.")
+    quantile = student_t(0.975, seeds - 1)
+    return (f"± is the Student-t 95 % interval over the n = {seeds} seeds' means, "
+            f"{quantile:.2f}·std/√n (n − 1 degrees of freedom; method.md §5): the spread "
+            "between trainings.")
 
 
 def legend_handles(axes) -> dict:

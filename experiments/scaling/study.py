@@ -42,7 +42,8 @@ def study_points(points: dict[float, Sequence[int]]) -> list[Point]:
 
 
 def parse_points(text: str) -> dict[float, tuple[int, ...]]:
-    """``"0.125:12/48,1:4/12"`` → {0.125: (12, 48), 1.0: (4, 12)}."""
+    """``"0.125:12/48,1:4/12"`` → {0.125: (12, 48), 1.0: (4, 12)}; a width given twice
+    keeps the epochs of both (``0.125:12,0.125:48`` is ``0.125:12/48``)."""
     points = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         try:
@@ -53,7 +54,7 @@ def parse_points(text: str) -> dict[float, tuple[int, ...]]:
                              f" got {item!r}") from None
         if not (0 < width <= 8 and epochs and all(e >= 1 for e in epochs)):
             raise ValueError(f"--points: width must be in (0, 8] and epochs >= 1, got {item!r}")
-        points[width] = epochs
+        points[width] = tuple(dict.fromkeys(points.get(width, ()) + epochs))
     if not points:
         raise ValueError("--points is empty")
     return points

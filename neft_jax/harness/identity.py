@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 
 from neft_jax.harness.config import IDENTITY_KEYS, ExperimentConfig, jsonable
 
@@ -165,3 +166,15 @@ def shared_differences(settings: dict, base: ExperimentConfig) -> list[str]:
                         else base)
     stored = identity_of_settings(settings, False)
     return differences({k: v for k, v in stored.items() if k in SHARED_KEYS}, expected)
+
+
+def check_report_has_results(found_any: bool, left_out: Sequence[str], out: str) -> None:
+    """``--report-only``: refuse (ValueError) to rewrite a study's report from no result while
+    finished results made with other settings lie in ``out`` (``left_out``: one line each,
+    ``where: made with → these``); a report written then would hide them all."""
+    if found_any or not left_out:
+        return
+    raise ValueError(f"--report-only: none of the {len(left_out)} finished results in {out!r} "
+                     f"was made with this command's settings (made with → these, e.g. "
+                     f"{left_out[0]}); give the flags the study was run with (--profile, "
+                     "--epochs, ...); nothing was rewritten")

@@ -43,6 +43,10 @@ def test_table2_and_table3_stages_write_a_report_and_share_runs(tmp_path, capsys
     os.remove(out / "REPORT.md")
     assert reproduce_cli.reproduce_main(args + ["--report-only"]) == 0
     assert (out / "REPORT.md").read_text() == text
+    # Without the run's flags it would be a report of nothing: refused, nothing rewritten.
+    capsys.readouterr()
+    assert reproduce_cli.reproduce_main(args + ["--report-only", "--epochs", "7"]) == 2
+    assert "none of the" in capsys.readouterr().err and (out / "REPORT.md").read_text() == text
     # At the paper's four σ the report puts the paper's rows beside ours, bounds marked.
     assert reproduce_cli.reproduce_main(TINY + ["--stages", "table2", "--seeds", "1",
                                                 "--out", str(out), "--report-only"]) == 0

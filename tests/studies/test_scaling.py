@@ -23,6 +23,7 @@ def test_points_parse_and_run_cheapest_first():
     points = study_points(parse_points("1:4/12,0.125:12/48"))
     assert [(p.width, p.epochs) for p in points] == [(0.125, 12), (0.125, 48), (1.0, 4),
                                                        (1.0, 12)]
+    assert parse_points("0.0625:1,0.0625:2,0.0625:1") == {0.0625: (1, 2)}  # a width twice
     for bad in ("1", "1:0", "0:4", "a:b"):
         with pytest.raises(ValueError, match="--points"):
             parse_points(bad)
@@ -89,6 +90,11 @@ def test_report_from_finished_cells(tmp_path):
                              str(tmp_path)]) == 0
     assert (tmp_path / "SCALING.md").read_text() == table
     assert not (tmp_path / points[1].name).exists()  # nothing ran for the unfinished point
+    with pytest.raises(SystemExit):  # other settings: a report of nothing, refused
+        cli.scaling_main(["--report-only", "--points", "0.125:12,0.25:12", "--methods",
+                          "vanilla,noise,irs", "--sigma", "0.4", "--batch-size", "64", "--out",
+                          str(tmp_path)])
+    assert (tmp_path / "SCALING.md").read_text() == table
 
 
 def _image_height(path) -> int:
@@ -134,11 +140,12 @@ def test_several_seeds_give_the_mean_and_ci_over_seeds(tmp_path):
                    methods={"noise": MethodResult(alpha=None, evaluations={0.4: evaluation})},
                    wall_seconds=60.0).save(str(folder / "results.json"))
     row, = write_study_report(base, [point], str(tmp_path), ("noise",)).rows
-    assert row.seeds == 2 and row.mean == pytest.approx(22.0) and row.ci95 > 1.0
+    assert row.seeds == 2 and row.mean == pytest.approx(22.0)
+    assert row.ci95 == pytest.approx(12.7062 * 2.0, rel=1e-4)  # t(0.975, 1) · std / √2
     assert row.seed_means == (20.0, 24.0)  # the plot marks each seed's mean
     text = (tmp_path / "SCALING.md").read_text()
     assert "over seeds [0, 1]" in text
-    assert "a Student-t interval would be 6.5× wider" in text  # t(0.975, 1) = 12.71
+    assert "Student-t 95 % interval over the n = 2 seeds' means, 12.71·std/√n" in text
     one, = write_study_report(dataclasses.replace(base, seeds=1), [point], str(tmp_path),
                               ("noise",)).rows
     assert one.seeds == 1 and one.mean == 20.0 and one.ci95 == 1.0
