@@ -34,6 +34,7 @@ from neft_jax.harness.runtime import (  # noqa: F401  (quiet_library_logs: part 
     stop_signals,
 )
 from neft_jax.methods import REGISTRY as METHOD_REGISTRY
+from neft_jax.methods import uses_feedback
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -300,6 +301,7 @@ def sweep_main(argv=None) -> int:
             "sigmas": args.sigmas or (args.sigma if args.sigma is not None
                                       else base_defaults.sigma,),
             "alphas": args.alphas, "seeds": args.seeds or 1}
+    listed = {key for key in GRID_KEYS if getattr(args, key, None) is not None}
     if args.config:
         try:
             extra = _load_grid_file(args.config)
@@ -309,14 +311,19 @@ def sweep_main(argv=None) -> int:
         if unknown:
             parser.error(f"--config: unknown keys {sorted(unknown)}; allowed: {list(GRID_KEYS)}")
         grid.update(extra)
+        listed |= set(extra)
     if args.out is None:
         parser.error("--out is required for a sweep (it is where finished cells are found)")
-    for one, grid_flag in (("sigma", "sigmas"), ("model", "models"), ("dataset", "datasets")):
-        if getattr(args, one, None) is not None and getattr(args, grid_flag) is not None:
-            parser.error(f"--{one} and --{grid_flag} exclude each other in a sweep: "
-                         f"--{grid_flag} lists the grid's values")
+    for one in ("sigma", "model", "dataset"):
+        if getattr(args, one, None) is not None and f"{one}s" in listed:
+            parser.error(f"--{one} and the grid's {one}s (--{one}s or --config) exclude each "
+                         f"other in a sweep: the grid lists the {one}s")
     first = args.seed or 0
     seeds = grid["seeds"]
+    if isinstance(seeds, bool) or not (isinstance(seeds, int) and seeds >= 1 or isinstance(
+            seeds, (list, tuple)) and seeds):
+        parser.error(f"seeds must be a count (an integer >= 1) or a non-empty list of seeds, "
+                     f"got {seeds!r}")
     seed_values = list(range(first, first + seeds)) if isinstance(seeds, int) else [
         int(s) for s in _as_list(seeds)]
     alphas = [None if a in (None, "default") else float(a) for a in _as_list(grid["alphas"])]
@@ -330,6 +337,11 @@ def sweep_main(argv=None) -> int:
             dataclasses.replace(base, model=cell.model, dataset=cell.dataset,
                                 methods=(cell.method,), sigma=cell.sigma, alpha=cell.alpha,
                                 seed=cell.seed, seeds=1)
+        methods = tuple(dict.fromkeys(cell.method for cell in cells))
+        check_flags_apply(dataclasses.replace(base, methods=methods))
+        if any(a is not None for a in alphas) and not any(map(uses_feedback, methods)):
+            raise ValueError(f"--alphas: none of the methods ({', '.join(methods)}) has eq. "
+                             "(1)'s α; IRS and OVF do")
     except ValueError as error:
         parser.error(str(error))
     print(profile_line, flush=True)

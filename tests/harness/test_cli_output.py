@@ -88,7 +88,23 @@ def test_a_sweep_refuses_a_value_and_its_grid_list_together(one, tmp_path, capsy
     value = {"sigma": "0.3", "model": "vgg8", "dataset": "mnist5k"}[one]
     with pytest.raises(SystemExit):
         cli.sweep_main([f"--{one}", value, f"--{one}s", value, "--out", str(tmp_path / "s")])
-    assert f"--{one} and --{one}s exclude each other" in _error_line(capsys)
+    assert f"--{one} and the grid's {one}s (--{one}s or --config) exclude" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("grid, argv, says", [
+    ('seeds = "2"\n', [], "seeds must be a count (an integer >= 1) or a non-empty list"),
+    ("seeds = 0\n", [], "seeds must be a count"),
+    ("sigmas = [0.2]\n", ["--sigma", "0.3"], "--sigma and the grid's sigmas"),
+    ("methods = [\"noise\"]\n", ["--equal-coefficients"], "--equal-coefficients: none of"),
+    ("methods = [\"noise\"]\n", ["--alphas", "0.1"], "--alphas: none of the methods (noise)"),
+])
+def test_a_sweep_grid_file_that_would_run_something_else_is_refused(grid, argv, says,
+                                                                   tmp_path, capsys):
+    (tmp_path / "grid.toml").write_text(grid)
+    with pytest.raises(SystemExit):
+        cli.sweep_main([*argv, "--config", str(tmp_path / "grid.toml"), "--out",
+                        str(tmp_path / "s")])
+    assert says in _error_line(capsys) and not (tmp_path / "s").exists()
 
 
 
