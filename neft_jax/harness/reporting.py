@@ -28,13 +28,15 @@ def write_results(out: str, results: RunResults) -> None:
 #: Carlo runs includes the worst runs (1 % and 5 % quantiles, min), which a chip's yield
 #: depends on more than on the mean.
 SUMMARY_FIELDS = ("mean", "ci95", "ci99", "std", "ekl", "runs", "min", "q01", "q05", "max")
-CSV_FIELDS = ("method", "sigma", "alpha", *SUMMARY_FIELDS, "clean_accuracy", "best_epoch",
-              "diverged", "eval_seconds")
+CSV_FIELDS = ("method", "sigma", "alpha", "over", *SUMMARY_FIELDS, "not_converged",
+              "clean_accuracy", "best_epoch", "diverged", "eval_seconds")
 
 
 def result_rows(results: RunResults) -> list[dict]:
-    """One row per method × σ (accuracies in percent; ``clean_accuracy`` the method's at σ = 0,
-    ``best_epoch`` the epoch it kept, 1-based)."""
+    """One row per method × σ (accuracies in percent; ``over``: what the summary is over, a
+    run's Monte Carlo runs or the seeds' means, whose count is ``runs``; ``not_converged``:
+    Table III's count over seeds; ``clean_accuracy`` the method's at σ = 0, ``best_epoch``
+    the epoch it kept, 1-based)."""
     rows = []
     for method, entry in results.methods.items():
         for sigma, evaluation in entry.evaluations.items():
@@ -42,7 +44,9 @@ def result_rows(results: RunResults) -> list[dict]:
             rows.append({
                 "method": method, "sigma": float(sigma),
                 "alpha": entry.alpha if uses_feedback(method) else None,
+                "over": "seeds" if results.seeds else "monte_carlo_runs",
                 **{k: summary.get(k) for k in SUMMARY_FIELDS},
+                "not_converged": evaluation.not_converged,
                 "clean_accuracy": entry.clean_accuracy, "best_epoch": entry.best_epoch,
                 "diverged": entry.diverged, "eval_seconds": evaluation.eval_seconds,
             })
@@ -189,8 +193,10 @@ def format_table(results: RunResults) -> str:
                 cells.append("–")
             else:
                 s = evaluation.summary
+                off = ("" if evaluation.not_converged is None else
+                       f" {evaluation.not_converged}/{len(results.seeds)} off")
                 cells.append(f"{s['mean']:.2f} ± {s['ci95']:.2f} \\[{s['std']:.2f}] "
-                             f"({s['ekl']:.3f})")
+                             f"({s['ekl']:.3f}){off}")
         clean = "–" if entry.clean_accuracy is None else f"{entry.clean_accuracy:.2f}"
         table.add_row(method, f"{entry.alpha or 0:g}" if uses_feedback(method) else "", clean,
                       *cells)
@@ -200,7 +206,9 @@ def format_table(results: RunResults) -> str:
             "Student-t 95 % CI over seeds" if results.seeds else
             f"mean ± 95 % CI over {settings['mc_runs']} Monte Carlo runs")
     chance = results.chance
-    legend = (f"cells: {over} [std] (EKL, nats); clean: accuracy without noise (σ = 0)"
+    off = ("; k/n off: seeds more than 5 points from the mean over seeds, or without a "
+           "result (Table III's not converged)" if results.seeds else "")
+    legend = (f"cells: {over} [std] (EKL, nats){off}; clean: accuracy without noise (σ = 0)"
               + (f"; chance: {chance:.1f} %" if chance else ""))
     title = f"Monte Carlo accuracy (%) under {noise_label(settings)}\n"
     below = below_chance_exits(results)

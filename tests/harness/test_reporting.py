@@ -130,3 +130,21 @@ def test_exits_below_chance_are_explained_in_the_table_and_the_plot(tmp_path):
     assert (tmp_path / "f.png").stat().st_size > 0
     results.methods["irs"].history[-1]["exit_accuracies"] = [9.0, 40.0]  # within 3 points
     assert below_chance_exits(results) == [] and "anti-predicts" not in format_table(results)
+
+
+def test_a_seeds_table_and_csv_show_the_count_of_seeds_off_the_mean():
+    import csv
+    import io
+
+    from neft_jax.harness.reporting import results_csv
+
+    results = _results(noise=(50.0, 9.0))
+    results.settings["seeds"] = [0, 1, 2]
+    evaluation = results.methods["noise"].evaluations[0.4]
+    evaluation.not_converged, evaluation.seed_means = 1, [40.0, 55.0, 55.0]
+    assert "50.00 ± 9.00 [2.00] (0.500) 1/3 off" in format_table(results)
+    assert "Table III's not converged" in format_table(results)
+    row, = csv.DictReader(io.StringIO(results_csv(results)))
+    assert row["over"] == "seeds" and row["not_converged"] == "1"
+    single, = csv.DictReader(io.StringIO(results_csv(_results(noise=(50.0, 9.0)))))
+    assert single["over"] == "monte_carlo_runs" and single["not_converged"] == ""
