@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import os
 import time
 from collections import defaultdict
@@ -282,11 +283,12 @@ def aggregate_over_seeds(rows: Sequence[dict]) -> list[dict]:
         groups[key].append(row)
     table = []
     for key, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        means = [m["mean"] if m["mean"] is not None and not m["diverged"] else float("nan")
-                 for m in members]
+        # A cell that diverged after keeping an epoch is judged by that epoch (method.md §5,
+        # as run.py --seeds does); one without a kept epoch has no mean.
+        means = [float("nan") if m["mean"] is None else m["mean"] for m in members]
         summary, not_converged = summarize_over_seeds(means, [m["ekl"] for m in members])
         summary = summary or {}
-        one = len(members) < 2  # a spread over one seed is undefined, not zero
+        one = sum(map(math.isfinite, means)) < 2  # a spread over one seed is undefined
         table.append({
             **dict(zip(("model", "dataset", "method", "sigma", "alpha", "eval_sigma"), key[:-1],
                        strict=True)),

@@ -68,6 +68,14 @@ def test_result_files_are_readable():
                                       "mean": 50.0, "ci95": 1.0, "std": 7.0, "ekl": 0.5,
                                       "runs": 200, "seed": 0, "diverged": False}])
     assert one_seed[0]["ci95"] is None and one_seed[0]["std_over_seeds"] is None
+    cell = {"model": "vgg8", "dataset": "mnist5k", "method": "noise", "sigma": 0.4,
+            "alpha": None, "eval_sigma": 0.4, "ci95": 1.0, "std": 7.0, "ekl": 0.5, "runs": 200}
+    later, = aggregate_over_seeds([{**cell, "mean": 60.0, "seed": 0, "diverged": True},
+                                   {**cell, "mean": 40.0, "seed": 1, "diverged": False}])
+    assert later["mean"] == 50.0 and later["ci95"] is not None  # judged by its kept epoch
+    never, = aggregate_over_seeds([{**cell, "mean": None, "seed": 0, "diverged": True},
+                                   {**cell, "mean": 40.0, "seed": 1, "diverged": False}])
+    assert never["mean"] == 40.0 and never["ci95"] is None and never["not_converged"] == 1
     assert environment()["cpu_model"].strip()  # the CPU model is recorded
 
 
