@@ -349,7 +349,8 @@ def sweep_main(argv=None) -> int:
     def job() -> int:
         table = run_sweep(cells, base, args.out, show_progress=show_progress(args),
                           worker=args.worker)
-        print(f"{len(table)} rows: {os.path.join(args.out, 'sweep.csv')}")
+        print(f"{len(table)} row{'s' * (len(table) != 1)}: "
+              f"{os.path.join(args.out, 'sweep.csv')}")
         return 0
 
     return run_cleanly(parser.prog, job, "finished cells are kept; rerun the same command to "

@@ -223,7 +223,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
                    f"in the {max(budget.remaining(), 0):.0f} s of budget left"
                    if budget.seconds is not None else "")
             log(f"[{i + 1}/{len(cells)}] {cell.name}: {seconds:.0f} s"
-                + (f"; about {left / 60:.0f} min left for {len(todo)} more"
+                + (f"; about {max(left / 60, 1):.0f} min left for {len(todo)} more"
                    f" cell{'s' if len(todo) > 1 else ''}{fit}" if todo else ""))
             write_combined(cells, out, plots=False)
     except BaseException:
@@ -231,6 +231,13 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             with contextlib.suppress(Exception):
                 write_combined(cells, out)
         raise
+    unfinished = [c.name for c in cells if not cell_done(os.path.join(out, "cells", c.name),
+                                                          c.method)]
+    if unfinished:  # held by workers that may still run, or that were stopped
+        log(f"{len(cells) - len(unfinished)} of {len(cells)} cells finished; not yet: "
+            f"{', '.join(unfinished[:3])}{', …' if len(unfinished) > 3 else ''} (held by "
+            "another worker, or not this --worker's share): when those workers are done, "
+            "run the same command again to finish any that were stopped")
     return write_combined(cells, out)
 
 

@@ -81,6 +81,7 @@ def test_sweep_workers_skip_a_cell_another_worker_holds(tmp_path):
     run_sweep(cells, base, str(tmp_path), log=messages.append, show_progress=False)
     assert any("held by another worker, skipped" in m for m in messages)
     assert not (tmp_path / "cells" / cells[0].name / "results.json").exists()
+    assert f"0 of 1 cells finished; not yet: {cells[0].name}" in messages[-1]
     held.release()
 
 
