@@ -88,3 +88,12 @@ def published_ablation(dataset: str, model: str, variant: str) -> float | None:
     if dataset not in MNIST_DATASETS or model != "vgg8":
         return None
     return PAPER_TABLE5.get(variant)
+
+
+def paper_noise_note(normalisation: str) -> str:
+    """What REPORT.md's header says of the paper's numbers beside runs under
+    ``normalisation``: they mean `level` noise (FINDINGS 0), and "≤x" is a bound."""
+    caveat = "" if normalisation == "level" else (
+        f": not comparable with these '{normalisation}' numbers")
+    return (f"its σ is 'level' noise, FINDINGS 0{caveat}; ≤x: the paper gives only a bound, "
+            "at most x")

@@ -33,6 +33,7 @@ from .published import (
     MNIST_DATASETS,
     TABLE3_SIGMA,
     paper_accuracy,
+    paper_noise_note,
     published_ablation,
     published_accuracy,
     published_not_converged,
@@ -64,7 +65,7 @@ def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentCo
              f"{base.device_preset} with '{base.normalisation}' normalisation, compute "
              f"{base.compute}. Cells: mean over seeds of each run's Monte Carlo mean ± "
              "Student-t 95 % CI over seeds (n = seeds). Paper: method.md §6 (full model, the "
-             "whole training set, 200 epochs).", ""]
+             f"whole training set, 200 epochs; {paper_noise_note(base.normalisation)}).", ""]
     dataset = base.dataset
     if dataset not in MNIST_DATASETS:
         lines += [f"The paper's Tables II, V and III's first column are MNIST's; on {dataset} "
@@ -160,8 +161,7 @@ def plot_report(report: dict[str, ModelReport], plan: Plan, dataset: str, path: 
 
 def write_report(out: str, plan: Plan, base: ExperimentConfig,
                  plots: bool = True) -> dict[str, ModelReport]:
-    """REPORT.md, report.json and (with ``plots``) report.png and alpha_grid.png in ``out``
-    from every finished stage."""
+    """REPORT.md, report.json, report.png, alpha_grid.png in ``out`` from finished stages."""
     report = collect_report(out, plan, base)
     write_atomic(os.path.join(out, "report.json"),
                  json.dumps({model: data.to_json() for model, data in report.items()}, indent=1))

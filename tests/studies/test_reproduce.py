@@ -35,6 +35,7 @@ def test_table2_and_table3_stages_write_a_report_and_share_runs(tmp_path, capsys
         assert table3["seeds"] == 2 and table3["not_converged"] in (0, 1, 2)
     text = (out / "REPORT.md").read_text()
     assert "### Table III" in text and " of 2 |" in text
+    assert "its σ is 'level' noise, FINDINGS 0; ≤x: the paper gives only a bound" in text
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     # A second launch finds everything done and trains nothing.
     assert reproduce_cli.reproduce_main(args) == 0
@@ -318,3 +319,10 @@ def test_a_plans_multi_seed_runs_are_split_between_workers_and_skip_held_folders
     alone = _Runner(Plan(), str(tmp_path), messages.append, False, Budget(None), Worker())
     alone.seeds_run("stage alpha of vgg8", held, job)
     assert messages == ["stage alpha of vgg8: held by another worker, skipped"]
+
+
+def test_the_report_warns_that_the_papers_numbers_are_not_range_noise():
+    from paper.published import paper_noise_note
+
+    assert "not comparable with these 'range' numbers" in paper_noise_note("range")
+    assert "not comparable" not in paper_noise_note("level")
