@@ -167,7 +167,10 @@ class RunProgress:
                 log: Callable[[str], None] = print) -> TrainOutcome:
         """Close the checkpoints; the outcome holds the best state (``state`` if none).
 
+        ``train_seconds``: this launch's; a resumed run adds its earlier epochs' seconds.
         A corrupt best save falls back to the one before it (a warning says which)."""
+        train_seconds += sum(line.get("seconds", 0.0) for line in self.history
+                             if line.get("epoch", 0) <= self.start_epoch)
         best = (self.checkpoints.restore(state, "best", log=log) if self.best_epoch is not None
                 else None)
         self.checkpoints.close()

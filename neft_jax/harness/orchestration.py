@@ -117,8 +117,9 @@ def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None], show_prog
                                        show_progress)
         record.alpha_search = search
         results.methods[method] = record
-        results.wall_seconds = time.perf_counter() - started + (
-            previous.wall_seconds if previous else 0.0)
+        results.wall_seconds = max(time.perf_counter() - started + (  # at least the training
+            previous.wall_seconds if previous else 0.0),  # of earlier launches' epochs
+            sum(m.train_seconds or 0.0 for m in results.methods.values()))
         write_results(cfg.out, results)  # after each method: a stop loses none of it
         wrote = True
     if not wrote:  # every method was done before: its files are written again, as resumed

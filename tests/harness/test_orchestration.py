@@ -90,6 +90,17 @@ def test_resume_after_interruption_and_a_flipped_byte_matches_uninterrupted(tmp_
     assert not b.diverged
     assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
     assert a.at(0.3).accuracies == b.at(0.3).accuracies
+    assert resumed.wall_seconds >= b.train_seconds
+
+
+def test_a_resumed_run_counts_the_training_time_of_its_earlier_launch(tmp_path):
+    from neft_jax.harness.bookkeeping import RunProgress
+    from neft_jax.harness.checkpoints import RunCheckpoints
+
+    run = RunProgress(_tiny_config(tmp_path), "noise", 0.0, RunCheckpoints(tmp_path / "c"))
+    run.history = [{"epoch": 1, "seconds": 5.0}, {"epoch": 2, "seconds": 7.0}]
+    run.start_epoch = 1  # epoch 1 came from the checkpoint, epoch 2 ran in this launch
+    assert run.outcome(None, {}, train_seconds=8.0).train_seconds == 13.0
 
 
 def test_same_seed_same_numbers_and_method_skipped_on_resume(tmp_path, monkeypatch):
