@@ -114,8 +114,9 @@ mapfile -t CHOICE < <(python3 experiments/gpu_throughput.py choose "$CALL/bench.
 WORKERS=${CHOICE[1]:-1}
 echo "plan processes: ${CHOICE[0]:-1 (the choice failed)}" | tee -a "$CALL/bench.txt"
 # The budget decides which cells start; a cell that runs longer than its estimate is
-# stopped 15 s (GPU_PAPER_HARD_MARGIN) after the budget (SIGTERM: its finished epochs are checkpointed)
-# so that the archive below is always written before the call's time limit. Whatever
+# stopped 15 s (GPU_PAPER_HARD_MARGIN) after the budget (SIGTERM: it stops cleanly) so that the
+# archive below is always written before the call's time limit. The archive leaves out the
+# checkpoints (too large to bring back), so the next call trains a stopped cell from epoch 1. Whatever
 # reproduce.py does (stopped, crashed), the report is rebuilt from the finished cells.
 PLAN=(--profile paper --models vgg8,resnet18 --seeds 3 --data-dir "$DATA" --out "$RUN"
       ${EXTRA[@]+"${EXTRA[@]}"})
