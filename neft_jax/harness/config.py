@@ -83,12 +83,15 @@ COMPUTE = {"fp32": (jnp.float32, "float32"), "tf32": (jnp.float32, "tensorfloat3
 SEED_MODES = ("auto", "sequential", "vmap")
 #: When the cosine annealing steps: after every optimiser step, or once per epoch.
 LR_SCHEDULES = ("step", "epoch")
+#: What a finished method's checkpoints keep (``--keep-checkpoints``).
+CHECKPOINT_KEEPING = ("all", "newest", "none")
 
 #: Every setting that changes a trained and evaluated result's numbers: a result is
 #: reused (resumed, or skipped as done) only when these match (:mod:`neft_jax.harness.identity`).
-#: Left out: where results go (out, data_dir, resume, overwrite), how work is scheduled
-#: (seeds, seed_mode, checkpoint_every), what only changes speed (backward_micro_batch,
-#: chunk_size, eval_batch_size) and the σ a result is evaluated at (``--sweep`` adds σ).
+#: Left out: where results go (out, data_dir, resume, overwrite, keep_checkpoints), how
+#: work is scheduled (seeds, seed_mode, checkpoint_every), what only changes speed
+#: (backward_micro_batch, chunk_size, eval_batch_size) and the σ a result is evaluated at
+#: (``--sweep`` adds σ).
 IDENTITY_KEYS = ("model", "dataset", "methods", "width", "epochs", "batch_size", "lr",
                  "lr_schedule", "sigma", "exit_sigma", "normalisation", "scale",
                  "device_preset", "alpha",
@@ -187,6 +190,11 @@ class ExperimentConfig:
         "epoch this long after the last save, and after the last epoch (0 = every epoch). "
         "A killed run resumes from the last save and redoes the epochs after it, with the "
         "same numbers", metavar="SECONDS")
+    keep_checkpoints: str = _field(
+        "all", "what a method's checkpoints keep once its results are written: all (two "
+        "saves each of the latest and the best state), newest (one of each: half the disk) "
+        "or none (a later --resume that adds σ then trains that method again)",
+        choices=CHECKPOINT_KEEPING)
 
     def __post_init__(self):
         validate_config(self)
@@ -372,5 +380,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _require(isinstance(cfg.checkpoint_every, (int, float)) and math.isfinite(
         cfg.checkpoint_every) and cfg.checkpoint_every >= 0, "checkpoint_every",
         "a finite number of seconds >= 0", cfg.checkpoint_every)
+    _require(cfg.keep_checkpoints in CHECKPOINT_KEEPING, "keep_checkpoints",
+             f"one of {CHECKPOINT_KEEPING}", cfg.keep_checkpoints)
     _require(isinstance(cfg.equal_coefficients, bool), "equal_coefficients", "True or False",
              cfg.equal_coefficients)

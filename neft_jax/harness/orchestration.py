@@ -121,6 +121,7 @@ def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None], show_prog
             previous.wall_seconds if previous else 0.0),  # of earlier launches' epochs
             sum(m.train_seconds or 0.0 for m in results.methods.values()))
         write_results(cfg.out, results)  # after each method: a stop loses none of it
+        prune_checkpoints(cfg.checkpoint_dir(method, alpha), cfg.keep_checkpoints)
         wrote = True
     if not wrote:  # every method was done before: its files are written again, as resumed
         write_results(cfg.out, results)
@@ -187,6 +188,26 @@ def _why_not(out: str, error: OSError) -> str:
     if os.path.exists(parent) and not os.path.isdir(parent):
         return f"{parent!r} is a file, not a folder"
     return error.strerror or str(error)
+
+
+def prune_checkpoints(directory: str, keep: str) -> None:
+    """After a method's results are written: keep ``all`` its saves, the ``newest`` save of
+    each kind (latest, best: what a later --resume restores), or ``none``."""
+    if keep == "none":
+        shutil.rmtree(directory, ignore_errors=True)
+    elif keep == "newest":
+        for kind in ("latest", "best"):
+            steps = sorted(int(name) for name in _listdir(os.path.join(directory, kind))
+                           if name.isdigit())
+            for step in steps[:-1]:
+                shutil.rmtree(os.path.join(directory, kind, str(step)), ignore_errors=True)
+
+
+def _listdir(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 def check_writable(out: str) -> None:

@@ -297,3 +297,21 @@ def test_help_describes_each_profile():
     text = " ".join(run_cli.run_parser().format_help().split())
     for profile in PROFILES.values():
         assert f"{profile.name}: {' '.join(profile.doc.split())}" in text
+
+
+def test_keep_checkpoints_newest_halves_the_saves_and_a_resume_adding_sigma_trains_nothing(
+        tmp_path):
+    from neft_jax.harness.orchestration import prune_checkpoints
+
+    cfg = _tiny_config(tmp_path / "run", checkpoint_every=0, keep_checkpoints="newest")
+    run_experiment(cfg, log=lambda m: None, show_progress=False)
+    saved = tmp_path / "run" / "checkpoints" / "noise"
+    assert os.listdir(saved / "latest") == ["2"] and len(os.listdir(saved / "best")) == 1
+    messages = []
+    wider = run_experiment(dataclasses.replace(cfg, resume=True, extra_sigmas=(0.5,)),
+                           log=messages.append, show_progress=False)
+    assert any("resumed noise from epoch 2" in m for m in messages)
+    assert not any("epoch 1/2" in m or "epoch 2/2" in m for m in messages)  # no training
+    assert set(wider.methods["noise"].evaluations) == {0.3, 0.5}
+    prune_checkpoints(str(saved), "none")
+    assert not saved.exists()
