@@ -43,6 +43,7 @@ from neft_jax.harness.loop import train_runs
 from neft_jax.harness.orchestration import (
     check_batch_size,
     prepare_out_dir,
+    prune_checkpoints,
     run_experiment,
     start_results,
 )
@@ -187,4 +188,5 @@ def _run_seeds_vmapped(cfg: ExperimentConfig, seeds: list[int], log, show_progre
                 configs[seed], method, outcome, alpha, test_set, log, show_progress)
             per_seed[seed].wall_seconds = time.perf_counter() - started
             write_results(configs[seed].out, per_seed[seed])
+            prune_checkpoints(configs[seed].checkpoint_dir(method, alpha), cfg.keep_checkpoints)
     return per_seed
