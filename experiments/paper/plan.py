@@ -29,6 +29,7 @@ of the paper-scale program (the core cells of the first model at σ = 0.4, then 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 
@@ -86,7 +87,10 @@ class Plan:
     def __post_init__(self):
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
-            raise ValueError(f"stages must be names from {list(STAGES)}, got {self.stages!r}")
+            close = difflib.get_close_matches(str(bad[0]), STAGES, n=1) if bad else []
+            hint = f"unknown stage {bad[0]!r}; did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"{hint}stages must be names from {list(STAGES)}, got "
+                             f"{self.stages!r}")
         if self.order not in ORDERS:
             raise ValueError(f"order must be one of {list(ORDERS)}, got {self.order!r}")
         if not self.models or any(m not in MODELS for m in self.models):

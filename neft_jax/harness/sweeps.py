@@ -270,7 +270,8 @@ def collect_rows(cells: Sequence[Cell], out: str) -> list[dict]:
         for sigma, evaluation in entry.evaluations.items():
             summary = evaluation.summary or {}
             rows.append({
-                **dataclasses.asdict(cell), "alpha": entry.alpha,
+                **dataclasses.asdict(cell),  # α only where the method has one, as results.csv
+                "alpha": entry.alpha if uses_feedback(cell.method) else None,
                 "eval_sigma": float(sigma), "diverged": entry.diverged,
                 **{k: summary.get(k) for k in ("mean", "ci95", "std", "ekl", "runs", "min",
                                                "q01", "q05")},

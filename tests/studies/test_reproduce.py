@@ -63,6 +63,11 @@ def test_plan_rejects_bad_values(change):
         Plan(**change)
 
 
+def test_a_mistyped_stage_names_the_nearest():
+    with pytest.raises(ValueError, match="unknown stage 'tabel2'; did you mean 'table2'"):
+        Plan(stages=("tabel2",))
+
+
 def test_the_alpha_stage_without_a_held_out_split_is_refused_before_anything_trains(
         tmp_path, capsys):
     code = reproduce_cli.reproduce_main(TINY + ["--stages", "table2,alpha", "--val-fraction",
