@@ -29,6 +29,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from neft_jax.harness import data as data_lib
 from neft_jax.harness.budget import Budget, cost_key, estimate_seconds, estimate_total, fits
 from neft_jax.harness.config import ExperimentConfig
@@ -332,10 +334,14 @@ def write_combined(cells: Sequence[Cell], out: str, plots: bool = True) -> list[
 
 
 def _plot_mean_ci(ax, points: Sequence[dict], x_key: str, label: str) -> None:
-    """Mean accuracy ± 95 % CI of table rows against ``x_key``."""
+    """Mean accuracy ± 95 % CI of table rows against ``x_key``, the bars cut at 0 and 100 %
+    (an accuracy cannot leave them, however wide a Student-t interval over 2 seeds is)."""
     points = sorted(points, key=lambda p: p[x_key])
-    ax.errorbar([p[x_key] for p in points], [p["mean"] for p in points],
-                yerr=[p["ci95"] or 0 for p in points], marker="o", capsize=3, label=label)
+    means = np.asarray([p["mean"] for p in points], float)
+    ci = np.asarray([p["ci95"] or 0.0 for p in points], float)
+    ax.errorbar([p[x_key] for p in points], means,
+                yerr=[np.minimum(ci, means), np.minimum(ci, 100.0 - means)], marker="o",
+                capsize=3, label=label)
 
 
 def plot_sweep(table: Sequence[dict], out: str) -> None:
@@ -357,7 +363,7 @@ def plot_sweep(table: Sequence[dict], out: str) -> None:
         for label, points in sorted(lines.items()):
             _plot_mean_ci(ax, [p for p in points if p["mean"] is not None], "sigma", label)
         ax.set(title=f"{model} / {dataset}", xlabel="σ_d (train = eval)",
-               ylabel="Monte Carlo accuracy (%)")
+               ylabel="Monte Carlo accuracy (%): mean ± 95 % CI over seeds")
     save_figure(fig, os.path.join(out, "accuracy_vs_sigma.png"))
 
     searched = [r for r in table if uses_feedback(r["method"]) and r["alpha"]

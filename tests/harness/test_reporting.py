@@ -156,3 +156,19 @@ def test_a_seeds_table_and_csv_show_the_count_of_seeds_off_the_mean():
     assert row["over"] == "seeds" and row["not_converged"] == "1"
     single, = csv.DictReader(io.StringIO(results_csv(_results(noise=(50.0, 9.0)))))
     assert single["over"] == "monte_carlo_runs" and single["not_converged"] == ""
+
+
+def test_sweep_plot_error_bars_stay_between_0_and_100_percent():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from neft_jax.harness.sweeps import _plot_mean_ci
+
+    fig, ax = plt.subplots()
+    _plot_mean_ci(ax, [{"sigma": 0.2, "mean": 5.0, "ci95": 20.0},
+                       {"sigma": 0.4, "mean": 95.0, "ci95": 20.0}], "sigma", "noise")
+    bars = ax.containers[0].lines[2][0].get_segments()
+    assert [(seg[0][1], seg[1][1]) for seg in bars] == [(0.0, 25.0), (75.0, 100.0)]
+    plt.close(fig)
