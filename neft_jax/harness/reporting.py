@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Sequence
 
 from neft_jax.harness.results import RunResults, rounded, write_atomic
 from neft_jax.methods import FAIR_BASELINE, label, uses_feedback
@@ -79,6 +80,15 @@ def noise_label(settings: dict) -> str:
             f"trained at σ = {float(settings['sigma']):g}")
 
 
+def accuracy_error_bars(rows: Sequence[dict]) -> list[list[float]]:
+    """``yerr`` (below, above) of rows' mean ± ci95, cut at 0 and 100 % (an accuracy cannot
+    leave them, however wide a Student-t interval over 2 seeds is); no ci95: no bar."""
+    means = [r["mean"] for r in rows]
+    cis = [r["ci95"] or 0.0 for r in rows]
+    return [[min(c, m) for m, c in zip(means, cis, strict=True)],
+            [min(c, 100.0 - m) for m, c in zip(means, cis, strict=True)]]
+
+
 def plot_accuracy_vs_sigma(results: RunResults, path: str) -> None:
     """Mean Monte Carlo accuracy (± 95 % CI) against σ, one line per method; with a single σ,
     one bar per method from 0. A dashed line marks chance."""
@@ -87,7 +97,8 @@ def plot_accuracy_vs_sigma(results: RunResults, path: str) -> None:
     rows = [r for r in result_rows(results) if r["mean"] is not None]
     if len({r["sigma"] for r in rows}) == 1:
         ax.bar([r["method"] for r in rows], [r["mean"] for r in rows],
-               yerr=[r["ci95"] for r in rows], capsize=4, color=[f"C{i}" for i in range(len(rows))])
+               yerr=accuracy_error_bars(rows), capsize=4,
+               color=[f"C{i}" for i in range(len(rows))])
         ax.set_ylim(0, 100)
         ax.set_xlabel(f"method (σ_d = {rows[0]['sigma']:g})" if rows else "method")
     else:
@@ -95,7 +106,7 @@ def plot_accuracy_vs_sigma(results: RunResults, path: str) -> None:
             points = sorted((r for r in rows if r["method"] == method), key=lambda r: r["sigma"])
             if points:
                 ax.errorbar([r["sigma"] for r in points], [r["mean"] for r in points],
-                            yerr=[r["ci95"] for r in points], marker="o", capsize=3,
+                            yerr=accuracy_error_bars(points), marker="o", capsize=3,
                             label=method)
         ax.set_xlabel("device variation σ_d")
     if results.chance is not None:

@@ -29,8 +29,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from neft_jax.harness import data as data_lib
 from neft_jax.harness.budget import Budget, cost_key, estimate_seconds, estimate_total, fits
 from neft_jax.harness.config import ExperimentConfig
@@ -44,7 +42,7 @@ from neft_jax.harness.identity import (
 )
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
-from neft_jax.harness.reporting import save_figure
+from neft_jax.harness.reporting import accuracy_error_bars, save_figure
 from neft_jax.harness.results import RunResults, write_atomic
 from neft_jax.stats import summarize_over_seeds
 from neft_jax.train import uses_feedback
@@ -334,14 +332,10 @@ def write_combined(cells: Sequence[Cell], out: str, plots: bool = True) -> list[
 
 
 def _plot_mean_ci(ax, points: Sequence[dict], x_key: str, label: str) -> None:
-    """Mean accuracy ± 95 % CI of table rows against ``x_key``, the bars cut at 0 and 100 %
-    (an accuracy cannot leave them, however wide a Student-t interval over 2 seeds is)."""
+    """Mean accuracy ± 95 % CI of table rows against ``x_key`` (bars cut at 0 and 100 %)."""
     points = sorted(points, key=lambda p: p[x_key])
-    means = np.asarray([p["mean"] for p in points], float)
-    ci = np.asarray([p["ci95"] or 0.0 for p in points], float)
-    ax.errorbar([p[x_key] for p in points], means,
-                yerr=[np.minimum(ci, means), np.minimum(ci, 100.0 - means)], marker="o",
-                capsize=3, label=label)
+    ax.errorbar([p[x_key] for p in points], [p["mean"] for p in points],
+                yerr=accuracy_error_bars(points), marker="o", capsize=3, label=label)
 
 
 def plot_sweep(table: Sequence[dict], out: str) -> None:
