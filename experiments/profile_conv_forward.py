@@ -6,7 +6,7 @@ XLA's convolution, im2col (``lax.conv_general_dilated_patches``) + one GEMM,
 and nine shifted GEMMs summed; each checked against XLA's result. Prints ms and
 GFLOP/s per layer shape of VGG-8/ResNet-18 at batch 128. It shows whether a
 hand-written forward could lift Monte Carlo evaluation on CPU (it could not on
-CPU-2: docs/RESULTS.md).
+CPU-2: docs/studies/cpu_conv.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A convolution whose backward pass runs in micro-batches (a CPU speed-up).
 
 XLA:CPU computes a convolution's filter gradient for a batch of 128 at 30–70
-GFLOP/s, against 130–190 for the forward (docs/RESULTS.md, "Why CPU training
+GFLOP/s, against 130–190 for the forward (docs/studies/cpu_conv.md, "Why CPU training
 was slower than the forward pass suggests, and the fix"). The same gradient
 computed as a sum over micro-batches of 8–16 images, unrolled in one program,
 runs about twice as fast: each piece fits the cache. :func:`micro_batched_conv`
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax import lax
 
 #: Micro-batch of the backward pass on CPU (measured best on CPU-2 for 32×32 and
-#: 16×16 convs: docs/RESULTS.md); other backends run the backward pass whole.
+#: 16×16 convs: docs/studies/cpu_conv.md); other backends run the backward pass whole.
 CPU_BACKWARD_MICRO_BATCH = 8
 
 #: Each micro-batch holds at least this many output pixels (images × H_out × W_out):

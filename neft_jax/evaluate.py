@@ -42,7 +42,7 @@ from neft_jax.perturbation import Where
 #: Keys computed together (vmap) per backend, measured with experiments/bench.py: on CPU a
 #: chunk of 8 ran 8.7× slower than 1; on an H200 (VGG-8, bf16, test batches of 2,500) a
 #: chunk of 2 ran at 320k image-evaluations/s against 486k for 1, and chunks of 4 and 8
-#: did not finish 32 runs in two minutes (docs/RESULTS.md, "Speed on one GPU"). Backends
+#: did not finish 32 runs in two minutes (docs/studies/speed_gpu.md). Backends
 #: not listed are measured on first use (:func:`autotune_chunk_size`), cached per model.
 DEFAULT_CHUNK_SIZE = {"cpu": 1, "gpu": 1}
 #: Candidates tried by the automatic measurement on accelerators.

@@ -165,7 +165,7 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     ``nn.max_pool(x, (2, 2), strides=(2, 2))``, but its gradient is elementwise
     (``g`` where an input equals its window's max, shared on exact ties) where
     ``nn.max_pool``'s builds four int32 index tensors of the input's size and
-    scatters; on CPU that took 45 % of a quick-width VGG-8 step (docs/RESULTS.md).
+    scatters; on CPU that took 45 % of a quick-width VGG-8 step (docs/studies/cpu_conv.md).
     Ties only occur at the zeros of the ReLU before each pool, whose gradient is
     zero either way. Odd H or W fall back to ``nn.max_pool`` (last row/column dropped).
     """

@@ -1,8 +1,8 @@
 """Statistics of Monte Carlo accuracies (method.md §5): summaries, paired differences,
 convergence counts and summaries over independent runs.
 
-Plain numpy, apart from the Monte Carlo engine (:mod:`neft_jax.evaluate`) that makes the
-accuracies.
+numpy, and scipy for the Student-t quantile; the accuracies come from the Monte Carlo
+engine (:mod:`neft_jax.evaluate`).
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ def summarize_over_seeds(seed_means: Sequence[float], seed_ekls: Sequence[float 
     """Independent runs' Monte Carlo means (%, NaN = diverged) → ``(summary, not_converged)``.
 
     ``summary`` is :func:`summarize` of the finite means, its CI half-widths Student-t
-    (n − 1 degrees of freedom: with 3 runs 4.30·std/√n, not 1.96), with ``ekl`` the mean
-    of the runs' EKL (None when every run diverged); ``not_converged`` counts runs more than
+    (n − 1 degrees of freedom: with 3 runs 4.30·std/√n, not 1.96; with one finite mean
+    there is no interval and they are 0), with ``ekl`` the mean of the runs' EKL (None when
+    every run diverged); ``not_converged`` counts runs more than
     ``tolerance_pct`` points from the mean, or without a mean (method.md §5, Table III).
     """
     means = np.asarray([np.nan if m is None else m for m in seed_means], np.float64)

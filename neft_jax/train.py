@@ -14,9 +14,9 @@ Methods (:mod:`neft_jax.methods`, one entry each):
                turn (σ, σ + 0.15, σ + 0.10, σ + 0.05), as the authors' code does.
 
 The step is ``step(state, batch, key) -> (state, metrics)`` with
-``batch = {"image": (B, H, W, C) float, "label": (B,) int}``. σ, the exits'
-σ and α live in ``state.hparams`` as traced scalars, so changing them never
-recompiles the step.
+``batch = {"image": (B, ...) inputs, "label": (B,) int}``. σ, the exits' σ and
+(for IRS and OVF) α live in ``state.hparams`` as traced scalars, so changing them
+never recompiles the step.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ OVF_SIGMA_OFFSETS = (0.15, 0.10, 0.05)
 class TrainState(train_state.TrainState):
     """Flax train state with BatchNorm statistics and the traced hyper-parameters.
 
-    ``hparams``: ``{"sigma", "exit_sigma", "alpha"}`` float32 scalars.
+    ``hparams``: ``{"sigma", "exit_sigma"}`` and, when given, ``"alpha"`` (IRS and OVF need
+    it): float32 scalars (:func:`make_hparams`).
     """
 
     batch_stats: Any

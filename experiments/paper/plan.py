@@ -44,13 +44,13 @@ STAGES = ("core", "table2", "table3", "vanilla", "table5", "control", "scaled", 
 #: What ``reproduce.py`` runs by default.
 DEFAULT_STAGES = tuple(s for s in STAGES if s not in ("core", "alpha_grid"))
 #: The stages of a time-boxed run, in the order each model takes those :data:`PRIORITY`
-#: did not. The α grid follows the core cells: on the first GPU run (docs/RESULTS.md,
+#: did not. The α grid follows the core cells: on the first GPU run (docs/studies/paper_gpu.md,
 #: "Paper profile on one GPU") IRS at the authors' α fell 10–39 points below its α → 0
 #: control, so whether any α of the search helps is the next question.
 BUDGET_STAGES = ("core", "alpha_grid", "table2", "vanilla", "table3", "table5", "control",
                  "scaled", "ovf", "alpha")
 #: A time-boxed run's first steps: (stage, the model's position in the plan, σ of the core
-#: stage or None), the paper-scale program's order (docs/RESULTS.md).
+#: stage or None), the paper-scale program's order (docs/studies/paper_gpu.md).
 PRIORITY = (("core", 0, 0.4), ("core", 0, 0.6), ("alpha_grid", 0, None), ("table2", 0, None),
             ("vanilla", 0, None), ("table3", 0, None), ("core", 1, 0.4), ("table5", 0, None))
 ORDERS = ("model", "priority")

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 
 #: Cost of one training of each method relative to noise injection (three extra
-#: forward passes make OVF ≈ 3×; measured on CPU and GPU, docs/RESULTS.md).
+#: forward passes make OVF ≈ 3×; measured on CPU and GPU, docs/studies/speed_gpu.md).
 RELATIVE_COST = {"vanilla": 0.9, "noise": 1.0, "noise_scaled": 1.0, "irs": 1.15, "ovf": 3.0}
 
 
@@ -56,7 +56,7 @@ class Budget:
 
 
 #: Cost of one training of each model relative to VGG-8 at the same width (one H200 in
-#: TF32, noise injection: 40,976 against 26,410 images/s, docs/RESULTS.md).
+#: TF32, noise injection: 40,976 against 26,410 images/s, docs/studies/speed_gpu.md).
 MODEL_COST = {"vgg8": 1.0, "resnet18": 1.55}
 #: A cell's cost grows as width ** WIDTH_EXPONENT: convs as width², but narrow models are
 #: dominated by fixed costs (CPU-2: ×0.125 → ×1 costs 16×, not 64×). 1.5 errs high, so a

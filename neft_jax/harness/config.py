@@ -63,7 +63,7 @@ PROFILES = {
         "run.py's default on a CPU, the main command's budget: the quick profile's model "
         "for 8 epochs and 100 Monte Carlo runs. `python3 experiments/run.py --sigma 0.4` "
         "trains and scores the five methods in 9 min on 2 CPU cores (Intel Xeon family 6 "
-        "model 106, first use; docs/RESULTS.md): IRS/OVF/noise_scaled ≈ 65 %, noise "
+        "model 106, first use; docs/FINDINGS.md 6b): IRS/OVF/noise_scaled ≈ 65 %, noise "
         "injection 33 %, vanilla 26 % at σ = 0.4.",
         epochs=8, batch_size=128, mc_runs=100, width=0.125, compute="fp32"),
 }

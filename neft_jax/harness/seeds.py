@@ -17,7 +17,7 @@ Two ways to run the seeds (``seed_mode``), with the same files either way:
   of the device idle, so stacking runs fills it.
 * ``auto`` (default) picks ``sequential`` on CPU, where a ``vmap`` over params
   turns every convolution into a grouped one that XLA's CPU backend runs several
-  times slower than a loop (docs/RESULTS.md); with several local devices (which
+  times slower than a loop (docs/studies/speed_cpu.md); with several local devices (which
   data-parallel training already fills); and for full-width models on a GPU/TPU,
   which one run fills (an H200 trained 8 vmapped VGG-8 seeds at 0.90× the speed
   of one run). It picks ``vmap`` for reduced-width models on one GPU/TPU.

@@ -12,9 +12,9 @@ Many workers (processes on one machine, or the tasks of a cluster array job on a
 shared filesystem) can run the same sweep on one ``out``: each cell is locked by
 the worker training it and the others skip it, and with :class:`Worker` ``I/N``
 a worker takes only every N-th cell (a static split). After
-every cell the combined table is rewritten: ``sweep.csv``, ``sweep.json``,
-``accuracy_vs_sigma.png`` (mean over seeds, per method, per model × dataset) and,
-when the grid has several α, ``alpha_search.png``.
+every cell the combined table is rewritten (``sweep.csv``, ``sweep.json``); the plots,
+``accuracy_vs_sigma.png`` (mean over seeds, per method, per model × dataset) and, when
+the grid has several α, ``alpha_search.png``, when the sweep ends or stops.
 """
 
 from __future__ import annotations
