@@ -142,12 +142,12 @@ def test_integer_inputs_train_and_evaluate_and_bad_labels_or_weights_are_refused
     model, variables = neft_jax.evaluation_model(state)
     keys = jax.random.split(jax.random.key(2), 2)
     assert neft_jax.monte_carlo(model, variables, test_set, keys, 0.5).accuracies.shape == (2,)
-    checked = neft_jax.evaluate._check_labels  # once per model and test set: validation
-    neft_jax.evaluate._check_labels = None     # scores one set every epoch
+    traced = neft_jax.evaluate._num_classes  # K is traced once per model, not per call:
+    neft_jax.evaluate._num_classes = None     # validation scores a set every epoch
     try:
         neft_jax.monte_carlo(model, variables, test_set, keys, 0.5)
     finally:
-        neft_jax.evaluate._check_labels = checked
+        neft_jax.evaluate._num_classes = traced
     with pytest.raises(ValueError, match="labels reach 9 but the model gives 3 classes"):
         neft_jax.monte_carlo(model, variables, neft_jax.make_test_set(tokens, np.arange(32) % 10),
                              keys, 0.5)
