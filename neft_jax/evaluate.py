@@ -148,7 +148,11 @@ def _monte_carlo_sums_impl(model, variables, test_set, keys, run_mask, device, c
         sum_entropy = sum_entropy + jnp.einsum("r,rbn->bn", weight, entropy)
         return (sum_probs, sum_entropy), correct
 
-    probe = jax.eval_shape(one_run, keys[0])[1]
+    probe = jax.eval_shape(one_run, keys[0])[1]  # probabilities (nb, B, K), entropies
+    if len(probe[0].shape) != 3:  # at trace time: the model's logits are not (B, K)
+        from neft_jax.adapters import OUTPUTS
+
+        raise ValueError(f"{OUTPUTS}; got logits of shape {probe[0].shape[1:]} in evaluation")
     init = tuple(jnp.zeros(s.shape, jnp.float32) for s in probe)
     num_chunks = keys.shape[0] // chunk_size
     inputs = (
@@ -258,7 +262,6 @@ def monte_carlo(
     model, variables = as_forward(model, variables)
     if not device.is_noiseless:
         _require_perturbed_leaves(model, variables, where)
-    _require_labels_below_classes(model, variables, test_set)
     keys = jnp.asarray(keys)
     if keys.ndim == 0 or keys.shape[0] < 1:
         raise ValueError("keys must be a non-empty batch of PRNG keys")
@@ -299,41 +302,26 @@ def monte_carlo(
         sum_entropy = sum_entropy + np.asarray(block_entropy, np.float64)
         if progress is not None:
             progress(min(num_runs, (block + 1) * per_block))
+    _require_logits_and_labels(sum_probs, test_set)
     accuracies = np.concatenate(counts)[:num_runs].astype(np.float64) / test_set.size
     ekl = epistemic_kl(sum_probs, sum_entropy, num_runs, test_set.mask)
     return MonteCarloResult(accuracies, ekl, chunk_size)
 
 
-#: The class count K of each model met, by its kind, the shapes of its variables and the
-#: inputs' shape: tracing a model for its logits' shape costs ≈ 0.1–0.3 s, and validation
-#: calls monte_carlo every epoch (as the tests' many small runs do).
-_NUM_CLASSES: dict = {}
+def _require_logits_and_labels(sum_probs: np.ndarray, test_set: TestSet) -> None:
+    """After the runs: the model gave logits ``(B, K)`` (the summed probabilities are
+    ``(nb, B, K)``) and every label names one of its K classes. Checked on what the runs
+    computed, so a correct call pays no extra trace of the model."""
+    if np.ndim(sum_probs) != 3:
+        from neft_jax.adapters import OUTPUTS
 
-
-def _require_labels_below_classes(forward: Forward, variables, test_set: TestSet) -> None:
-    """Every label must name one of the model's K classes (K from the logits' shape)."""
-    leaves, treedef = jax.tree_util.tree_flatten(variables)
-    key = (forward, treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves),
-           test_set.images.shape[2:], test_set.images.dtype)
-    if key not in _NUM_CLASSES:
-        if len(_NUM_CLASSES) >= 64:
-            _NUM_CLASSES.pop(next(iter(_NUM_CLASSES)))
-        _NUM_CLASSES[key] = _num_classes(forward, variables, test_set)
-    num_classes = _NUM_CLASSES[key]
+        raise ValueError(f"{OUTPUTS}; got logits of shape {np.shape(sum_probs)[1:]} in "
+                         "evaluation")
+    num_classes = sum_probs.shape[-1]
     largest = int(jnp.max(jnp.where(test_set.mask, test_set.labels, 0)))
     if largest >= num_classes:
         raise ValueError(f"the test set's labels reach {largest} but the model gives "
                          f"{num_classes} classes (labels must be 0 … {num_classes - 1})")
-
-
-def _num_classes(forward: Forward, variables, test_set: TestSet) -> int:
-    """K of the model's logits ``(B, K)``, traced, not computed."""
-    logits = jax.eval_shape(forward.logits, variables, test_set.images[0])
-    if len(logits.shape) != 2:
-        from neft_jax.adapters import OUTPUTS
-
-        raise ValueError(f"{OUTPUTS}; got logits of shape {logits.shape} in evaluation")
-    return logits.shape[-1]
 
 
 def _require_perturbed_leaves(forward: Forward, variables, where: Where) -> None:

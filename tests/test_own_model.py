@@ -142,12 +142,6 @@ def test_integer_inputs_train_and_evaluate_and_bad_labels_or_weights_are_refused
     model, variables = neft_jax.evaluation_model(state)
     keys = jax.random.split(jax.random.key(2), 2)
     assert neft_jax.monte_carlo(model, variables, test_set, keys, 0.5).accuracies.shape == (2,)
-    traced = neft_jax.evaluate._num_classes  # K is traced once per model, not per call:
-    neft_jax.evaluate._num_classes = None     # validation scores a set every epoch
-    try:
-        neft_jax.monte_carlo(model, variables, test_set, keys, 0.5)
-    finally:
-        neft_jax.evaluate._num_classes = traced
     with pytest.raises(ValueError, match="labels reach 9 but the model gives 3 classes"):
         neft_jax.monte_carlo(model, variables, neft_jax.make_test_set(tokens, np.arange(32) % 10),
                              keys, 0.5)
@@ -258,6 +252,9 @@ def test_models_and_inputs_the_adapters_cannot_use_are_named():
         neft_jax.monte_carlo(model, variables, (X, Y), keys, 0.4)
     with pytest.raises(ValueError, match="summarize needs at least one accuracy"):
         neft_jax.summarize([])
+    with pytest.raises(ValueError, match=r"must return logits \(B, K\).*shape \(16,\)"):
+        neft_jax.monte_carlo(lambda params, x: _apply(params, x)[0][:, 0], PARAMS, test_set, keys,
+                             0.4, where=FUNCTION_WEIGHTS)
 
 
 def test_monte_carlo_refuses_to_report_noise_free_numbers_as_noisy():
