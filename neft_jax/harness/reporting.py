@@ -206,8 +206,10 @@ def format_table(results: RunResults) -> str:
                 s = evaluation.summary
                 off = ("" if evaluation.not_converged is None else
                        f" {evaluation.not_converged}/{len(results.seeds)} off")
-                cells.append(f"{s['mean']:.2f} ± {s['ci95']:.2f} \\[{s['std']:.2f}] "
-                             f"({s['ekl']:.3f}){off}")
+                spread = (f"± {s['ci95']:.2f} \\[{s['std']:.2f}]" if s.get("runs", 2) > 1
+                          else "(1 seed: no interval)" if results.seeds else "(1 run: no interval)")
+                ekl = "" if s.get("ekl") is None else f" ({s['ekl']:.3f})"
+                cells.append(f"{s['mean']:.2f} {spread}{ekl}{off}")
         clean = "–" if entry.clean_accuracy is None else f"{entry.clean_accuracy:.2f}"
         table.add_row(method, f"{entry.alpha or 0:g}" if uses_feedback(method) else "", clean,
                       *cells)

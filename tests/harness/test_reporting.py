@@ -172,3 +172,11 @@ def test_sweep_plot_error_bars_stay_between_0_and_100_percent():
     bars = ax.containers[0].lines[2][0].get_segments()
     assert [(seg[0][1], seg[1][1]) for seg in bars] == [(0.0, 25.0), (75.0, 100.0)]
     plt.close(fig)
+
+
+def test_a_seeds_table_with_one_finite_seed_gives_no_interval():
+    results = _results(noise=(50.0, 0.0))
+    results.settings["seeds"] = [0, 1]
+    evaluation = results.methods["noise"].evaluations[0.4]
+    evaluation.summary["runs"], evaluation.not_converged = 1, 1  # the other seed diverged
+    assert "50.00 (1 seed: no interval) (0.500) 1/2 off" in format_table(results)
