@@ -99,15 +99,24 @@ ALONE = Worker()
 def grid_cells(models: Sequence[str], datasets: Sequence[str], methods: Sequence[str],
                sigmas: Sequence[float], alphas: Sequence[float | None],
                seeds: Sequence[int]) -> list[Cell]:
-    """Every cell of the grid; α only multiplies IRS/OVF cells.
+    """Every cell of the grid; α only multiplies IRS/OVF cells, and an α listed twice (the
+    authors' α also given as ``default``, None) makes one cell, the first listed.
 
     Seeds are the outermost loop, so a sweep stopped early has complete tables
     (every model × dataset × σ × method) for its first seeds.
     """
+    from neft_jax.harness.paper import default_alpha
+
     cells = []
     for seed, model, dataset, sigma, method in itertools.product(seeds, models, datasets,
                                                                  sigmas, methods):
+        taken = set()
         for alpha in (alphas if uses_feedback(method) else [None]):
+            value = default_alpha(model, dataset, method) if alpha is None and uses_feedback(
+                method) else alpha
+            if value in taken:
+                continue
+            taken.add(value)
             cells.append(Cell(model, dataset, method, float(sigma), alpha, int(seed)))
     return cells
 

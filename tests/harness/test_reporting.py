@@ -180,3 +180,12 @@ def test_a_seeds_table_with_one_finite_seed_gives_no_interval():
     evaluation = results.methods["noise"].evaluations[0.4]
     evaluation.summary["runs"], evaluation.not_converged = 1, 1  # the other seed diverged
     assert "50.00 (1 seed: no interval) (0.500) 1/2 off" in format_table(results)
+
+
+def test_a_sweep_grid_makes_one_cell_per_distinct_alpha():
+    from neft_jax.harness.sweeps import grid_cells
+
+    cells = grid_cells(["vgg8"], ["mnist5k"], ["irs", "noise"], [0.4], [None, 0.01, 0.1, 0.1],
+                       [0])  # 'default' is the authors' 1e-2 for VGG-8 IRS: listed twice
+    assert [(c.method, c.alpha) for c in cells] == [("irs", None), ("irs", 0.1),
+                                                    ("noise", None)]
