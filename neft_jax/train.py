@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -274,8 +274,8 @@ def make_train_step(
 
 def _image_and_label(batch: Any) -> tuple[jax.Array, jax.Array]:
     """A batch's inputs and its integer labels ``(B,)`` (ValueError for any other batch)."""
-    if not isinstance(batch, dict) or not {"image", "label"} <= set(batch):
-        got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+    if not isinstance(batch, Mapping) or not {"image", "label"} <= set(batch):
+        got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
         raise ValueError(f"a batch is {{'image': inputs (B, ...), 'label': int labels (B,)}}, "
                          f"got {got}")
     x, y = batch["image"], batch["label"]
