@@ -302,21 +302,16 @@ def monte_carlo(
         sum_entropy = sum_entropy + np.asarray(block_entropy, np.float64)
         if progress is not None:
             progress(min(num_runs, (block + 1) * per_block))
-    _require_logits_and_labels(sum_probs, test_set)
+    _require_labels_below_classes(sum_probs, test_set)
     accuracies = np.concatenate(counts)[:num_runs].astype(np.float64) / test_set.size
     ekl = epistemic_kl(sum_probs, sum_entropy, num_runs, test_set.mask)
     return MonteCarloResult(accuracies, ekl, chunk_size)
 
 
-def _require_logits_and_labels(sum_probs: np.ndarray, test_set: TestSet) -> None:
-    """After the runs: the model gave logits ``(B, K)`` (the summed probabilities are
-    ``(nb, B, K)``) and every label names one of its K classes. Checked on what the runs
-    computed, so a correct call pays no extra trace of the model."""
-    if np.ndim(sum_probs) != 3:
-        from neft_jax.adapters import OUTPUTS
-
-        raise ValueError(f"{OUTPUTS}; got logits of shape {np.shape(sum_probs)[1:]} in "
-                         "evaluation")
+def _require_labels_below_classes(sum_probs: np.ndarray, test_set: TestSet) -> None:
+    """After the runs: every label names one of the model's K classes, K from the summed
+    probabilities ``(nb, B, K)`` (their shape is checked when the runs' program is traced),
+    so a correct call pays no extra trace of the model."""
     num_classes = sum_probs.shape[-1]
     largest = int(jnp.max(jnp.where(test_set.mask, test_set.labels, 0)))
     if largest >= num_classes:

@@ -34,7 +34,7 @@ import optax
 from flax.training import train_state
 
 from neft_jax.adapters import TRAIN_FLAGS, as_trainable, initial_variables
-from neft_jax.device import DeviceModel
+from neft_jax.device import DeviceModel, _is_concrete_number
 from neft_jax.methods import (  # noqa: F401  (part of this module's API)
     DEFAULT_METHODS,
     FEEDBACK_METHODS,
@@ -205,7 +205,7 @@ def make_train_step(
     """
     spec = method_spec(method)
     device = DeviceModel() if device is None else device
-    if not device.is_noiseless and _is_concrete(device.sigma):
+    if _is_concrete_number(device.sigma) and not device.is_noiseless:
         raise ValueError(f"make_train_step's device is a template and its sigma must stay 0 "
                          f"(got {device.sigma!r}): every step trains at the train state's σ, "
                          "create_train_state(..., hparams=neft_jax.make_hparams(sigma=...))")
@@ -294,10 +294,6 @@ def _alpha(hparams: dict, spec) -> jax.Array | float:
                          "make_hparams(sigma, alpha=...), e.g. 1e-2 (the authors' IRS α for "
                          "VGG-8 on MNIST); 0 turns the feedback off")
     return 0.0
-
-
-def _is_concrete(value: Any) -> bool:
-    return not isinstance(value, jax.core.Tracer)
 
 
 def _default_logit_divisor(model: Any, divisor: float | None) -> float | None:

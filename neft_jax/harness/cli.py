@@ -26,6 +26,7 @@ from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of t
     positive_float,
     sigma_list,
 )
+from neft_jax.harness.identity import folder_entries
 from neft_jax.harness.runtime import (  # noqa: F401  (quiet_library_logs: part of this API)
     Stopped,
     disk_full,
@@ -151,7 +152,7 @@ def finished_methods(out: str) -> list[str]:
 
     if os.path.exists(os.path.join(out, "results.json")):
         return methods(out)
-    seeds = sorted((name for name in _listdir(out) if name.startswith("seed-")),
+    seeds = sorted((name for name in folder_entries(out) if name.startswith("seed-")),
                    key=lambda name: int(name[5:]) if name[5:].isdigit() else 0)
     by_method: dict[str, list[str]] = {}
     for seed in seeds:
@@ -159,13 +160,6 @@ def finished_methods(out: str) -> list[str]:
             by_method.setdefault(method, []).append(seed[5:])
     return [method if len(found) == len(seeds) else f"{method} (seed{'s' * (len(found) > 1)} "
             f"{', '.join(found)})" for method, found in by_method.items()]
-
-
-def _listdir(folder: str) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except OSError:
-        return []
 
 
 def run_hint(out: str) -> str:

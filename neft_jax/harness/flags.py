@@ -183,8 +183,6 @@ def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE
     return cfg, line
 
 
-
-
 def check_flags_apply(cfg: ExperimentConfig) -> None:
     """Refuse (ValueError) a run whose settings ask for something none of its methods does:
     such a flag would change nothing but the run's settings (and so its resumability)."""

@@ -121,7 +121,8 @@ def checkpoint_settings(directory: str) -> tuple[dict, str] | None:
     return identity_of_settings(found[0]["settings"], False), found[1]
 
 
-def _listdir(folder: str) -> list[str]:
+def folder_entries(folder: str) -> list[str]:
+    """The names in ``folder``; none when it does not exist or cannot be read."""
     try:
         return os.listdir(folder)
     except OSError:
@@ -150,7 +151,7 @@ def check_run_folder(cfg: ExperimentConfig, what: str, remedy: str) -> None:
     found = stored_identity(cfg.out)
     if found is not None:
         check_same(found[0], cfg, what, remedy, methods_may_grow=True)
-    for name in sorted(_listdir(os.path.join(cfg.out, "checkpoints"))):
+    for name in sorted(folder_entries(os.path.join(cfg.out, "checkpoints"))):
         found = checkpoint_settings(os.path.join(cfg.out, "checkpoints", name))
         if found is not None:
             check_same(found[0], cfg, f"{what} (its checkpoints of {name})", remedy,

@@ -26,6 +26,7 @@ from neft_jax.harness.evaluation import ALPHA_SEARCH_KEY, train_and_test_record
 from neft_jax.harness.identity import (
     check_run_folder,
     fingerprint,
+    folder_entries,
     identity,
     write_settings_file,
 )
@@ -197,17 +198,10 @@ def prune_checkpoints(directory: str, keep: str) -> None:
         shutil.rmtree(directory, ignore_errors=True)
     elif keep == "newest":
         for kind in ("latest", "best"):
-            steps = sorted(int(name) for name in _listdir(os.path.join(directory, kind))
+            steps = sorted(int(name) for name in folder_entries(os.path.join(directory, kind))
                            if name.isdigit())
             for step in steps[:-1]:
                 shutil.rmtree(os.path.join(directory, kind, str(step)), ignore_errors=True)
-
-
-def _listdir(folder: str) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except OSError:
-        return []
 
 
 def check_writable(out: str) -> None:

@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import itertools
 import json
-import math
 import os
 import time
 from collections import defaultdict
@@ -110,10 +109,12 @@ def grid_cells(models: Sequence[str], datasets: Sequence[str], methods: Sequence
     cells = []
     for seed, model, dataset, sigma, method in itertools.product(seeds, models, datasets,
                                                                  sigmas, methods):
+        if not uses_feedback(method):
+            cells.append(Cell(model, dataset, method, float(sigma), None, int(seed)))
+            continue
         taken = set()
-        for alpha in (alphas if uses_feedback(method) else [None]):
-            value = default_alpha(model, dataset, method) if alpha is None and uses_feedback(
-                method) else alpha
+        for alpha in alphas:
+            value = default_alpha(model, dataset, method) if alpha is None else alpha
             if value in taken:
                 continue
             taken.add(value)
@@ -305,7 +306,7 @@ def aggregate_over_seeds(rows: Sequence[dict]) -> list[dict]:
         means = [float("nan") if m["mean"] is None else m["mean"] for m in members]
         summary, not_converged = summarize_over_seeds(means, [m["ekl"] for m in members])
         summary = summary or {}
-        one = sum(map(math.isfinite, means)) < 2  # a spread over one seed is undefined
+        one = summary.get("runs", 0) < 2  # a spread over one finite seed is undefined
         table.append({
             **dict(zip(("model", "dataset", "method", "sigma", "alpha", "eval_sigma"), key[:-1],
                        strict=True)),
