@@ -10,7 +10,7 @@ Stages reuse finished cells of other stages that are the same experiment (Table
 III the σ = 0.6 cells of Table II; Table II, the control and the fair baseline
 those of ``core``), as relative symlinks, so an output folder can move. A cell is
 reused only when it was made with this command's settings: the finished cells of every
-grid stage are checked before anything trains (:func:`~neft_jax.harness.sweeps.check_cells`),
+grid stage are checked before anything trains (:func:`~neft_jax.harness.sweeps.check_cell_groups`),
 and the multi-seed runs when they start (their ``--resume`` check).
 """
 
@@ -40,7 +40,7 @@ from neft_jax.harness.sweeps import (
     ALONE,
     Worker,
     cell_done,
-    check_cells,
+    check_cell_groups,
     grid_cells,
     run_sweep,
 )
@@ -86,13 +86,11 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
     budget = budget or Budget(None)
     stopped = None
     run = _Runner(plan, out, log, show_progress, budget, worker or ALONE)
-    for model in plan.models:  # every grid's finished cells made alike, before any trains
-        for stage in plan.stages:
-            grid = grid_of_stage(stage, plan, stage_config(base, model))
-            if grid is not None:
-                check_cells(grid_cells([model], [base.dataset], *grid),
-                            stage_config(base, model), stage_dir(out, stage, model),
-                            worker or ALONE)
+    grids = [(grid_cells([model], [base.dataset], *grid), stage_config(base, model),
+              stage_dir(out, stage, model))
+             for model in plan.models for stage in plan.stages
+             if (grid := grid_of_stage(stage, plan, stage_config(base, model))) is not None]
+    check_cell_groups(grids, worker)  # every grid's cells made alike, before any trains
     try:
         for step in plan.steps():
             at = "" if step.sigma is None else f" at σ = {step.sigma:g}"

@@ -25,7 +25,7 @@ from neft_jax.harness import data as data_lib
 from neft_jax.harness.budget import Budget
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.seeds import seed_list
-from neft_jax.harness.sweeps import Worker, check_cells, grid_cells, run_sweep
+from neft_jax.harness.sweeps import Worker, check_cell_groups, grid_cells, run_sweep
 
 from .collect import Point, StudyReport, cheapest_first, point_config
 from .report import write_study_report
@@ -71,8 +71,8 @@ def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
     budget = budget or Budget(None)
     cells = grid_cells([base.model], [base.dataset], methods, [base.sigma], [None],
                        seed_list(base))
-    for point in points:  # every point's finished cells made alike, before any trains
-        check_cells(cells, point_config(base, point), os.path.join(out, point.name), worker)
+    check_cell_groups([(cells, point_config(base, point), os.path.join(out, point.name))
+                       for point in points], worker)  # every point's cells, before any trains
     try:
         for i, point in enumerate(points):
             if i:  # the report of the points so far (the last one's is written below)

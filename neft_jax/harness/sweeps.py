@@ -26,7 +26,7 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from neft_jax.harness import data as data_lib
 from neft_jax.harness.budget import Budget, cost_key, estimate_seconds, estimate_total, fits
@@ -143,22 +143,33 @@ def check_cells(cells: Sequence[Cell], base: ExperimentConfig, out: str,
     naming the first such cell, the settings that differ (old → new) and how many other
     cells differ too. A finished cell is reused, and a half-done one resumed, only when
     they match."""
+    check_cell_groups([(cells, base, out)], worker)
+
+
+def check_cell_groups(groups: Iterable[tuple[Sequence[Cell], ExperimentConfig, str]],
+                      worker: Worker | None = None) -> None:
+    """:func:`check_cells` over several grids at once, each ``(cells, base, out)`` (a study's
+    stages or points): the error names the first cell made otherwise and counts the others
+    of every grid, a cell linked into several grids once."""
     worker = worker or ALONE
-    changed = []
-    for i, cell in enumerate(cells):
-        path = os.path.join(out, "cells", cell.name)
-        if not worker.takes(i) or not os.path.isdir(path):
-            continue
-        found = stored_identity(path)
-        if found is None:
-            continue
-        try:
-            check_same(found[0], cell_config(base, cell, path), path, OTHER_SETTINGS_REMEDY)
-        except SettingsChanged as error:
-            changed.append(error)
+    changed: dict[str, SettingsChanged] = {}
+    for cells, base, out in groups:
+        for i, cell in enumerate(cells):
+            path = os.path.join(out, "cells", cell.name)
+            if not worker.takes(i) or not os.path.isdir(path) or \
+                    os.path.realpath(path) in changed:
+                continue
+            found = stored_identity(path)
+            if found is None:
+                continue
+            try:
+                check_same(found[0], cell_config(base, cell, path), path,
+                           OTHER_SETTINGS_REMEDY)
+            except SettingsChanged as error:
+                changed[os.path.realpath(path)] = error
     if changed:
-        more = len(changed) - 1
-        raise SettingsChanged(str(changed[0]) + (
+        first, more = next(iter(changed.values())), len(changed) - 1
+        raise SettingsChanged(str(first) + (
             f" ({more} more cell{'s differ' if more > 1 else ' differs'} too)" if more else ""))
 
 

@@ -311,7 +311,8 @@ def test_reports_leave_out_and_never_average_cells_made_with_other_settings(tmp_
 
 def test_a_plan_or_study_with_other_settings_is_refused_before_anything_trains(tmp_path):
     """reproduce.py and scaling.py reuse cells by name too: a finished cell made with
-    other epochs stops the launch before any cell trains, naming the change."""
+    other epochs stops the launch before any cell trains, naming the change and counting
+    the cells made otherwise in every point or stage, not only the first one's."""
     from paper.reproduce import Plan, run_plan
     from scaling.collect import Point
     from scaling.study import run_study
@@ -320,19 +321,24 @@ def test_a_plan_or_study_with_other_settings_is_refused_before_anything_trains(t
     from neft_jax.harness.sweeps import Cell
 
     base = ExperimentConfig(epochs=12, mc_runs=50, sigma=0.4, out=str(tmp_path / "unused"))
-    point = Point(0.125, 12)
+    points = [Point(0.125, 12), Point(0.25, 12)]
     cell = Cell("vgg8", "mnist5k", "noise", 0.4, None, 0)
-    _fake_cell(tmp_path / "study" / point.name / "cells" / cell.name, "noise", 20.0, seed=0,
-               epochs=3, mc_runs=50)
-    with pytest.raises(SettingsChanged, match="epochs=3 → epochs=12"):
-        run_study(base, [point], str(tmp_path / "study"), methods=("noise",),
+    for point in points:
+        _fake_cell(tmp_path / "study" / point.name / "cells" / cell.name, "noise", 20.0,
+                   seed=0, epochs=3, mc_runs=50)
+    with pytest.raises(SettingsChanged, match="epochs=3 → epochs=12.*1 more cell differs too"):
+        run_study(base, points, str(tmp_path / "study"), methods=("noise",),
                   log=lambda m: None, show_progress=False)
 
     cell = Cell("vgg8", "mnist5k", "noise", 0.6, None, 0)
     _fake_cell(tmp_path / "plan" / "table2_vgg8" / "cells" / cell.name, "noise", 20.0,
                seed=0, sigma=0.6, epochs=3, mc_runs=50)
+    cell = Cell("vgg8", "mnist5k", "noise_scaled", 0.4, None, 0)
+    _fake_cell(tmp_path / "plan" / "noise_scaled_vgg8" / "cells" / cell.name, "noise_scaled",
+               20.0, seed=0, epochs=3, mc_runs=50)
     trained = []
-    with pytest.raises(SettingsChanged, match="epochs=3 → epochs=12"):
-        run_plan(base, Plan(models=("vgg8",), stages=("table2",), seeds=1, sigmas=(0.6,)),
+    with pytest.raises(SettingsChanged, match="epochs=3 → epochs=12.*1 more cell differs too"):
+        run_plan(base, Plan(models=("vgg8",), stages=("table2", "scaled"), seeds=1,
+                            sigmas=(0.6,)),
                  str(tmp_path / "plan"), log=trained.append, show_progress=False)
     assert not any("training" in m for m in trained)
