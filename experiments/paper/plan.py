@@ -5,7 +5,7 @@ stage       what it runs (σ in the device model of the base config)
 ==========  =====================================================================
 core        the most informative cells first (for a time-boxed GPU run): vanilla,
             noise injection, noise_scaled, IRS and IRS with α = 1e-9 at σ = 0.4,
-            then 0.6 (those of the plan's σ), seed by seed; later stages reuse them
+            then 0.6 (those of the plan's σ), seed by seed; other stages reuse them
 table2      noise injection, noise_scaled and IRS trained and evaluated at each σ of Table II
 table3      noise injection and IRS at σ = 0.6, ``table3_seeds`` runs (Table III)
 vanilla     vanilla trained at σ = 0 and evaluated over σ ∈ {0, 0.05, …, 0.4, 0.6, 0.8}

@@ -6,12 +6,14 @@ REPORT.md and report.json (:mod:`paper.report`) after each and the plots when it
 stops. With a :class:`Budget` it starts
 a cell only if its measured time says it ends before the budget, and otherwise
 stops cleanly with everything finished saved; the same command continues later.
-Stages reuse finished cells of other stages that are the same experiment (Table
-III the σ = 0.6 cells of Table II; Table II, the control and the fair baseline
-those of ``core``), as relative symlinks, so an output folder can move. A cell is
-reused only when it was made with this command's settings: the finished cells of every
-grid stage are checked before anything trains (:func:`~neft_jax.harness.sweeps.check_cell_groups`),
-and the multi-seed runs when they start (their ``--resume`` check).
+A grid stage reuses the cells another stage of the same model already has, finished
+or half-done, whatever order the stages ran in: a cell's name is its experiment (model,
+dataset, method, σ, α, seed), so Table III takes Table II's σ = 0.6 cells, Table II, the
+control and the fair baseline take ``core``'s, and ``core`` theirs. They are linked as
+relative symlinks, so an output folder can move, and only when made with this command's
+settings; the cells of every grid stage are also checked before anything trains
+(:func:`~neft_jax.harness.sweeps.check_cell_groups`), and the multi-seed runs when they start
+(their ``--resume`` check).
 """
 
 from __future__ import annotations
@@ -32,13 +34,16 @@ from neft_jax.harness.budget import (
     estimate_seconds,
 )
 from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.identity import SettingsChanged, check_same, stored_identity
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.paper import ALPHA_GRID, default_alpha
 from neft_jax.harness.seeds import run_seeds, seed_config, seed_list
 from neft_jax.harness.sweeps import (
     ALONE,
+    Cell,
     Worker,
+    cell_config,
     cell_done,
     check_cell_groups,
     grid_cells,
@@ -127,10 +132,11 @@ class _Runner:
     worker: Worker
     runs_seen: int = 0
 
-    def sweep(self, cfg, path, methods, sigmas, alphas, seeds) -> None:
+    def sweep(self, stage, cfg, methods, sigmas, alphas, seeds) -> None:
         cells = grid_cells([cfg.model], [cfg.dataset], methods, sigmas, alphas, seeds)
-        run_sweep(cells, cfg, path, log=self.log, show_progress=self.show_progress,
-                  budget=self.budget, worker=self.worker)
+        link_shared_cells(self.out, stage, cfg, cells)
+        run_sweep(cells, cfg, stage_dir(self.out, stage, cfg.model), log=self.log,
+                  show_progress=self.show_progress, budget=self.budget, worker=self.worker)
 
     def seeds_run(self, what: str, runner: Callable[..., object],
                   job: ExperimentConfig) -> None:
@@ -157,11 +163,8 @@ class _Runner:
         plan, out, model = self.plan, self.out, cfg.model
         path = stage_dir(out, stage, model)
         grid = grid_of_stage(stage, plan, cfg, sigma)
-        if stage in REUSED:
-            source, _ = REUSED[stage]
-            _link_cells(stage_dir(out, source, model), path, lambda n: reused(stage, n))
         if grid is not None:
-            self.sweep(cfg, path, *grid)
+            self.sweep(stage, cfg, *grid)
         elif stage == "vanilla":
             sigmas = sorted(set(VANILLA_SIGMAS) | set(plan.sigmas))
             self.seeds_run(f"stage vanilla of {model}", run_seeds, dataclasses.replace(
@@ -179,25 +182,6 @@ class _Runner:
         elif stage == "alpha":
             self.seeds_run(f"stage alpha of {model}", run_experiment, dataclasses.replace(
                 cfg, methods=("irs",), sigma=ABLATION_SIGMA, alpha_search=True, out=path))
-
-
-#: Stage → (the stage whose finished cells it reuses, the name parts a reused cell has:
-#: a tuple of alternatives, each a tuple of parts that must all be in the name).
-REUSED = {
-    "table2": ("core", (("-noise-",), ("-noise_scaled-",), ("-irs-", "-alphadefault-"))),
-    "alpha_grid": ("core", ((f"-irs-sigma{ABLATION_SIGMA:g}-alphadefault-",),)),
-    "table3": ("table2", ((f"-noise-sigma{TABLE3_SIGMA:g}-",),
-                          (f"-irs-sigma{TABLE3_SIGMA:g}-alphadefault-",))),
-    "control": ("core", ((f"-irs-sigma{ABLATION_SIGMA:g}-alpha{CONTROL_ALPHA:g}-",),)),
-    "scaled": ("core", ((f"-noise_scaled-sigma{ABLATION_SIGMA:g}-",),)),
-}
-
-
-def reused(stage: str, cell_name: str) -> bool:
-    """Whether ``stage`` reuses the finished cell ``cell_name`` of :data:`REUSED`'s source
-    stage (the same experiment: same method, σ and α; the seed is in the name too)."""
-    _, alternatives = REUSED[stage]
-    return any(all(part in cell_name for part in parts) for parts in alternatives)
 
 
 def trainings_left(job: ExperimentConfig) -> int:
@@ -301,13 +285,35 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
             "Carlo from the training rate): the measured cells replace it after the first")
 
 
-def _link_cells(source: str, target: str, keep: Callable[[str], bool]) -> None:
-    """Reuse the cells of ``source`` whose names ``keep`` accepts, as relative symlinks."""
-    cells = os.path.join(source, "cells")
-    if not os.path.isdir(cells):
-        return
-    os.makedirs(os.path.join(target, "cells"), exist_ok=True)
-    for name in os.listdir(cells):
-        link = os.path.join(target, "cells", name)
-        if keep(name) and not os.path.lexists(link):
-            os.symlink(os.path.relpath(os.path.join(cells, name), os.path.dirname(link)), link)
+def link_shared_cells(out: str, stage: str, cfg: ExperimentConfig,
+                      cells: list[Cell]) -> None:
+    """Link into ``stage``'s folder each of its ``cells`` that another stage of ``cfg.model``
+    has as a folder of its own (finished or half-done; the sweep then skips or resumes it),
+    as a relative symlink; only a cell made with ``cfg``'s settings (or not yet started)."""
+    target = os.path.join(stage_dir(out, stage, cfg.model), "cells")
+    others = [os.path.join(stage_dir(out, other, cfg.model), "cells")
+              for other in STAGES if other != stage]
+    for cell in cells:
+        link = os.path.join(target, cell.name)
+        if os.path.lexists(link):
+            continue
+        source = next((path for path in (os.path.join(o, cell.name) for o in others)
+                       if os.path.isdir(path) and not os.path.islink(path)
+                       and _made_alike(path, cfg, cell)), None)
+        if source is not None:
+            os.makedirs(target, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # another worker linked it first
+                os.symlink(os.path.relpath(source, target), link)
+
+
+def _made_alike(path: str, cfg: ExperimentConfig, cell: Cell) -> bool:
+    """Whether the cell in ``path`` was made with ``cfg``'s settings (True if it has none yet)."""
+    found = stored_identity(path)
+    if found is None:
+        return True
+    try:
+        check_same(found[0], cell_config(cfg, cell, path), path, "")
+    except SettingsChanged:
+        return False
+    return True
+

@@ -1,5 +1,5 @@
 """A time-boxed paper reproduction (issue 15): the plan stops before its budget and continues
-when rerun; later stages reuse the core cells; jobs of several trainings start only if they
+when rerun; stages reuse each other's cells; jobs of several trainings start only if they
 fit; the plan's time estimated from a measured loop rate.
 
 The study lives in experiments/paper/, outside the installed library; the budget itself
@@ -16,8 +16,8 @@ from neft_jax.harness.budget import Budget, BudgetExhausted
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
 from paper import cli, reproduce  # noqa: E402
-from paper.plan import CONTROL_ALPHA, TABLE2_SIGMAS, VANILLA_SIGMAS, Plan, stage_dir  # noqa: E402
-from paper.reproduce import _link_cells, _Runner, reused, trainings_of_plan  # noqa: E402
+from paper.plan import TABLE2_SIGMAS, VANILLA_SIGMAS, Plan, stage_dir  # noqa: E402
+from paper.reproduce import _Runner, trainings_of_plan  # noqa: E402
 
 TINY = [*TINY_ARGS, "--max-train-steps", "1"]  # tests/tiny.py: programs shared
 
@@ -62,37 +62,69 @@ def test_budgeted_plan_stops_before_the_budget_and_the_same_command_completes(tm
     assert "irs α→0 (control)" in (out / "REPORT.md").read_text()
 
 
-def test_later_stages_reuse_the_core_cells(tmp_path):
+def _grid(stage, plan, cfg, sigma=None):
     from neft_jax.harness.sweeps import grid_cells
+
+    return grid_cells([cfg.model], [cfg.dataset],
+                      *reproduce.grid_of_stage(stage, plan, cfg, sigma))
+
+
+def test_stages_reuse_each_others_cells_in_either_order(tmp_path):
+    """A grid stage links the cells of its grid that another stage of the model has (a
+    cell's name is its experiment), whichever ran first, and only those made with this
+    command's settings."""
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.results import RunResults
 
     assert Plan(sigmas=(0.2, 0.4, 0.6, 0.8)).core_sigmas == (0.4, 0.6)
     assert Plan(sigmas=(0.3,)).core_sigmas == (0.3,)
+    plan = Plan(seeds=1, sigmas=(0.4, 0.6), table3_seeds=2, alpha_seeds=1)
+    cfg = reproduce.stage_config(ExperimentConfig(), "vgg8")
+    out = str(tmp_path)
     core = tmp_path / "core_vgg8" / "cells"
-    for cell in grid_cells(["vgg8"], ["mnist5k"], ["vanilla", "noise", "noise_scaled", "irs"],
-                           [0.4], [None, CONTROL_ALPHA], [0]):
+    for cell in _grid("core", plan, cfg, 0.4):
         (core / cell.name).mkdir(parents=True)
-    _link_cells(str(tmp_path / "core_vgg8"), str(tmp_path / "table2_vgg8"),
-                lambda n: reused("table2", n))
-    linked = sorted(p.name for p in (tmp_path / "table2_vgg8" / "cells").iterdir())
-    assert linked == ["vgg8-mnist5k-irs-sigma0.4-alphadefault-seed0",
-                      "vgg8-mnist5k-noise-sigma0.4-alphanone-seed0",
-                      "vgg8-mnist5k-noise_scaled-sigma0.4-alphanone-seed0"]
-    # Each stage reuses exactly the core cells that are its own experiments.
-    names = sorted(p.name for p in core.iterdir())
-    assert [n for n in names if reused("alpha_grid", n)] == [linked[0]]
-    assert [n for n in names if reused("control", n)] == [
-        "vgg8-mnist5k-irs-sigma0.4-alpha1e-09-seed0"]
-    assert [n for n in names if reused("scaled", n)] == [linked[2]]
-    # Table III takes Table II's noise injection and IRS at σ = 0.6, not noise_scaled.
-    table2_at_06 = [c.name for c in grid_cells(["vgg8"], ["mnist5k"],
-                                               ["noise", "noise_scaled", "irs"], [0.6, 0.8],
-                                               [None], [0])]
-    assert [n for n in table2_at_06 if reused("table3", n)] == [
-        "vgg8-mnist5k-noise-sigma0.6-alphanone-seed0",
-        "vgg8-mnist5k-irs-sigma0.6-alphadefault-seed0"]
-    link = tmp_path / "table2_vgg8" / "cells" / linked[0]
-    assert link.is_symlink() and not os.path.isabs(os.readlink(link))  # the folder can move
-    assert link.resolve() == (core / linked[0]).resolve()
+
+    def linked(stage):
+        folder = tmp_path / os.path.basename(stage_dir(out, stage, "vgg8")) / "cells"
+        return sorted(p.name for p in folder.iterdir() if p.is_symlink()) \
+            if folder.is_dir() else []
+
+    for stage in ("table2", "alpha_grid", "control", "scaled"):
+        reproduce.link_shared_cells(out, stage, cfg, _grid(stage, plan, cfg))
+    assert linked("table2") == ["vgg8-mnist5k-irs-sigma0.4-alphadefault-seed0",
+                                "vgg8-mnist5k-noise-sigma0.4-alphanone-seed0",
+                                "vgg8-mnist5k-noise_scaled-sigma0.4-alphanone-seed0"]
+    assert linked("alpha_grid") == ["vgg8-mnist5k-irs-sigma0.4-alphadefault-seed0"]
+    assert linked("control") == ["vgg8-mnist5k-irs-sigma0.4-alpha1e-09-seed0"]
+    assert linked("scaled") == ["vgg8-mnist5k-noise_scaled-sigma0.4-alphanone-seed0"]
+    link = tmp_path / "table2_vgg8" / "cells" / linked("table2")[0]
+    assert not os.path.isabs(os.readlink(link))  # the folder can move
+    assert link.resolve() == (core / link.name).resolve()
+
+    # The other order: Table II's σ = 0.6 cells, trained first, serve Table III (its
+    # noise injection and IRS, not noise_scaled) and the core stage at 0.6 ...
+    table2 = tmp_path / "table2_vgg8" / "cells"
+    for cell in _grid("table2", plan, cfg):
+        if cell.sigma == 0.6:
+            (table2 / cell.name).mkdir(parents=True)
+    reproduce.link_shared_cells(out, "table3", cfg, _grid("table3", plan, cfg))
+    assert linked("table3") == ["vgg8-mnist5k-irs-sigma0.6-alphadefault-seed0",
+                                "vgg8-mnist5k-noise-sigma0.6-alphanone-seed0"]
+    # ... except a cell made with other settings, which the core stage trains itself.
+    made_otherwise = table2 / "vgg8-mnist5k-noise_scaled-sigma0.6-alphanone-seed0"
+    RunResults(settings={"model": "vgg8", "dataset": "mnist5k", "methods": ["noise_scaled"],
+                         "sigma": 0.6, "alpha": None, "seed": 0, "epochs": 3},
+               methods={}).save(str(made_otherwise / "results.json"))
+    reproduce.link_shared_cells(out, "core", cfg, _grid("core", plan, cfg, 0.6))
+    assert linked("core") == ["vgg8-mnist5k-irs-sigma0.6-alphadefault-seed0",
+                              "vgg8-mnist5k-noise-sigma0.6-alphanone-seed0"]
+    # Each cell is counted once in the plan's trainings, as the links make it.
+    names = [c.name for stage in ("core", "table2", "table3")
+             for c in _grid(stage, plan, cfg)]
+    assert len(trainings_of_plan(ExperimentConfig(), Plan(
+        stages=("table2", "table3", "core"), seeds=1, sigmas=(0.4, 0.6), table3_seeds=2))) \
+        == len(set(names))
 
 
 @pytest.mark.parametrize("stage, method, count", [("alpha", "irs", 5), ("table5", "irs", 2),
@@ -240,7 +272,9 @@ def test_the_alpha_grid_trains_every_alpha_at_its_seeds_reusing_the_authors_alph
                                                 [0, 1])
     names = [c.name for c in grid_cells(["vgg8"], ["mnist5k"], methods, sigmas, alphas, seeds)]
     assert "vgg8-mnist5k-irs-sigma0.4-alphadefault-seed1" in names
-    assert all(reused("alpha_grid", n) == ("alphadefault" in n) for n in names)
+    core = {c.name for c in _grid("core", plan, base)}
+    assert sorted(set(names) & core) == [f"vgg8-mnist5k-irs-sigma0.4-alphadefault-seed{s}"
+                                         for s in (0, 1)]  # the cells it shares with core
     # ResNet-18's authors' α on MNIST is 1e-1: that one is its reused cell.
     assert reproduce.grid_of_stage("alpha_grid", plan, ExperimentConfig(
         model="resnet18", dataset="mnist5k"))[2] == [1.0, None, 1e-2, 1e-3, 1e-4]
