@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -28,7 +29,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from neft_jax.conv import model_conv
-from neft_jax.perturbation import not_under, under
+from neft_jax.perturbation import Where, is_kernel
 
 #: XLA options for the initial weights' normal draws on CPU: optimisation level 1 compiles
 #: them 4-7x faster and gives the same bits (``random.normal`` is integer hashing and a fixed
@@ -63,9 +64,29 @@ def kaiming_fan_out(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float
 
 
 EXIT_PREFIX = "exit_"
+_EXIT_NAME = re.compile(re.escape(EXIT_PREFIX) + r"\d+")
+
+
+def in_exit(path) -> bool:
+    """Whether a leaf's path runs through an exit head: a module named ``exit_<n>``, as
+    VGG8, ResNet18 and :func:`neft_jax.with_exits` name them (a module of your own named
+    ``exit_gate`` or the like is backbone)."""
+    return any(_EXIT_NAME.fullmatch(str(p)) for p in path)
+
+
+def backbone_only(where: Where = is_kernel) -> Where:
+    """The leaves ``where`` selects outside the exit heads."""
+    return lambda path, leaf: where(path, leaf) and not in_exit(path)
+
+
+def exits_only(where: Where = is_kernel) -> Where:
+    """The leaves ``where`` selects inside the exit heads."""
+    return lambda path, leaf: where(path, leaf) and in_exit(path)
+
+
 #: Selections for :func:`neft_jax.perturb`: the backbone's kernels, the exits' kernels.
-backbone_kernels = not_under(EXIT_PREFIX)
-exit_kernels = under(EXIT_PREFIX)
+backbone_kernels = backbone_only()
+exit_kernels = exits_only()
 
 
 def adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:

@@ -59,7 +59,8 @@ def is_kernel(path: Path, leaf: Any) -> bool:
 
 
 def under(prefix: str, where: Where = is_kernel) -> Where:
-    """Selects the leaves ``where`` selects whose path has a module name starting with prefix."""
+    """A ``where`` predicate: the leaves ``where`` selects whose path has an entry (module
+    name, index or leaf name) starting with ``prefix``."""
 
     def select(path: Path, leaf: Any) -> bool:
         return where(path, leaf) and any(str(p).startswith(prefix) for p in path)
@@ -68,7 +69,8 @@ def under(prefix: str, where: Where = is_kernel) -> Where:
 
 
 def not_under(prefix: str, where: Where = is_kernel) -> Where:
-    """Selects the leaves ``where`` selects whose path has no module name starting with prefix."""
+    """A ``where`` predicate: the leaves ``where`` selects whose path has no entry (module
+    name, index or leaf name) starting with ``prefix``."""
 
     def select(path: Path, leaf: Any) -> bool:
         return where(path, leaf) and not any(str(p).startswith(prefix) for p in path)

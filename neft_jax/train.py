@@ -47,8 +47,8 @@ from neft_jax.methods import (  # noqa: F401  (part of this module's API)
     uses_feedback,
     validate_method,
 )
-from neft_jax.models import EXIT_PREFIX, backbone_kernels, exit_kernels
-from neft_jax.perturbation import Where, is_kernel, not_under, perturb, under
+from neft_jax.models import backbone_kernels, backbone_only, exit_kernels, exits_only
+from neft_jax.perturbation import Where, is_kernel, perturb
 
 #: σ offsets of OVF's three extra forward passes, in the order of z_1, z_2, z_3.
 OVF_SIGMA_OFFSETS = (0.15, 0.10, 0.05)
@@ -212,9 +212,9 @@ def make_train_step(
     exit_template = device.replace(state_factor=1)
     trainable = as_trainable(model)
     backbone, exits = backbone_kernels, exit_kernels
-    if where is not None:  # under exit_*: the exits' σ only, for what either selects
-        backbone = not_under(EXIT_PREFIX, where) if spec.exits else where
-        exits = under(EXIT_PREFIX, lambda path, leaf: where(path, leaf) or is_kernel(path, leaf))
+    if where is not None:  # in an exit head: the exits' σ only, for what either selects
+        backbone = backbone_only(where) if spec.exits else where
+        exits = exits_only(lambda path, leaf: where(path, leaf) or is_kernel(path, leaf))
     if spec.scales_logits:
         logit_divisor = _default_logit_divisor(model, logit_divisor)
 

@@ -184,6 +184,24 @@ class TestJitAndVmap(chex.TestCase):
             noisy(params, jax.random.key(0), DeviceModel(sigma))
 
 
+def test_only_modules_named_exit_n_are_exits():
+    """The exit heads are the modules VGG8, ResNet18 and with_exits name ``exit_<n>``: a
+    module of the user's own named ``exit_gate`` is backbone, noised in training and in
+    Monte Carlo like every other kernel (it was silently left clean before)."""
+    from neft_jax.models import backbone_kernels, exit_kernels
+
+    w = jnp.ones((4, 4))
+    params = {"exit_gate": {"kernel": w}, "exit_2": {"Dense_0": {"kernel": w}},
+              "exit_12": {"kernel": w}, "block": {"exit_3x": {"kernel": w}}}
+    backbone = perturb(params, jax.random.key(0), DeviceModel(0.4), where=backbone_kernels)
+    assert not np.array_equal(backbone["exit_gate"]["kernel"], w)
+    assert not np.array_equal(backbone["block"]["exit_3x"]["kernel"], w)
+    assert backbone["exit_2"]["Dense_0"]["kernel"] is w and backbone["exit_12"]["kernel"] is w
+    exits = perturb(params, jax.random.key(0), DeviceModel(0.4), where=exit_kernels)
+    assert exits["exit_gate"]["kernel"] is w and exits["block"]["exit_3x"]["kernel"] is w
+    assert not np.array_equal(exits["exit_12"]["kernel"], w)
+
+
 def test_straight_through_gradient():
     params = {"dense": {"kernel": _host_normal(0, (6, 3)), "bias": jnp.zeros(3)}}
     x = _host_normal(1, (5, 6))
