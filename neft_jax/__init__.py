@@ -12,7 +12,7 @@ The drop-in library (this package's top level) never imports the paper harness
 * :mod:`neft_jax.adapters` — the training contract for any model (linen, NNX, a
   function), :func:`with_exits` to attach the paper's exits.
 * :mod:`neft_jax.forward` — logits of any model at evaluation; :func:`evaluation_model`
-  (a trained state, exits dropped).
+  (a trained state, for :func:`monte_carlo`, which drops the exits).
 * :mod:`neft_jax.evaluate` — :func:`monte_carlo` evaluation, EKL.
 * :mod:`neft_jax.stats` — :func:`summarize`, :func:`paired_summary`, convergence counts.
 * :mod:`neft_jax.conv`, :mod:`neft_jax.parallel` — CPU conv backward, multi-device.

@@ -14,11 +14,12 @@ The training contract (:func:`neft_jax.create_train_state`, :func:`neft_jax.make
   training and ``eval()`` mode in evaluation.
 * **function** ``apply(params, x)``: the same outputs, no other state.
 
-Noise goes on the leaves that ``where`` selects (default: kernels outside ``exit_*``
-modules); a model whose weights are named otherwise passes ``where=``. IRS needs exit
-logits: the built-in models with ``exits=True``, or any linen model wrapped by
-:func:`with_exits`, which attaches the paper's exit heads (adaptive average pool to a
-small grid, dense 512, ReLU, dense K) to the submodules it names.
+Noise goes on the leaves that ``where`` selects (default: kernels outside the exit heads,
+modules named ``exit_<n>``); a model whose weights are named otherwise passes
+``where=``. IRS needs exit logits: the built-in models with ``exits=True``, or any
+linen model wrapped by :func:`with_exits`, which attaches the paper's exit heads
+(adaptive average pool to a small grid, dense 512, ReLU, dense K) to the submodules it
+names.
 """
 
 from __future__ import annotations

@@ -80,7 +80,9 @@ class DeviceModel:
       device_bits: N, bits per device; must divide ``weight_bits``.
       state_factor: k of the state-dependent variation (1 = plain model).
       normalisation: ``"level"`` (default: eq. 5 as printed, ``D = 2^M − 1``,
-        std 0.26·σ·scale, the σ of the paper's tables; docs/method.md §1) or
+        std 0.26·σ·scale for the plain model with the default 8-bit weights on 2-bit
+        devices, the σ of the paper's tables; presets rescale it, :meth:`noise_std`;
+        docs/method.md §1) or
         ``"range"`` (the authors' released code, ``D = Σ_j 2^{jN}``, 3× the std).
       scale: ``"layer"`` (max|W| per tensor, default) or ``"model"``
         (max|W| over every perturbed tensor).
@@ -150,7 +152,9 @@ class DeviceModel:
         return _is_concrete_number(self.sigma) and float(self.sigma) == 0.0
 
     def noise_std(self, scale: Any, in_band: bool = False) -> Any:
-        """std of ΔW for a tensor with max|W| = ``scale`` (same units as W)."""
+        """std of ΔW for a tensor with max|W| = ``scale`` (a number or an array that
+        broadcasts; same units as W); ``in_band``: a weight with 0.25 < |w|/scale < 0.75,
+        whose noise the preset's k multiplies."""
         factor = self.state_factor if in_band else 1
         return self.sigma * self.base_sigma_factor * factor * self.bit_weight_norm * scale
 

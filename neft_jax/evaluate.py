@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -217,11 +216,11 @@ def block_layout(num_runs: int, chunk_size: int, max_block: int) -> tuple[int, i
 
 
 def monte_carlo(
-    model: nn.Module,
-    variables: dict,
+    model: Any,
+    variables: Any,
     test_set: TestSet,
     keys: jax.Array,
-    device: DeviceModel,
+    device: DeviceModel | float,
     *,
     chunk_size: int | None = None,
     max_block: int = 32,
@@ -238,20 +237,22 @@ def monte_carlo(
         module's own state); function: whatever ``apply`` takes (noise goes on the
         leaves ``where`` selects).
       test_set: from :func:`make_test_set`.
-      keys: a batch of ``R`` typed or raw ``jax.random`` keys.
+      keys: ``R`` keys, one noise instance each: typed keys ``(R,)`` or raw uint32
+        keys ``(R, 2)`` (``jax.random.split(key, R)``).
       device: the :class:`DeviceModel`, or a number σ for the default device model; a
-        concrete σ = 0 evaluates once. Pass ``where`` as one named function (not a new
-        lambda per call): it is a static argument, and each new one compiles again.
+        concrete σ = 0 evaluates once.
       chunk_size: keys vmapped together (default per backend).
       max_block: at most this many runs per device call (progress granularity).
-      where: which leaves are perturbed (default: backbone kernels).
+      where: which leaves are perturbed (default: backbone kernels). Pass one named
+        function (not a new lambda per call): it is a static argument, and each new one
+        compiles again.
       progress: called with the number of runs finished after each block.
       mesh: a 1-D device mesh; the keys of each block are split over its devices
         (each evaluates the whole test set for its keys). None: one device.
 
     Returns:
-      :class:`MonteCarloResult` with per-run accuracies ``(R,)`` (or ``(1,)``
-      at σ = 0) and the EKL.
+      :class:`MonteCarloResult` with per-run accuracies ``(R,)`` float64, fractions in
+      [0, 1] (or ``(1,)`` at σ = 0), and the EKL in nats.
     """
     from neft_jax.perturbation import as_device
 

@@ -90,7 +90,10 @@ def as_forward(model, variables) -> tuple[Forward, Any]:
 
 def evaluation_model(state) -> tuple[Any, Any]:
     """``(model, variables)`` for :func:`neft_jax.monte_carlo` from a trained
-    :class:`~neft_jax.TrainState` (exits are dropped at inference)."""
+    :class:`~neft_jax.TrainState`. ``monte_carlo`` drops the exits (backbone logits only);
+    the model itself is the trained one, so a :func:`~neft_jax.with_exits` model's
+    ``model.apply(variables, x)`` still returns ``(logits, exit_logits)``. An NNX model
+    comes back as the wrapper ``monte_carlo`` calls, not as the module."""
     trainable = state.apply_fn
     if not isinstance(trainable, Trainable):
         raise TypeError("evaluation_model needs a state made by neft_jax.create_train_state")

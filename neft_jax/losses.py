@@ -84,10 +84,10 @@ def negative_feedback_loss(
       feedback_logits: s ≥ 0 arrays ``(B, K)``: exit logits (IRS, shallowest
         first) or logits of extra noisier forward passes (OVF).
       labels: integer labels ``(B,)``.
-      alpha: feedback strength α.
+      alpha: feedback strength α, a scalar ≥ 0 (may be traced).
       decay: geometric decay of the coefficients, or explicit coefficients.
 
     Returns:
-      The scalar loss, averaged over the batch.
+      The scalar cross-entropy in nats, float32, averaged over the batch.
     """
     return cross_entropy(combine_feedback_logits(logits, feedback_logits, alpha, decay), labels)

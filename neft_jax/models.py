@@ -4,8 +4,8 @@
 returns ``(logits, exit_logits)``: logits ``(B, K)`` and a tuple of exit
 logits ``(B, K)``, shallowest first (empty when ``exits=False``). Exits read
 the backbone's activations and never change them; their modules are named
-``exit_1``, ``exit_2``, … so that :func:`neft_jax.perturbation.under` can select
-them.
+``exit_1``, ``exit_2``, … so that :func:`in_exit` (``backbone_kernels``,
+``exit_kernels``) tells them apart.
 
 ``width`` scales every channel count and hidden width (1.0 = the paper).
 ``backward_micro_batch`` (None = off) computes each conv's gradients that many
@@ -206,7 +206,10 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
 
 
 class VGG8(nn.Module):
-    """VGG-8 with three exits (Table I); ``exits`` as in :func:`exit_numbers`."""
+    """VGG-8 with three exits (Table I); ``exits`` as in :func:`exit_numbers`.
+
+    ``apply(variables, x (B, 32, 32, C), train=False) -> (logits (B, K), exit_logits)``,
+    ``exit_logits`` a tuple of ``(B, K)``, shallowest first; float32 unless ``dtype``."""
 
     num_exits: ClassVar[int] = 3
     num_classes: int = 10
@@ -312,7 +315,10 @@ def exit_pool_size(spatial: int) -> int:
 
 
 class ResNet18(ResNet):
-    """ResNet-18: four stages of two basic blocks (a class, so ``ResNet18.num_exits`` works)."""
+    """ResNet-18: four stages of two basic blocks (a class, so ``ResNet18.num_exits`` works).
+
+    ``apply(variables, x (B, 32, 32, C), train=False) -> (logits (B, K), exit_logits)``,
+    four exits, as :class:`VGG8`."""
 
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
 
@@ -320,7 +326,8 @@ MODELS = {"vgg8": VGG8, "resnet18": ResNet18}
 
 
 def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """A model by name (``vgg8`` or ``resnet18``)."""
+    """A model by name (``vgg8`` or ``resnet18``); ``kwargs``: ``exits``, ``width``,
+    ``dtype``, ``backward_micro_batch`` (:class:`VGG8`)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
     if not isinstance(num_classes, int) or num_classes < 2:

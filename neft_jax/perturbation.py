@@ -101,8 +101,8 @@ class NoWeightsSelected(ValueError):
     """:func:`perturb` selected no leaf of the params tree (``on_empty="raise"``)."""
 
 
-def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | None = None,
-            on_empty: str = "warn") -> Any:
+def perturb(params: Any, key: jax.Array, device: DeviceModel | float, *,
+            where: Where | None = None, on_empty: str = "warn") -> Any:
     """Return ``params`` with every selected weight replaced by ``W + stop_gradient(ΔW)``.
 
     Args:
@@ -113,7 +113,8 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | 
       device: the :class:`DeviceModel` (σ, bits, preset, normalisation, scale), or a
         number σ for the default device model. σ is the device variation σ_d, a fraction
         of one device's conductance range: ΔW has std 0.26·σ·max|W| under the default
-        ``level`` normalisation, in W's units.
+        ``level`` normalisation and plain (RRAM1) 8-bit/2-bit device, in W's units
+        (presets rescale it: :meth:`DeviceModel.noise_std`).
       where: ``where(path, leaf) -> bool`` with ``path`` a tuple of key names;
         default :func:`is_kernel` (conv and dense kernels only).
       on_empty: when ``where`` selects no leaf: ``"warn"`` (default; the params come
@@ -123,7 +124,7 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel, *, where: Where | 
     Returns:
       A pytree of the same structure and dtypes (the noise is drawn in float32 and cast
       to each weight's float dtype; integer weights are refused); unselected leaves are
-      the same objects.
+      the same objects. A concrete σ = 0 returns ``params`` itself, without selecting.
     """
     if on_empty not in ON_EMPTY:
         raise ValueError(f"on_empty must be one of {ON_EMPTY}, got {on_empty!r}")

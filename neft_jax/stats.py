@@ -21,8 +21,9 @@ QUANTILES = {"q01": 0.01, "q05": 0.05}
 
 
 def summarize(accuracies: Sequence[float], ekl: float | None = None) -> dict:
-    """Mean, std (ddof = 1), 95 % / 99 % CI half-widths, the 1 % and 5 % quantiles
-    (numpy's linear interpolation), min and max of run accuracies (same units)."""
+    """A dict of run accuracies' statistics, in their units: ``runs``, ``mean``, ``std``
+    (ddof = 1), ``ci95`` / ``ci99`` (1.96 / 2.576·std/√R, method.md §5), ``q01`` / ``q05``
+    (numpy's linear interpolation), ``min``, ``max``, and ``ekl`` when given."""
     acc = np.asarray(accuracies, np.float64)
     runs = acc.size
     if runs == 0:

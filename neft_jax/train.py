@@ -58,7 +58,10 @@ class TrainState(train_state.TrainState):
     """Flax train state with BatchNorm statistics and the traced hyper-parameters.
 
     ``hparams``: ``{"sigma", "exit_sigma"}`` and, when given, ``"alpha"`` (IRS and OVF need
-    it): float32 scalars (:func:`make_hparams`).
+    it): float32 scalars (:func:`make_hparams`). ``batch_stats``: BatchNorm statistics (for
+    an NNX model all its non-``Param`` state), ``{}`` when there are none. ``apply_fn`` is
+    the library's wrapper of the model (:mod:`neft_jax.adapters`), not ``model.apply``:
+    score a trained state through :func:`evaluation_model`.
     """
 
     batch_stats: Any
@@ -103,7 +106,8 @@ def make_hparams(sigma: float, exit_sigma: float | None = None,
     """The traced hyper-parameters of a train state: the σ the backbone trains at
     (:class:`DeviceModel`'s unit, a fraction of one device's range; 0 for vanilla), the
     exits' σ (default: ``sigma``) and eq. (1)'s α (IRS and OVF need it: their step refuses a
-    state without one; α = 0 turns the feedback off). Changing them never recompiles."""
+    state without one; α = 0 turns the feedback off). Changing them never recompiles.
+    Returns ``{"sigma", "exit_sigma"[, "alpha"]}``, float32 scalars."""
     exit_sigma = sigma if exit_sigma is None else exit_sigma
     DeviceModel(sigma=sigma)  # validates σ
     DeviceModel(sigma=exit_sigma)
@@ -126,8 +130,9 @@ def create_train_state(
 ) -> TrainState:
     """Wrap a model and its initial weights in a :class:`TrainState`.
 
-    ``model``: a linen module (initialised from ``key`` on zeros of ``input_shape``: a
-    shape, float32, or a ``jax.ShapeDtypeStruct`` / array for integer inputs), an NNX
+    ``model``: a linen module (initialised from ``key`` on zeros of ``input_shape``: one
+    batch's shape with its batch axis, e.g. ``(B, H, W, C)`` or ``x.shape``, float32, or a
+    ``jax.ShapeDtypeStruct`` / array for integer inputs), an NNX
     module (its own state; ``key``/``input_shape`` unused) or a function
     ``apply(params, x)`` with its initial ``params`` (:mod:`neft_jax.adapters`).
     ``hparams``: :func:`make_hparams`, required: the σ (and α) every step trains at.
@@ -188,20 +193,21 @@ def make_train_step(
         after the main pass, in order (the authors' code; default). False keeps only
         the main pass's update.
       logit_divisor: ``noise_scaled`` trains on ``CE(z / logit_divisor)``; default
-        ``model.num_exits + 1`` (IRS's s + 1 for that model), else the number of exit
-        logits the model returns + 1.
-      where: the backbone weights that get noise (default: kernels outside ``exit_*``
-        modules); the step raises if it selects none. Exit kernels (under ``exit_*``)
-        get the exits' σ only: those ``where`` selects and the kernels.
+        ``model.num_exits + 1`` (all the architecture's exits, also when ``exits=``
+        keeps fewer), else the number of exit logits the model returns + 1.
+      where: the backbone weights that get noise (default: kernels outside the exit
+        heads, modules named ``exit_<n>``); the step raises if it selects none. For IRS,
+        exit-head leaves get the exits' σ only: those ``where`` selects and the kernels.
       jit: return the jitted step (default) or the plain function.
       donate: donate the input state's buffers (jit only).
 
     Returns:
       ``step(state, batch, key) -> (state, metrics)`` with ``batch = {"image": inputs (B,
       ...), "label": int class indices (B,)}`` and ``key`` a fresh ``jax.random`` key per
-      step (the noise, dropout); metrics hold ``loss``,
-      ``accuracy`` (backbone, at the noisy weights), for IRS ``exit_accuracy``
-      ``(num_exits,)``, and for IRS/OVF ``feedback_ratio``: RMS(α·Σ c_i z_i) / RMS(z).
+      step (the noise, dropout); metrics hold ``loss`` (the batch's mean loss, nats),
+      ``accuracy`` (the backbone's top-1 fraction in [0, 1] at the weights it trained at:
+      noisy, clean for vanilla), for IRS ``exit_accuracy`` ``(num_exits,)`` fractions,
+      and for IRS/OVF ``feedback_ratio``: RMS(α·Σ c_i z_i) / RMS(z).
     """
     spec = method_spec(method)
     device = DeviceModel() if device is None else device
