@@ -17,6 +17,7 @@ from neft_jax.harness.cli import (
 from neft_jax.harness.flags import (
     add_config_arguments,
     config_from_args,
+    model_names,
     names,
     positive_float,
     positive_int,
@@ -27,6 +28,13 @@ from .plan import BUDGET_STAGES, DEFAULT_STAGES, STAGES, TABLE2_SIGMAS, Plan
 
 #: Config fields the reproduction plan sets itself.
 REPRODUCE_EXCLUDES = ("methods", "extra_sigmas", "alpha_search", "resume", "overwrite")
+#: Config flags the plan sets per stage: refused in one line rather than half applied.
+SET_BY_THE_PLAN = {
+    "model": "--model: the plan trains the models of --models",
+    "sigma": "--sigma: each stage sets its own σ (Table II's are --sigmas)",
+    "alpha": "--alpha: every stage trains IRS/OVF at the authors' α (the alpha and "
+             "alpha_grid stages try the others)",
+}
 
 
 def reproduce_parser() -> argparse.ArgumentParser:
@@ -82,12 +90,18 @@ def reproduce_main(argv=None) -> int:
     from .collect import collect_report
     from .reproduce import run_plan, write_report
 
+    for field, why in SET_BY_THE_PLAN.items():
+        if getattr(args, field) is not None:
+            parser.error(why)
     try:
-        base, profile_line = config_from_args(args, jax.default_backend())
+        models = model_names(args.models)
+        base, profile_line = config_from_args(args, jax.default_backend(), models=models)
+        if args.stages is not None and not names(args.stages):
+            raise ValueError("--stages is empty: name stages, or leave it out for the default")
         stages = names(args.stages) if args.stages else (
             BUDGET_STAGES if args.time_budget else DEFAULT_STAGES)
         budget = Budget(args.time_budget)
-        plan = Plan(models=names(args.models), stages=stages, seeds=base.seeds,
+        plan = Plan(models=models, stages=stages, seeds=base.seeds,
                     table3_seeds=args.table3_seeds, table5_seeds=args.table5_seeds,
                     alpha_seeds=args.alpha_seeds, sigmas=args.sigmas or TABLE2_SIGMAS,
                     order="priority" if args.time_budget and not args.stages else "model")
@@ -96,6 +110,8 @@ def reproduce_main(argv=None) -> int:
     if args.estimate_only and not args.rates:
         parser.error("--estimate-only needs --rates (a bench.py --jsonl file with an "
                      "--end-to-end row)")
+    if args.report_only and not os.path.isdir(base.out):
+        parser.error(f"--report-only: no reproduction in {base.out!r} (give its --out)")
     print(profile_line, flush=True)
     order = "priority order" if plan.order == "priority" else "model by model"
     print(f"reproduce: models {list(plan.models)}, stages {list(plan.stages)}, {plan.seeds} "
@@ -103,7 +119,13 @@ def reproduce_main(argv=None) -> int:
           f"{plan.alpha_seeds}), {order} into {base.out}", flush=True)
     def job() -> int:
         if args.rates and not args.report_only:
-            print(plan_estimate(base, plan, args.rates, args.time_budget), flush=True)
+            try:
+                line = plan_estimate(base, plan, args.rates, args.time_budget)
+            except ValueError as error:
+                if args.estimate_only:  # the estimate was the whole job
+                    raise
+                line = f"estimate: {error}; no estimate"  # the plan still runs
+            print(line, flush=True)
         if args.estimate_only:
             return 0
         if args.report_only:
@@ -133,7 +155,7 @@ def _found_in(report: dict) -> tuple[bool, list[str]]:
 
 def plan_estimate(base, plan, rates_path: str, budget_seconds: float | None) -> str:
     """:func:`~paper.reproduce.estimate_from_rates` of a bench JSONL file, with the
-    dataset's split sizes."""
+    dataset's split sizes; ValueError when the file cannot be read."""
     import json
 
     from neft_jax.harness import data as data_lib
@@ -144,7 +166,7 @@ def plan_estimate(base, plan, rates_path: str, budget_seconds: float | None) -> 
         with open(rates_path) as f:
             rows = [json.loads(line) for line in f if line.strip()]
     except (OSError, ValueError) as error:
-        return f"estimate: cannot read --rates {rates_path!r} ({error}); no estimate"
+        raise ValueError(f"cannot read --rates {rates_path!r} ({error})") from None
     dataset = data_lib.load_dataset(base.dataset, base.data_dir)
     train, validation = data_lib.validation_indices(dataset.train_labels, base.val_fraction,
                                                     base.seed)

@@ -249,12 +249,17 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
     """One line, before a plan starts: its trainings' rough seconds from the last
     ``bench.py --end-to-end`` row of ``rows`` (the loop's images/s) measured with the plan's
     ``val_every``, and how many fit in ``budget_seconds``."""
-    measured = [r for r in rows if r.get("bench") == "end_to_end"
-                and r.get("val_every", 1) == base.val_every]
+    loops = [r for r in rows if r.get("bench") == "end_to_end"]
+    measured = [r for r in loops if r.get("val_every", 1) == base.val_every]
     if not measured:
-        return ("estimate: no end-to-end row (bench.py --end-to-end) in the rates file; the "
-                "first cell is the measurement")
+        why = (f"no end-to-end row with --val-every {base.val_every} (it has "
+               f"{sorted({r.get('val_every', 1) for r in loops})})" if loops
+               else "no end-to-end row (bench.py --end-to-end)")
+        return f"estimate: {why} in the rates file; the first cell is the measurement"
     row = measured[-1]
+    unlike = [f"{name} {row.get(name)} (the plan's {mine})" for name, mine in
+              (("compute", base.compute), ("width", base.width), ("batch_size", base.batch_size))
+              if row.get(name) is not None and row.get(name) != mine]
     rate = row["loop_images_per_s"]
     # The first training of each model × method also compiles (later ones read the
     # compilation cache): bench's train row says how long its step took to compile.
@@ -282,7 +287,8 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
             f"{row['method']} in {row.get('compute', '?')}, and a {compile_s:.0f} s compile "
             f"per model × method): {len(seconds)} trainings, about "
             f"{sum(seconds) / 60:.0f} min in all; first cells {shown}{fits_line}; rough (Monte "
-            "Carlo from the training rate): the measured cells replace it after the first")
+            "Carlo from the training rate): the measured cells replace it after the first"
+            + (f"; the rates were measured with another {', '.join(unlike)}" if unlike else ""))
 
 
 def link_shared_cells(out: str, stage: str, cfg: ExperimentConfig,

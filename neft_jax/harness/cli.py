@@ -22,6 +22,7 @@ from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of t
     check_flags_apply,
     config_from_args,
     method_names,
+    model_names,
     names,
     positive_float,
     sigma_list,
@@ -322,8 +323,9 @@ def sweep_main(argv=None) -> int:
         int(s) for s in _as_list(seeds)]
     alphas = [None if a in (None, "default") else float(a) for a in _as_list(grid["alphas"])]
     try:
-        base, profile_line = config_from_args(args, jax.default_backend())
-        cells = grid_cells(_as_list(grid["models"]), _as_list(grid["datasets"]),
+        models = model_names(_as_list(grid["models"]))
+        base, profile_line = config_from_args(args, jax.default_backend(), models=models)
+        cells = grid_cells(models, _as_list(grid["datasets"]),
                            method_names(_as_list(grid["methods"])),
                            [float(s) for s in _as_list(grid["sigmas"])],
                            alphas, seed_values)

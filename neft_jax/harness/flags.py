@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import difflib
 import math
 import os
 import secrets
 
 from neft_jax.harness.config import CPU_PROFILE, PROFILE_FIELDS, PROFILES, ExperimentConfig
+from neft_jax.harness.identity import check_out_folder
+from neft_jax.harness.paper import DEFAULT_LR
+from neft_jax.models import MODELS
 from neft_jax.train import METHODS, unknown_method
 
 
@@ -72,6 +76,21 @@ def method_names(methods) -> tuple[str, ...]:
         if name not in METHODS:
             raise ValueError(unknown_method(given))
     return chosen
+
+
+def model_names(models) -> tuple[str, ...]:
+    """Model names, comma-separated text or a list, in any case, each once (``VGG8,vgg8`` →
+    ``("vgg8",)``); an unknown one is a ValueError naming the nearest model."""
+    items = names(models) if isinstance(models, str) else tuple(str(m).strip() for m in models)
+    if not items:
+        raise ValueError(f"no model given (allowed: {', '.join(sorted(MODELS))})")
+    for item in items:
+        if item.lower() not in MODELS:
+            close = difflib.get_close_matches(item.lower(), MODELS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown model {item!r}{hint} (allowed: "
+                             f"{', '.join(sorted(MODELS))})")
+    return tuple(dict.fromkeys(item.lower() for item in items))
 
 
 def method_list(text: str) -> tuple[str, ...]:
@@ -145,10 +164,12 @@ def default_out(model: str, dataset: str, seed: int) -> str:
     return os.path.join("runs", f"{stamp}-{model}-{dataset}-seed{seed}-{secrets.token_hex(2)}")
 
 
-def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE
-                     ) -> tuple[ExperimentConfig, str]:
+def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE,
+                     models: tuple[str, ...] | None = None) -> tuple[ExperimentConfig, str]:
     """An ExperimentConfig from parsed flags, and the lines saying which profile and why.
-    Without --profile: ``paper`` on a GPU/TPU, ``cpu_profile`` on a CPU."""
+    Without --profile: ``paper`` on a GPU/TPU, ``cpu_profile`` on a CPU. ``models``: those a
+    study trains (its line gives each one's learning rate), else ``cfg.model``. An ``out``
+    that is a file or below one is refused here, before anything reads data."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)
              if getattr(args, f.name, None) is not None}
     profile = given.pop("profile", None)
@@ -161,18 +182,26 @@ def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE
         given["out"] = default_out(given.get("model", "vgg8"), given.get("dataset", "mnist5k"),
                                    given.get("seed", 0))
     cfg = ExperimentConfig.from_profile(profile, **given)
+    check_out_folder(cfg.out)
     from neft_jax.harness.tuning import request_retune, tunes
 
     if getattr(args, "retune", False):
         request_retune()
     micro = ("a size measured on this CPU on first use (cached; see the 'tuning:' line)"
              if tunes(cfg, backend) else cfg.effective_backward_micro_batch or "the whole batch")
-    lr_source = f" (the authors' rate for {cfg.model})" if cfg.lr is None else ""
+    models = tuple(dict.fromkeys(models or (cfg.model,)))
+    if cfg.lr is not None:
+        lr_text = f"lr {cfg.lr:g}"
+    elif len(models) == 1:
+        lr_text = f"lr {DEFAULT_LR[models[0]]:g} (the authors' rate for {models[0]})"
+    else:
+        lr_text = "lr the authors' per model (" + ", ".join(
+            f"{m} {DEFAULT_LR[m]:g}" for m in models) + ")"
     if cfg.lr_schedule == "epoch":
-        lr_source += ", its cosine annealing stepped once per epoch"
+        lr_text += ", its cosine annealing stepped once per epoch"
     line = (f"profile: {profile} ({why}): {cfg.epochs} epoch{'s' * (cfg.epochs != 1)}, "
             f"batch {cfg.batch_size}, "
-            f"lr {cfg.learning_rate:g}{lr_source}, {cfg.mc_runs} Monte Carlo runs, "
+            f"{lr_text}, {cfg.mc_runs} Monte Carlo runs, "
             f"width ×{cfg.width:g}, compute {cfg.compute}, conv backward in micro-batches of "
             f"{micro}"
             + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else ""))

@@ -121,6 +121,25 @@ def checkpoint_settings(directory: str) -> tuple[dict, str] | None:
     return identity_of_settings(found[0]["settings"], False), found[1]
 
 
+def file_above(path: str) -> str | None:
+    """The nearest existing ancestor of ``path`` when it is a file (so ``path`` can never be
+    made), else None."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent != os.path.dirname(parent) and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    return parent if os.path.exists(parent) and not os.path.isdir(parent) else None
+
+
+def check_out_folder(out: str) -> None:
+    """Refuse (ValueError, one line) an output folder that is a file or lies below one,
+    before any command reads data or makes a folder."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"out must be a directory, but {out!r} is a file")
+    blocking = file_above(out)
+    if blocking is not None:
+        raise ValueError(f"out {out!r} cannot be written: {blocking!r} is a file, not a folder")
+
+
 def folder_entries(folder: str) -> list[str]:
     """The names in ``folder``; none when it does not exist or cannot be read."""
     try:

@@ -24,7 +24,9 @@ from neft_jax.harness.checkpoints import check_checkpoint_folder
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.evaluation import ALPHA_SEARCH_KEY, train_and_test_record
 from neft_jax.harness.identity import (
+    check_out_folder,
     check_run_folder,
+    file_above,
     fingerprint,
     folder_entries,
     identity,
@@ -154,8 +156,7 @@ def prepare_out_dir(cfg: ExperimentConfig,
     out = cfg.out
     if cfg.resume and cfg.overwrite:
         raise ValueError(RESUME_AND_OVERWRITE.format(out=out))
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"out must be a directory, but {out!r} is a file")
+    check_out_folder(out)
     try:  # the lock first: what another process may be writing is never judged unlocked
         lock = FolderLock(out)
     except OSError as error:
@@ -183,11 +184,9 @@ def prepare_out_dir(cfg: ExperimentConfig,
 def _why_not(out: str, error: OSError) -> str:
     """Why ``out`` cannot be made: the file in its path that is not a folder, else the OS's
     reason."""
-    parent = os.path.dirname(os.path.abspath(out))
-    while parent and not os.path.exists(parent) and parent != os.path.dirname(parent):
-        parent = os.path.dirname(parent)
-    if os.path.exists(parent) and not os.path.isdir(parent):
-        return f"{parent!r} is a file, not a folder"
+    blocking = file_above(out)
+    if blocking is not None:
+        return f"{blocking!r} is a file, not a folder"
     return error.strerror or str(error)
 
 

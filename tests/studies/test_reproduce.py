@@ -87,6 +87,44 @@ def test_the_alpha_stage_without_a_held_out_split_is_refused_before_anything_tra
     assert len(err) == 1 and "--val-fraction 0 leaves out" in err[0]
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--model", "resnet18"], "--model: the plan trains the models of --models"),
+    (["--sigma", "0.6"], "--sigma: each stage sets its own σ"),
+    (["--alpha", "0.1"], "--alpha: every stage trains IRS/OVF at the authors' α"),
+    (["--models", "vgg9"], "unknown model 'vgg9'; did you mean 'vgg8'?"),
+    (["--stages", ""], "--stages is empty"),
+    (["--report-only", "--out", "{tmp}/none"], "--report-only: no reproduction in"),
+    (["--out", "{tmp}/file"], "is a file"),
+    (["--estimate-only", "--rates", "{tmp}/none.jsonl"], "cannot read --rates"),
+])
+def test_flags_the_plan_cannot_honour_are_one_line_before_anything_is_made(
+        tmp_path, capsys, flags, says):
+    """Flags the plan sets per stage (a half-applied --alpha trained Table V at it and
+    Table II at the authors'), a mistyped model, and an --out or --rates that cannot be
+    used: one line, status 2, nothing written; before, some were tracebacks."""
+    (tmp_path / "file").write_text("")
+    before = sorted(os.listdir(tmp_path))
+    try:
+        code = reproduce_cli.reproduce_main(TINY + [f.format(tmp=tmp_path) for f in flags])
+    except SystemExit as exit_info:  # parser.error
+        code = exit_info.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and says in err[0], err
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_sweep_models_in_any_case_each_once_and_a_mistyped_one_named(tmp_path, capsys):
+    from neft_jax.harness import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.sweep_main(["--models", "vgg9", "--out", str(tmp_path / "s")])
+    assert exit_info.value.code == 2
+    assert "unknown model 'vgg9'; did you mean 'vgg8'?" in capsys.readouterr().err
+    from neft_jax.harness.flags import model_names
+
+    assert model_names("VGG8, vgg8,ResNet18") == ("vgg8", "resnet18")
+
+
 def test_bad_stage_flag_exits_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         reproduce_cli.reproduce_main(TINY + ["--stages", "table9", "--out", str(tmp_path)])
