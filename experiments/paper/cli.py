@@ -48,7 +48,8 @@ def reproduce_parser() -> argparse.ArgumentParser:
                         "(default: vgg8)")
     parser.add_argument("--stages", default=None,
                         help=f"comma-separated subset of {','.join(STAGES)}, run in this order, "
-                        "model by model (default: all but core and alpha_grid; with "
+                        "model by model, or 'all': every stage, as --time-budget takes them "
+                        "(default: all but core and alpha_grid; with "
                         f"--time-budget: {','.join(BUDGET_STAGES)}, the paper-scale program's "
                         "steps first across models: paper/plan.py's PRIORITY)")
     parser.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS",
@@ -98,13 +99,15 @@ def reproduce_main(argv=None) -> int:
         base, profile_line = config_from_args(args, jax.default_backend(), models=models)
         if args.stages is not None and not names(args.stages):
             raise ValueError("--stages is empty: name stages, or leave it out for the default")
-        stages = names(args.stages) if args.stages else (
-            BUDGET_STAGES if args.time_budget else DEFAULT_STAGES)
+        listed = names(args.stages) if args.stages and args.stages != "all" else None
+        stages = listed or (BUDGET_STAGES if args.time_budget or args.stages == "all"
+                            else DEFAULT_STAGES)
         budget = Budget(args.time_budget)
         plan = Plan(models=models, stages=stages, seeds=base.seeds,
                     table3_seeds=args.table3_seeds, table5_seeds=args.table5_seeds,
                     alpha_seeds=args.alpha_seeds, sigmas=args.sigmas or TABLE2_SIGMAS,
-                    order="priority" if args.time_budget and not args.stages else "model")
+                    order="priority" if (args.time_budget or args.stages == "all")
+                    and not listed else "model")
     except ValueError as error:
         parser.error(str(error))
     if args.estimate_only and not args.rates:
@@ -114,8 +117,8 @@ def reproduce_main(argv=None) -> int:
         parser.error(f"--report-only: no reproduction in {base.out!r} (give its --out)")
     print(profile_line, flush=True)
     order = "priority order" if plan.order == "priority" else "model by model"
-    print(f"reproduce: models {list(plan.models)}, stages {list(plan.stages)}, {plan.seeds} "
-          f"seeds (Table III: {plan.table3_seeds}, Table V: {plan.table5_seeds}, α grid: "
+    print(f"reproduce: models {list(plan.models)}, stages {list(plan.stages)}, seeds "
+          f"{plan.seeds} (Table III: {plan.table3_seeds}, Table V: {plan.table5_seeds}, α grid: "
           f"{plan.alpha_seeds}), {order} into {base.out}", flush=True)
     def job() -> int:
         if args.rates and not args.report_only:

@@ -60,7 +60,7 @@ def _fmt(cell: TableCell | None) -> str:
 def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentConfig) -> str:
     """Markdown: Tables II, III, V, α search, EKL, σ = 0 vanilla sweep; paper beside ours."""
     lines = ["# NeFT reproduction report", "",
-             f"Settings: dataset {base.dataset}, width ×{base.width:g}, {base.epochs} epochs, "
+             f"Settings: dataset {base.dataset}, width ×{base.width:g}, epochs {base.epochs}, "
              f"batch {base.batch_size}, {base.mc_runs} Monte Carlo runs per σ, "
              f"{base.device_preset} with '{base.normalisation}' normalisation, compute "
              f"{base.compute}. Cells: mean over seeds of each run's Monte Carlo mean ± "
