@@ -212,7 +212,16 @@ def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path)
     other = {**rows[1], "loop_images_per_s": 1.0, "val_every": 4}
     rates.write_text("\n".join(json.dumps(r) for r in [*rows, other]) + "\n")
     assert cli.plan_estimate(base, plan, str(rates), 60.0) == line
-    assert "cannot read" in cli.plan_estimate(base, plan, str(tmp_path / "none"), 60.0)
+    with pytest.raises(ValueError, match="cannot read --rates"):
+        cli.plan_estimate(base, plan, str(tmp_path / "none"), 60.0)
+    # Rates measured otherwise are used, and said to be.
+    rates.write_text(json.dumps({**rows[1], "compute": "tf32", "width": 1.0}) + "\n")
+    assert cli.plan_estimate(base, plan, str(rates), 60.0).endswith(
+        "; the rates were measured with another compute tf32 (the plan's fp32), width 1.0 "
+        f"(the plan's {base.width:g})")
+    rates.write_text(json.dumps(other) + "\n")
+    assert "no end-to-end row with --val-every 1 (it has [4])" in cli.plan_estimate(
+        base, plan, str(rates), 60.0)
     rates.write_text(json.dumps(rows[0]) + "\n")
     assert "no end-to-end row" in cli.plan_estimate(base, plan, str(rates), 60.0)
 
@@ -233,6 +242,11 @@ def test_estimate_only_prints_the_whole_plans_estimate_and_trains_nothing(tmp_pa
     with pytest.raises(SystemExit) as refused:
         cli.reproduce_main(args)
     assert refused.value.code == 2 and "--estimate-only needs --rates" in capsys.readouterr().err
+    # --stages all: every stage, in the program's order.
+    everything = [a if a != "core" else "all" for a in args] + ["--rates", str(rates)]
+    assert cli.reproduce_main(everything) == 0
+    printed = capsys.readouterr().out
+    assert f"stages {list(reproduce.BUDGET_STAGES)}" in printed and "priority order" in printed
 
 
 def test_a_time_boxed_plan_takes_the_paper_scale_programs_order_across_models():
