@@ -158,7 +158,8 @@ def _found_in(report: dict) -> tuple[bool, list[str]]:
 
 def plan_estimate(base, plan, rates_path: str, budget_seconds: float | None) -> str:
     """:func:`~paper.reproduce.estimate_from_rates` of a bench JSONL file, with the
-    dataset's split sizes; ValueError when the file cannot be read."""
+    dataset's split sizes, of the trainings not finished in ``base.out``; ValueError when
+    the file cannot be read."""
     import json
 
     from neft_jax.harness import data as data_lib
@@ -174,4 +175,5 @@ def plan_estimate(base, plan, rates_path: str, budget_seconds: float | None) -> 
     train, validation = data_lib.validation_indices(dataset.train_labels, base.val_fraction,
                                                     base.seed)
     return estimate_from_rates(base, plan, rows, budget_seconds, len(train), len(validation),
-                               len(dataset.test_labels))
+                               len(dataset.test_labels),
+                               out=base.out if os.path.isdir(base.out) else None)

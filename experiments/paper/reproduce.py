@@ -160,28 +160,34 @@ class _Runner:
 
     def stage(self, stage: str, cfg: ExperimentConfig, sigma: float | None = None) -> None:
         """Run ``stage`` of ``cfg.model`` (a grid stage only at ``sigma`` when given)."""
-        plan, out, model = self.plan, self.out, cfg.model
-        path = stage_dir(out, stage, model)
-        grid = grid_of_stage(stage, plan, cfg, sigma)
+        grid = grid_of_stage(stage, self.plan, cfg, sigma)
         if grid is not None:
             self.sweep(stage, cfg, *grid)
-        elif stage == "vanilla":
-            sigmas = sorted(set(VANILLA_SIGMAS) | set(plan.sigmas))
-            self.seeds_run(f"stage vanilla of {model}", run_seeds, dataclasses.replace(
-                cfg, methods=("vanilla",), sigma=0.0, extra_sigmas=tuple(sigmas), out=path,
-                seeds=plan.seeds))
-        elif stage == "table5":
-            variants = {f"drop{i}": {"drop_exits": (i,)}
-                        for i in range(1, MODELS[model].num_exits + 1)}
-            variants["equal"] = {"equal_coefficients": True}
-            for name, change in variants.items():
-                self.seeds_run(f"stage table5 ({name}) of {model}", run_seeds,
-                               dataclasses.replace(cfg, methods=("irs",), sigma=ABLATION_SIGMA,
-                                                   out=stage_dir(out, "table5", model, name),
-                                                   seeds=plan.table5_seeds, **change))
-        elif stage == "alpha":
-            self.seeds_run(f"stage alpha of {model}", run_experiment, dataclasses.replace(
-                cfg, methods=("irs",), sigma=ABLATION_SIGMA, alpha_search=True, out=path))
+        for what, job in stage_jobs(stage, self.plan, cfg, self.out):
+            self.seeds_run(what, run_experiment if job.alpha_search else run_seeds, job)
+
+
+def stage_jobs(stage: str, plan: Plan, cfg: ExperimentConfig,
+               out: str) -> list[tuple[str, ExperimentConfig]]:
+    """(name, config) of each job of a stage that is not a grid: the vanilla sweep's
+    multi-seed run, each Table V variant's, the α search (``alpha_search``); none else."""
+    model, path = cfg.model, stage_dir(out, stage, cfg.model)
+    if stage == "vanilla":
+        sigmas = sorted(set(VANILLA_SIGMAS) | set(plan.sigmas))
+        return [(f"stage vanilla of {model}", dataclasses.replace(
+            cfg, methods=("vanilla",), sigma=0.0, extra_sigmas=tuple(sigmas), out=path,
+            seeds=plan.seeds))]
+    if stage == "table5":
+        variants = {f"drop{i}": {"drop_exits": (i,)}
+                    for i in range(1, MODELS[model].num_exits + 1)}
+        variants["equal"] = {"equal_coefficients": True}
+        return [(f"stage table5 ({name}) of {model}", dataclasses.replace(
+            cfg, methods=("irs",), sigma=ABLATION_SIGMA, out=stage_dir(out, "table5", model, name),
+            seeds=plan.table5_seeds, **change)) for name, change in variants.items()]
+    if stage == "alpha":
+        return [(f"stage alpha of {model}", dataclasses.replace(
+            cfg, methods=("irs",), sigma=ABLATION_SIGMA, alpha_search=True, out=path))]
+    return []
 
 
 def trainings_left(job: ExperimentConfig) -> int:
@@ -219,36 +225,43 @@ def alpha_grid(cfg: ExperimentConfig) -> list[float | None]:
     return [None if abs(a - authors) <= 1e-12 * authors else a for a in ALPHA_GRID]
 
 
-def trainings_of_plan(base: ExperimentConfig, plan: Plan) -> list[tuple[str, str, int]]:
+def trainings_of_plan(base: ExperimentConfig, plan: Plan, out: str | None = None
+                      ) -> list[tuple[str, str, int]]:
     """Every training of ``plan`` in the order :func:`run_plan` takes them, each once (a
-    later stage's reused cells are not counted again): (model, method, σ evaluated)."""
+    cell two stages share counted once): (model, method, σ evaluated). With ``out``, only
+    those not yet finished there."""
     trainings, seen = [], set()
     for step in plan.steps():
         model, stage = step.model, step.stage
-        cfg = dataclasses.replace(base, model=model)
+        cfg = stage_config(base, model)
         grid = grid_of_stage(stage, plan, cfg, step.sigma)
-        if grid is not None:
-            for cell in grid_cells([model], [cfg.dataset], *grid):
-                if cell.name not in seen:
-                    seen.add(cell.name)
-                    trainings.append((model, cell.method, 1))
-        elif stage == "vanilla":
-            sigmas = len(set(VANILLA_SIGMAS) | set(plan.sigmas))
-            trainings += [(model, "vanilla", sigmas)] * plan.seeds
-        elif stage == "table5":
-            variants = MODELS[model].num_exits + 1
-            trainings += [(model, "irs", 1)] * (variants * plan.table5_seeds)
-        elif stage == "alpha":
-            trainings += [(model, "irs", 0)] * (len(ALPHA_GRID) - 1) + [(model, "irs", 1)]
+        for cell in grid_cells([model], [cfg.dataset], *grid) if grid is not None else ():
+            if cell.name not in seen and not (out and _finished_in_a_stage(out, cell)):
+                trainings.append((model, cell.method, 1))
+            seen.add(cell.name)
+        for _, job in stage_jobs(stage, plan, cfg, out or base.out):
+            left = trainings_left(job) if out else (
+                len(ALPHA_GRID) if job.alpha_search else job.seeds)
+            if job.alpha_search:  # the search scores its chosen α only
+                trainings += [(model, "irs", 0)] * (left - 1) + [(model, "irs", 1)] * (left > 0)
+            else:
+                trainings += [(model, job.methods[0], len(job.eval_sigmas))] * left
     return trainings
+
+
+def _finished_in_a_stage(out: str, cell: Cell) -> bool:
+    """Whether any stage folder of ``out`` holds ``cell`` finished."""
+    return any(cell_done(os.path.join(stage_dir(out, stage, cell.model), "cells", cell.name),
+                         cell.method) for stage in STAGES)
 
 
 def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
                         budget_seconds: float | None, num_train: int, num_validation: int,
-                        num_test: int) -> str:
+                        num_test: int, out: str | None = None) -> str:
     """One line, before a plan starts: its trainings' rough seconds from the last
     ``bench.py --end-to-end`` row of ``rows`` (the loop's images/s) measured with the plan's
-    ``val_every``, and how many fit in ``budget_seconds``."""
+    ``val_every``, and how many fit in ``budget_seconds``; with ``out``, of the trainings
+    not finished there."""
     loops = [r for r in rows if r.get("bench") == "end_to_end"]
     measured = [r for r in loops if r.get("val_every", 1) == base.val_every]
     if not measured:
@@ -266,7 +279,8 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
     compiles = [r["compile_s"] for r in rows if r.get("bench") == "train" and r.get("compile_s")]
     compile_s = compiles[-1] if compiles else 0.0
     validation = base.validated_epochs * base.val_mc_runs * num_validation
-    trainings = trainings_of_plan(base, plan)
+    trainings = trainings_of_plan(base, plan, out)
+    done = len(trainings_of_plan(base, plan)) - len(trainings) if out else 0
     seconds, compiled = [], set()
     for model, method, sigmas in trainings:
         first = (model, method) not in compiled
@@ -285,7 +299,8 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
                  if budget_seconds is not None else "")
     return (f"estimate (from the measured loop rate, {rate:,.0f} images/s of {row['model']} "
             f"{row['method']} in {row.get('compute', '?')}, and a {compile_s:.0f} s compile "
-            f"per model × method): {len(seconds)} trainings, about "
+            f"per model × method): {len(seconds)} trainings"
+            + (f" ({done} more finished before)" if done else "") + ", about "
             f"{sum(seconds) / 60:.0f} min in all; first cells {shown}{fits_line}; rough (Monte "
             "Carlo from the training rate): the measured cells replace it after the first"
             + (f"; the rates were measured with another {', '.join(unlike)}" if unlike else ""))

@@ -226,6 +226,40 @@ def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path)
     assert "no end-to-end row" in cli.plan_estimate(base, plan, str(rates), 60.0)
 
 
+def test_the_estimate_counts_only_what_is_left_in_the_folder(tmp_path):
+    """A continued plan's estimate leaves out the trainings finished in OUT: a grid cell
+    finished in any stage's folder (it is linked, not trained) and a finished seed of a
+    multi-seed job; before, it counted the whole plan every time."""
+    from neft_jax.harness.config import ExperimentConfig
+    from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+
+    def finish(folder, method, sigma):
+        RunResults(settings={"methods": [method], "sigma": sigma, "eval_sigmas": [sigma]},
+                   methods={method: MethodResult(alpha=None, evaluations={
+                       sigma: Evaluation(sigma, {"mean": 50.0})})}).save(
+            str(folder / "results.json"))
+
+    base = ExperimentConfig(epochs=10, mc_runs=100, out=str(tmp_path / "unused"))
+    plan = Plan(models=("vgg8",), stages=("table2", "table5"), seeds=1, sigmas=(0.4,),
+                table5_seeds=2)
+    out = tmp_path / "plan"
+    whole = trainings_of_plan(base, plan)
+    assert len(whole) == 3 + 4 * 2  # Table II's three methods; 4 Table V variants × 2 seeds
+    assert trainings_of_plan(base, plan, str(out)) == whole  # nothing there yet
+    cell = "vgg8-mnist5k-noise_scaled-sigma0.4-alphanone-seed0"
+    (out / "core_vgg8" / "cells" / cell).mkdir(parents=True)  # another stage made it
+    finish(out / "core_vgg8" / "cells" / cell, "noise_scaled", 0.4)
+    (out / "table5_vgg8_drop1" / "seed-1").mkdir(parents=True)
+    finish(out / "table5_vgg8_drop1" / "seed-1", "irs", 0.4)
+    left = trainings_of_plan(base, plan, str(out))
+    assert len(left) == len(whole) - 2
+    assert ("vgg8", "noise_scaled", 1) not in left
+    rows = [{"bench": "end_to_end", "loop_images_per_s": 3600.0, "model": "vgg8",
+             "method": "noise"}]
+    line = reproduce.estimate_from_rates(base, plan, rows, None, 3600, 400, 1000, out=str(out))
+    assert f"): {len(whole) - 2} trainings (2 more finished before), about " in line
+
+
 def test_estimate_only_prints_the_whole_plans_estimate_and_trains_nothing(tmp_path, capsys):
     import json
 
