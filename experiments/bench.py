@@ -354,11 +354,19 @@ def _print(row, as_json, jsonl=None):
               f" {row['gflops_achieved']:.1f} GFLOP/s" + where, flush=True)
 
 
+class _DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default unless its help already says it or it has none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        return text if "default" in text or action.default is None else \
+            super()._get_help_string(action)
+
+
 def main(argv=None):
     from neft_jax.harness.cli import CommandParser
 
-    parser = CommandParser(description=__doc__.splitlines()[0],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = CommandParser(description=__doc__.splitlines()[0], formatter_class=_DefaultsOnce)
     parser.add_argument("--models", default="vgg8,resnet18", help="comma-separated models")
     parser.add_argument("--methods", default=",".join(T.METHODS),
                         help="comma-separated training methods to time")

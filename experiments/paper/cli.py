@@ -34,6 +34,8 @@ SET_BY_THE_PLAN = {
     "sigma": "--sigma: each stage sets its own σ (Table II's are --sigmas)",
     "alpha": "--alpha: every stage trains IRS/OVF at the authors' α (the alpha and "
              "alpha_grid stages try the others)",
+    "resume": "--resume: reproduce.py always continues; rerun the same command",
+    "overwrite": "--overwrite: reproduce.py never deletes a run; give another --out",
 }
 
 
@@ -76,6 +78,9 @@ def reproduce_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-only", action="store_true",
                         help="only rewrite REPORT.md, report.json, report.png from OUT")
     add_output_arguments(parser)
+    for field in ("resume", "overwrite"):  # refused below with what to do instead
+        parser.add_argument(f"--{field}", action="store_const", const=True,
+                            help=argparse.SUPPRESS)
     return parser
 
 

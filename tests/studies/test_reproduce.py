@@ -91,6 +91,7 @@ def test_the_alpha_stage_without_a_held_out_split_is_refused_before_anything_tra
     (["--model", "resnet18"], "--model: the plan trains the models of --models"),
     (["--sigma", "0.6"], "--sigma: each stage sets its own σ"),
     (["--alpha", "0.1"], "--alpha: every stage trains IRS/OVF at the authors' α"),
+    (["--resume"], "--resume: reproduce.py always continues; rerun the same command"),
     (["--models", "vgg9"], "unknown model 'vgg9'; did you mean 'vgg8'?"),
     (["--stages", ""], "--stages is empty"),
     (["--report-only", "--out", "{tmp}/none"], "--report-only: no reproduction in"),
