@@ -50,12 +50,12 @@ def parse_cells(text: str, seeds: list[int]) -> list[Cell]:
     for item in text.split(","):
         try:
             model, width, epochs = item.split(":")
-            spec = (model, float(width), int(epochs))
+            spec = (model.strip().lower(), float(width), int(epochs))
         except ValueError:
-            raise SystemExit(f"--cells: {item!r} is not MODEL:WIDTH:EPOCHS (e.g. vgg8:1:20)") \
+            raise ValueError(f"--cells: {item!r} is not MODEL:WIDTH:EPOCHS (e.g. vgg8:1:20)") \
                 from None
-        if model not in PAPER_VANILLA:
-            raise SystemExit(f"--cells: model {model!r} is not one of {sorted(PAPER_VANILLA)}")
+        if spec[0] not in PAPER_VANILLA:
+            raise ValueError(f"--cells: model {model!r} is not one of {sorted(PAPER_VANILLA)}")
         cells += [Cell(*spec, seed) for seed in seeds]
     return cells
 
@@ -187,22 +187,40 @@ def report(out: str, sigmas: tuple[float, ...]) -> str:
 def noise_definition_parser():
     """The command line of this study."""
     from neft_jax.harness.cli import CommandParser
+    from neft_jax.harness.flags import non_negative_int, positive_int, sigma_list
+
+    def seed_list(text: str) -> list[int]:
+        return [non_negative_int(s) for s in text.split(",") if s.strip()]
 
     parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/noise_definition")
     parser.add_argument("--cells", default="vgg8:1:20,resnet18:0.25:12",
                         help="MODEL:WIDTH:EPOCHS, comma-separated")
-    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds")
-    parser.add_argument("--mc-runs", type=int, default=50, help="Monte Carlo runs per σ")
-    parser.add_argument("--sigmas", default="0.2,0.4,0.6,0.8")
+    parser.add_argument("--seeds", type=seed_list, default=[0, 1], help="comma-separated seeds")
+    parser.add_argument("--mc-runs", type=positive_int, default=50,
+                        help="Monte Carlo runs per σ")
+    parser.add_argument("--sigmas", type=sigma_list, default=(0.2, 0.4, 0.6, 0.8))
     parser.add_argument("--report-only", action="store_true")
     return parser
 
 
 def main(argv=None) -> int:
-    args = noise_definition_parser().parse_args(argv)
-    sigmas = tuple(float(s) for s in args.sigmas.split(","))
-    cells = parse_cells(args.cells, [int(s) for s in args.seeds.split(",")])
+    from neft_jax.harness.identity import check_out_folder
+
+    parser = noise_definition_parser()
+    args = parser.parse_args(argv)
+    sigmas = args.sigmas
+    try:
+        if not sigmas or not args.seeds:
+            raise ValueError("--sigmas and --seeds need at least one value each")
+        check_out_folder(args.out)
+        cells = parse_cells(args.cells, args.seeds)
+        for cell in cells:  # every cell's settings checked before the first trains
+            cell_config(cell, args.out, args.mc_runs, sigmas)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.report_only and not os.path.isdir(args.out):
+        parser.error(f"--report-only: no study in {args.out!r} (give its --out)")
 
     def log(message: str) -> None:
         print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
