@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -251,13 +252,16 @@ def bench_monte_carlo(model_name, args, rng):
 
 
 def _chunk_sizes(text: str | None) -> list[int | None]:
+    """``--chunk-size``: integers > 0 separated by commas (ValueError otherwise)."""
     if text is None:
         return [None]
     try:
-        return [int(c) for c in text.split(",")]
+        sizes = [int(c) for c in text.split(",")]
     except ValueError:
-        raise SystemExit(f"error: --chunk-size takes integers separated by commas, "
-                         f"got {text!r}") from None
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--chunk-size takes integers > 0 separated by commas, got {text!r}")
+    return sizes
 
 
 def check_precision(model_name, args, rng):
@@ -365,45 +369,54 @@ class _DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
 
 def main(argv=None):
     from neft_jax.harness.cli import CommandParser
+    from neft_jax.harness.flags import (
+        method_list,
+        non_negative_int,
+        positive_float,
+        positive_int,
+    )
 
     parser = CommandParser(description=__doc__.splitlines()[0], formatter_class=_DefaultsOnce)
     parser.add_argument("--models", default="vgg8,resnet18", help="comma-separated models")
-    parser.add_argument("--methods", default=",".join(T.METHODS),
+    parser.add_argument("--methods", type=method_list, default=T.METHODS,
                         help="comma-separated training methods to time")
-    parser.add_argument("--width", type=float, default=1.0, help="channel-width factor")
-    parser.add_argument("--channels", type=int, default=3,
+    parser.add_argument("--width", type=positive_float, default=1.0,
+                        help="channel-width factor")
+    parser.add_argument("--channels", type=positive_int, default=3,
                         help="input channels of the random 32×32 images (1 = MNIST, 3 = CIFAR)")
-    parser.add_argument("--batch-size", type=int, default=128, help="training batch size")
-    parser.add_argument("--steps", type=int, default=3, help="timed train steps per method")
-    parser.add_argument("--mc-runs", type=int, default=4, help="Monte Carlo runs timed")
-    parser.add_argument("--mc-images", type=int, default=256,
+    parser.add_argument("--batch-size", type=positive_int, default=128,
+                        help="training batch size")
+    parser.add_argument("--steps", type=positive_int, default=3,
+                        help="timed train steps per method")
+    parser.add_argument("--mc-runs", type=positive_int, default=4, help="Monte Carlo runs timed")
+    parser.add_argument("--mc-images", type=positive_int, default=256,
                         help="test images of the timed Monte Carlo evaluation")
-    parser.add_argument("--eval-batch-size", type=int, default=128,
+    parser.add_argument("--eval-batch-size", type=positive_int, default=128,
                         help="images per Monte Carlo evaluation batch")
     parser.add_argument("--chunk-size", default=None,
                         help="Monte Carlo keys vmapped together; a comma list times each "
                              "(default: the backend's)")
-    parser.add_argument("--loop-runs", type=int, default=None,
+    parser.add_argument("--loop-runs", type=non_negative_int, default=None,
                         help="keys the naive loop baseline runs (default: all; 0 = skip)")
     parser.add_argument("--check-precision", default=None, metavar="OPTIONS",
                         help="e.g. tf32,bf16: print each option's logits and gradient error "
                              "against full-precision fp32, then the benchmarks")
     parser.add_argument("--compute", choices=sorted(COMPUTE), default="fp32",
                         help="conv/matmul arithmetic (params stay fp32)")
-    parser.add_argument("--backward-micro-batch", type=int, default=None,
+    parser.add_argument("--backward-micro-batch", type=non_negative_int, default=None,
                         help="compute conv gradients N images at a time (0 = whole batch; "
                              "default: 8 on CPU, whole batch elsewhere)")
-    parser.add_argument("--seeds", type=int, default=0,
+    parser.add_argument("--seeds", type=non_negative_int, default=0,
                         help="also time N seeds' train steps vmapped in one program")
-    parser.add_argument("--end-to-end", type=int, default=0, metavar="E",
+    parser.add_argument("--end-to-end", type=non_negative_int, default=0, metavar="E",
                         help="also time run.py's whole training loop on mnist5k (E epochs "
                              "after the first, which compiles) beside the bare step (0 = skip)")
     parser.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
                         help="the loop's checkpoint interval in --end-to-end (0 = every epoch)")
-    parser.add_argument("--val-mc-runs", type=int, default=None, metavar="R",
+    parser.add_argument("--val-mc-runs", type=positive_int, default=None, metavar="R",
                         help="the loop's noisy validation runs per epoch in --end-to-end "
                              "(default: run.py's)")
-    parser.add_argument("--val-every", type=int, default=None, metavar="N",
+    parser.add_argument("--val-every", type=positive_int, default=None, metavar="N",
                         help="the loop validates every N epochs and after the last in "
                              "--end-to-end (default: run.py's, every epoch)")
     parser.add_argument("--data-dir", default=None,
@@ -414,9 +427,16 @@ def main(argv=None):
     parser.add_argument("--jsonl", default=None, metavar="PATH",
                         help="also append each row as a JSON line to PATH")
     args = parser.parse_args(argv)
-    args.chunk_sizes = _chunk_sizes(args.chunk_size)
-    if args.steps < 1:
-        parser.error(f"--steps must be >= 1, got {args.steps}")
+    from neft_jax.harness.flags import model_names
+    from neft_jax.harness.identity import file_above
+
+    try:  # before any timing: a bad name or an unwritable --jsonl would end it midway
+        args.chunk_sizes = _chunk_sizes(args.chunk_size)
+        args.models = ",".join(model_names(args.models))
+    except ValueError as error:
+        parser.error(str(error))
+    if args.jsonl and (os.path.isdir(args.jsonl) or file_above(args.jsonl)):
+        parser.error(f"--jsonl: cannot write {args.jsonl!r} (a folder, or below a file)")
     unknown = set(args.check_precision.split(",")) - set(COMPUTE) if args.check_precision else ()
     if unknown:
         parser.error(f"--check-precision: unknown option(s) {sorted(unknown)}; "
@@ -437,7 +457,7 @@ def _run(args, rng):
             for row in bench_monte_carlo(model_name, args, rng):
                 _print(row, args.json, args.jsonl)
         if not args.skip_train:
-            for method in args.methods.split(","):
+            for method in args.methods:
                 row = bench_train(model_name, method, args, rng)
                 _print(row, args.json, args.jsonl)
                 if args.seeds > 1:

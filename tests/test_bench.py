@@ -96,8 +96,17 @@ def test_bench_times_each_chunk_size_checks_precision_and_writes_jsonl(capsys, t
         assert mc["gflop_per_image"] > 0
 
 
-@pytest.mark.parametrize("flags", [["--chunk-size", "1,x"], ["--check-precision", "fp64"],
-                                   ["--steps", "0"]])
-def test_bench_rejects_bad_flags(flags):
-    with pytest.raises(SystemExit):
-        bench.main(["--models", "vgg8", "--skip-train", *flags])
+@pytest.mark.parametrize("flags, says", [
+    (["--chunk-size", "1,x"], "--chunk-size"), (["--check-precision", "fp64"], "fp64"),
+    (["--steps", "0"], "--steps"), (["--models", "vgg9"], "did you mean 'vgg8'?"),
+    (["--methods", "irss"], "did you mean 'irs'?"), (["--width", "0"], "--width"),
+    (["--jsonl", "{tmp}/file/rows.jsonl"], "--jsonl: cannot write"),
+])
+def test_bench_rejects_bad_flags_before_timing_anything(flags, says, tmp_path, capsys):
+    """One line, status 2, before any row: an unknown model, a zero width or an --jsonl
+    below a file used to end the bench with a traceback (the last after all the timing)."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--skip-train", *[f.format(tmp=tmp_path) for f in flags]])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and says in err and "img" not in out
