@@ -111,7 +111,7 @@ def test_every_documented_command_is_accepted(monkeypatch, capsys, tmp_path):
 
     def vanilla_cells(argv):
         args = _accepts(noise_definition.noise_definition_parser(), argv)
-        return noise_definition.parse_cells(args.cells, [int(s) for s in args.seeds.split(",")])
+        return noise_definition.parse_cells(args.cells, args.seeds)
 
     studies = {
         "experiments/run.py": lambda argv: settings(cli.run_parser(), argv),
