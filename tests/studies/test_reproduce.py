@@ -48,16 +48,6 @@ def test_table2_and_table3_stages_write_a_report_and_share_runs(tmp_path, capsys
     capsys.readouterr()
     assert reproduce_cli.reproduce_main(args + ["--report-only", "--epochs", "7"]) == 2
     assert "none of the" in capsys.readouterr().err and (out / "REPORT.md").read_text() == text
-    # The core stage, run after them, takes Table II's cells too (it trains only vanilla and
-    # the α → 0 control, which Table II has not).
-    core = [a if a != "table2,table3" else "core" for a in args]
-    assert reproduce_cli.reproduce_main(core) == 0
-    printed = capsys.readouterr().out
-    for name in ("noise-sigma0.6-alphanone", "noise_scaled-sigma0.6-alphanone",
-                 "irs-sigma0.6-alphadefault"):
-        assert f"vgg8-mnist5k-{name}-seed0: done before, skipped" in printed
-        assert os.path.islink(out / "core_vgg8" / "cells" / f"vgg8-mnist5k-{name}-seed0")
-    assert len(list(out.glob("core_vgg8/cells/*/results.json"))) == 5
     # At the paper's four σ the report puts the paper's rows beside ours, bounds marked.
     assert reproduce_cli.reproduce_main(TINY + ["--stages", "table2", "--seeds", "1",
                                                 "--out", str(out), "--report-only"]) == 0

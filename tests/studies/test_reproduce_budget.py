@@ -226,6 +226,27 @@ def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path)
     assert "no end-to-end row" in cli.plan_estimate(base, plan, str(rates), 60.0)
 
 
+def test_a_stage_run_after_another_sweeps_over_the_other_stages_cells(tmp_path, monkeypatch):
+    """run_plan links before each sweep: the core stage, run after Table II, finds Table II's
+    noise injection, noise_scaled and IRS cells in its folder (the sweep then skips the
+    finished ones) and trains only vanilla and the α → 0 control."""
+    from neft_jax.harness.config import ExperimentConfig
+
+    out = tmp_path / "plan"
+    plan = Plan(stages=("core",), seeds=1, sigmas=(0.6,))
+    base = ExperimentConfig(epochs=1, mc_runs=2, out=str(out))
+    for cell in _grid("table2", plan, reproduce.stage_config(base, "vgg8")):
+        (out / "table2_vgg8" / "cells" / cell.name).mkdir(parents=True)
+    swept = []
+    monkeypatch.setattr(reproduce, "run_sweep", lambda cells, cfg, path, **_: swept.append(
+        (path, sorted(p.name for p in (tmp_path / path).glob("cells/*") if p.is_symlink()))))
+    reproduce.run_plan(base, plan, str(out), log=lambda m: None, show_progress=False)
+    assert swept == [(str(out / "core_vgg8"), [
+        "vgg8-mnist5k-irs-sigma0.6-alphadefault-seed0",
+        "vgg8-mnist5k-noise-sigma0.6-alphanone-seed0",
+        "vgg8-mnist5k-noise_scaled-sigma0.6-alphanone-seed0"])]
+
+
 def test_the_estimate_counts_only_what_is_left_in_the_folder(tmp_path):
     """A continued plan's estimate leaves out the trainings finished in OUT: a grid cell
     finished in any stage's folder (it is linked, not trained) and a finished seed of a
