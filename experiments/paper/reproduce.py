@@ -34,7 +34,6 @@ from neft_jax.harness.budget import (
     estimate_seconds,
 )
 from neft_jax.harness.config import ExperimentConfig
-from neft_jax.harness.identity import SettingsChanged, check_same, stored_identity
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.paper import ALPHA_GRID, default_alpha
@@ -43,10 +42,10 @@ from neft_jax.harness.sweeps import (
     ALONE,
     Cell,
     Worker,
-    cell_config,
     cell_done,
     check_cell_groups,
     grid_cells,
+    made_otherwise,
     run_sweep,
 )
 from neft_jax.models import MODELS
@@ -320,21 +319,9 @@ def link_shared_cells(out: str, stage: str, cfg: ExperimentConfig,
             continue
         source = next((path for path in (os.path.join(o, cell.name) for o in others)
                        if os.path.isdir(path) and not os.path.islink(path)
-                       and _made_alike(path, cfg, cell)), None)
+                       and made_otherwise(path, cfg, cell) is None), None)
         if source is not None:
             os.makedirs(target, exist_ok=True)
             with contextlib.suppress(FileExistsError):  # another worker linked it first
                 os.symlink(os.path.relpath(source, target), link)
-
-
-def _made_alike(path: str, cfg: ExperimentConfig, cell: Cell) -> bool:
-    """Whether the cell in ``path`` was made with ``cfg``'s settings (True if it has none yet)."""
-    found = stored_identity(path)
-    if found is None:
-        return True
-    try:
-        check_same(found[0], cell_config(cfg, cell, path), path, "")
-    except SettingsChanged:
-        return False
-    return True
 

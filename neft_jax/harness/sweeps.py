@@ -1,9 +1,8 @@
 """Resumable grids of experiments: model × dataset × method × σ × α × seed.
 
-Each cell is one single-method, single-seed experiment in
-``out/cells/<cell-name>/``. A cell whose ``results.json`` is complete is skipped,
-so a sweep that was killed or re-launched finishes the remaining cells and never
-redoes a finished one. A half-finished cell resumes from its checkpoints. Both happen
+Each cell is one single-method, single-seed experiment in ``out/cells/<cell-name>/``. A
+cell whose ``results.json`` is complete is skipped, so a sweep that was killed or
+re-launched never redoes a finished one; a half-finished cell resumes. Both happen
 only when the cell was made with this command's settings (its ``settings.json``,
 :mod:`neft_jax.harness.identity`); a launch with other settings on the same ``out`` is
 refused before any cell runs, naming the settings that differ.
@@ -11,10 +10,10 @@ refused before any cell runs, naming the settings that differ.
 Many workers (processes on one machine, or the tasks of a cluster array job on a
 shared filesystem) can run the same sweep on one ``out``: each cell is locked by
 the worker training it and the others skip it, and with :class:`Worker` ``I/N``
-a worker takes only every N-th cell (a static split). After
-every cell the combined table is rewritten (``sweep.csv``, ``sweep.json``); the plots,
-``accuracy_vs_sigma.png`` (mean over seeds, per method, per model × dataset) and, when
-the grid has several α, ``alpha_search.png``, when the sweep ends or stops.
+a worker takes only every N-th cell (a static split). After every cell the combined
+table is rewritten (``sweep.csv``, ``sweep.json``); the plots, ``accuracy_vs_sigma.png``
+(mean over seeds, per method, per model × dataset) and, when the grid has several α,
+``alpha_search.png``, when the sweep ends or stops.
 """
 
 from __future__ import annotations
@@ -138,19 +137,17 @@ OTHER_SETTINGS_REMEDY = ("use another --out, or delete the cells made with the o
 def check_cells(cells: Sequence[Cell], base: ExperimentConfig, out: str,
                 worker: Worker | None = None) -> None:
     """Before anything runs: every existing cell of ``worker``'s share must have been made
-    with the settings this command gives it (its ``settings.json``, else its
-    ``results.json``); else :class:`~neft_jax.harness.identity.SettingsChanged`, one line
-    naming the first such cell, the settings that differ (old → new) and how many other
-    cells differ too. A finished cell is reused, and a half-done one resumed, only when
-    they match."""
+    with the settings this command gives it (:func:`made_otherwise`), so that a finished
+    cell is reused, and a half-done one resumed, only when they match."""
     check_cell_groups([(cells, base, out)], worker)
 
 
 def check_cell_groups(groups: Iterable[tuple[Sequence[Cell], ExperimentConfig, str]],
                       worker: Worker | None = None) -> None:
-    """:func:`check_cells` over several grids at once, each ``(cells, base, out)`` (a study's
-    stages or points): the error names the first cell made otherwise and counts the others
-    of every grid, a cell linked into several grids once."""
+    """:func:`check_cells` over grids ``(cells, base, out)`` (a study's stages or points):
+    :class:`~neft_jax.harness.identity.SettingsChanged`, one line naming the first cell made
+    otherwise, the settings that differ (old → new) and how many other cells of every grid
+    differ too (a cell linked into several grids counted once)."""
     worker = worker or ALONE
     changed: dict[str, SettingsChanged] = {}
     for cells, base, out in groups:
@@ -159,18 +156,26 @@ def check_cell_groups(groups: Iterable[tuple[Sequence[Cell], ExperimentConfig, s
             if not worker.takes(i) or not os.path.isdir(path) or \
                     os.path.realpath(path) in changed:
                 continue
-            found = stored_identity(path)
-            if found is None:
-                continue
-            try:
-                check_same(found[0], cell_config(base, cell, path), path,
-                           OTHER_SETTINGS_REMEDY)
-            except SettingsChanged as error:
+            error = made_otherwise(path, base, cell)
+            if error is not None:
                 changed[os.path.realpath(path)] = error
     if changed:
         first, more = next(iter(changed.values())), len(changed) - 1
         raise SettingsChanged(str(first) + (
             f" ({more} more cell{'s differ' if more > 1 else ' differs'} too)" if more else ""))
+
+
+def made_otherwise(path: str, base: ExperimentConfig, cell: Cell) -> SettingsChanged | None:
+    """How the cell in ``path`` differs from the settings ``base`` gives ``cell`` (its
+    ``settings.json``, else ``results.json``); None when they match or it has none yet."""
+    found = stored_identity(path)
+    if found is None:
+        return None
+    try:
+        check_same(found[0], cell_config(base, cell, path), path, OTHER_SETTINGS_REMEDY)
+    except SettingsChanged as error:
+        return error
+    return None
 
 
 def cell_done(path: str, method: str) -> bool:
