@@ -191,6 +191,7 @@ class WithExits(nn.Module):
 
     @property
     def num_exits(self) -> int:
+        """s, the number of exits (one per tap)."""
         return len(self.taps)
 
     @nn.compact
@@ -234,7 +235,10 @@ class WithExits(nn.Module):
 def with_exits(backbone: nn.Module, taps: Sequence[str], num_classes: int, *,
                hidden: int = 512, pool_sizes: Sequence[int] | None = None) -> WithExits:
     """``backbone`` with the paper's exits at the submodules ``taps`` names, for IRS
-    (:class:`WithExits`)."""
+    (:class:`WithExits`): ``apply(variables, x)`` returns ``(logits (B, K), exit_logits)``,
+    a tuple of one ``(B, K)`` per tap, shallowest first as listed. ``num_classes`` must be
+    the backbone's K; each exit is an adaptive average pool (``pool_sizes``, default by
+    resolution), dense ``hidden``, ReLU, dense K, named ``exit_1``, ``exit_2``, …"""
     if isinstance(backbone, WithExits) or not isinstance(backbone, nn.Module):
         raise TypeError("with_exits takes a flax linen module (NNX models and functions "
                         "return their exit logits themselves: (logits, [z_1, ...]))")

@@ -116,12 +116,14 @@ class DeviceModel:
 
     @classmethod
     def preset(cls, name: str, sigma: Any = 0.0, **kwargs) -> DeviceModel:
-        """A device preset: ``RRAM1``, ``FeFET2``, ``RRAM4`` or ``FeFET6``."""
+        """A device preset: ``RRAM1``, ``FeFET2``, ``RRAM4`` or ``FeFET6`` (state factor k =
+        1, 2, 4, 6); ``sigma`` and ``kwargs`` as :class:`DeviceModel`'s."""
         if name not in PRESETS:
             raise ValueError(f"unknown device preset {name!r}; allowed: {sorted(PRESETS)}")
         return cls(sigma=sigma, state_factor=PRESETS[name], **kwargs)
 
     def replace(self, **changes) -> DeviceModel:
+        """A copy with ``changes`` (field names as the constructor's)."""
         return dataclasses.replace(self, **changes)
 
     @property

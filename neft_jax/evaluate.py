@@ -63,6 +63,7 @@ class TestSet(NamedTuple):
 
     @property
     def size(self) -> int:
+        """N, the number of real (unpadded) examples."""
         return int(np.asarray(self.mask).sum())
 
 
@@ -79,7 +80,8 @@ def make_test_set(images: Any, labels: Any, batch_size: int = 500) -> TestSet:
     """Pad and reshape inputs ``(N, *features)`` (images ``(N, H, W, C)``, or any feature
     shape such as ``(N, F)``) and integer class indices ``labels (N,)`` into a
     :class:`TestSet`. Float inputs become float32; integer inputs (token ids) keep their
-    dtype."""
+    dtype. ``batch_size`` (capped at N) sets the batches ``(ceil(N / batch_size),
+    batch_size, …)``; the last is zero-padded and its padding masked out of every score."""
     images = np.asarray(images)
     if not np.issubdtype(images.dtype, np.integer):
         images = images.astype(np.float32)

@@ -132,6 +132,7 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            "+ 0.05 (fresh noise each) as feedback", feedback_loss, feedback="passes"),
 )}
 
+#: The method names :func:`~neft_jax.make_train_step` accepts, in the registry's order.
 METHODS = tuple(REGISTRY)
 #: The paper's four methods.
 PAPER_METHODS = tuple(name for name, m in REGISTRY.items() if m.in_paper)

@@ -54,7 +54,8 @@ def leaf_name(path: Path) -> Any:
 
 
 def is_kernel(path: Path, leaf: Any) -> bool:
-    """Default selection: conv and dense kernels (named kernel/weight, ndim ≥ 2)."""
+    """Default selection: conv and dense kernels, leaves named ``kernel`` or ``weight``
+    with ndim ≥ 2; ``path`` is the leaf's tuple of key names."""
     return leaf_name(path) in KERNEL_NAMES and jnp.ndim(leaf) >= 2
 
 
@@ -98,7 +99,8 @@ ON_EMPTY = ("warn", "raise", "ignore")
 
 
 class NoWeightsSelected(ValueError):
-    """:func:`perturb` selected no leaf of the params tree (``on_empty="raise"``)."""
+    """:func:`perturb` selected no leaf of the params tree (``on_empty="raise"``); also
+    raised by :func:`monte_carlo` and by a train step whose ``where`` selects nothing."""
 
 
 def perturb(params: Any, key: jax.Array, device: DeviceModel | float, *,
