@@ -32,7 +32,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from neft_jax.models import EXIT_PREFIX, ExitHead, exit_pool_size
+from neft_jax.models import EXIT_PREFIX, ExitHead, exit_pool_size, in_exit
 
 #: Train-flag names and the value each takes in training (evaluation gets the opposite).
 TRAIN_FLAGS = {"train": True, "training": True, "is_training": True,
@@ -204,6 +204,10 @@ class WithExits(nn.Module):
             module = context.module
             if context.method_name == "__call__" and module.path[:inside - 1] == self.path \
                     and len(module.path) > inside:
+                if in_exit((module.name,)):
+                    raise ValueError(f"with_exits: the backbone has a module named "
+                                     f"{module.name!r}, a name the exit heads take "
+                                     "(exit_1, exit_2, …): rename it")
                 relative = "/".join(map(str, module.path[inside:]))
                 for name in (module.name, relative):
                     if name in self.taps and name not in captured:

@@ -183,6 +183,27 @@ def test_nnx_and_function_states_evaluate_through_evaluation_model():
     assert result.accuracies.shape == (3,)
 
 
+def test_a_backbone_module_named_like_an_exit_head_is_refused_by_with_exits():
+    """with_exits names its heads exit_1, exit_2, …, and exits are told apart by that
+    name: a backbone module called exit_1 would have been taken for one (its kernel given
+    the exits' σ, and left clean in Monte Carlo). ``exit_gate`` is backbone, and allowed."""
+
+    def backbone(name):
+        class Backbone(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                h = nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
+                return nn.Dense(10)(nn.Dense(4, name=name)(h).mean(axis=(1, 2)))
+        return Backbone()
+
+    x = jnp.zeros((2, 8, 8, 1))
+    with pytest.raises(ValueError, match="has a module named 'exit_1'.*rename it"):
+        neft_jax.with_exits(backbone("exit_1"), ["conv1"], 10).init(jax.random.key(0), x)
+    params = neft_jax.with_exits(backbone("exit_gate"), ["conv1"], 10).init(
+        jax.random.key(0), x)["params"]
+    assert sorted(params) == ["backbone", "exit_1"] and "exit_gate" in params["backbone"]
+
+
 def test_mistakes_give_one_clear_line():
     plain = PlainCNN()
     state = rbg_train_state(plain, X.shape, TX, HP, seed=1)  # one program (see the helper)
