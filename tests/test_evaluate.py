@@ -30,8 +30,41 @@ def test_make_test_set_pads_and_masks():
     chex.assert_shape(ts.images, (3, 32, 32, 32, 1))
     chex.assert_shape(ts.labels, (3, 32))
     assert ts.size == 70 and int(ts.mask.sum()) == 70
+    mask = np.asarray(ts.mask).reshape(-1)
+    assert mask[:70].all() and not mask[70:].any()  # the padding is the last 26 rows
+    np.testing.assert_array_equal(np.asarray(ts.images).reshape(-1, 32, 32, 1)[:70], images)
     with pytest.raises(ValueError, match="labels"):
         make_test_set(images, labels[:5])
+
+
+def test_padding_never_counts(setup):
+    """The padded set's accuracies (70 images in batches of 32: 26 zero images, label 0)
+    equal those of batches that need no padding, run by run, and at σ = 0 numpy's count over
+    the 70 real images: a lost mask would add the zero images' hits to every run."""
+    model, variables, padded = setup
+    images = np.asarray(padded.images).reshape(-1, 32, 32, 1)[:70]
+    labels = np.asarray(padded.labels).reshape(-1)[:70]
+    keys = jax.random.split(jax.random.key(5), 6)
+    noisy = monte_carlo(model, variables, padded, keys, DeviceModel(0.5))
+    whole = monte_carlo(model, variables, make_test_set(images, labels, 35), keys,
+                        DeviceModel(0.5))
+    np.testing.assert_allclose(noisy.accuracies, whole.accuracies, atol=1.5 / 70)
+    clean = monte_carlo(model, variables, padded, keys, 0.0)
+    logits, _ = model.apply(variables, images)
+    assert clean.accuracies[0] == pytest.approx(np.mean(np.argmax(logits, -1) == labels),
+                                                abs=1.5 / 70)
+
+
+def test_ekl_averages_over_the_real_inputs_only():
+    """Two inputs, two runs: the first input's runs disagree (EKL ln 2), the second's
+    agree (0); masking the first out leaves 0, masking nothing gives ln 2 / 2."""
+    sum_probs = np.array([[1.0, 1.0], [2.0, 0.0]])  # runs: [1, 0] + [0, 1]; [1, 0] twice
+    sum_entropy = np.zeros(2)
+    assert epistemic_kl(sum_probs, sum_entropy, 2, np.array([True, True])) == \
+        pytest.approx(np.log(2) / 2)
+    assert epistemic_kl(sum_probs, sum_entropy, 2, np.array([False, True])) == 0.0
+    assert epistemic_kl(sum_probs, sum_entropy, 2, np.array([True, False])) == \
+        pytest.approx(np.log(2))
 
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 4])
