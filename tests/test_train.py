@@ -133,6 +133,64 @@ def test_noise_gradient_is_straight_through_at_noisy_weights():
     chex.assert_trees_all_close(got, expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["irs", "ovf"])
+def test_feedback_loss_and_gradient_equal_eq1_built_by_hand(method):
+    """IRS's and OVF's step: the loss and its gradient equal eq. (1) computed by hand with
+    losses.negative_feedback_loss on the same noise (IRS: backbone at σ, exits at the exits'
+    σ; OVF: three more passes at σ + 0.15, + 0.10, + 0.05 with their own keys). A feedback
+    term cut from the gradient, or subtracted with the wrong sign, changes the gradient."""
+    from neft_jax.losses import negative_feedback_loss
+    from neft_jax.perturbation import perturb
+
+    exits = T.uses_exits(method)
+    model, state = _model(exits), _state(exits, 0.3, alpha=0.5)
+    images, labels = quadrant_task(8, seed=0)
+    captured, tx = {}, state.tx
+
+    class Capture:
+        def init(self, params):
+            return tx.init(params)
+
+        def update(self, grads, opt_state, params=None):
+            captured["grads"] = grads
+            return tx.update(grads, opt_state, params)
+
+    state = state.replace(tx=Capture())
+    step = T.make_train_step(model, method, DeviceModel(), jit=False)
+    hp = state.hparams
+
+    def noisy_logits(params, key, sigma, exit_sigma):
+        backbone_key, exit_key = jax.random.split(key)
+        params = perturb(params, backbone_key, DeviceModel(sigma), where=T.backbone_kernels)
+        if exit_sigma is not None:
+            params = perturb(params, exit_key, DeviceModel(exit_sigma),
+                             where=T.exit_kernels)
+        (logits, exit_logits), _ = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+            mutable=["batch_stats"])
+        return logits, exit_logits
+
+    def loss_by_hand(params, key):
+        keys = jax.random.split(key, 4)
+        if exits:
+            z, feedback = noisy_logits(params, keys[0], hp["sigma"], hp["exit_sigma"])
+        else:
+            z, _ = noisy_logits(params, keys[0], hp["sigma"], None)
+            feedback = [noisy_logits(params, k, hp["sigma"] + offset, None)[0]
+                        for k, offset in zip(keys[1:], T.OVF_SIGMA_OFFSETS, strict=True)]
+        return negative_feedback_loss(z, feedback, labels, hp["alpha"])
+
+    @jax.jit  # the step and the expected values in one program
+    def both(state, key):
+        _, metrics = step(state, {"image": images, "label": labels}, key)
+        expected, expected_grads = jax.value_and_grad(loss_by_hand)(state.params, key)
+        return metrics["loss"], captured["grads"], expected, expected_grads
+
+    loss, grads, expected, expected_grads = both(state, jax.random.key(3))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    chex.assert_trees_all_close(grads, expected_grads, rtol=1e-4, atol=1e-6)
+
+
 def test_changing_sigma_and_alpha_does_not_retrace():
     state = _state(True, 0.1, alpha=0.1)
     raw = T.make_train_step(_model(True), "irs", DeviceModel(), jit=False)
