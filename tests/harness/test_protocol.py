@@ -20,6 +20,7 @@ from neft_jax.harness.loop import train_runs
 from neft_jax.harness.orchestration import start_results
 from neft_jax.harness.reporting import write_results
 from neft_jax.harness.results import MethodResult, RunResults
+from neft_jax.losses import cross_entropy
 from neft_jax.models import VGG8
 
 # ------------------------------------------------------------------ learning rate
@@ -292,7 +293,12 @@ def test_noise_scaled_needs_a_divisor_for_models_without_exits(tiny_bn):
         T.make_train_step(TinyBN(), "noise_scaled", jit=False)(state, batch, jax.random.key(2))
     _, metrics = T.make_train_step(TinyBN(), "noise_scaled", logit_divisor=4.0,
                                    jit=False)(state, batch, jax.random.key(2))
-    assert np.isfinite(float(metrics["loss"]))
+    (z, _), _ = TinyBN().apply({"params": state.params, "batch_stats": state.batch_stats},
+                               batch["image"], train=True, mutable=["batch_stats"])
+    assert float(metrics["loss"]) == pytest.approx(
+        float(cross_entropy(z / 4.0, batch["label"])), rel=1e-5)
+    assert float(metrics["loss"]) != pytest.approx(
+        float(cross_entropy(z, batch["label"])), rel=1e-3)  # the divisor matters here
     with pytest.raises(ValueError, match="logit_divisor must be > 0"):
         T.make_train_step(TinyBN(), "noise_scaled", logit_divisor=0.0)
 
