@@ -306,10 +306,22 @@ def test_perturb_takes_a_number_as_sigma_and_says_what_to_pass_otherwise():
         neft_jax.perturb(params, key, "0.4")
 
 
+class DropoutByDefault(nn.Module):
+    """PlainCNN whose ``deterministic`` flag defaults to training (dropout on)."""
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = False):
+        x = nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
+        x = nn.Dropout(0.5)(x, deterministic=deterministic)
+        return nn.Dense(3)(x.mean(axis=(1, 2)))
+
+
 def test_linen_flag_named_deterministic_is_set_for_evaluation():
-    """Dropout off in evaluation: two clean runs of a dropout model agree exactly."""
-    model = PlainCNN()
-    variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), X)  # one program (_model)
+    """Dropout off in evaluation, also for a model whose flag defaults to training: the
+    Monte Carlo score equals the deterministic forward's (without the flag, the model would
+    ask for a dropout RNG)."""
+    model = DropoutByDefault()
+    variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), X)
     test_set = neft_jax.make_test_set(X, Y, 16)
     a = neft_jax.monte_carlo(model, variables, test_set, jax.random.split(jax.random.key(1), 1),
                              0.0)
