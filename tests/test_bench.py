@@ -49,7 +49,7 @@ def test_bench_end_to_end_row_times_the_real_loop_beside_the_bare_step(capsys):
     assert e2e["fraction_of_bare"] == e2e["loop_images_per_s"] / e2e["bare_images_per_s"]
     # the timed window in Unix seconds (concurrent copies are compared where they overlap)
     window = e2e["timed_to_unix"] - e2e["timed_from_unix"]
-    assert 0 < window < 60 and window == pytest.approx(e2e["images"] / e2e["loop_images_per_s"],
+    assert window > 0 and window == pytest.approx(e2e["images"] / e2e["loop_images_per_s"],
                                                        rel=0.05, abs=0.05)
     assert all(r["device"] for r in rows)  # the CPU model (or GPU kind) in every row
 

@@ -2,7 +2,6 @@ import csv
 import dataclasses
 import json
 import os
-import time
 
 import chex
 import numpy as np
@@ -123,11 +122,11 @@ def test_same_seed_same_numbers_and_method_skipped_on_resume(tmp_path, monkeypat
     chex.assert_trees_all_equal(first.methods["noise"].history[0]["loss"],
                                 second.methods["noise"].history[0]["loss"])
     messages = []
-    start = time.perf_counter()
+    monkeypatch.setattr(orchestration, "train_and_test_record",
+                        lambda *a, **k: pytest.fail("a finished method was trained again"))
     run_experiment(_tiny_config(tmp_path / "a", max_train_steps=2, resume=True),
                    log=messages.append, show_progress=False)
     assert any("already done" in m for m in messages)
-    assert time.perf_counter() - start < 60
     assert len(writes) == 3  # the finished run's files written again, as resumed
 
 
@@ -182,12 +181,16 @@ def test_cli_bad_input_exits_2_with_one_line(argv, flag, capsys, tmp_path):
     assert flag in err and "Traceback" not in err
 
 
-def test_tfds_dataset_offline_fails_fast(tmp_path, capsys):
-    start = time.perf_counter()
+def test_tfds_dataset_offline_fails_fast(tmp_path, capsys, monkeypatch):
+    """A missing TFDS dataset is one line naming --data-dir and mnist5k, without any
+    attempt to reach the network (a download would hang or fail on these machines)."""
+    import socket
+
+    attempts = []
+    monkeypatch.setattr(socket.socket, "connect", lambda *a: attempts.append(a))
     code = run_cli.run_main(TINY + ["--dataset", "cifar10", "--data-dir", str(tmp_path / "tfds"),
                                 "--out", str(tmp_path / "out")])
-    assert code == 2
-    assert time.perf_counter() - start < 30
+    assert code == 2 and not attempts
     err = capsys.readouterr().err
     assert "--data-dir" in err and "mnist5k" in err
 
