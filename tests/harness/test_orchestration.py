@@ -122,7 +122,7 @@ def test_same_seed_same_numbers_and_method_skipped_on_resume(tmp_path, monkeypat
     chex.assert_trees_all_equal(first.methods["noise"].history[0]["loss"],
                                 second.methods["noise"].history[0]["loss"])
     messages = []
-    monkeypatch.setattr(orchestration, "train_and_test_record",
+    monkeypatch.setattr(orchestration, "train_runs",
                         lambda *a, **k: pytest.fail("a finished method was trained again"))
     run_experiment(_tiny_config(tmp_path / "a", max_train_steps=2, resume=True),
                    log=messages.append, show_progress=False)
