@@ -33,7 +33,8 @@ def test_seeds_equal_separate_runs(tmp_path):
         assert evaluation["seed_means"][i] == pytest.approx(
             single["methods"]["noise"]["evaluations"]["0.3"]["summary"]["mean"])
     assert evaluation["summary"]["runs"] == 3
-    assert evaluation["not_converged"] in (0, 1, 2, 3)
+    means = np.asarray(evaluation["seed_means"])  # Table III's rule by hand: > 5 points off
+    assert evaluation["not_converged"] == int(np.sum(np.abs(means - means.mean()) > 5.0))
     assert (tmp_path / "multi" / "results.csv").exists()
 
 
