@@ -379,4 +379,8 @@ def test_monte_carlo_keys_of_any_sigma_and_unchanged_for_the_usual_ones():
 
     before = jax.random.split(jax.random.fold_in(jax.random.key(3), MC_KEY_OFFSET + 400000), 2)
     assert (jax.random.key_data(mc_keys(3, 0.4, 2)) == jax.random.key_data(before)).all()
+    # ... and the published runs' keys themselves (seed 3, σ = 0.4; offset 2**20), so a change
+    # of the offset cannot pass either
+    assert MC_KEY_OFFSET == 2**20 and jax.random.key_data(mc_keys(3, 0.4, 2)).tolist() == [
+        [13599631, 1180106153], [2235356215, 3160343360]]
     assert mc_keys(3, 1e9, 2).shape == (2,)  # σ·1e6 past 32 bits wraps instead of failing
