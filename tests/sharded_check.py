@@ -62,9 +62,15 @@ def main():
     import sys
     import tempfile
 
+    from neft_jax import parallel
     from neft_jax.harness.config import ExperimentConfig
     from neft_jax.harness.orchestration import run_experiment
 
+    meshes, sharded_steps = [], []  # what the harness's loop builds: a mesh of 8, used
+    local_data_mesh, data_parallel_jit = parallel.local_data_mesh, parallel.data_parallel_jit
+    parallel.local_data_mesh = lambda *a: meshes.append(local_data_mesh(*a)) or meshes[-1]
+    parallel.data_parallel_jit = lambda step, mesh, *a, **k: sharded_steps.append(
+        mesh.size) or data_parallel_jit(step, mesh, *a, **k)
     out = tempfile.mkdtemp()
     cfg = ExperimentConfig(methods=("noise",), epochs=1, batch_size=64, width=0.0625,
                            mc_runs=8, val_mc_runs=8, sigma=0.3, out=out + "/run",
@@ -75,6 +81,8 @@ def main():
     run_accuracies = results["methods"]["noise"]["evaluations"]["0.3"]["accuracies"]
     print(json.dumps({
         "run_experiment_accuracies": run_accuracies,
+        "run_experiment_meshes": [None if m is None else m.size for m in meshes],
+        "run_experiment_sharded_steps": sharded_steps,
         "losses": losses, "step_param_diffs": step_diffs, "param_max_abs_diff": diff,
         "param_scale": scale, "first_update_scale": first_update_scale,
         "batch_stats_max_abs_diff": stats_diff,

@@ -57,3 +57,6 @@ def test_distributed_initialize_only_with_environment(monkeypatch):
 def test_run_experiment_on_eight_devices(sharded_results):
     accuracies = sharded_results["run_experiment_accuracies"]
     assert len(accuracies) == 8 and all(0 <= a <= 100 for a in accuracies)
+    # the harness's training loop split its batches over the 8 devices
+    assert set(sharded_results["run_experiment_meshes"]) == {8}
+    assert set(sharded_results["run_experiment_sharded_steps"]) == {8}
