@@ -1,6 +1,7 @@
 import functools
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -133,6 +134,15 @@ def test_noise_gradient_is_straight_through_at_noisy_weights():
     chex.assert_trees_all_close(got, expected, rtol=1e-4, atol=1e-6)
 
 
+class _TinyBN(nn.Module):
+    """conv → BatchNorm → mean → dense 4; no exits (OVF's passes are the backbone's)."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.BatchNorm(use_running_average=not train)(nn.Conv(4, (3, 3), use_bias=False)(x))
+        return nn.Dense(4)(jnp.mean(nn.relu(x), axis=(1, 2))), ()
+
+
 @pytest.mark.parametrize("method", ["irs", "ovf"])
 def test_feedback_loss_and_gradient_equal_eq1_built_by_hand(method):
     """IRS's and OVF's step: the loss and its gradient equal eq. (1) computed by hand with
@@ -142,8 +152,10 @@ def test_feedback_loss_and_gradient_equal_eq1_built_by_hand(method):
     from neft_jax.losses import negative_feedback_loss
     from neft_jax.perturbation import perturb
 
-    exits = T.uses_exits(method)
-    model, state = _model(exits), _state(exits, 0.3, alpha=0.5)
+    exits = T.uses_exits(method)  # IRS: the VGG-8 of this file; OVF: any model, a tiny one
+    model, state = (_model(True), _state(True, 0.3, alpha=0.5)) if exits else (
+        _TinyBN(), T.create_train_state(_TinyBN(), jax.random.key(0), (1, 32, 32, 1), TX,
+                                        T.make_hparams(0.3, alpha=0.5)))
     images, labels = quadrant_task(8, seed=0)
     captured, tx = {}, state.tx
 
