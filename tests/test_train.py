@@ -93,6 +93,22 @@ def test_vanilla_ignores_noise_and_key():
     chex.assert_trees_all_equal(a.params, b.params)
 
 
+def capturing_gradients(state):
+    """``(state, captured)``: ``state`` whose optimizer records each update's gradients in
+    ``captured["grads"]`` (the step's own gradient, read inside one jitted program)."""
+    captured, tx = {}, state.tx
+
+    class Capture:
+        def init(self, params):
+            return tx.init(params)
+
+        def update(self, grads, opt_state, params=None):
+            captured["grads"] = grads
+            return tx.update(grads, opt_state, params)
+
+    return state.replace(tx=Capture()), captured
+
+
 def test_noise_gradient_is_straight_through_at_noisy_weights():
     """Gradient of the step == gradient of the clean loss at perturb(params)."""
     from neft_jax.losses import cross_entropy
@@ -107,18 +123,7 @@ def test_noise_gradient_is_straight_through_at_noisy_weights():
                                      images, train=True, mutable=["batch_stats"])
         return cross_entropy(logits, labels)
 
-    captured = {}
-    tx = state.tx
-
-    class Capture:
-        def init(self, params):
-            return tx.init(params)
-
-        def update(self, grads, opt_state, params=None):
-            captured["grads"] = grads
-            return tx.update(grads, opt_state, params)
-
-    state = state.replace(tx=Capture())
+    state, captured = capturing_gradients(state)
     step = T.make_train_step(model, "noise", DeviceModel(), jit=False)
 
     @jax.jit  # the step and the expected gradient in one program (not op by op)
@@ -157,17 +162,7 @@ def test_feedback_loss_and_gradient_equal_eq1_built_by_hand(method):
         _TinyBN(), T.create_train_state(_TinyBN(), jax.random.key(0), (1, 32, 32, 1), TX,
                                         T.make_hparams(0.3, alpha=0.5)))
     images, labels = quadrant_task(8, seed=0)
-    captured, tx = {}, state.tx
-
-    class Capture:
-        def init(self, params):
-            return tx.init(params)
-
-        def update(self, grads, opt_state, params=None):
-            captured["grads"] = grads
-            return tx.update(grads, opt_state, params)
-
-    state = state.replace(tx=Capture())
+    state, captured = capturing_gradients(state)
     step = T.make_train_step(model, method, DeviceModel(), jit=False)
     hp = state.hparams
 
