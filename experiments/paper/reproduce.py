@@ -250,8 +250,13 @@ def trainings_of_plan(base: ExperimentConfig, plan: Plan, out: str | None = None
 
 def _finished_in_a_stage(out: str, cell: Cell) -> bool:
     """Whether any stage folder of ``out`` holds ``cell`` finished."""
-    return any(cell_done(os.path.join(stage_dir(out, stage, cell.model), "cells", cell.name),
-                         cell.method) for stage in STAGES)
+    return any(cell_done(path, cell.method) for path in _in_each_stage(out, cell))
+
+
+def _in_each_stage(out: str, cell: Cell, but: str | None = None) -> list[str]:
+    """Where each stage of ``out`` but ``but`` keeps ``cell`` (whether or not it is there)."""
+    return [os.path.join(stage_dir(out, stage, cell.model), "cells", cell.name)
+            for stage in STAGES if stage != but]
 
 
 def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
@@ -311,13 +316,11 @@ def link_shared_cells(out: str, stage: str, cfg: ExperimentConfig,
     has as a folder of its own (finished or half-done; the sweep then skips or resumes it),
     as a relative symlink; only a cell made with ``cfg``'s settings (or not yet started)."""
     target = os.path.join(stage_dir(out, stage, cfg.model), "cells")
-    others = [os.path.join(stage_dir(out, other, cfg.model), "cells")
-              for other in STAGES if other != stage]
     for cell in cells:
         link = os.path.join(target, cell.name)
         if os.path.lexists(link):
             continue
-        source = next((path for path in (os.path.join(o, cell.name) for o in others)
+        source = next((path for path in _in_each_stage(out, cell, but=stage)
                        if os.path.isdir(path) and not os.path.islink(path)
                        and made_otherwise(path, cfg, cell) is None), None)
         if source is not None:
