@@ -36,7 +36,6 @@ from neft_jax.harness.runtime import (  # noqa: F401  (quiet_library_logs: part 
     stop_signals,
 )
 from neft_jax.methods import REGISTRY as METHOD_REGISTRY
-from neft_jax.methods import uses_feedback
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -172,22 +171,17 @@ def run_hint(out: str) -> str:
     return f"{saved}; rerun the same command with --resume to continue"
 
 
-def has_run(out: str) -> bool:
-    """Whether ``out`` holds anything ``--resume`` can continue: results, checkpoints, seed
-    folders, or the settings file a run writes first."""
-    if not os.path.isdir(out):
-        return False
-    return any(name in ("results.json", "checkpoints", "settings.json")
-               or name.startswith("seed-") for name in os.listdir(out))
-
-
 def run_main(argv=None) -> int:
     """``neft-run`` / ``experiments/run.py``."""
     parser = run_parser()
     args = start_command(parser, argv)
     import jax
 
-    from neft_jax.harness.orchestration import run_experiment
+    from neft_jax.harness.orchestration import (
+        RESUME_AND_OVERWRITE,
+        holds_resumable_run,
+        run_experiment,
+    )
     from neft_jax.harness.reporting import format_table
     from neft_jax.harness.seeds import run_seeds
     from neft_jax.parallel import maybe_initialize_distributed
@@ -206,10 +200,8 @@ def run_main(argv=None) -> int:
              if devices > 1 else ""), flush=True)
     print(f"output: {cfg.out}", flush=True)
     if cfg.resume and cfg.overwrite:
-        from neft_jax.harness.orchestration import RESUME_AND_OVERWRITE
-
         return fail(parser.prog, ValueError(RESUME_AND_OVERWRITE.format(out=cfg.out)))
-    if cfg.resume and not has_run(cfg.out):
+    if cfg.resume and not holds_resumable_run(cfg.out):
         return fail(parser.prog, ValueError(f"--resume: {cfg.out!r} holds no run to resume (no "
                                          "results.json or checkpoints); check the path, or "
                                          "drop --resume to start a new run"))
@@ -334,10 +326,9 @@ def sweep_main(argv=None) -> int:
                                 methods=(cell.method,), sigma=cell.sigma, alpha=cell.alpha,
                                 seed=cell.seed, seeds=1)
         methods = tuple(dict.fromkeys(cell.method for cell in cells))
-        check_flags_apply(dataclasses.replace(base, methods=methods))
-        if any(a is not None for a in alphas) and not any(map(uses_feedback, methods)):
-            raise ValueError(f"--alphas: none of the methods ({', '.join(methods)}) has eq. "
-                             "(1)'s α; IRS and OVF do")
+        given_alpha = next((a for a in alphas if a is not None), None)  # sweeps have no --alpha
+        check_flags_apply(dataclasses.replace(base, methods=methods, alpha=given_alpha),
+                          alpha_flag="--alphas")
     except ValueError as error:
         parser.error(str(error))
     print(profile_line, flush=True)

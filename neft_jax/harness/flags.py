@@ -212,17 +212,22 @@ def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE,
     return cfg, line
 
 
-def check_flags_apply(cfg: ExperimentConfig) -> None:
+def check_flags_apply(cfg: ExperimentConfig, alpha_flag: str = "--alpha") -> None:
     """Refuse (ValueError) a run whose settings ask for something none of its methods does:
-    such a flag would change nothing but the run's settings (and so its resumability)."""
+    such a flag would change nothing but the run's settings (and so its resumability).
+    ``alpha_flag`` names the flag that set ``cfg.alpha`` (a sweep's ``--alphas``)."""
     from neft_jax.train import uses_exits, uses_feedback
 
     methods = ", ".join(cfg.methods)
     if cfg.alpha is not None and cfg.alpha_search:
-        raise ValueError("--alpha and --alpha-search exclude each other: the search chooses α")
-    if (cfg.alpha is not None or cfg.alpha_search) and not any(map(uses_feedback, cfg.methods)):
-        raise ValueError(f"--alpha/--alpha-search: none of the methods ({methods}) has eq. "
-                         "(1)'s α; IRS and OVF do")
+        raise ValueError(f"{alpha_flag} and --alpha-search exclude each other: the search "
+                         "chooses α")
+    if cfg.alpha is not None and not any(map(uses_feedback, cfg.methods)):
+        raise ValueError(f"{alpha_flag}: none of the methods ({methods}) has eq. (1)'s α; "
+                         "IRS and OVF do")
+    if cfg.alpha_search and not any(map(uses_feedback, cfg.methods)):
+        raise ValueError(f"--alpha-search: none of the methods ({methods}) has eq. (1)'s α; "
+                         "IRS and OVF do")
     if cfg.equal_coefficients and not any(map(uses_feedback, cfg.methods)):
         raise ValueError(f"--equal-coefficients: none of the methods ({methods}) has eq. (1)'s "
                          "feedback coefficients; IRS and OVF do")

@@ -216,13 +216,21 @@ def check_writable(out: str) -> None:
 
 #: The names a run writes in its folder (besides its ``seed-N`` folders and the
 #: ``….tmp-PID`` files of an interrupted write): all that ``--overwrite`` deletes.
-RUN_OUTPUTS = frozenset({"results.json", "results.csv", "settings.json", "metrics.jsonl",
-                         "checkpoints", "accuracy_vs_sigma.png", "feedback_ratio.png"})
+RESUMABLE_OUTPUTS = frozenset({"results.json", "settings.json", "checkpoints"})
+RUN_OUTPUTS = RESUMABLE_OUTPUTS | {"results.csv", "metrics.jsonl", "accuracy_vs_sigma.png",
+                                   "feedback_ratio.png"}
 
 
 def is_run_output(name: str) -> bool:
     """Whether ``name`` in an output folder is something a run writes."""
     return name in RUN_OUTPUTS or name.startswith("seed-") or ".tmp-" in name
+
+
+def holds_resumable_run(out: str) -> bool:
+    """Whether ``out`` holds anything ``--resume`` can continue: results, checkpoints, seed
+    folders, or the settings file a run writes first."""
+    return os.path.isdir(out) and any(
+        name in RESUMABLE_OUTPUTS or name.startswith("seed-") for name in os.listdir(out))
 
 
 def clear_run_outputs(out: str) -> None:

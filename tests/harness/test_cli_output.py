@@ -68,8 +68,9 @@ def test_the_error_line_names_the_command_as_typed(monkeypatch, capsys):
 
 @pytest.mark.parametrize("argv, says", [
     (["--alpha", "0.1", "--alpha-search"], "--alpha and --alpha-search exclude each other"),
-    (["--alpha", "0.1", "--methods", "noise"], "--alpha/--alpha-search: none of the methods "
+    (["--alpha", "0.1", "--methods", "noise"], "--alpha: none of the methods "
      "(noise) has eq. (1)'s α; IRS and OVF do"),
+    (["--alpha-search", "--methods", "noise"], "--alpha-search: none of the methods (noise)"),
     (["--drop-exit", "1", "--methods", "noise,ovf"], "--drop-exit: none of the methods "
      "(noise, ovf) has exits; IRS does"),
     (["--exit-sigma", "0.2", "--methods", "vanilla"], "--exit-sigma: none of the methods"),
