@@ -119,6 +119,8 @@ class Trainable:
             params, extra = jax.tree.map(lambda leaf: leaf, (params, extra))
             model = nnx.merge(self.target, params, extra)
             model.train() if train else model.eval()
+            if train and hasattr(nnx, "reseed"):  # dropout follows the step's key, as linen's
+                nnx.reseed(model, dropout=key, default=key)
             out = model(x)
             _, _, extra = nnx.split(model, nnx.Param, ...)
         else:
@@ -173,13 +175,15 @@ def initial_variables(model, key, input_shape, params=None) -> tuple[Trainable, 
 
 class WithExits(nn.Module):
     """A linen backbone with the paper's exit heads attached to the submodules ``taps``
-    names (by name, e.g. ``"conv1"`` or ``"Conv_0"``, or by path inside the backbone,
-    ``"block1/conv"``); exit i is the module ``exit_{i}``, shallowest first as listed.
+    names (by path inside the backbone, ``"block1/conv"``, or by name, e.g. ``"conv1"`` or
+    ``"Conv_0"``: a name that several modules share is refused); exit i is the module
+    ``exit_{i}``, shallowest first as listed.
 
     Returns ``(logits, exit_logits)``; with ``exits=False`` (what Monte Carlo evaluation
     uses) the backbone's logits alone. A tap's output ``(B, H, W, C)`` is average-pooled to
-    ``pool_sizes[i]`` (default by resolution as in the paper: 32→6, 16→4, 8→3); a
-    ``(B, F)`` output goes to the dense layers as it is.
+    ``pool_sizes[i]`` (default by resolution as in the paper: 32→6, 16→4, 8→3, others the
+    nearest: :func:`~neft_jax.models.exit_pool_size`); a ``(B, F)`` output goes to the
+    dense layers as it is.
     """
 
     backbone: nn.Module
@@ -196,7 +200,8 @@ class WithExits(nn.Module):
 
     @nn.compact
     def __call__(self, x, *args, **kwargs):
-        captured: dict[str, Any] = {}
+        by_path: dict[str, Any] = {}  # tap -> output, where a tap is a module's path
+        by_name: dict[str, dict[str, Any]] = {}  # tap -> {path: output}, a tap is a name
         inside = len(self.path) + 1  # path entries of this module and of "backbone"
 
         def capture(next_fun, call_args, call_kwargs, context):
@@ -209,20 +214,17 @@ class WithExits(nn.Module):
                                      f"{module.name!r}, a name the exit heads take "
                                      "(exit_1, exit_2, …): rename it")
                 relative = "/".join(map(str, module.path[inside:]))
-                for name in (module.name, relative):
-                    if name in self.taps and name not in captured:
-                        captured[name] = out
+                if relative in self.taps:
+                    by_path.setdefault(relative, out)  # a shared module's first call
+                if module.name in self.taps:
+                    by_name.setdefault(module.name, {}).setdefault(relative, out)
             return out
 
         with nn.intercept_methods(capture):
             logits, _ = split_outputs(self.backbone(x, *args, **kwargs))
         if not self.exits:
             return logits
-        missing = [t for t in self.taps if t not in captured]
-        if missing:
-            raise ValueError(f"with_exits: no submodule of the backbone is named {missing}; "
-                             "name submodules (nn.Conv(..., name='conv1')) or use the "
-                             "automatic names (Conv_0, Dense_1, ...)")
+        captured = _resolve_taps(self.taps, by_path, by_name)
         exit_logits = []
         for i, tap in enumerate(self.taps):
             features = captured[tap]
@@ -234,6 +236,22 @@ class WithExits(nn.Module):
                             name=f"{EXIT_PREFIX}{i + 1}")
             exit_logits.append(head(features).astype(logits.dtype))
         return logits, tuple(exit_logits)
+
+
+def _resolve_taps(taps, by_path: dict, by_name: dict) -> dict:
+    """Each tap's output: the module at that path inside the backbone, else the one module
+    of that name; ValueError for a tap that names no module or several."""
+    missing = [t for t in taps if t not in by_path and t not in by_name]
+    if missing:
+        raise ValueError(f"with_exits: no submodule of the backbone is named {missing}; "
+                         "name submodules (nn.Conv(..., name='conv1')) or use the "
+                         "automatic names (Conv_0, Dense_1, ...)")
+    for tap in taps:
+        if tap not in by_path and len(by_name[tap]) > 1:
+            raise ValueError(f"with_exits: the tap {tap!r} names {len(by_name[tap])} modules "
+                             f"({', '.join(by_name[tap])}); give the one meant by its path")
+    return {tap: by_path[tap] if tap in by_path else next(iter(by_name[tap].values()))
+            for tap in taps}
 
 
 def with_exits(backbone: nn.Module, taps: Sequence[str], num_classes: int, *,

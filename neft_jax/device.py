@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -49,24 +50,32 @@ def _is_concrete_number(value: Any) -> bool:
     )
 
 
+def check_nonnegative_scalar(value: Any, name: str, several: str = "") -> None:
+    """``value`` is one finite real number >= 0 (a traced scalar is checked for its shape
+    and dtype only); a one-line ValueError/TypeError that names ``name`` otherwise.
+    ``several``: the hint given when an array of several values is passed."""
+    if _is_concrete_number(value) and not isinstance(value, bool):
+        if np.iscomplexobj(value):
+            raise ValueError(f"{name} must be a real number, got {value!r}")
+        number = float(value)
+        if not math.isfinite(number) or number < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        return
+    if isinstance(value, (jax.core.Tracer, np.ndarray, jax.Array)):
+        if np.ndim(value) != 0:
+            raise ValueError(f"{name} must be one number, got an array of shape "
+                             f"{np.shape(value)}{several}")
+        if not jnp.issubdtype(value.dtype, jnp.floating) and \
+                not jnp.issubdtype(value.dtype, jnp.integer):
+            raise ValueError(f"{name} must be a real number, got dtype {value.dtype}")
+        return
+    raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+
+
 def _check_sigma(sigma: Any) -> None:
     """σ is one finite number >= 0 (a traced scalar is checked for its shape only)."""
-    if _is_concrete_number(sigma) and not isinstance(sigma, bool):
-        s = float(sigma)
-        if not math.isfinite(s) or s < 0:
-            raise ValueError(f"DeviceModel.sigma must be a finite number >= 0, got {sigma!r}")
-        return
-    if isinstance(sigma, (jax.core.Tracer, np.ndarray, jax.Array)):
-        if np.ndim(sigma) != 0:
-            raise ValueError(f"DeviceModel.sigma must be one number, got an array of shape "
-                             f"{np.shape(sigma)}; for several σ, build one DeviceModel per σ "
-                             "or jax.vmap over them")
-        if not jnp.issubdtype(sigma.dtype, jnp.floating) and \
-                not jnp.issubdtype(sigma.dtype, jnp.integer):
-            raise ValueError(f"DeviceModel.sigma must be a real number, got dtype {sigma.dtype}")
-        return
-    raise TypeError(f"DeviceModel.sigma must be a number, got {type(sigma).__name__} "
-                    f"{sigma!r}")
+    check_nonnegative_scalar(sigma, "DeviceModel.sigma", "; for several σ, build one "
+                             "DeviceModel per σ or jax.vmap over them")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +95,11 @@ class DeviceModel:
         ``"range"`` (the authors' released code, ``D = Σ_j 2^{jN}``, 3× the std).
       scale: ``"layer"`` (max|W| per tensor, default) or ``"model"``
         (max|W| over every perturbed tensor).
+      stacked: ``stacked(path, leaf) -> bool`` for models whose layers share one tensor
+        stacked along axis 0 (flax ``nn.scan``/``nn.vmap`` with ``variable_axes={"params":
+        0}``): with ``scale="layer"``, each slice of such a leaf gets its own max|W|, as
+        separate layers would. None (default): every tensor is one layer. Pass one named
+        function: the device model is a static argument of jitted code.
     """
 
     sigma: Any = 0.0
@@ -94,6 +108,7 @@ class DeviceModel:
     state_factor: int = 1
     normalisation: str = "level"
     scale: str = "layer"
+    stacked: Callable[[tuple, Any], bool] | None = None
 
     def __post_init__(self):
         _check_sigma(self.sigma)
@@ -113,6 +128,9 @@ class DeviceModel:
             )
         if self.scale not in SCALES:
             raise ValueError(f"DeviceModel.scale must be one of {SCALES}, got {self.scale!r}")
+        if self.stacked is not None and not callable(self.stacked):
+            raise TypeError(f"DeviceModel.stacked must be a function (path, leaf) -> bool or "
+                            f"None, got {type(self.stacked).__name__}")
 
     @classmethod
     def preset(cls, name: str, sigma: Any = 0.0, **kwargs) -> DeviceModel:

@@ -36,6 +36,7 @@ from jax.sharding import PartitionSpec as P
 from neft_jax.device import DeviceModel
 from neft_jax.forward import Forward, as_forward, inference_model  # noqa: F401
 from neft_jax.models import backbone_kernels
+from neft_jax.parallel import mesh_axis
 from neft_jax.perturbation import Where
 
 #: Keys computed together (vmap) per backend, measured with experiments/bench.py: on CPU a
@@ -176,7 +177,7 @@ def _sharded_monte_carlo_sums(model, variables, test_set, keys, run_mask, device
     Every device evaluates its own keys over the whole (replicated) test set; the
     probability and entropy sums are added across devices with ``psum``.
     """
-    (axis,) = mesh.axis_names
+    axis = mesh_axis(mesh, "monte_carlo")
 
     def local(variables, test_set, keys, run_mask, device):
         correct, sum_probs, sum_entropy = _monte_carlo_sums_impl(
@@ -266,8 +267,12 @@ def monte_carlo(
     if not device.is_noiseless:
         _require_perturbed_leaves(model, variables, where)
     keys = jnp.asarray(keys)
-    if keys.ndim == 0 or keys.shape[0] < 1:
-        raise ValueError("keys must be a non-empty batch of PRNG keys")
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    if keys.ndim < (1 if typed else 2) or keys.shape[0] < 1:
+        raise ValueError(f"keys must be a non-empty batch of R PRNG keys, e.g. "
+                         f"jax.random.split(key, R); got shape {keys.shape} ({keys.dtype})")
+    if mesh is not None:
+        mesh_axis(mesh, "monte_carlo")
     if device.is_noiseless:
         keys = keys[:1]
     num_runs = keys.shape[0]
@@ -292,7 +297,7 @@ def monte_carlo(
     for block in range(num_blocks):
         part = slice(block * per_block, (block + 1) * per_block)
         if num_devices > 1:
-            split = NamedSharding(mesh, P(mesh.axis_names[0]))
+            split = NamedSharding(mesh, P(mesh_axis(mesh, "monte_carlo")))
             correct, block_probs, block_entropy = _sharded_monte_carlo_sums(
                 model, variables, test_set, jax.device_put(keys[part], split),
                 jax.device_put(run_mask[part], split), device, chunk_size, where, mesh)

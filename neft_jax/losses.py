@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -31,7 +32,7 @@ def feedback_term(
     Table V exit drops keep each remaining exit's own 0.1^(i−1)).
     """
     num_feedback = len(feedback_logits)
-    if isinstance(decay, (int, float)):
+    if np.ndim(decay) == 0:  # a Python, NumPy or jax scalar
         coefficients = feedback_coefficients(num_feedback, decay)
     else:
         coefficients = list(decay)

@@ -309,9 +309,14 @@ class ResNet(nn.Module):
         return logits.astype(jnp.float32), tuple(z.astype(jnp.float32) for z in exit_logits)
 
 
+EXIT_POOL_SIZES = {32: 6, 16: 4, 8: 3}  # tap resolution -> pool size (Table I)
+
+
 def exit_pool_size(spatial: int) -> int:
-    """Exit pool size by tap resolution (Table I): 32→6, 16→4, 8→3 (for 32×32 inputs)."""
-    return {32: 6, 16: 4, 8: 3}.get(spatial, max(1, math.ceil(spatial * 3 / 8)))
+    """Exit pool size by tap resolution (Table I): 32→6, 16→4, 8→3; another resolution
+    takes the entry nearest on a log scale (28→6, 12→4, 4→3), at most ``spatial``."""
+    nearest = min(EXIT_POOL_SIZES, key=lambda s: (abs(math.log2(spatial / s)), s))
+    return max(1, min(spatial, EXIT_POOL_SIZES[nearest]))
 
 
 class ResNet18(ResNet):

@@ -50,9 +50,21 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def mesh_axis(mesh: Mesh, user: str) -> str:
+    """The one axis of a 1-D ``mesh`` (any name); a one-line ValueError, naming ``user``,
+    for a mesh of several axes."""
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"{user}: mesh must be a jax.sharding.Mesh (e.g. "
+                        f"neft_jax.parallel.data_mesh()), got {type(mesh).__name__}")
+    if len(mesh.axis_names) != 1:
+        raise ValueError(f"{user}: the mesh must be 1-D (one axis to split over), got axes "
+                         f"{tuple(mesh.axis_names)} of shape {tuple(mesh.devices.shape)}")
+    return mesh.axis_names[0]
+
+
 def batch_sharded(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over the data axis."""
-    return NamedSharding(mesh, P(DATA_AXIS))
+    """Leading (batch) axis split over the 1-D mesh's axis (``"data"`` for data_mesh)."""
+    return NamedSharding(mesh, P(mesh_axis(mesh, "data parallelism")))
 
 
 def replicate(tree, mesh: Mesh):

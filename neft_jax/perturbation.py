@@ -151,14 +151,23 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel | float, *,
     normals = iter(standard_normals([jax.random.fold_in(key, i) for i in range(len(chosen))],
                                     [jnp.shape(w) for w in chosen]))
     out = []
-    for leaf, sel in zip(leaves, selected, strict=True):
+    for (path, leaf), sel in zip(leaves_with_paths, selected, strict=True):
         if not sel:
             out.append(leaf)
             continue
-        scale = model_scale if device.scale == "model" else jnp.max(jnp.abs(leaf))
+        scale = model_scale if device.scale == "model" else layer_scale(
+            leaf, device.stacked is not None and device.stacked(path_names(path), leaf))
         noise = scaled_noise(leaf, next(normals), device, scale)
         out.append(leaf + jax.lax.stop_gradient(noise))
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def layer_scale(leaf: jax.Array, stacked: bool = False) -> jax.Array:
+    """max|W| of one tensor, a scalar; for a ``stacked`` leaf (layers along axis 0) one
+    per slice, shape ``(L, 1, …, 1)``."""
+    if stacked and jnp.ndim(leaf) >= 2:
+        return jnp.max(jnp.abs(leaf), axis=tuple(range(1, jnp.ndim(leaf))), keepdims=True)
+    return jnp.max(jnp.abs(leaf))
 
 
 def _require_float_weights(leaves_with_paths, selected) -> None:

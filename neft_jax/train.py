@@ -21,8 +21,6 @@ never recompiles the step.
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -30,11 +28,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
 from neft_jax.adapters import TRAIN_FLAGS, as_trainable, initial_variables
-from neft_jax.device import DeviceModel, _is_concrete_number
+from neft_jax.device import DeviceModel, _is_concrete_number, check_nonnegative_scalar
 from neft_jax.methods import (  # noqa: F401  (part of this module's API)
     DEFAULT_METHODS,
     FEEDBACK_METHODS,
@@ -48,7 +47,7 @@ from neft_jax.methods import (  # noqa: F401  (part of this module's API)
     validate_method,
 )
 from neft_jax.models import backbone_kernels, backbone_only, exit_kernels, exits_only
-from neft_jax.perturbation import Where, is_kernel, perturb
+from neft_jax.perturbation import Where, as_device, is_kernel, perturb
 
 #: σ offsets of OVF's three extra forward passes, in the order of z_1, z_2, z_3.
 OVF_SIGMA_OFFSETS = (0.15, 0.10, 0.05)
@@ -113,8 +112,7 @@ def make_hparams(sigma: float, exit_sigma: float | None = None,
     DeviceModel(sigma=exit_sigma)
     hparams = {"sigma": jnp.float32(sigma), "exit_sigma": jnp.float32(exit_sigma)}
     if alpha is not None:
-        if isinstance(alpha, numbers.Real) and not (math.isfinite(alpha) and alpha >= 0):
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        check_nonnegative_scalar(alpha, "alpha")
         hparams["alpha"] = jnp.float32(alpha)
     return hparams
 
@@ -210,7 +208,7 @@ def make_train_step(
       and for IRS/OVF ``feedback_ratio``: RMS(α·Σ c_i z_i) / RMS(z).
     """
     spec = method_spec(method)
-    device = DeviceModel() if device is None else device
+    device = DeviceModel() if device is None else as_device(device)
     if _is_concrete_number(device.sigma) and not device.is_noiseless:
         raise ValueError(f"make_train_step's device is a template and its sigma must stay 0 "
                          f"(got {device.sigma!r}): every step trains at the train state's σ, "
@@ -275,7 +273,30 @@ def make_train_step(
 
     if not jit:
         return step
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+    return _checking_labels(jax.jit(step, donate_argnums=(0,) if donate else ()), trainable)
+
+
+def _checking_labels(jitted: Callable, trainable) -> Callable:
+    """``jitted``, refusing (ValueError) a batch whose NumPy labels lie outside [0, K): a
+    label of -1 would train toward class K-1 and one >= K gives a NaN loss with finite
+    gradients. Labels already on a device are not checked (that would wait for them)."""
+    classes: list[int] = []
+
+    def step(state, batch, key):
+        labels = batch.get("label") if isinstance(batch, Mapping) else None
+        if isinstance(labels, np.ndarray) and labels.size:
+            if not classes:  # K, the model's logits' last axis, traced once
+                logits = jax.eval_shape(lambda p, s: trainable.apply(
+                    p, s, batch["image"], key, train=True)[0], state.params, state.batch_stats)
+                classes.append(logits.shape[-1])
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= classes[0]:
+                raise ValueError(f"batch['label'] must be class indices 0 … {classes[0] - 1} "
+                                 f"(the model gives {classes[0]} classes), got {low} … {high}")
+        return jitted(state, batch, key)
+
+    step.lower = jitted.lower
+    return step
 
 
 def _image_and_label(batch: Any) -> tuple[jax.Array, jax.Array]:
