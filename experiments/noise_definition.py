@@ -193,14 +193,21 @@ def noise_definition_parser():
         return [non_negative_int(s) for s in text.split(",") if s.strip()]
 
     parser = CommandParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs/noise_definition")
+    parser.add_argument("--out", default="runs/noise_definition",
+                        help="study folder; finished cells there are reused "
+                        "(default: runs/noise_definition)")
     parser.add_argument("--cells", default="vgg8:1:20,resnet18:0.25:12",
-                        help="MODEL:WIDTH:EPOCHS, comma-separated")
-    parser.add_argument("--seeds", type=seed_list, default=[0, 1], help="comma-separated seeds")
+                        help="MODEL:WIDTH:EPOCHS, comma-separated "
+                        "(default: vgg8:1:20,resnet18:0.25:12)")
+    parser.add_argument("--seeds", type=seed_list, default=[0, 1],
+                        help="comma-separated seeds (default: 0,1)")
     parser.add_argument("--mc-runs", type=positive_int, default=50,
-                        help="Monte Carlo runs per σ")
-    parser.add_argument("--sigmas", type=sigma_list, default=(0.2, 0.4, 0.6, 0.8))
-    parser.add_argument("--report-only", action="store_true")
+                        help="Monte Carlo runs per σ (default: 50)")
+    parser.add_argument("--sigmas", type=sigma_list, default=(0.2, 0.4, 0.6, 0.8),
+                        help="σ values each vanilla model is scored at, under both noise "
+                        "definitions (default: 0.2,0.4,0.6,0.8)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rewrite the report from the finished cells in --out")
     return parser
 
 

@@ -45,7 +45,8 @@ def reproduce_parser() -> argparse.ArgumentParser:
         description="Reproduce the paper's Tables II, III and V, the α "
         "search and EKL with one resumable command; OUT/REPORT.md sets ours beside the paper's.")
     add_config_arguments(parser, exclude=REPRODUCE_EXCLUDES,
-                         defaults={"seeds": 3, "out": "runs/reproduce"})
+                         defaults={"seeds": 3, "out": "runs/reproduce"},
+                         hidden=tuple(set(SET_BY_THE_PLAN) - set(REPRODUCE_EXCLUDES)))
     parser.add_argument("--models", default="vgg8", help="comma-separated (vgg8,resnet18) "
                         "(default: vgg8)")
     parser.add_argument("--stages", default=None,
@@ -132,7 +133,7 @@ def reproduce_main(argv=None) -> int:
             except ValueError as error:
                 if args.estimate_only:  # the estimate was the whole job
                     raise
-                line = f"estimate: {error}; no estimate"  # the plan still runs
+                line = f"estimate: {error}; no estimate, the first cell is the measurement"
             print(line, flush=True)
         if args.estimate_only:
             return 0

@@ -265,14 +265,14 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
     """One line, before a plan starts: its trainings' rough seconds from the last
     ``bench.py --end-to-end`` row of ``rows`` (the loop's images/s) measured with the plan's
     ``val_every``, and how many fit in ``budget_seconds``; with ``out``, of the trainings
-    not finished there."""
+    not finished there. ValueError when ``rows`` hold no such row."""
     loops = [r for r in rows if r.get("bench") == "end_to_end"]
     measured = [r for r in loops if r.get("val_every", 1) == base.val_every]
     if not measured:
         why = (f"no end-to-end row with --val-every {base.val_every} (it has "
                f"{sorted({r.get('val_every', 1) for r in loops})})" if loops
                else "no end-to-end row (bench.py --end-to-end)")
-        return f"estimate: {why} in the rates file; the first cell is the measurement"
+        raise ValueError(f"{why} in the rates file")
     row = measured[-1]
     unlike = [f"{name} {row.get(name)} (the plan's {mine})" for name, mine in
               (("compute", base.compute), ("width", base.width), ("batch_size", base.batch_size))

@@ -142,6 +142,7 @@ def _text(hint) -> str:
 def finished_methods(out: str) -> list[str]:
     """Methods finished in ``out``: those in its ``results.json``, or, for several seeds,
     in every ``seed-<n>/results.json`` (as ``method (seeds a, b)`` where not all have it)."""
+    from neft_jax.harness.orchestration import is_seed_folder
     from neft_jax.harness.results import RunResults
 
     def methods(folder: str) -> list[str]:
@@ -152,8 +153,7 @@ def finished_methods(out: str) -> list[str]:
 
     if os.path.exists(os.path.join(out, "results.json")):
         return methods(out)
-    seeds = sorted((name for name in folder_entries(out) if name.startswith("seed-")),
-                   key=lambda name: int(name[5:]) if name[5:].isdigit() else 0)
+    seeds = sorted(filter(is_seed_folder, folder_entries(out)), key=lambda name: int(name[5:]))
     by_method: dict[str, list[str]] = {}
     for seed in seeds:
         for method in methods(os.path.join(out, seed)):
@@ -238,7 +238,9 @@ def sweep_parser() -> argparse.ArgumentParser:
         prog=command_name("neft-sweep", "sweep.py"),
         description="A resumable grid of experiments: model × dataset × "
         "method × σ × α × seeds; re-running the same command skips every finished cell.")
-    add_config_arguments(parser, exclude=SWEEP_EXCLUDES)
+    add_config_arguments(parser, exclude=SWEEP_EXCLUDES, helps={
+        "out": "output folder (required): finished cells are found there, so the same "
+               "command continues a sweep"})
     parser.add_argument("--config", default=None,
                         help="TOML or JSON file with grid keys " + ", ".join(GRID_KEYS))
     parser.add_argument("--models", type=names, default=None, help="comma-separated (default: "
@@ -273,6 +275,40 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+#: What a sweep writes at the top of its --out (each cell's run lies under cells/).
+SWEEP_OUTPUTS = frozenset({"cells", "sweep.json", "sweep.csv", "accuracy_vs_sigma.png",
+                           "alpha_search.png"})
+
+
+def _grid_values(key: str, values, convert, what: str) -> list:
+    """A grid key's values converted, each once in the order given (a sweep lists a cell
+    once, never one training as several seeds); ValueError naming the key otherwise."""
+    out = []
+    for item in _as_list(values):
+        try:
+            value = convert(item)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: {item!r} is not {what}") from None
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def _seed_value(item) -> int:
+    if isinstance(item, bool) or float(item) != int(float(item)) or int(float(item)) < 0:
+        raise ValueError(item)
+    return int(float(item))
+
+
+def _alpha_value(item) -> float | None:
+    if item in (None, "default"):
+        return None
+    value = float(item)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(item)
+    return value
+
+
 def sweep_main(argv=None) -> int:
     """``neft-sweep`` / ``experiments/sweep.py``."""
     parser = sweep_parser()
@@ -301,6 +337,12 @@ def sweep_main(argv=None) -> int:
         listed |= set(extra)
     if args.out is None:
         parser.error("--out is required for a sweep (it is where finished cells are found)")
+    foreign = sorted(name for name in folder_entries(args.out) if name not in SWEEP_OUTPUTS
+                     and not name.startswith(".") and ".tmp-" not in name)
+    if foreign:
+        parser.error(f"--out {args.out!r} holds what a sweep does not write "
+                     f"({', '.join(foreign[:3])}{', …' * (len(foreign) > 3)}): a sweep keeps "
+                     "cells/ and sweep.* in a folder of its own; choose a new or empty --out")
     for one in ("sigma", "model", "dataset"):
         if getattr(args, one, None) is not None and f"{one}s" in listed:
             parser.error(f"--{one} and the grid's {one}s (--{one}s or --config) exclude each "
@@ -311,15 +353,17 @@ def sweep_main(argv=None) -> int:
             seeds, (list, tuple)) and seeds):
         parser.error(f"seeds must be a count (an integer >= 1) or a non-empty list of seeds, "
                      f"got {seeds!r}")
-    seed_values = list(range(first, first + seeds)) if isinstance(seeds, int) else [
-        int(s) for s in _as_list(seeds)]
-    alphas = [None if a in (None, "default") else float(a) for a in _as_list(grid["alphas"])]
     try:
+        seed_values = list(range(first, first + seeds)) if isinstance(seeds, int) else \
+            _grid_values("seeds", seeds, _seed_value, "a seed (an integer >= 0)")
+        alphas = _grid_values("alphas", grid["alphas"], _alpha_value, "an α (a number >= 0 "
+                              "or 'default')")
         models = model_names(_as_list(grid["models"]))
         base, profile_line = config_from_args(args, jax.default_backend(), models=models)
-        cells = grid_cells(models, _as_list(grid["datasets"]),
-                           method_names(_as_list(grid["methods"])),
-                           [float(s) for s in _as_list(grid["sigmas"])],
+        cells = grid_cells(models, _grid_values("datasets", grid["datasets"], str, "a name"),
+                           _grid_values("methods", method_names(_as_list(grid["methods"])),
+                                        str, "a method"),
+                           _grid_values("sigmas", grid["sigmas"], float, "a number"),
                            alphas, seed_values)
         for cell in cells:  # validate every cell before the first one runs
             dataclasses.replace(base, model=cell.model, dataset=cell.dataset,

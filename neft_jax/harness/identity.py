@@ -189,11 +189,15 @@ def shared_differences(settings: dict, base: ExperimentConfig) -> list[str]:
 
 
 def check_report_has_results(found_any: bool, left_out: Sequence[str], out: str) -> None:
-    """``--report-only``: refuse (ValueError) to rewrite a study's report from no result while
-    finished results made with other settings lie in ``out`` (``left_out``: one line each,
-    ``where: made with → these``); a report written then would hide them all."""
-    if found_any or not left_out:
+    """``--report-only``: refuse (ValueError) to write a study's report from no result: when
+    ``out`` holds none, or only finished results made with other settings (``left_out``: one
+    line each, ``where: made with → these``), which a report written then would hide."""
+    if found_any:
         return
+    if not left_out:
+        raise ValueError(f"--report-only: {out!r} holds no finished result of this study "
+                         "(give the --out it ran into, or let it finish a cell first); "
+                         "nothing was written")
     raise ValueError(f"--report-only: none of the {len(left_out)} finished results in {out!r} "
                      f"was made with this command's settings (made with → these, e.g. "
                      f"{left_out[0]}); give the flags the study was run with (--profile, "

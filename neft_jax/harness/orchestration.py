@@ -162,8 +162,13 @@ def prepare_out_dir(cfg: ExperimentConfig,
     except OSError as error:
         raise ValueError(f"out {out!r} cannot be written: {_why_not(out, error)}") from error
     try:
-        existing = bool(set(os.listdir(out)) - {LOCK_NAME})
+        names = set(os.listdir(out)) - {LOCK_NAME}
+        existing = bool(names)
         if existing and not (cfg.resume or cfg.overwrite):
+            if not any(map(is_run_output, names)):
+                raise ValueError(f"out {out!r} is not empty and holds no run (it has "
+                                 f"{', '.join(sorted(names)[:3])}{', …' * (len(names) > 3)}): "
+                                 "choose a new or empty --out")
             raise ValueError(f"out {out!r} is not empty: pass --resume to continue that run "
                              "or --overwrite to replace it")
         check_writable(out)
@@ -221,16 +226,21 @@ RUN_OUTPUTS = RESUMABLE_OUTPUTS | {"results.csv", "metrics.jsonl", "accuracy_vs_
                                    "feedback_ratio.png"}
 
 
+def is_seed_folder(name: str) -> bool:
+    """Whether ``name`` is a seed's folder, ``seed-<n>``, as ``--seeds`` writes them."""
+    return name.startswith("seed-") and name[5:].isdigit()
+
+
 def is_run_output(name: str) -> bool:
     """Whether ``name`` in an output folder is something a run writes."""
-    return name in RUN_OUTPUTS or name.startswith("seed-") or ".tmp-" in name
+    return name in RUN_OUTPUTS or is_seed_folder(name) or ".tmp-" in name
 
 
 def holds_resumable_run(out: str) -> bool:
     """Whether ``out`` holds anything ``--resume`` can continue: results, checkpoints, seed
     folders, or the settings file a run writes first."""
     return os.path.isdir(out) and any(
-        name in RESUMABLE_OUTPUTS or name.startswith("seed-") for name in os.listdir(out))
+        name in RESUMABLE_OUTPUTS or is_seed_folder(name) for name in os.listdir(out))
 
 
 def clear_run_outputs(out: str) -> None:

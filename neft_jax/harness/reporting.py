@@ -288,8 +288,9 @@ def feedback_against_baseline(results: RunResults, sigma: float) -> str | None:
     """One plain sentence per feedback method: does it beat ``noise_scaled`` at ``sigma``?
 
     With both scored on the same Monte Carlo keys (a single run), the comparison is the
-    paired difference run by run and its 95 % CI; for an aggregate over seeds, the two
-    means' 95 % CIs. None when ``noise_scaled`` or every feedback method is missing."""
+    paired difference run by run and its 95 % CI, worded as scores on these noise instances
+    of one training each (not as a win); for an aggregate over seeds, the two means' 95 %
+    CIs. None when ``noise_scaled`` or every feedback method is missing."""
     from neft_jax.stats import paired_summary
 
     def scored(method):
@@ -301,21 +302,22 @@ def feedback_against_baseline(results: RunResults, sigma: float) -> str | None:
     methods = [m for m in results.methods if uses_feedback(m) and scored(m)]
     if base is None or not methods:
         return None
-    parts = []
+    parts, one_training = [], False
     for method in methods:
         mine = scored(method)
         paired = paired_summary(mine.accuracies, base.accuracies)
-        if paired is not None:
+        if paired is not None:  # one training each: the interval holds training fixed
             diff, ci = paired["mean"], paired["ci95"]
             how = f"{diff:+.1f} ± {ci:.1f} points, paired over {paired['runs']} noise instances"
+            words, one_training = ("is level with", "scores above", "scores below"), True
         else:
             diff = mine.summary["mean"] - base.summary["mean"]
             ci = mine.summary["ci95"] + base.summary["ci95"]
             how = f"{diff:+.1f} points, 95 % CIs {'apart' if abs(diff) > ci else 'overlapping'}"
-        if abs(diff) <= ci:
-            outcome = "does not differ from"
-        else:
-            outcome = "beats" if diff > 0 else "loses to"
+            words = ("does not differ from", "beats", "loses to")
+        outcome = words[0] if abs(diff) <= ci else words[1] if diff > 0 else words[2]
         parts.append(f"{label(method)} {outcome} {BASELINE} ({how})")
+    caveat = (" These intervals hold each method's one training fixed, so they cannot tell "
+              "the methods apart as trainings: --seeds 3 does." if one_training else "")
     return ("Against the fair baseline (noise injection with eq. (1)'s logit scaling, no "
-            "feedback): " + "; ".join(parts) + ".")
+            "feedback): " + "; ".join(parts) + "." + caveat)

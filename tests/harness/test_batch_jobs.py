@@ -46,15 +46,20 @@ def test_overwrite_deletes_only_what_a_run_wrote_and_refuses_a_folder_without_a_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no run" in err[0] and "notes.txt" in err[0]
     assert (out / "notes.txt").read_text() == "mine" and (out / "src" / "model.py").exists()
+    assert cli.run_main(TINY + ["--out", str(out)]) == 2  # nor a hint that cannot work
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "holds no run" in err[0] and "choose a new or empty --out" in err[0]
+    assert "--resume" not in err[0]
 
-    for name in ("checkpoints/noise", "seed-0/checkpoints"):
+    for name in ("checkpoints/noise", "seed-0/checkpoints", "seed-notes", "seed-1b"):
         (out / name).mkdir(parents=True)
     for name in ("results.json", "metrics.jsonl", "results.csv.tmp-12"):
         (out / name).write_text("{}")
     cfg = ExperimentConfig(methods=("noise",), epochs=1, out=str(out), overwrite=True)
     assert prepare_out_dir(cfg) is None
     left = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    assert left == ["notes.txt", "src"] and (out / "notes.txt").read_text() == "mine"
+    assert left == ["notes.txt", "seed-1b", "seed-notes", "src"]  # seed folders are seed-<n>
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_an_out_below_a_file_names_that_file(tmp_path):

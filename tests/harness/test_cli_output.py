@@ -98,6 +98,10 @@ def test_a_sweep_refuses_a_value_and_its_grid_list_together(one, tmp_path, capsy
     ("sigmas = [0.2]\n", ["--sigma", "0.3"], "--sigma and the grid's sigmas"),
     ("methods = [\"noise\"]\n", ["--equal-coefficients"], "--equal-coefficients: none of"),
     ("methods = [\"noise\"]\n", ["--alphas", "0.1"], "--alphas: none of the methods (noise)"),
+    ('alphas = ["abc"]\nmethods = ["irs"]\n', [], "alphas: 'abc' is not an α"),
+    ('seeds = ["a"]\n', [], "seeds: 'a' is not a seed (an integer >= 0)"),
+    ("seeds = [1.5]\n", [], "seeds: 1.5 is not a seed"),
+    ('sigmas = ["x"]\n', [], "sigmas: 'x' is not a number"),
 ])
 def test_a_sweep_grid_file_that_would_run_something_else_is_refused(grid, argv, says,
                                                                    tmp_path, capsys):
@@ -329,3 +333,22 @@ def test_result_csv_and_sweep_json_carry_the_quantiles_and_min(tmp_path):
     cell_row, = collect_rows([cell], str(tmp_path))
     for name, value in expected.items():
         assert cell_row[name] == pytest.approx(value, rel=1e-5)
+
+
+def test_a_sweep_lists_each_cell_once_and_keeps_out_of_other_commands_folders(tmp_path,
+                                                                             capsys):
+    """A σ or seed listed twice made one training count as two seeds (CI 0); a run.py
+    folder or a folder of one's own files got a sweep's plots and cells written into it."""
+    from neft_jax.harness.cli import _grid_values, _seed_value
+
+    assert _grid_values("sigmas", "0.4,0.2,0.4", float, "a number") == [0.4, 0.2]
+    assert _grid_values("seeds", [0, 0, 3], _seed_value, "a seed") == [0, 3]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text("{}")
+    with pytest.raises(SystemExit) as stop:
+        cli.sweep_main(["--out", str(run)])
+    assert stop.value.code == 2
+    err = _error_line(capsys)
+    assert "holds what a sweep does not write (results.json)" in err
+    assert sorted(os.listdir(run)) == ["results.json"]

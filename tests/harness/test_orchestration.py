@@ -143,8 +143,12 @@ def test_refuses_non_empty_out_and_incompatible_resume(tmp_path):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "something.txt").write_text("x")
-    with pytest.raises(ValueError, match="--resume"):
+    with pytest.raises(ValueError, match="holds no run .*choose a new or empty --out"):
         run_experiment(_tiny_config(out), log=lambda m: None, show_progress=False)
+    (out / "metrics.jsonl").write_text("")
+    with pytest.raises(ValueError, match="is not empty: pass --resume"):
+        run_experiment(_tiny_config(out), log=lambda m: None, show_progress=False)
+    (out / "metrics.jsonl").unlink()
     (out / "something.txt").unlink()
     (out / "results.json").write_text(json.dumps({"settings": {"model": "resnet18"},
                                                   "methods": {}}))

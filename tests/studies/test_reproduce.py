@@ -92,6 +92,8 @@ def test_the_alpha_stage_without_a_held_out_split_is_refused_before_anything_tra
     (["--report-only", "--out", "{tmp}/none"], "--report-only: no reproduction in"),
     (["--out", "{tmp}/file"], "is a file"),
     (["--estimate-only", "--rates", "{tmp}/none.jsonl"], "cannot read --rates"),
+    (["--estimate-only", "--rates", "{tmp}/file"], "no end-to-end row (bench.py --end-to-end)"),
+    (["--report-only", "--out", "{tmp}"], "holds no finished result of this study"),
 ])
 def test_flags_the_plan_cannot_honour_are_one_line_before_anything_is_made(
         tmp_path, capsys, flags, says):
