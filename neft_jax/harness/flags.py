@@ -126,7 +126,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude=(), defaults=N
         if field.name in exclude:
             continue
         meta = field.metadata
-        flag = meta.get("flag", "--" + field.name.replace("_", "-"))
+        flag = flag_of(field)
         help_text = helps.get(field.name, meta["help"])
         default = defaults.get(field.name, field.default)
         if field.name in hidden:
@@ -172,6 +172,20 @@ def default_out(model: str, dataset: str, seed: int) -> str:
     return os.path.join("runs", f"{stamp}-{model}-{dataset}-seed{seed}-{secrets.token_hex(2)}")
 
 
+def flag_of(field: dataclasses.Field) -> str:
+    """The command-line flag of a config field (``batch_size`` → ``--batch-size``)."""
+    return field.metadata.get("flag", "--" + field.name.replace("_", "-"))
+
+
+def in_flag_terms(message: str) -> str:
+    """A config error that begins with a field's name (``width must be …``) begun with its
+    flag instead (``--width must be …``), as a command-line user typed it."""
+    for field in dataclasses.fields(ExperimentConfig):
+        if message.startswith(f"{field.name} ") or message.startswith(f"{field.name}:"):
+            return flag_of(field) + message[len(field.name):]
+    return message
+
+
 def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE,
                      models: tuple[str, ...] | None = None) -> tuple[ExperimentConfig, str]:
     """An ExperimentConfig from parsed flags, and the lines saying which profile and why.
@@ -189,7 +203,10 @@ def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE,
     if "out" not in given:
         given["out"] = default_out(given.get("model", "vgg8"), given.get("dataset", "mnist5k"),
                                    given.get("seed", 0))
-    cfg = ExperimentConfig.from_profile(profile, **given)
+    try:
+        cfg = ExperimentConfig.from_profile(profile, **given)
+    except ValueError as error:
+        raise ValueError(in_flag_terms(str(error))) from None
     check_out_folder(cfg.out)
     from neft_jax.harness.tuning import request_retune, tunes
 

@@ -152,7 +152,11 @@ def run_seeds(cfg: ExperimentConfig, log: Callable[[str], None] = print,
                                                 show_progress=show_progress)
         results = aggregate_seeds(cfg, per_seed)
         results.settings["seed_mode"] = mode
-        results.wall_seconds = time.perf_counter() - started
+        # Like one seed's, the wall time includes earlier launches: each seed's results
+        # hold their own (in sequence they add up; vmapped seeds share one clock).
+        earlier = [r.wall_seconds for r in per_seed.values()]
+        results.wall_seconds = max(time.perf_counter() - started, max(earlier, default=0.0)
+                                   if mode == "vmap" else sum(earlier))
         write_results(cfg.out, results)
         return results
 

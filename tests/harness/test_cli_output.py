@@ -76,6 +76,8 @@ def test_the_error_line_names_the_command_as_typed(monkeypatch, capsys):
     (["--exit-sigma", "0.2", "--methods", "vanilla"], "--exit-sigma: none of the methods"),
     (["--equal-coefficients", "--methods", "noise"], "--equal-coefficients: none of the"),
     (["--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
+    (["--drop-exit", "9", "--methods", "irs"], "error: --drop-exit must be distinct exit "
+     "numbers in 1..3"),  # the config's check, in the flag's words (it said drop_exits)
 ])
 def test_a_flag_that_no_method_would_use_is_refused_in_one_line(argv, says, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:

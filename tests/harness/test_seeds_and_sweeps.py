@@ -1,5 +1,6 @@
 """Many seeds and resumable sweeps."""
 
+import dataclasses
 import json
 import os
 
@@ -36,6 +37,12 @@ def test_seeds_equal_separate_runs(tmp_path):
     means = np.asarray(evaluation["seed_means"])  # Table III's rule by hand: > 5 points off
     assert evaluation["not_converged"] == int(np.sum(np.abs(means - means.mean()) > 5.0))
     assert (tmp_path / "multi" / "results.csv").exists()
+    # Resumed with everything finished, the wall time still counts the seeds' training.
+    again = run_seeds(dataclasses.replace(cfg, resume=True), log=lambda m: None,
+                      show_progress=False)
+    per_seed = [json.loads((tmp_path / "multi" / f"seed-{s}" / "results.json").read_text())[
+        "wall_seconds"] for s in (5, 6, 7)]
+    assert again.wall_seconds >= sum(per_seed) - 0.1 and sum(per_seed) > 0
 
 
 def test_seeds_in_one_vmapped_program_match_sequential_seeds(tmp_path):
