@@ -219,11 +219,13 @@ def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path)
     assert cli.plan_estimate(base, plan, str(rates), 60.0).endswith(
         "; the rates were measured with another compute tf32 (the plan's fp32), width 1.0 "
         f"(the plan's {base.width:g})")
-    rates.write_text(json.dumps(other) + "\n")
-    assert "no end-to-end row with --val-every 1 (it has [4])" in cli.plan_estimate(
-        base, plan, str(rates), 60.0)
+    rates.write_text(json.dumps(other) + "\n")  # no usable row: a ValueError, which
+    with pytest.raises(ValueError, match=r"no end-to-end row with --val-every 1 \(it has "
+                                         r"\[4\]\)"):  # --estimate-only reports, exit 2
+        cli.plan_estimate(base, plan, str(rates), 60.0)
     rates.write_text(json.dumps(rows[0]) + "\n")
-    assert "no end-to-end row" in cli.plan_estimate(base, plan, str(rates), 60.0)
+    with pytest.raises(ValueError, match="no end-to-end row"):
+        cli.plan_estimate(base, plan, str(rates), 60.0)
 
 
 def test_a_stage_run_after_another_sweeps_over_the_other_stages_cells(tmp_path, monkeypatch):
