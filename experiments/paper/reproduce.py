@@ -36,7 +36,7 @@ from neft_jax.harness.budget import (
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
-from neft_jax.harness.paper import ALPHA_GRID, default_alpha
+from neft_jax.harness.paper import ALPHA_GRID
 from neft_jax.harness.seeds import run_seeds, seed_config, seed_list
 from neft_jax.harness.sweeps import (
     ALONE,
@@ -94,7 +94,7 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
               stage_dir(out, stage, model))
              for model in plan.models for stage in plan.stages
              if (grid := grid_of_stage(stage, plan, stage_config(base, model))) is not None]
-    check_cell_groups(grids, worker)  # every grid's cells made alike, before any trains
+    check_cell_groups(grids)  # every grid's cells made alike, before any trains
     try:
         for step in plan.steps():
             at = "" if step.sigma is None else f" at σ = {step.sigma:g}"
@@ -217,11 +217,11 @@ def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig,
     }.get(stage)
 
 
-def alpha_grid(cfg: ExperimentConfig) -> list[float | None]:
-    """The α search's values, the authors' α as None: those cells are the core stage's
-    IRS cells (named ``alphadefault``) and are reused, not trained again."""
-    authors = default_alpha(cfg.model, cfg.dataset, "irs")
-    return [None if abs(a - authors) <= 1e-12 * authors else a for a in ALPHA_GRID]
+def alpha_grid(cfg: ExperimentConfig) -> list[float]:
+    """The α search's values; :func:`~neft_jax.harness.sweeps.grid_cells` names the authors'
+    α ``alphadefault``, so those cells are the core stage's IRS cells, reused, not trained
+    again."""
+    return list(ALPHA_GRID)
 
 
 def trainings_of_plan(base: ExperimentConfig, plan: Plan, out: str | None = None

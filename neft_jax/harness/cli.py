@@ -171,6 +171,23 @@ def run_hint(out: str) -> str:
     return f"{saved}; rerun the same command with --resume to continue"
 
 
+def devices_line(batch_size: int) -> str:
+    """``devices: …``: how many local devices, and what is split over them (training only
+    when they divide the batch: :func:`~neft_jax.parallel.local_data_mesh`)."""
+    import jax
+
+    devices, backend = jax.local_device_count(), jax.default_backend()
+    if devices == 1:
+        return f"devices: 1 × {backend}"
+    if batch_size % devices:
+        below = batch_size - batch_size % devices
+        return (f"devices: {devices} × {backend} (Monte Carlo keys split over devices; "
+                f"TRAINING ON ONE DEVICE: batch {batch_size} is not a multiple of {devices}, "
+                f"--batch-size {below or devices} or {below + devices} trains on all)")
+    return (f"devices: {devices} × {backend} (data-parallel training, Monte Carlo keys split "
+            "over devices)")
+
+
 def run_main(argv=None) -> int:
     """``neft-run`` / ``experiments/run.py``."""
     parser = run_parser()
@@ -194,10 +211,7 @@ def run_main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     print(profile_line, flush=True)
-    devices = jax.local_device_count()
-    print(f"devices: {devices} × {jax.default_backend()}"
-          + (" (data-parallel training, Monte Carlo keys split over devices)"
-             if devices > 1 else ""), flush=True)
+    print(devices_line(cfg.batch_size), flush=True)
     print(f"output: {cfg.out}", flush=True)
     if cfg.resume and cfg.overwrite:
         return fail(parser.prog, ValueError(RESUME_AND_OVERWRITE.format(out=cfg.out)))
@@ -213,8 +227,10 @@ def run_main(argv=None) -> int:
         else:
             results = run_experiment(cfg, show_progress=show_progress(args))
         print(format_table(results))
+        per_run = ("; each seed's metrics.jsonl and curves in seed-<n>/" if cfg.seeds > 1
+                   else ", metrics.jsonl")
         print(f"results: {os.path.join(cfg.out, 'results.json')}, results.csv, "
-              f"accuracy_vs_sigma.png, metrics.jsonl  (wall time {results.wall_seconds:.0f} s)")
+              f"accuracy_vs_sigma.png{per_run}  (wall time {results.wall_seconds:.0f} s)")
         return 0
 
     return run_cleanly(parser.prog, job, lambda: run_hint(cfg.out))
@@ -376,6 +392,7 @@ def sweep_main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     print(profile_line, flush=True)
+    print(devices_line(base.batch_size), flush=True)
     print(f"sweep: {len(cells)} cells into {args.out}", flush=True)
     def job() -> int:
         table = run_sweep(cells, base, args.out, show_progress=show_progress(args),

@@ -177,6 +177,26 @@ def check_run_folder(cfg: ExperimentConfig, what: str, remedy: str) -> None:
                        methods_may_grow=True)
 
 
+def check_seed_count(cfg: ExperimentConfig, what: str) -> None:
+    """Refuse (:class:`SettingsChanged`) to resume a run as something it was not: one run
+    with ``--seeds N``, a run of N seeds as one run, or with fewer seeds than it has (its
+    average would silently lose some); more seeds are added to it."""
+    from neft_jax.harness.results import RunResults
+
+    folders = [n for n in folder_entries(cfg.out) if n.startswith("seed-") and n[5:].isdigit()]
+    path = os.path.join(cfg.out, "results.json")
+    stored = RunResults.load(path).settings.get("seeds") if os.path.exists(path) else None
+    seeds = len(stored) if isinstance(stored, list) else len(folders) if folders else None
+    one_run = seeds is None and (stored is not None or "checkpoints" in folder_entries(cfg.out))
+    if one_run and cfg.seeds > 1:
+        raise SettingsChanged(f"{what} is one run, not a run of seeds: --seeds {cfg.seeds} "
+                              "needs a new --out (or leave --seeds out to resume it)")
+    if seeds is not None and cfg.seeds < seeds:
+        raise SettingsChanged(f"{what} holds {seeds} seeds ({', '.join(sorted(folders))}); "
+                              f"this command has --seeds {cfg.seeds}: give --seeds {seeds} (or "
+                              "more, to add seeds) to resume it")
+
+
 def shared_differences(settings: dict, base: ExperimentConfig) -> list[str]:
     """The :data:`SHARED_KEYS` a cell's stored ``settings`` hold with other values than
     ``base`` gives its cells (``lr`` resolved for the cell's model); keys it does not

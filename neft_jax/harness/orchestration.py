@@ -26,6 +26,7 @@ from neft_jax.harness.evaluation import ALPHA_SEARCH_KEY, train_and_test_record
 from neft_jax.harness.identity import (
     check_out_folder,
     check_run_folder,
+    check_seed_count,
     file_above,
     fingerprint,
     folder_entries,
@@ -68,6 +69,7 @@ def check_resume(cfg: ExperimentConfig) -> None:
         raise ValueError(RESUME_AND_OVERWRITE.format(out=cfg.out))
     if cfg.resume and os.path.isdir(cfg.out):
         check_run_folder(cfg, f"--resume: the run in {cfg.out!r}", RESUME_REMEDY)
+        check_seed_count(cfg, f"--resume: the run in {cfg.out!r}")
 
 
 def training_set_size(cfg: ExperimentConfig, dataset: data_lib.Dataset) -> int:
@@ -266,6 +268,7 @@ def _clear_or_load_previous(cfg: ExperimentConfig, existing: bool) -> RunResults
         return None
     if cfg.resume and existing:
         check_run_folder(cfg, f"--resume: the run in {out!r}", RESUME_REMEDY)
+        check_seed_count(cfg, f"--resume: the run in {out!r}")
     previous_path = os.path.join(out, "results.json")
     if cfg.resume and os.path.exists(previous_path):
         return RunResults.load(previous_path)

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import os
 import time
 from collections import defaultdict
@@ -40,7 +41,6 @@ from neft_jax.harness.identity import (
 )
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
-from neft_jax.harness.reporting import accuracy_error_bars, save_figure
 from neft_jax.harness.results import RunResults, write_atomic
 from neft_jax.stats import summarize_over_seeds
 from neft_jax.train import uses_feedback
@@ -98,7 +98,8 @@ def grid_cells(models: Sequence[str], datasets: Sequence[str], methods: Sequence
                sigmas: Sequence[float], alphas: Sequence[float | None],
                seeds: Sequence[int]) -> list[Cell]:
     """Every cell of the grid; α only multiplies IRS/OVF cells, and an α listed twice (the
-    authors' α also given as ``default``, None) makes one cell, the first listed.
+    authors' α also given as ``default``, None) makes one cell, the first listed. The
+    authors' α, however given, is the cell ``alphadefault``, so that sweeps find it.
 
     Seeds are the outermost loop, so a sweep stopped early has complete tables
     (every model × dataset × σ × method) for its first seeds.
@@ -111,13 +112,15 @@ def grid_cells(models: Sequence[str], datasets: Sequence[str], methods: Sequence
         if not uses_feedback(method):
             cells.append(Cell(model, dataset, method, float(sigma), None, int(seed)))
             continue
-        taken = set()
+        taken, authors = set(), default_alpha(model, dataset, method)
         for alpha in alphas:
-            value = default_alpha(model, dataset, method) if alpha is None else alpha
+            value = authors if alpha is None else alpha
             if value in taken:
                 continue
             taken.add(value)
-            cells.append(Cell(model, dataset, method, float(sigma), alpha, int(seed)))
+            same = math.isclose(value, authors, rel_tol=1e-12)  # one name: one cell folder
+            cells.append(Cell(model, dataset, method, float(sigma), None if same else alpha,
+                              int(seed)))
     return cells
 
 
@@ -134,27 +137,24 @@ OTHER_SETTINGS_REMEDY = ("use another --out, or delete the cells made with the o
                          "to train them again")
 
 
-def check_cells(cells: Sequence[Cell], base: ExperimentConfig, out: str,
-                worker: Worker | None = None) -> None:
-    """Before anything runs: every existing cell of ``worker``'s share must have been made
-    with the settings this command gives it (:func:`made_otherwise`), so that a finished
-    cell is reused, and a half-done one resumed, only when they match."""
-    check_cell_groups([(cells, base, out)], worker)
+def check_cells(cells: Sequence[Cell], base: ExperimentConfig, out: str) -> None:
+    """Every existing cell (of the whole grid: another worker's share is tabled too) must
+    have been made with the settings this command gives it (:func:`made_otherwise`), so
+    that a finished cell is reused, a half-done one resumed, and one made by another worker
+    tabled, only when they match."""
+    check_cell_groups([(cells, base, out)])
 
 
-def check_cell_groups(groups: Iterable[tuple[Sequence[Cell], ExperimentConfig, str]],
-                      worker: Worker | None = None) -> None:
+def check_cell_groups(groups: Iterable[tuple[Sequence[Cell], ExperimentConfig, str]]) -> None:
     """:func:`check_cells` over grids ``(cells, base, out)`` (a study's stages or points):
     :class:`~neft_jax.harness.identity.SettingsChanged`, one line naming the first cell made
     otherwise, the settings that differ (old → new) and how many other cells of every grid
     differ too (a cell linked into several grids counted once)."""
-    worker = worker or ALONE
     changed: dict[str, SettingsChanged] = {}
     for cells, base, out in groups:
-        for i, cell in enumerate(cells):
+        for cell in cells:
             path = os.path.join(out, "cells", cell.name)
-            if not worker.takes(i) or not os.path.isdir(path) or \
-                    os.path.realpath(path) in changed:
+            if not os.path.isdir(path) or os.path.realpath(path) in changed:
                 continue
             error = made_otherwise(path, base, cell)
             if error is not None:
@@ -176,6 +176,14 @@ def made_otherwise(path: str, base: ExperimentConfig, cell: Cell) -> SettingsCha
     except SettingsChanged as error:
         return error
     return None
+
+
+def _check_other_workers_cell(path: str, base: ExperimentConfig, cell: Cell) -> None:
+    """A cell another worker finished or holds must be made with this command's settings:
+    workers started with other settings on one ``out`` are refused, not tabled together."""
+    error = made_otherwise(path, base, cell)
+    if error is not None:
+        raise SettingsChanged(f"another worker on this --out runs other settings: {error}")
 
 
 def cell_done(path: str, method: str) -> bool:
@@ -200,7 +208,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
     worker = worker or ALONE
     for dataset in dict.fromkeys(cell.dataset for cell in cells):  # before any folder is made
         data_lib.check_available(dataset, base.data_dir)
-    check_cells(cells, base, out, worker)
+    check_cells(cells, base, out)
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     todo = [c for i, c in enumerate(cells) if worker.takes(i)
             and not cell_done(os.path.join(out, "cells", c.name), c.method)]
@@ -228,6 +236,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
                 log(f"[{i + 1}/{len(cells)}] {cell.name}: done before, skipped")
                 continue
             if cell_done(path, cell.method):  # finished by another worker since this launch began
+                _check_other_workers_cell(path, base, cell)
                 log(f"[{i + 1}/{len(cells)}] {cell.name}: done by another worker, skipped")
                 todo.remove(cell)
                 continue
@@ -237,6 +246,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             try:
                 run_experiment(cell_config(base, cell, path), log=log, show_progress=show_progress)
             except FolderBusy:  # another worker holds this cell: it trains it, we go on
+                _check_other_workers_cell(path, base, cell)
                 log(f"[{i + 1}/{len(cells)}] {cell.name}: held by another worker, skipped")
                 todo.remove(cell)
                 continue
@@ -257,6 +267,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             with contextlib.suppress(Exception):
                 write_combined(cells, out)
         raise
+    check_cells(cells, base, out)  # what other workers made since, before it is tabled
     unfinished = [c.name for c in cells if not cell_done(os.path.join(out, "cells", c.name),
                                                           c.method)]
     if unfinished:  # held by workers that may still run, or that were stopped
@@ -353,48 +364,7 @@ def write_combined(cells: Sequence[Cell], out: str, plots: bool = True) -> list[
                           for k, v in row.items()} for row in table)
     write_atomic(os.path.join(out, "sweep.csv"), buffer.getvalue())
     if table and plots:
+        from neft_jax.harness.sweep_plots import plot_sweep
+
         plot_sweep(table, out)
     return table
-
-
-def _plot_mean_ci(ax, points: Sequence[dict], x_key: str, label: str) -> None:
-    """Mean accuracy ± 95 % CI of table rows against ``x_key`` (bars cut at 0 and 100 %)."""
-    points = sorted(points, key=lambda p: p[x_key])
-    ax.errorbar([p[x_key] for p in points], [p["mean"] for p in points],
-                yerr=accuracy_error_bars(points), marker="o", capsize=3, label=label)
-
-
-def plot_sweep(table: Sequence[dict], out: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = sorted({(r["model"], r["dataset"]) for r in table})
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), dpi=110,
-                             squeeze=False)
-    for ax, (model, dataset) in zip(axes[0], panels, strict=True):
-        lines = defaultdict(list)
-        for r in table:
-            if (r["model"], r["dataset"]) == (model, dataset) and r["sigma"] == r["eval_sigma"]:
-                label = r["method"] if r["alpha"] in (None, 0, 0.0) else (
-                    f"{r['method']} α={r['alpha']:g}")
-                lines[label].append(r)
-        for label, points in sorted(lines.items()):
-            _plot_mean_ci(ax, [p for p in points if p["mean"] is not None], "sigma", label)
-        ax.set(title=f"{model} / {dataset}", xlabel="σ_d (train = eval)",
-               ylabel="Monte Carlo accuracy (%): mean ± 95 % CI over seeds")
-    save_figure(fig, os.path.join(out, "accuracy_vs_sigma.png"))
-
-    searched = [r for r in table if uses_feedback(r["method"]) and r["alpha"]
-                and r["sigma"] == r["eval_sigma"] and r["mean"] is not None]
-    if len({r["alpha"] for r in searched}) > 1:
-        fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
-        curves = defaultdict(list)
-        for r in searched:
-            curves[(r["model"], r["dataset"], r["method"], r["sigma"])].append(r)
-        for (model, dataset, method, sigma), points in sorted(curves.items()):
-            _plot_mean_ci(ax, points, "alpha", f"{model}/{dataset} {method} σ={sigma:g}")
-        ax.set(xscale="log", xlabel="α", ylabel="Monte Carlo accuracy (%)",
-               title="α search")
-        save_figure(fig, os.path.join(out, "alpha_search.png"))

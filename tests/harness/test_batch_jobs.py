@@ -105,8 +105,10 @@ def test_sweep_workers_skip_a_cell_another_worker_finished_since_they_began(tmp_
 
     def first_cell_while_the_other_worker_finishes_the_second(cfg, **_):
         ran.append(cfg.out)
-        os.makedirs(tmp_path / "cells" / cells[1].name, exist_ok=True)
-        RunResults(settings={"eval_sigmas": [0.5]}, methods={"noise": MethodResult(
+        path = tmp_path / "cells" / cells[1].name
+        os.makedirs(path, exist_ok=True)
+        settings = sweeps.cell_config(base, cells[1], str(path)).to_dict()
+        RunResults(settings={**settings, "eval_sigmas": [0.5]}, methods={"noise": MethodResult(
             alpha=None, evaluations={0.5: Evaluation(0.5, {"mean": 50.0})})},
             wall_seconds=30.0).save(str(tmp_path / "cells" / cells[1].name / "results.json"))
 
@@ -124,6 +126,7 @@ def test_sweep_workers_skip_a_cell_another_worker_finished_since_they_began(tmp_
 def test_a_sweep_draws_its_plots_once_when_it_ends_or_stops(tmp_path, monkeypatch):
     """sweep.json/csv after every cell, the plots (≈ 1 s) once: at the end, or when the
     sweep stops (here a stop after the second cell)."""
+    import neft_jax.harness.sweep_plots as sweep_plots
     import neft_jax.harness.sweeps as sweeps
     from neft_jax.harness.results import Evaluation, MethodResult
 
@@ -134,16 +137,14 @@ def test_a_sweep_draws_its_plots_once_when_it_ends_or_stops(tmp_path, monkeypatc
         if cfg.sigma == 0.4:
             raise cli.Stopped("SIGTERM")
         os.makedirs(cfg.out, exist_ok=True)
-        RunResults(settings={"model": "vgg8", "dataset": "mnist5k", "methods": ["noise"],
-                             "sigma": cfg.sigma, "alpha": None, "seed": 0,
-                             "eval_sigmas": [cfg.sigma]},
+        RunResults(settings={**cfg.to_dict(), "eval_sigmas": [cfg.sigma]},  # the cell's
                    methods={"noise": MethodResult(alpha=None, evaluations={cfg.sigma: Evaluation(
                        cfg.sigma, {"mean": 50.0, "ci95": 1.0}, accuracies=[50.0, 50.0])})},
                    ).save(os.path.join(cfg.out, "results.json"))
 
     drawn = []
     monkeypatch.setattr(sweeps, "run_experiment", finish)
-    monkeypatch.setattr(sweeps, "plot_sweep", lambda table, out: drawn.append(len(table)))
+    monkeypatch.setattr(sweep_plots, "plot_sweep", lambda table, out: drawn.append(len(table)))
     run_sweep(cells[:2], base, str(tmp_path / "ends"), log=lambda _: None,
               show_progress=False)
     assert drawn == [2]  # once, at the end
@@ -348,6 +349,23 @@ def test_a_worker_trains_only_its_share(tmp_path):
     run_sweep(cells, base, str(tmp_path), log=lambda m: None, show_progress=False,
               worker=Worker(2, 2))  # cell 0 is worker 1's
     assert not (tmp_path / "cells" / cells[0].name).exists()
+
+
+def test_workers_with_other_settings_on_one_out_are_refused_not_tabled_together(tmp_path):
+    """Worker 1 made cell 0 with 1 epoch; worker 2, started with 2 epochs, used to train
+    cell 1 and table the two side by side. Every cell of the grid is checked now."""
+    from neft_jax.harness.identity import SettingsChanged
+    from neft_jax.harness.sweeps import Worker
+
+    base = ExperimentConfig(**TINY_SETTINGS, max_train_steps=1)
+    cells = [Cell("vgg8", "mnist5k", "noise", s, None, 0) for s in (0.3, 0.2)]
+    run_sweep(cells, base, str(tmp_path), log=lambda m: None, show_progress=False,
+              worker=Worker(1, 2))
+    other = dataclasses.replace(base, epochs=base.epochs + 1)
+    with pytest.raises(SettingsChanged, match=f"epochs={base.epochs} → epochs={other.epochs}"):
+        run_sweep(cells, other, str(tmp_path), log=lambda m: None, show_progress=False,
+                  worker=Worker(2, 2))
+    assert not (tmp_path / "cells" / cells[1].name).exists()
 
 
 def test_two_sweep_workers_on_one_folder_train_every_cell_exactly_once(tmp_path):

@@ -354,3 +354,17 @@ def test_a_sweep_lists_each_cell_once_and_keeps_out_of_other_commands_folders(tm
     err = _error_line(capsys)
     assert "holds what a sweep does not write (results.json)" in err
     assert sorted(os.listdir(run)) == ["results.json"]
+
+
+def test_the_devices_line_says_when_the_batch_keeps_training_on_one_device(monkeypatch):
+    """With 4 devices and batch 130 training ran on one device under a line that said
+    'data-parallel training'."""
+    import jax
+
+    monkeypatch.setattr(jax, "local_device_count", lambda: 4)
+    assert "data-parallel training" in cli.devices_line(128)
+    line = cli.devices_line(130)
+    assert "data-parallel" not in line and "TRAINING ON ONE DEVICE: batch 130 is not a " \
+        "multiple of 4, --batch-size 128 or 132 trains on all" in line
+    monkeypatch.setattr(jax, "local_device_count", lambda: 1)
+    assert cli.devices_line(130).startswith("devices: 1 × ")

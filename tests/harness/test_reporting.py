@@ -168,7 +168,7 @@ def test_sweep_plot_error_bars_stay_between_0_and_100_percent():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from neft_jax.harness.sweeps import _plot_mean_ci
+    from neft_jax.harness.sweep_plots import _plot_mean_ci
 
     fig, ax = plt.subplots()
     _plot_mean_ci(ax, [{"sigma": 0.2, "mean": 5.0, "ci95": 20.0},
@@ -193,3 +193,7 @@ def test_a_sweep_grid_makes_one_cell_per_distinct_alpha():
                        [0])  # 'default' is the authors' 1e-2 for VGG-8 IRS: listed twice
     assert [(c.method, c.alpha) for c in cells] == [("irs", None), ("irs", 0.1),
                                                     ("noise", None)]
+    # The authors' α given as a number is the same folder as 'default' (a later sweep with
+    # --alphas 0.01 trained it again, as alpha0.01, beside alphadefault)
+    again = grid_cells(["vgg8"], ["mnist5k"], ["irs"], [0.4], [0.01, 0.1], [0])
+    assert [c.name for c in again] == [cells[0].name, cells[1].name]

@@ -12,6 +12,7 @@ from tiny import TINY_ARGS
 from neft_jax.harness import cli as sweep_cli
 from neft_jax.harness.budget import RELATIVE_COST, estimate_total
 from neft_jax.harness.config import ExperimentConfig
+from neft_jax.harness.identity import SettingsChanged
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.seeds import choose_seed_mode, run_seeds
 from neft_jax.harness.sweeps import grid_cells, run_sweep
@@ -43,6 +44,18 @@ def test_seeds_equal_separate_runs(tmp_path):
     per_seed = [json.loads((tmp_path / "multi" / f"seed-{s}" / "results.json").read_text())[
         "wall_seconds"] for s in (5, 6, 7)]
     assert again.wall_seconds >= sum(per_seed) - 0.1 and sum(per_seed) > 0
+    # Resumed as something it is not: refused before any file is rewritten (a resume
+    # without --seeds relabelled the 3-seed average as one run's, then crashed).
+    before = (tmp_path / "multi" / "results.json").read_bytes()
+    with pytest.raises(SettingsChanged, match=r"holds 3 seeds \(seed-5, seed-6, seed-7\); "
+                                              r"this command has --seeds 1"):
+        run_experiment(dataclasses.replace(cfg, seeds=1, resume=True), log=lambda m: None)
+    with pytest.raises(SettingsChanged, match="this command has --seeds 2: give --seeds 3"):
+        run_seeds(dataclasses.replace(cfg, seeds=2, resume=True), log=lambda m: None)
+    assert (tmp_path / "multi" / "results.json").read_bytes() == before
+    with pytest.raises(SettingsChanged, match="is one run, not a run of seeds"):
+        run_seeds(dataclasses.replace(cfg, out=str(tmp_path / "single5"), resume=True),
+                  log=lambda m: None)
 
 
 def test_seeds_in_one_vmapped_program_match_sequential_seeds(tmp_path):

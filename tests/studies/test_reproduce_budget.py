@@ -339,7 +339,7 @@ def test_the_alpha_grid_trains_every_alpha_at_its_seeds_reusing_the_authors_alph
     base = ExperimentConfig(model="vgg8", dataset="mnist5k")
     plan = Plan(stages=("core", "alpha_grid"), seeds=3, alpha_seeds=2)
     methods, sigmas, alphas, seeds = reproduce.grid_of_stage("alpha_grid", plan, base)
-    assert (methods, sigmas, alphas, seeds) == (["irs"], [0.4], [1.0, 0.1, None, 1e-3, 1e-4],
+    assert (methods, sigmas, alphas, seeds) == (["irs"], [0.4], [1.0, 0.1, 1e-2, 1e-3, 1e-4],
                                                 [0, 1])
     names = [c.name for c in grid_cells(["vgg8"], ["mnist5k"], methods, sigmas, alphas, seeds)]
     assert "vgg8-mnist5k-irs-sigma0.4-alphadefault-seed1" in names
@@ -347,7 +347,9 @@ def test_the_alpha_grid_trains_every_alpha_at_its_seeds_reusing_the_authors_alph
     assert sorted(set(names) & core) == [f"vgg8-mnist5k-irs-sigma0.4-alphadefault-seed{s}"
                                          for s in (0, 1)]  # the cells it shares with core
     # ResNet-18's authors' α on MNIST is 1e-1: that one is its reused cell.
-    assert reproduce.grid_of_stage("alpha_grid", plan, ExperimentConfig(
-        model="resnet18", dataset="mnist5k"))[2] == [1.0, None, 1e-2, 1e-3, 1e-4]
+    resnet = reproduce.grid_of_stage("alpha_grid", plan, ExperimentConfig(
+        model="resnet18", dataset="mnist5k"))
+    assert [c.alpha for c in grid_cells(["resnet18"], ["mnist5k"], *resnet)][:5] == [
+        1.0, None, 1e-2, 1e-3, 1e-4]
     # Counted once: core at two σ (10 trainings a seed, 3 seeds) + 4 new α × 2 seeds.
     assert len(trainings_of_plan(base, plan)) == 30 + 8

@@ -1,0 +1,55 @@
+"""A sweep's plots: ``accuracy_vs_sigma.png`` (one panel per model × dataset, one line per
+method and α) and, when several α were tried, ``alpha_search.png``; from the rows of
+:func:`~neft_jax.harness.sweeps.aggregate_over_seeds`."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+
+from neft_jax.harness.reporting import accuracy_error_bars, save_figure
+from neft_jax.methods import uses_feedback
+
+
+def _plot_mean_ci(ax, points: Sequence[dict], x_key: str, label: str) -> None:
+    """Mean accuracy ± 95 % CI of table rows against ``x_key`` (bars cut at 0 and 100 %)."""
+    points = sorted(points, key=lambda p: p[x_key])
+    ax.errorbar([p[x_key] for p in points], [p["mean"] for p in points],
+                yerr=accuracy_error_bars(points), marker="o", capsize=3, label=label)
+
+
+def plot_sweep(table: Sequence[dict], out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["model"], r["dataset"]) for r in table})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), dpi=110,
+                             squeeze=False)
+    for ax, (model, dataset) in zip(axes[0], panels, strict=True):
+        lines = defaultdict(list)
+        for r in table:
+            if (r["model"], r["dataset"]) == (model, dataset) and r["sigma"] == r["eval_sigma"]:
+                label = r["method"] if r["alpha"] in (None, 0, 0.0) else (
+                    f"{r['method']} α={r['alpha']:g}")
+                lines[label].append(r)
+        for label, points in sorted(lines.items()):
+            _plot_mean_ci(ax, [p for p in points if p["mean"] is not None], "sigma", label)
+        ax.set(title=f"{model} / {dataset}", xlabel="σ_d (train = eval)",
+               ylabel="Monte Carlo accuracy (%): mean ± 95 % CI over seeds")
+    save_figure(fig, os.path.join(out, "accuracy_vs_sigma.png"))
+
+    searched = [r for r in table if uses_feedback(r["method"]) and r["alpha"]
+                and r["sigma"] == r["eval_sigma"] and r["mean"] is not None]
+    if len({r["alpha"] for r in searched}) > 1:
+        fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
+        curves = defaultdict(list)
+        for r in searched:
+            curves[(r["model"], r["dataset"], r["method"], r["sigma"])].append(r)
+        for (model, dataset, method, sigma), points in sorted(curves.items()):
+            _plot_mean_ci(ax, points, "alpha", f"{model}/{dataset} {method} σ={sigma:g}")
+        ax.set(xscale="log", xlabel="α", ylabel="Monte Carlo accuracy (%)",
+               title="α search")
+        save_figure(fig, os.path.join(out, "alpha_search.png"))
