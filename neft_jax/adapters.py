@@ -120,7 +120,7 @@ class Trainable:
             model = nnx.merge(self.target, params, extra)
             model.train() if train else model.eval()
             if train and hasattr(nnx, "reseed"):  # dropout follows the step's key, as linen's
-                nnx.reseed(model, dropout=key, default=key)
+                nnx.reseed(model, dropout=key, default=jax.random.fold_in(key, 1))
             out = model(x)
             _, _, extra = nnx.split(model, nnx.Param, ...)
         else:

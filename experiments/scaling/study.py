@@ -72,7 +72,7 @@ def run_study(base: ExperimentConfig, points: Sequence[Point], out: str,
     cells = grid_cells([base.model], [base.dataset], methods, [base.sigma], [None],
                        seed_list(base))
     check_cell_groups([(cells, point_config(base, point), os.path.join(out, point.name))
-                       for point in points], worker)  # every point's cells, before any trains
+                       for point in points])  # every point's cells, before any trains
     try:
         for i, point in enumerate(points):
             if i:  # the report of the points so far (the last one's is written below)

@@ -19,12 +19,16 @@ import sys
 from neft_jax.harness.config import MAIN_COMMAND_CPU_PROFILE, PROFILES, ExperimentConfig
 from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of this API)
     add_config_arguments,
+    alpha_value,
+    as_list,
     check_flags_apply,
     config_from_args,
+    grid_values,
     method_names,
     model_names,
     names,
     positive_float,
+    seed_value,
     sigma_list,
 )
 from neft_jax.harness.identity import folder_entries
@@ -285,44 +289,9 @@ def _load_grid_file(path: str) -> dict:
         return json.load(f)
 
 
-def _as_list(value) -> list:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 #: What a sweep writes at the top of its --out (each cell's run lies under cells/).
 SWEEP_OUTPUTS = frozenset({"cells", "sweep.json", "sweep.csv", "accuracy_vs_sigma.png",
                            "alpha_search.png"})
-
-
-def _grid_values(key: str, values, convert, what: str) -> list:
-    """A grid key's values converted, each once in the order given (a sweep lists a cell
-    once, never one training as several seeds); ValueError naming the key otherwise."""
-    out = []
-    for item in _as_list(values):
-        try:
-            value = convert(item)
-        except (TypeError, ValueError):
-            raise ValueError(f"{key}: {item!r} is not {what}") from None
-        if value not in out:
-            out.append(value)
-    return out
-
-
-def _seed_value(item) -> int:
-    if isinstance(item, bool) or float(item) != int(float(item)) or int(float(item)) < 0:
-        raise ValueError(item)
-    return int(float(item))
-
-
-def _alpha_value(item) -> float | None:
-    if item in (None, "default"):
-        return None
-    value = float(item)
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(item)
-    return value
 
 
 def sweep_main(argv=None) -> int:
@@ -371,15 +340,15 @@ def sweep_main(argv=None) -> int:
                      f"got {seeds!r}")
     try:
         seed_values = list(range(first, first + seeds)) if isinstance(seeds, int) else \
-            _grid_values("seeds", seeds, _seed_value, "a seed (an integer >= 0)")
-        alphas = _grid_values("alphas", grid["alphas"], _alpha_value, "an α (a number >= 0 "
+            grid_values("seeds", seeds, seed_value, "a seed (an integer >= 0)")
+        alphas = grid_values("alphas", grid["alphas"], alpha_value, "an α (a number >= 0 "
                               "or 'default')")
-        models = model_names(_as_list(grid["models"]))
+        models = model_names(as_list(grid["models"]))
         base, profile_line = config_from_args(args, jax.default_backend(), models=models)
-        cells = grid_cells(models, _grid_values("datasets", grid["datasets"], str, "a name"),
-                           _grid_values("methods", method_names(_as_list(grid["methods"])),
+        cells = grid_cells(models, grid_values("datasets", grid["datasets"], str, "a name"),
+                           grid_values("methods", method_names(as_list(grid["methods"])),
                                         str, "a method"),
-                           _grid_values("sigmas", grid["sigmas"], float, "a number"),
+                           grid_values("sigmas", grid["sigmas"], float, "a number"),
                            alphas, seed_values)
         for cell in cells:  # validate every cell before the first one runs
             dataclasses.replace(base, model=cell.model, dataset=cell.dataset,

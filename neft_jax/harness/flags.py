@@ -266,3 +266,40 @@ def check_flags_apply(cfg: ExperimentConfig, alpha_flag: str = "--alpha") -> Non
                         ("--exit-sigma", cfg.exit_sigma is not None)):
         if given and not any(map(uses_exits, cfg.methods)):
             raise ValueError(f"{flag}: none of the methods ({methods}) has exits; IRS does")
+
+
+def as_list(value) -> list:
+    """A grid value as a list: comma-separated text split, a list or tuple as it is, one
+    value alone."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def grid_values(key: str, values, convert, what: str) -> list:
+    """A grid key's values converted, each once in the order given (a sweep lists a cell
+    once, never one training as several seeds); ValueError naming the key otherwise."""
+    out = []
+    for item in as_list(values):
+        try:
+            value = convert(item)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: {item!r} is not {what}") from None
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def seed_value(item) -> int:
+    if isinstance(item, bool) or float(item) != int(float(item)) or int(float(item)) < 0:
+        raise ValueError(item)
+    return int(float(item))
+
+
+def alpha_value(item) -> float | None:
+    if item in (None, "default"):
+        return None
+    value = float(item)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(item)
+    return value

@@ -341,10 +341,10 @@ def test_a_sweep_lists_each_cell_once_and_keeps_out_of_other_commands_folders(tm
                                                                              capsys):
     """A σ or seed listed twice made one training count as two seeds (CI 0); a run.py
     folder or a folder of one's own files got a sweep's plots and cells written into it."""
-    from neft_jax.harness.cli import _grid_values, _seed_value
+    from neft_jax.harness.flags import grid_values, seed_value
 
-    assert _grid_values("sigmas", "0.4,0.2,0.4", float, "a number") == [0.4, 0.2]
-    assert _grid_values("seeds", [0, 0, 3], _seed_value, "a seed") == [0, 3]
+    assert grid_values("sigmas", "0.4,0.2,0.4", float, "a number") == [0.4, 0.2]
+    assert grid_values("seeds", [0, 0, 3], seed_value, "a seed") == [0, 3]
     run = tmp_path / "run"
     run.mkdir()
     (run / "results.json").write_text("{}")
