@@ -120,13 +120,24 @@ class Trainable:
             model = nnx.merge(self.target, params, extra)
             model.train() if train else model.eval()
             if train and hasattr(nnx, "reseed"):  # dropout follows the step's key, as linen's
-                nnx.reseed(model, dropout=key, default=jax.random.fold_in(key, 1))
+                _reseed(nnx, model, dropout=key, default=jax.random.fold_in(key, 1))
             out = model(x)
             _, _, extra = nnx.split(model, nnx.Param, ...)
         else:
             out = self.target(params, x)
         logits, exit_logits = split_outputs(out)
         return logits, exit_logits, extra
+
+
+def _reseed(nnx, model, **keys) -> None:
+    """``nnx.reseed``, splitting each key to its stream's shape (a stack of layers made under
+    ``nnx.split_rngs`` holds one key per layer) where this flax can."""
+    import inspect
+
+    if "policy" in inspect.signature(nnx.reseed).parameters:
+        nnx.reseed(model, policy="match_shape", **keys)
+    else:  # pragma: no cover - older flax: scalar streams only
+        nnx.reseed(model, **keys)
 
 
 def as_trainable(model) -> Trainable:
@@ -181,9 +192,9 @@ class WithExits(nn.Module):
 
     Returns ``(logits, exit_logits)``; with ``exits=False`` (what Monte Carlo evaluation
     uses) the backbone's logits alone. A tap's output ``(B, H, W, C)`` is average-pooled to
-    ``pool_sizes[i]`` (default by resolution as in the paper: 32→6, 16→4, 8→3, others the
-    nearest: :func:`~neft_jax.models.exit_pool_size`); a ``(B, F)`` output goes to the
-    dense layers as it is.
+    ``pool_sizes[i]`` (default by resolution as in the paper: 32→6, 16→4, 8→3, others
+    ``ceil(3·s/8)``: :func:`~neft_jax.models.exit_pool_size`); a ``(B, F)`` output goes to
+    the dense layers as it is.
     """
 
     backbone: nn.Module

@@ -314,9 +314,9 @@ EXIT_POOL_SIZES = {32: 6, 16: 4, 8: 3}  # tap resolution -> pool size (Table I)
 
 def exit_pool_size(spatial: int) -> int:
     """Exit pool size by tap resolution (Table I): 32→6, 16→4, 8→3; another resolution
-    takes the entry nearest on a log scale (28→6, 12→4, 4→3), at most ``spatial``."""
-    nearest = min(EXIT_POOL_SIZES, key=lambda s: (abs(math.log2(spatial / s)), s))
-    return max(1, min(spatial, EXIT_POOL_SIZES[nearest]))
+    ``ceil(3·spatial/8)`` (28→11, 64→24). Kept as first released: a checkpoint's exit
+    kernels have these sizes (``with_exits(pool_sizes=...)`` chooses others)."""
+    return EXIT_POOL_SIZES.get(spatial, max(1, math.ceil(spatial * 3 / 8)))
 
 
 class ResNet18(ResNet):

@@ -63,7 +63,13 @@ def mesh_axis(mesh: Mesh, user: str) -> str:
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over the 1-D mesh's axis (``"data"`` for data_mesh)."""
+    """Leading (batch) axis split over the mesh's ``"data"`` axis (replicated over any
+    other), or over the one axis of a 1-D mesh whatever its name."""
+    if DATA_AXIS in getattr(mesh, "axis_names", ()):
+        return NamedSharding(mesh, P(DATA_AXIS))
+    if isinstance(mesh, Mesh) and len(mesh.axis_names) > 1:
+        raise ValueError(f"data parallelism: a mesh of several axes needs one named "
+                         f"{DATA_AXIS!r} to split the batch over, got {tuple(mesh.axis_names)}")
     return NamedSharding(mesh, P(mesh_axis(mesh, "data parallelism")))
 
 

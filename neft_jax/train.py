@@ -283,8 +283,8 @@ def _checking_labels(jitted: Callable, trainable) -> Callable:
     classes: list[int] = []
 
     def step(state, batch, key):
-        labels = batch.get("label") if isinstance(batch, Mapping) else None
-        if isinstance(labels, np.ndarray) and labels.size:
+        labels = batch.get("label") if isinstance(batch, Mapping) and "image" in batch else None
+        if isinstance(labels, np.ndarray) and labels.size:  # else the step says what is wrong
             if not classes:  # K, the model's logits' last axis, traced once
                 logits = jax.eval_shape(lambda p, s: trainable.apply(
                     p, s, batch["image"], key, train=True)[0], state.params, state.batch_stats)
@@ -295,7 +295,9 @@ def _checking_labels(jitted: Callable, trainable) -> Callable:
                                  f"(the model gives {classes[0]} classes), got {low} … {high}")
         return jitted(state, batch, key)
 
-    step.lower = jitted.lower
+    for name in ("lower", "trace", "eval_shape", "clear_cache"):  # jit's own methods
+        if hasattr(jitted, name):
+            setattr(step, name, getattr(jitted, name))
     return step
 
 

@@ -123,6 +123,8 @@ def test_numpy_labels_outside_the_models_classes_are_refused_by_the_jitted_step(
     state, metrics = step(state, {"image": x, "label": np.array([0, 1, 2, 2], np.int32)},
                           jax.random.key(1))
     assert np.isfinite(metrics["loss"]) and int(state.step) == 1
+    with pytest.raises(ValueError, match=r"a batch is \{'image'"):  # not a KeyError
+        step(state, {"x": x, "label": np.array([0, 1, 2, 2], np.int32)}, jax.random.key(1))
 
 
 @pytest.mark.parametrize("alpha", [jnp.float32(-1), np.array(np.nan), np.float64(-0.5),
@@ -149,8 +151,38 @@ class DropoutNet(nnx.Module):
         return self.dense(self.drop(x))
 
 
-def test_nnx_dropout_follows_the_steps_key():
-    model = DropoutNet(nnx.Rngs(params=0, dropout=1))
+class DropoutBlock(nnx.Module):
+    def __init__(self, rngs):
+        self.dense = nnx.Linear(5, 5, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+    def __call__(self, x):
+        return self.drop(self.dense(x))
+
+
+class StackedDropoutNet(nnx.Module):
+    """Three blocks made under nnx.split_rngs and run by nnx.scan: one dropout key each."""
+
+    def __init__(self, rngs):
+        @nnx.split_rngs(splits=3)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def blocks(rngs):
+            return DropoutBlock(rngs)
+
+        self.blocks = blocks(rngs)
+        self.head = nnx.Linear(5, 3, rngs=rngs)
+
+    def __call__(self, x):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def through(x, block):
+            return block(x)
+
+        return self.head(through(x, self.blocks))
+
+
+@pytest.mark.parametrize("net", [DropoutNet, StackedDropoutNet])
+def test_nnx_dropout_follows_the_steps_key(net):
+    model = net(nnx.Rngs(params=0, dropout=1))
     state = neft_jax.create_train_state(model, None, None, neft_jax.create_optimizer(1e-2, 10),
                                         neft_jax.make_hparams(0.0))
     step = neft_jax.make_train_step(model, "vanilla")
@@ -159,11 +191,10 @@ def test_nnx_dropout_follows_the_steps_key():
     assert losses[0] == losses[1] and losses[0] != losses[2]
 
 
-def test_exit_pool_sizes_follow_the_papers_table_and_grow_with_the_resolution():
+def test_exit_pool_sizes_are_the_papers_table_and_the_documented_rule_elsewhere():
+    """usage.md gives the rule; it stays as released, since checkpoints hold its sizes."""
     assert [exit_pool_size(s) for s in (32, 16, 8)] == [6, 4, 3]
-    sizes = [exit_pool_size(s) for s in range(1, 100)]
-    assert sizes == sorted(sizes) and exit_pool_size(28) == 6 and exit_pool_size(14) == 4
-    assert all(size <= s for s, size in zip(range(1, 100), sizes, strict=True))
+    assert [exit_pool_size(s) for s in (28, 64, 1)] == [11, 24, 1]
 
 
 def test_other_meshes_and_one_raw_key_are_named_in_one_line():
@@ -176,6 +207,10 @@ def test_other_meshes_and_one_raw_key_are_named_in_one_line():
                              mesh=jax.sharding.Mesh(flat, ("a", "b")))
     with pytest.raises(ValueError, match=r"batch of R PRNG keys, e.g. jax.random.split"):
         neft_jax.monte_carlo(Mlp(), params, test_set, jax.random.PRNGKey(0), 0.3)
+    with pytest.raises(ValueError, match="needs one named 'data'"):
+        make_data_parallel_step(lambda *a: a, jax.sharding.Mesh(flat, ("a", "b")))
+    two_axes = jax.sharding.Mesh(flat, ("data", "model"))  # the batch goes over "data"
+    assert make_data_parallel_step(lambda *a: a, two_axes) is not None
     # a 1-D mesh whose axis has another name than data_mesh's "data"
     step = make_data_parallel_step(neft_jax.make_train_step(Mlp(), "noise", jit=False),
                                    jax.make_mesh((1,), ("batch",)))

@@ -185,9 +185,10 @@ def devices_line(batch_size: int) -> str:
         return f"devices: 1 × {backend}"
     if batch_size % devices:
         below = batch_size - batch_size % devices
+        sizes = f"{below} or {below + devices}" if below else f"{devices}"
         return (f"devices: {devices} × {backend} (Monte Carlo keys split over devices; "
                 f"TRAINING ON ONE DEVICE: batch {batch_size} is not a multiple of {devices}, "
-                f"--batch-size {below or devices} or {below + devices} trains on all)")
+                f"--batch-size {sizes} trains on all)")
     return (f"devices: {devices} × {backend} (data-parallel training, Monte Carlo keys split "
             "over devices)")
 

@@ -283,7 +283,7 @@ def grid_values(key: str, values, convert, what: str) -> list:
     for item in as_list(values):
         try:
             value = convert(item)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"{key}: {item!r} is not {what}") from None
         if value not in out:
             out.append(value)

@@ -183,18 +183,23 @@ def check_seed_count(cfg: ExperimentConfig, what: str) -> None:
     average would silently lose some); more seeds are added to it."""
     from neft_jax.harness.results import RunResults
 
-    folders = [n for n in folder_entries(cfg.out) if n.startswith("seed-") and n[5:].isdigit()]
+    folders = sorted(int(n[5:]) for n in folder_entries(cfg.out)
+                      if n.startswith("seed-") and n[5:].isdigit())
     path = os.path.join(cfg.out, "results.json")
     stored = RunResults.load(path).settings.get("seeds") if os.path.exists(path) else None
-    seeds = len(stored) if isinstance(stored, list) else len(folders) if folders else None
-    one_run = seeds is None and (stored is not None or "checkpoints" in folder_entries(cfg.out))
+    listed = stored if isinstance(stored, list) else folders or None  # a killed run: folders
+    one_run = listed is None and (stored is not None or "checkpoints" in folder_entries(cfg.out))
     if one_run and cfg.seeds > 1:
         raise SettingsChanged(f"{what} is one run, not a run of seeds: --seeds {cfg.seeds} "
                               "needs a new --out (or leave --seeds out to resume it)")
-    if seeds is not None and cfg.seeds < seeds:
-        raise SettingsChanged(f"{what} holds {seeds} seeds ({', '.join(sorted(folders))}); "
-                              f"this command has --seeds {cfg.seeds}: give --seeds {seeds} (or "
-                              "more, to add seeds) to resume it")
+    if listed is not None and (cfg.seeds == 1 or cfg.seeds < len(listed)):
+        # a count from results.json is exact; seed folders of a killed run may be fewer
+        hint = (f"--seeds {len(listed)}" if isinstance(stored, list) else
+                "the --seeds it was started with")
+        raise SettingsChanged(
+            f"{what} holds a run of seeds (seed-{', seed-'.join(map(str, listed))}); this "
+            f"command has --seeds {cfg.seeds}: give {hint} (or more, to add seeds) to "
+            "resume it")
 
 
 def shared_differences(settings: dict, base: ExperimentConfig) -> list[str]:

@@ -175,6 +175,7 @@ def _run_seeds_vmapped(cfg: ExperimentConfig, seeds: list[int], log, show_progre
         per_seed[seed] = start_results(sub, previous, len(train_idx), len(val_idx),
                                        len(dataset.test_labels))
     started = time.perf_counter()
+    earlier = {seed: results.wall_seconds for seed, results in per_seed.items()}
     for method in cfg.methods:
         todo = [s for s in seeds if not (method in per_seed[s].methods
                                          and per_seed[s].methods[method].done(cfg.eval_sigmas))]
@@ -190,7 +191,7 @@ def _run_seeds_vmapped(cfg: ExperimentConfig, seeds: list[int], log, show_progre
             log(f"seed {seed}:")
             per_seed[seed].methods[method] = train_and_test_record(
                 configs[seed], method, outcome, alpha, test_set, log, show_progress)
-            per_seed[seed].wall_seconds = time.perf_counter() - started
+            per_seed[seed].wall_seconds = earlier[seed] + time.perf_counter() - started
             write_results(configs[seed].out, per_seed[seed])
             prune_checkpoints(configs[seed].checkpoint_dir(method, alpha), cfg.keep_checkpoints)
     return per_seed

@@ -103,6 +103,7 @@ def test_a_sweep_refuses_a_value_and_its_grid_list_together(one, tmp_path, capsy
     ('alphas = ["abc"]\nmethods = ["irs"]\n', [], "alphas: 'abc' is not an α"),
     ('seeds = ["a"]\n', [], "seeds: 'a' is not a seed (an integer >= 0)"),
     ("seeds = [1.5]\n", [], "seeds: 1.5 is not a seed"),
+    ('seeds = ["inf"]\n', [], "seeds: 'inf' is not a seed"),
     ('sigmas = ["x"]\n', [], "sigmas: 'x' is not a number"),
 ])
 def test_a_sweep_grid_file_that_would_run_something_else_is_refused(grid, argv, says,
@@ -366,5 +367,7 @@ def test_the_devices_line_says_when_the_batch_keeps_training_on_one_device(monke
     line = cli.devices_line(130)
     assert "data-parallel" not in line and "TRAINING ON ONE DEVICE: batch 130 is not a " \
         "multiple of 4, --batch-size 128 or 132 trains on all" in line
+    monkeypatch.setattr(jax, "local_device_count", lambda: 8)
+    assert cli.devices_line(4).endswith("--batch-size 8 trains on all)")
     monkeypatch.setattr(jax, "local_device_count", lambda: 1)
     assert cli.devices_line(130).startswith("devices: 1 × ")

@@ -12,7 +12,7 @@ from tiny import TINY_ARGS
 from neft_jax.harness import cli as sweep_cli
 from neft_jax.harness.budget import RELATIVE_COST, estimate_total
 from neft_jax.harness.config import ExperimentConfig
-from neft_jax.harness.identity import SettingsChanged
+from neft_jax.harness.identity import SettingsChanged, check_seed_count
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.seeds import choose_seed_mode, run_seeds
 from neft_jax.harness.sweeps import grid_cells, run_sweep
@@ -47,8 +47,8 @@ def test_seeds_equal_separate_runs(tmp_path):
     # Resumed as something it is not: refused before any file is rewritten (a resume
     # without --seeds relabelled the 3-seed average as one run's, then crashed).
     before = (tmp_path / "multi" / "results.json").read_bytes()
-    with pytest.raises(SettingsChanged, match=r"holds 3 seeds \(seed-5, seed-6, seed-7\); "
-                                              r"this command has --seeds 1"):
+    with pytest.raises(SettingsChanged, match=r"holds a run of seeds \(seed-5, seed-6, "
+                                              r"seed-7\); this command has --seeds 1"):
         run_experiment(dataclasses.replace(cfg, seeds=1, resume=True), log=lambda m: None)
     with pytest.raises(SettingsChanged, match="this command has --seeds 2: give --seeds 3"):
         run_seeds(dataclasses.replace(cfg, seeds=2, resume=True), log=lambda m: None)
@@ -56,6 +56,10 @@ def test_seeds_equal_separate_runs(tmp_path):
     with pytest.raises(SettingsChanged, match="is one run, not a run of seeds"):
         run_seeds(dataclasses.replace(cfg, out=str(tmp_path / "single5"), resume=True),
                   log=lambda m: None)
+    # Killed in its first seed, a run of seeds holds one seed folder: still not one run.
+    (tmp_path / "killed" / "seed-5").mkdir(parents=True)
+    with pytest.raises(SettingsChanged, match="give the --seeds it was started with"):
+        check_seed_count(dataclasses.replace(cfg, out=str(tmp_path / "killed"), seeds=1), "it")
 
 
 def test_seeds_in_one_vmapped_program_match_sequential_seeds(tmp_path):

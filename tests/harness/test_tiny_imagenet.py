@@ -93,5 +93,5 @@ def test_models_take_64px_inputs(name):
               for i in range(1, len(exits) + 1)]
     if name == "vgg8":  # Table I's pools at any input size
         assert hidden_inputs == table1
-    else:  # pools by tap resolution, 64 taking the nearest entry (32→6), then 32→6, 16→4
-        assert hidden_inputs == [6 * 6 * 4, 6 * 6 * 4, 6 * 6 * 8, 4 * 4 * 16]
+    else:  # pools chosen by tap resolution: 64→24, then 32→6 and 16→4 one stage later
+        assert hidden_inputs == [24 * 24 * 4, 24 * 24 * 4, 6 * 6 * 8, 4 * 4 * 16]
