@@ -143,21 +143,14 @@ def test_a_number_as_the_step_device_and_decay_as_an_array_are_understood():
 
 
 class DropoutNet(nnx.Module):
-    def __init__(self, rngs):
-        self.dense = nnx.Linear(5, 3, rngs=rngs)
+    """Dropout, then a dense layer of ``out`` features (3: the classes)."""
+
+    def __init__(self, rngs, out: int = 3):
+        self.dense = nnx.Linear(5, out, rngs=rngs)
         self.drop = nnx.Dropout(0.5, rngs=rngs)
 
     def __call__(self, x):
         return self.dense(self.drop(x))
-
-
-class DropoutBlock(nnx.Module):
-    def __init__(self, rngs):
-        self.dense = nnx.Linear(5, 5, rngs=rngs)
-        self.drop = nnx.Dropout(0.5, rngs=rngs)
-
-    def __call__(self, x):
-        return self.drop(self.dense(x))
 
 
 class StackedDropoutNet(nnx.Module):
@@ -167,7 +160,7 @@ class StackedDropoutNet(nnx.Module):
         @nnx.split_rngs(splits=3)
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def blocks(rngs):
-            return DropoutBlock(rngs)
+            return DropoutNet(rngs, out=5)
 
         self.blocks = blocks(rngs)
         self.head = nnx.Linear(5, 3, rngs=rngs)
