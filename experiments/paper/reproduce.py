@@ -212,16 +212,10 @@ def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig,
         "control": (["irs"], [ABLATION_SIGMA], [CONTROL_ALPHA], seeds),
         "scaled": (["noise_scaled"], [ABLATION_SIGMA], [None], seeds),
         "ovf": (["ovf"], plan.sigmas, [None], seeds),
-        "alpha_grid": (["irs"], [ABLATION_SIGMA], alpha_grid(cfg),
+        # the authors' α among them is the core stage's cell: grid_cells names it alphadefault
+        "alpha_grid": (["irs"], [ABLATION_SIGMA], list(ALPHA_GRID),
                        seed_list(cfg, plan.alpha_seeds)),
     }.get(stage)
-
-
-def alpha_grid(cfg: ExperimentConfig) -> list[float]:
-    """The α search's values; :func:`~neft_jax.harness.sweeps.grid_cells` names the authors'
-    α ``alphadefault``, so those cells are the core stage's IRS cells, reused, not trained
-    again."""
-    return list(ALPHA_GRID)
 
 
 def trainings_of_plan(base: ExperimentConfig, plan: Plan, out: str | None = None

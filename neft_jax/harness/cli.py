@@ -31,7 +31,7 @@ from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of t
     seed_value,
     sigma_list,
 )
-from neft_jax.harness.identity import folder_entries
+from neft_jax.harness.identity import folder_entries, is_seed_folder
 from neft_jax.harness.runtime import (  # noqa: F401  (quiet_library_logs: part of this API)
     Stopped,
     disk_full,
@@ -146,7 +146,6 @@ def _text(hint) -> str:
 def finished_methods(out: str) -> list[str]:
     """Methods finished in ``out``: those in its ``results.json``, or, for several seeds,
     in every ``seed-<n>/results.json`` (as ``method (seeds a, b)`` where not all have it)."""
-    from neft_jax.harness.orchestration import is_seed_folder
     from neft_jax.harness.results import RunResults
 
     def methods(folder: str) -> list[str]:
@@ -250,8 +249,7 @@ SWEEP_EXCLUDES = ("alpha", "alpha_search", "extra_sigmas", "resume", "overwrite"
 
 def alpha_list(text: str) -> tuple:
     """Comma-separated α values; ``default`` is the authors' α (None)."""
-    return tuple(None if item.strip() == "default" else positive_float(item.strip())
-                 for item in str(text).split(",") if item.strip())
+    return tuple(None if item == "default" else positive_float(item) for item in names(text))
 
 
 def sweep_parser() -> argparse.ArgumentParser:
@@ -347,8 +345,7 @@ def sweep_main(argv=None) -> int:
         models = model_names(as_list(grid["models"]))
         base, profile_line = config_from_args(args, jax.default_backend(), models=models)
         cells = grid_cells(models, grid_values("datasets", grid["datasets"], str, "a name"),
-                           grid_values("methods", method_names(as_list(grid["methods"])),
-                                        str, "a method"),
+                           list(dict.fromkeys(method_names(as_list(grid["methods"])))),
                            grid_values("sigmas", grid["sigmas"], float, "a number"),
                            alphas, seed_values)
         for cell in cells:  # validate every cell before the first one runs

@@ -271,7 +271,7 @@ def as_list(value) -> list:
     """A grid value as a list: comma-separated text split, a list or tuple as it is, one
     value alone."""
     if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
+        return list(names(value))
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 

@@ -140,6 +140,11 @@ def check_out_folder(out: str) -> None:
         raise ValueError(f"out {out!r} cannot be written: {blocking!r} is a file, not a folder")
 
 
+def is_seed_folder(name: str) -> bool:
+    """Whether ``name`` is a seed's folder, ``seed-<n>``, as ``--seeds`` writes them."""
+    return name.startswith("seed-") and name[5:].isdigit()
+
+
 def folder_entries(folder: str) -> list[str]:
     """The names in ``folder``; none when it does not exist or cannot be read."""
     try:
@@ -183,8 +188,7 @@ def check_seed_count(cfg: ExperimentConfig, what: str) -> None:
     average would silently lose some); more seeds are added to it."""
     from neft_jax.harness.results import RunResults
 
-    folders = sorted(int(n[5:]) for n in folder_entries(cfg.out)
-                      if n.startswith("seed-") and n[5:].isdigit())
+    folders = sorted(int(n[5:]) for n in folder_entries(cfg.out) if is_seed_folder(n))
     path = os.path.join(cfg.out, "results.json")
     stored = RunResults.load(path).settings.get("seeds") if os.path.exists(path) else None
     listed = stored if isinstance(stored, list) else folders or None  # a killed run: folders

@@ -31,6 +31,7 @@ from neft_jax.harness.identity import (
     fingerprint,
     folder_entries,
     identity,
+    is_seed_folder,
     write_settings_file,
 )
 from neft_jax.harness.locking import LOCK_NAME, FolderLock
@@ -68,8 +69,14 @@ def check_resume(cfg: ExperimentConfig) -> None:
     if cfg.resume and cfg.overwrite:
         raise ValueError(RESUME_AND_OVERWRITE.format(out=cfg.out))
     if cfg.resume and os.path.isdir(cfg.out):
-        check_run_folder(cfg, f"--resume: the run in {cfg.out!r}", RESUME_REMEDY)
-        check_seed_count(cfg, f"--resume: the run in {cfg.out!r}")
+        _check_resumed_run(cfg)
+
+
+def _check_resumed_run(cfg: ExperimentConfig) -> None:
+    """The run in ``cfg.out`` was made with ``cfg``'s settings and seed count."""
+    what = f"--resume: the run in {cfg.out!r}"
+    check_run_folder(cfg, what, RESUME_REMEDY)
+    check_seed_count(cfg, what)
 
 
 def training_set_size(cfg: ExperimentConfig, dataset: data_lib.Dataset) -> int:
@@ -228,11 +235,6 @@ RUN_OUTPUTS = RESUMABLE_OUTPUTS | {"results.csv", "metrics.jsonl", "accuracy_vs_
                                    "feedback_ratio.png"}
 
 
-def is_seed_folder(name: str) -> bool:
-    """Whether ``name`` is a seed's folder, ``seed-<n>``, as ``--seeds`` writes them."""
-    return name.startswith("seed-") and name[5:].isdigit()
-
-
 def is_run_output(name: str) -> bool:
     """Whether ``name`` in an output folder is something a run writes."""
     return name in RUN_OUTPUTS or is_seed_folder(name) or ".tmp-" in name
@@ -267,8 +269,7 @@ def _clear_or_load_previous(cfg: ExperimentConfig, existing: bool) -> RunResults
         clear_run_outputs(out)
         return None
     if cfg.resume and existing:
-        check_run_folder(cfg, f"--resume: the run in {out!r}", RESUME_REMEDY)
-        check_seed_count(cfg, f"--resume: the run in {out!r}")
+        _check_resumed_run(cfg)
     previous_path = os.path.join(out, "results.json")
     if cfg.resume and os.path.exists(previous_path):
         return RunResults.load(previous_path)
