@@ -3,7 +3,9 @@
 A weight is stored as an ``weight_bits``-bit number spread over
 ``weight_bits / device_bits`` devices of ``device_bits`` bits each. Every
 device's conductance deviates by Gaussian noise of standard deviation
-``sigma`` (a fraction of one device's conductance range). The resulting
+``sigma``: in conductance levels (one level moves W by max|W|/255) under the
+default ``"level"`` normalisation, a fraction of one device's full conductance range
+(3 levels for a 2-bit device) under ``"range"``. The resulting
 weight error is Gaussian with standard deviation::
 
     std(ΔW) = sigma · scale · sqrt(Σ_j 4^{jN}) / D
@@ -83,8 +85,9 @@ class DeviceModel:
     """Weight-noise model of a compute-in-memory device.
 
     Attributes:
-      sigma: device variation σ_d, a fraction of one device's conductance
-        range (≥ 0). May be a traced scalar inside ``jit``.
+      sigma: device variation σ_d (≥ 0): in conductance levels under ``"level"``
+        (the default), a fraction of one device's full range under ``"range"``
+        (method.md §1). May be a traced scalar inside ``jit``.
       weight_bits: M, bits per stored weight.
       device_bits: N, bits per device; must divide ``weight_bits``.
       state_factor: k of the state-dependent variation (1 = plain model).

@@ -113,8 +113,9 @@ def perturb(params: Any, key: jax.Array, device: DeviceModel | float, *,
         for its index i among the selected leaves, so leaves of equal shape
         get independent noise and the same key gives the same noise.
       device: the :class:`DeviceModel` (σ, bits, preset, normalisation, scale), or a
-        number σ for the default device model. σ is the device variation σ_d, a fraction
-        of one device's conductance range: ΔW has std 0.26·σ·max|W| under the default
+        number σ for the default device model. σ is the device variation σ_d, in
+        conductance levels (``level``; a fraction of one device's range under ``range``):
+        ΔW has std 0.26·σ·max|W| under the default
         ``level`` normalisation and plain (RRAM1) 8-bit/2-bit device, in W's units
         (presets rescale it: :meth:`DeviceModel.noise_std`).
       where: ``where(path, leaf) -> bool`` with ``path`` a tuple of key names;

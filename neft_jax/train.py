@@ -103,7 +103,7 @@ def create_optimizer(learning_rate: float = 1e-3, total_steps: int | None = None
 def make_hparams(sigma: float, exit_sigma: float | None = None,
                  alpha: float | None = None) -> dict:
     """The traced hyper-parameters of a train state: the σ the backbone trains at
-    (:class:`DeviceModel`'s unit, a fraction of one device's range; 0 for vanilla), the
+    (:class:`DeviceModel`'s unit: conductance levels under ``level``; 0 for vanilla), the
     exits' σ (default: ``sigma``) and eq. (1)'s α (IRS and OVF need it: their step refuses a
     state without one; α = 0 turns the feedback off). Changing them never recompiles.
     Returns ``{"sigma", "exit_sigma"[, "alpha"]}``, float32 scalars."""

@@ -36,6 +36,10 @@ SET_BY_THE_PLAN = {
              "alpha_grid stages try the others)",
     "resume": "--resume: reproduce.py always continues; rerun the same command",
     "overwrite": "--overwrite: reproduce.py never deletes a run; give another --out",
+    "drop_exits": "--drop-exit: the table5 stage trains IRS without each exit itself, and "
+                  "every other stage with all of them",
+    "equal_coefficients": "--equal-coefficients: the table5 stage trains its equal-"
+                          "coefficients variant itself, and every other stage with eq. (1)'s",
 }
 
 
@@ -46,7 +50,9 @@ def reproduce_parser() -> argparse.ArgumentParser:
         "search and EKL with one resumable command; OUT/REPORT.md sets ours beside the paper's.")
     add_config_arguments(parser, exclude=REPRODUCE_EXCLUDES,
                          defaults={"seeds": 3, "out": "runs/reproduce"},
-                         hidden=tuple(set(SET_BY_THE_PLAN) - set(REPRODUCE_EXCLUDES)))
+                         hidden=tuple(set(SET_BY_THE_PLAN) - set(REPRODUCE_EXCLUDES)),
+                         helps={"exit_sigma": "σ of the exits (default: the σ each cell "
+                                "trains at)"})
     parser.add_argument("--models", default="vgg8", help="comma-separated (vgg8,resnet18) "
                         "(default: vgg8)")
     parser.add_argument("--stages", default=None,

@@ -21,18 +21,27 @@ from neft_jax.harness.identity import shared_differences
 from neft_jax.harness.results import RunResults, sigma_key
 from neft_jax.harness.sweeps import Cell, aggregate_over_seeds, collect_rows
 from neft_jax.models import MODELS
-from neft_jax.stats import SeedDifference, across_seeds
+from neft_jax.stats import across_seeds
 
+from .cells import (
+    AlphaGrid,
+    CoreCell,
+    CoreDifference,
+    alpha_grid,
+    cell_paths,
+    core_cells,
+    core_differences,
+    core_order,
+)
 from .plan import (
     ABLATION_SIGMA,
     CONTROL_ALPHA,
-    CORE_METHODS,
     VANILLA_SIGMAS,
     Plan,
     is_control,
     stage_dir,
 )
-from .published import TABLE3_SIGMA
+from .published import table3_sigma
 
 
 class _Reader:
@@ -44,6 +53,7 @@ class _Reader:
     def __init__(self, base: ExperimentConfig | None):
         self.base = base
         self.other_settings: dict[str, str] = {}
+        self.made_with: set[tuple[str, str, str]] = set()  # (code, machine, date) read
 
     def matches(self, path: str, settings: dict) -> bool:
         if self.base is None:
@@ -55,12 +65,15 @@ class _Reader:
 
     def results(self, results_path: str) -> RunResults | None:
         results = RunResults.load(results_path)
-        return results if self.matches(results_path, results.settings) else None
+        if not self.matches(results_path, results.settings):
+            return None
+        self.made_with.add(made_with(results.environment))
+        return results
 
     def sweep_rows(self, path: str) -> list[dict]:
         """One row per finished cell × σ of a (partly) finished sweep directory."""
         cells = []
-        for results_path in _cell_paths(path):
+        for results_path in cell_paths(path):
             results = self.results(results_path)
             if results is None:
                 continue
@@ -82,17 +95,39 @@ class _Reader:
         return results if results is not None and results.seeds else None
 
 
+def made_with(environment: dict) -> tuple[str, str, str]:
+    """(code, machine, date) of a results file's ``environment``: the commit (``+dirty`` when
+    its tracked files differed; ``unknown`` outside git), the CPU model on a CPU or the
+    accelerator's kind, and the day."""
+    code = environment.get("code") or {}
+    commit = (code.get("commit") or "unknown")[:7] + ("+dirty" if code.get("dirty") else "")
+    machine = (environment.get("cpu_model") if environment.get("backend") == "cpu"
+               else environment.get("device_kind") or environment.get("backend"))
+    return commit, str(machine or "unknown"), str(environment.get("date") or "")[:10]
+
+
 # The rows below are written to report.json field by field, in this order.
 @dataclasses.dataclass(frozen=True)
 class TableCell:
-    """One number of a table: mean ± 95 % CI over ``seeds`` seeds (%), with its EKL (nats),
-    its runs not converged and each seed's mean where known."""
+    """One number of a table: mean ± Student-t 95 % CI over ``seeds`` seeds (%), with its EKL
+    (nats), its runs not converged, each seed's mean where known and how many more seeds
+    diverged before keeping an epoch (no mean: left out of ``seeds``, counted as not
+    converged)."""
     mean: float | None
     ci95: float | None
     seeds: int
     ekl: float | None = None
     not_converged: int | None = None
     seed_means: tuple[float, ...] | None = None
+    diverged: int = 0
+
+
+def table_cell(row: dict, seed_means: tuple[float, ...] | None = None) -> TableCell:
+    """A :class:`TableCell` from a row of :func:`~neft_jax.harness.sweeps.aggregate_over_seeds`
+    (its ``seeds`` less its ``diverged``: the seeds the mean is over)."""
+    diverged = row.get("diverged", 0)
+    return TableCell(row["mean"], row["ci95"], row["seeds"] - diverged, row.get("ekl"),
+                     row.get("not_converged"), seed_means, diverged)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,61 +137,6 @@ class AlphaSearch:
     validation_accuracy: dict[str, float | None]
     chosen: float
     test: dict | None
-
-
-@dataclasses.dataclass(frozen=True)
-class CoreCell:
-    """A finished, not diverged cell of the core stage or the α grid (``method``
-    ``control``: IRS at α = 1e-9; ``irs α=<α>``: a cell of the α grid): its Monte Carlo
-    mean ± CI at σ, clean accuracy, best validation accuracy (%), and the last epoch's
-    ``feedback_ratio`` (RMS of α·Σ c_i z_i over RMS of z) and ``exit_accuracies`` (%,
-    noisy training batches), None where the method has none. ``accuracies`` (every
-    run's, paired by run with the other methods of its seed) stays out of report.json."""
-    method: str
-    sigma: float
-    seed: int
-    mean: float
-    ci95: float
-    clean: float | None
-    feedback_ratio: float | None
-    exit_accuracies: list[float] | None
-    accuracies: list[float]
-    best_val: float | None = None
-
-    def to_json(self) -> dict:
-        data = dataclasses.asdict(self)
-        del data["accuracies"]
-        return data
-
-
-@dataclasses.dataclass(frozen=True)
-class CoreDifference:
-    """a − b at σ, seed by seed, and over the seeds: ``mean`` ± ``t_ci95`` (Student-t 95 %,
-    n − 1 degrees of freedom; None under two seeds)."""
-    sigma: float
-    a: str
-    b: str
-    per_seed: tuple[SeedDifference, ...]
-    mean: float
-    t_ci95: float | None
-
-
-@dataclasses.dataclass(frozen=True)
-class AlphaGrid:
-    """The α grid at σ = 0.4: its cells (``method`` ``irs α=<α>``) seed by seed, each α's
-    mean ± Student-t interval over seeds (α → (mean, t_ci95, seeds)), and each α's
-    differences with the control, noise injection and noise_scaled of the same seed."""
-    cells: tuple[CoreCell, ...]
-    over_seeds: dict[str, tuple[float, float | None, int]]
-    differences: tuple[CoreDifference, ...]
-    diverged: tuple[tuple[str, int], ...] = ()  # (α, seed) of the cells that diverged
-
-    def to_json(self) -> dict:
-        return {"cells": [c.to_json() for c in self.cells],
-                "diverged": [list(d) for d in self.diverged],
-                "over_seeds": {a: dict(zip(("mean", "t_ci95", "seeds"), v, strict=True))
-                               for a, v in self.over_seeds.items()},
-                "differences": [dataclasses.asdict(d) for d in self.differences]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +155,7 @@ class ModelReport:
     alpha_search: AlphaSearch | None
     alpha_grid: AlphaGrid | None = None
     other_settings: dict[str, str] = dataclasses.field(default_factory=dict)
+    made_with: tuple[tuple[str, str, str], ...] = ()  # (code, machine, date) of the results
 
     def to_json(self) -> dict:
         """This model's entry of report.json, ``other_settings`` only where there are any."""
@@ -186,7 +167,9 @@ class ModelReport:
                   "table3": _cells_json(self.table3), "table5": _cells_json(self.table5),
                   "alpha_search": None if self.alpha_search is None
                   else dataclasses.asdict(self.alpha_search),
-                  "alpha_grid": None if self.alpha_grid is None else self.alpha_grid.to_json()}
+                  "alpha_grid": None if self.alpha_grid is None else self.alpha_grid.to_json(),
+                  "made_with": [dict(zip(("code", "machine", "date"), m, strict=True))
+                                for m in self.made_with]}
         if self.other_settings:
             report["other_settings"] = dict(self.other_settings)
         return report
@@ -204,8 +187,7 @@ def _from_sweep(table, method, sigma, alpha=None) -> TableCell | None:
                 and math.isclose(row["eval_sigma"], sigma)
                 and (alpha is None or (row["alpha"] and math.isclose(row["alpha"], alpha)))
                 and row["mean"] is not None):
-            return TableCell(row["mean"], row["ci95"], row["seeds"], row["ekl"],
-                             row["not_converged"])
+            return table_cell(row)
     return None
 
 
@@ -216,8 +198,12 @@ def _from_seeds(results: RunResults | None, method, sigma) -> TableCell | None:
     if not evaluation or not evaluation.summary:
         return None
     s = evaluation.summary
-    return TableCell(s["mean"], s["ci95"], len(evaluation.seed_means), s.get("ekl"),
-                     evaluation.not_converged, tuple(evaluation.seed_means))
+    # The interval from the seeds' means, Student-t: results.json files made before 53f7d12
+    # stored 1.96·std/√n in the summary.
+    finite = [m for m in evaluation.seed_means if m is not None and math.isfinite(m)]
+    return TableCell(s["mean"], across_seeds(finite)[1], len(finite), s.get("ekl"),
+                     evaluation.not_converged, tuple(evaluation.seed_means),
+                     len(evaluation.seed_means) - len(finite))
 
 
 def collect_report(out: str, plan: Plan,
@@ -254,7 +240,10 @@ def collect_report(out: str, plan: Plan,
         table5["equal coefficients"] = _from_seeds(
             read.seeds_results(stage_dir(out, "table5", model, "equal")), "irs",
             ABLATION_SIGMA)
-        table5["all exits"] = _paired_all_exits(read, out, model, table5)
+        table5["all exits"] = _paired_all_exits(read, out, model, _variant_seeds(
+            read, [stage_dir(out, "table5", model, name)
+                   for name in (*(f"drop{i}" for i in range(1, MODELS[model].num_exits + 1)),
+                                "equal")]))
         alpha_path = os.path.join(stage_dir(out, "alpha", model), "results.json")
         alpha = None
         alpha_results = read.results(alpha_path) if os.path.exists(alpha_path) else None
@@ -264,135 +253,44 @@ def collect_report(out: str, plan: Plan,
                 test = entry.at(ABLATION_SIGMA)
                 alpha = AlphaSearch(entry.alpha_search, entry.alpha,
                                     test.summary if test else None)
-        core_cells = _core_cells(read, stage_dir(out, "core", model))
+        found = core_cells(read, stage_dir(out, "core", model))
         report[model] = ModelReport(
             core=read.sweep_table(stage_dir(out, "core", model)),
-            core_by_seed=tuple(cell for _, cell in sorted(core_cells.items(), key=_core_order)),
-            core_differences=core_differences(core_cells),
-            alpha_grid=_alpha_grid(read, stage_dir(out, "alpha_grid", model), core_cells),
+            core_by_seed=tuple(cell for _, cell in sorted(found.items(), key=core_order)),
+            core_differences=core_differences(found),
+            alpha_grid=alpha_grid(read, stage_dir(out, "alpha_grid", model), found),
             table2=rows,
             vanilla_sweep={sigma_key(s): _from_seeds(vanilla, "vanilla", s)
                            for s in VANILLA_SIGMAS},
-            table3={m: _from_sweep(table3, m, TABLE3_SIGMA) for m in ("noise", "irs")},
+            table3={m: _from_sweep(table3, m, table3_sigma(base.dataset if base else "mnist"))
+                    for m in ("noise", "irs")},
             table5=table5,
             alpha_search=alpha,
-            other_settings=dict(sorted(read.other_settings.items())))
+            other_settings=dict(sorted(read.other_settings.items())),
+            made_with=tuple(sorted(read.made_with)))
     return report
 
 
-#: The core stage's differences (a − b within each seed), each NeFT-like method against
-#: noise injection, then IRS against the two that share eq. (1)'s logit scaling.
-CORE_PAIRS = (("irs", "noise"), ("noise_scaled", "noise"), ("control", "noise"),
-              ("irs", "control"), ("irs", "noise_scaled"))
+def _variant_seeds(read: _Reader, paths: Sequence[str]) -> set[int]:
+    """The seeds of the Table V variants finished in ``paths``."""
+    found = (read.seeds_results(path) for path in paths)
+    return {seed for results in found if results is not None for seed in results.seeds}
 
 
-def _core_order(item) -> tuple:
-    """σ, then the core stage's order of methods (the control after IRS), then seed."""
-    (name, sigma, seed), _ = item
-    order = (*CORE_METHODS, "control")
-    return sigma, order.index(name) if name in order else len(order), name, seed
-
-
-def _core_cells(read: _Reader, path: str, alpha_grid: bool = False,
-                diverged: list[tuple[str, int]] | None = None
-                ) -> dict[tuple[str, float, int], CoreCell]:
-    """The finished, not diverged cells of a core (or, with ``alpha_grid``, an α grid)
-    stage by (name, σ, seed): the name ``control`` for IRS at α = 1e-9, ``irs α=<α>``
-    for every IRS cell of an α grid. Diverged cells are left out, and added to
-    ``diverged`` as (α, seed) when it is given (one pass over the cells' files)."""
-    cells = {}
-    for results_path in _cell_paths(path):
-        results = read.results(results_path)
-        if results is None:
-            continue
-        settings = results.settings
-        (method, entry), = results.methods.items()
-        alpha, sigma = settings["alpha"], float(settings["sigma"])
-        evaluation = entry.at(sigma)
-        if entry.diverged and diverged is not None:
-            diverged.append((f"{entry.alpha:g}", int(settings["seed"])))
-        if entry.diverged or evaluation is None or not evaluation.accuracies:
-            continue
-        control = is_control(method, alpha)
-        last = entry.history[-1] if entry.history else {}
-        name = f"irs α={entry.alpha:g}" if alpha_grid else "control" if control else method
-        seed = int(settings["seed"])
-        cells[(name, sigma, seed)] = CoreCell(
-            method=name, sigma=sigma, seed=seed, mean=evaluation.mean,
-            ci95=evaluation.summary["ci95"], clean=entry.clean_accuracy,
-            feedback_ratio=last.get("feedback_ratio"),
-            exit_accuracies=last.get("exit_accuracies"), accuracies=evaluation.accuracies,
-            best_val=entry.best_val_accuracy)
-    return cells
-
-
-#: Each α of the grid against these cells of its seed (σ = 0.4, from the core stage).
-ALPHA_BASELINES = ("control", "noise", "noise_scaled")
-
-
-def _alpha_grid(read: _Reader, path: str,
-                core_cells: dict[tuple[str, float, int], CoreCell]) -> AlphaGrid | None:
-    """The α grid's finished cells (largest α first), each α over its seeds, and its
-    differences with :data:`ALPHA_BASELINES` of the same seed; None before any finished."""
-    found_diverged: list[tuple[str, int]] = []
-    cells = _core_cells(read, path, alpha_grid=True, diverged=found_diverged)
-    diverged = tuple(sorted(found_diverged))
-    if not cells and not diverged:
-        return None
-    alphas = sorted({name for name, _, _ in cells}, key=lambda n: -float(n.split("=")[1]))
-    ordered = tuple(cells[key] for key in sorted(
-        cells, key=lambda k: (alphas.index(k[0]), k[2])))
-    over_seeds = {}
-    for name in alphas:
-        means = [c.mean for c in ordered if c.method == name]
-        over_seeds[name.split("=")[1]] = (*across_seeds(means), len(means))
-    baselines = {k: c for k, c in core_cells.items()
-                 if k[0] in ALPHA_BASELINES and math.isclose(k[1], ABLATION_SIGMA)}
-    pairs = tuple((name, base) for name in alphas for base in ALPHA_BASELINES)
-    return AlphaGrid(ordered, over_seeds, core_differences({**cells, **baselines}, pairs),
-                     diverged)
-
-
-def core_differences(cells: dict[tuple[str, float, int], CoreCell],
-                     pairs: Sequence[tuple[str, str]] = CORE_PAIRS
-                     ) -> tuple[CoreDifference, ...]:
-    """For each σ and pair of ``pairs`` with cells at a common seed: a − b per seed, mean
-    ± 95 % CI paired over the Monte Carlo runs (both cells of a seed are scored on the
-    same noise keys), and the seeds' mean with its Student-t interval."""
-    from neft_jax.stats import paired_summary
-
-    rows = []
-    for sigma in sorted({s for _, s, _ in cells}):
-        for a, b in pairs:
-            per_seed = []
-            for seed in sorted({seed for _, _, seed in cells}):
-                x, y = cells.get((a, sigma, seed)), cells.get((b, sigma, seed))
-                d = x and y and paired_summary(x.accuracies, y.accuracies)
-                if d:
-                    per_seed.append(SeedDifference(seed, d["mean"], d["ci95"]))
-            if per_seed:
-                mean, t_ci95 = across_seeds([p.difference for p in per_seed])
-                rows.append(CoreDifference(sigma, a, b, tuple(per_seed), mean, t_ci95))
-    return tuple(rows)
-
-
-def _paired_all_exits(read: _Reader, out, model, table5) -> TableCell | None:
-    """IRS with all exits at σ = 0.4 over the same seeds as the ablation runs (paired)."""
-    seeds = next((len(v.seed_means) for v in table5.values() if v), None)
-    rows = [r for r in read.sweep_rows(stage_dir(out, "table2", model))
-            if r["method"] == "irs" and math.isclose(r["sigma"], ABLATION_SIGMA)
-            and math.isclose(r["eval_sigma"], ABLATION_SIGMA)]
-    rows = sorted(rows, key=lambda r: r["seed"])[:seeds] if seeds else rows
+def _paired_all_exits(read: _Reader, out: str, model: str,
+                      seeds: set[int]) -> TableCell | None:
+    """IRS with all exits at σ = 0.4 over the seeds of the ablation runs (``seeds``; paired:
+    the same seeds and noise keys): the table5 stage's own cells, or where an older plan
+    trained none, Table II's."""
+    by_seed = {}
+    for stage in ("table5", "table2", "core"):
+        for r in read.sweep_rows(stage_dir(out, stage, model)):
+            if (r["method"] == "irs" and not is_control(r["method"], r["alpha"])
+                    and math.isclose(r["sigma"], ABLATION_SIGMA)
+                    and math.isclose(r["eval_sigma"], ABLATION_SIGMA)
+                    and (not seeds or r["seed"] in seeds)):
+                by_seed.setdefault(r["seed"], r)
+    rows = [by_seed[s] for s in sorted(by_seed)]
     if not rows:
         return None
-    table = aggregate_over_seeds(rows)
-    return TableCell(table[0]["mean"], table[0]["ci95"], len(rows), table[0]["ekl"],
-                     seed_means=tuple(r["mean"] for r in rows))
-
-
-def _cell_paths(path: str) -> list[str]:
-    cells = os.path.join(path, "cells")
-    if not os.path.isdir(cells):
-        return []
-    return [os.path.join(cells, n, "results.json") for n in sorted(os.listdir(cells))
-            if os.path.exists(os.path.join(cells, n, "results.json"))]
+    return table_cell(aggregate_over_seeds(rows)[0], tuple(r["mean"] for r in rows))

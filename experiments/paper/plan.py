@@ -9,7 +9,8 @@ core        the most informative cells first (for a time-boxed GPU run): vanilla
 table2      noise injection, noise_scaled and IRS trained and evaluated at each σ of Table II
 table3      noise injection and IRS at σ = 0.6, ``table3_seeds`` runs (Table III)
 vanilla     vanilla trained at σ = 0 and evaluated over σ ∈ {0, 0.05, …, 0.4, 0.6, 0.8}
-table5      IRS at σ = 0.4 without each exit, and with equal coefficients (Table V)
+table5      IRS at σ = 0.4 without each exit, and with equal coefficients (Table V), each
+            beside IRS with all exits over the same seeds (cells shared with table2 / core)
 control     IRS at σ = 0.4 with α = 1e-9: eq. (1)'s scaling without the feedback
 scaled      ``noise_scaled`` at σ = 0.4: noise injection on CE(z/(s+1)), the fair baseline
 alpha       IRS's five-step α search at σ = 0.4 (one seed), as the authors choose α

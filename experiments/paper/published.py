@@ -73,6 +73,11 @@ def paper_accuracy(dataset: str, model: str, method: str, sigma: float) -> str:
     return "–" if found is None else f"{'≤' if found[1] else ''}{found[0]:g}"
 
 
+def table3_sigma(dataset: str) -> float:
+    """The σ of Table III's column for ``dataset``: CIFAR-10's 0.4, else MNIST's 0.6."""
+    return TABLE3_SIGMA_CIFAR10 if dataset == "cifar10" else TABLE3_SIGMA
+
+
 def published_not_converged(dataset: str, model: str, method: str, sigma: float) -> int | None:
     """Table III: the paper's non-converging runs of 10 (MNIST at σ = 0.6, CIFAR-10 at
     0.4); None for another dataset or σ."""

@@ -11,32 +11,25 @@ the same Monte Carlo noise instances.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 from collections.abc import Sequence
 
 from neft_jax.harness.config import ExperimentConfig
-from neft_jax.harness.reporting import save_figure
 from neft_jax.harness.results import write_atomic
 
-from .collect import (
-    AlphaGrid,
-    CoreCell,
-    CoreDifference,
-    ModelReport,
-    TableCell,
-    collect_report,
-)
+from .cells import AlphaGrid, CoreCell, CoreDifference
+from .collect import ModelReport, TableCell, collect_report, table_cell
 from .plan import ABLATION_SIGMA, Plan, is_control
 from .published import (
     MNIST_DATASETS,
-    TABLE3_SIGMA,
     paper_accuracy,
     paper_noise_note,
     published_ablation,
-    published_accuracy,
     published_not_converged,
+    table3_sigma,
 )
 
 
@@ -49,12 +42,21 @@ def _feedback_size(ratio: float | None) -> str:
     return "< 0.01 %" if ratio < 1e-4 else f"{100 * ratio:.3g} %"
 
 
+def _exit_sigma(base: ExperimentConfig) -> str:
+    return "that of training" if base.exit_sigma is None else f"{base.exit_sigma:g}"
+
+
+def _lr(base: ExperimentConfig) -> str:
+    return "the authors' per model" if base.lr is None else f"{base.lr:g}"
+
+
 def _fmt(cell: TableCell | None) -> str:
     if cell is None or cell.mean is None:
         return "–"
     ci = "" if cell.seeds < 2 or cell.ci95 is None or not math.isfinite(cell.ci95) \
         else f" ± {cell.ci95:.2f}"
-    return f"{cell.mean:.2f}{ci} (n={cell.seeds})"
+    diverged = f"; {cell.diverged} more diverged" if cell.diverged else ""
+    return f"{cell.mean:.2f}{ci} (n={cell.seeds}{diverged})"
 
 
 def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentConfig) -> str:
@@ -62,8 +64,13 @@ def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentCo
     lines = ["# NeFT reproduction report", "",
              f"Settings: dataset {base.dataset}, width ×{base.width:g}, epochs {base.epochs}, "
              f"batch {base.batch_size}, {base.mc_runs} Monte Carlo runs per σ, "
-             f"{base.device_preset} with '{base.normalisation}' normalisation, compute "
-             f"{base.compute}. Cells: mean over seeds of each run's Monte Carlo mean ± "
+             f"{base.device_preset} with '{base.normalisation}' normalisation and "
+             f"{base.scale} scale, exit σ {_exit_sigma(base)}, compute {base.compute}, lr "
+             f"{_lr(base)} ({base.lr_schedule} schedule), validation {base.val_fraction:g} of "
+             f"the training set every {base.val_every} epoch(s) with {base.val_mc_runs} runs, "
+             f"seeds from {base.seed}"
+             + (f", at most {base.max_train_steps} train steps" if base.max_train_steps else "")
+             + ". Cells: mean over seeds of each run's Monte Carlo mean ± "
              "Student-t 95 % CI over seeds (n = seeds). Paper: method.md §6 (full model, the "
              f"whole training set, 200 epochs; {paper_noise_note(base.normalisation)}).", ""]
     dataset = base.dataset
@@ -75,6 +82,9 @@ def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentCo
     for model, data in report.items():
         sigmas = [f"{s:g}" for s in plan.sigmas]
         lines += [f"## {model}", ""]
+        if data.made_with:
+            lines += ["Made with (code, machine, day): " + "; ".join(
+                ", ".join(m) for m in data.made_with) + ".", ""]
         left_out = data.other_settings
         if left_out:
             path, changed = next(iter(left_out.items()))
@@ -95,11 +105,12 @@ def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentCo
         lines += _core_seed_lines(dataset, model, data.core_by_seed, data.core_differences)
         lines += ["", f"### EKL (nats) at σ = {ABLATION_SIGMA:g}", "", "| method | EKL |",
                   "|---|---|", *(f"| {m} | {ekl:.3f} |" for m, ekl in _ekl_rows(data))]
-        lines += ["", f"### Table III: runs (of n) not converged at σ = {TABLE3_SIGMA:g}", "",
+        lines += ["", "### Table III: runs (of n) not converged at σ = "
+                  f"{table3_sigma(dataset):g}", "",
                   "| method | ours | mean accuracy | paper (of 10) |", "|---|---|---|---|"]
         for method, cell in data.table3.items():
-            ours = "–" if not cell else f"{cell.not_converged} of {cell.seeds}"
-            paper = published_not_converged(dataset, model, method, TABLE3_SIGMA)
+            ours = "–" if not cell else f"{cell.not_converged} of {cell.seeds + cell.diverged}"
+            paper = published_not_converged(dataset, model, method, table3_sigma(dataset))
             lines.append(f"| {method} | {ours} | {_fmt(cell)} | "
                          f"{'–' if paper is None else paper} |")
         lines += ["", f"### Table V: IRS exit ablation at σ = {ABLATION_SIGMA:g}", "",
@@ -131,44 +142,20 @@ def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentCo
     return "\n".join(lines)
 
 
-def plot_report(report: dict[str, ModelReport], plan: Plan, dataset: str, path: str) -> None:
-    """Accuracy against σ per model: ours (± 95 % CI over seeds) solid, the paper's dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(report), figsize=(6 * len(report), 4.2), dpi=110,
-                             squeeze=False)
-    for ax, (model, data) in zip(axes[0], report.items(), strict=True):
-        for i, (method, cells) in enumerate(data.table2.items()):
-            source = data.vanilla_sweep if method == "vanilla" else cells
-            points = sorted((float(s), c) for s, c in source.items() if c and c.mean is not None)
-            if not points:
-                continue
-            color = f"C{i}"
-            ax.errorbar([p[0] for p in points], [p[1].mean for p in points],
-                        yerr=[p[1].ci95 or 0 for p in points], marker="o", capsize=3,
-                        color=color, label=f"{method} (ours)")
-            paper = [(s, published_accuracy(dataset, model, method, s)) for s in plan.sigmas]
-            paper = [(s, found[0]) for s, found in paper if found is not None]
-            if paper:
-                ax.plot(*zip(*paper, strict=True), "--", color=color, alpha=0.6,
-                        label=f"{method} (paper)")
-        ax.set(title=model, xlabel="σ_d", ylabel="Monte Carlo accuracy (%)", ylim=(0, 101))
-    save_figure(fig, path)
-
-
 def write_report(out: str, plan: Plan, base: ExperimentConfig,
                  plots: bool = True) -> dict[str, ModelReport]:
     """REPORT.md, report.json, report.png, alpha_grid.png in ``out`` from finished stages."""
     report = collect_report(out, plan, base)
     write_atomic(os.path.join(out, "report.json"),
-                 json.dumps({model: data.to_json() for model, data in report.items()}, indent=1))
+                 json.dumps({model: {"settings": dataclasses.replace(base, model=model).to_dict(),
+                                     **data.to_json()} for model, data in report.items()},
+                            indent=1))
     write_atomic(os.path.join(out, "REPORT.md"), format_report(report, plan, base))
     if not plots:
         return report
-    plot_report(report, plan, base.dataset, os.path.join(out, "report.png"))
+    from .plots import plot_alpha_grid, plot_report
+
+    plot_report(report, plan, base, os.path.join(out, "report.png"))
     if any(data.alpha_grid for data in report.values()):
         plot_alpha_grid(out, plan, report)
     return report
@@ -206,7 +193,7 @@ def _core_lines(dataset: str, model: str, rows: list[dict]) -> list[str]:
         for s in sigmas:
             match = [r for r in rows if r["method"] == method and r["alpha"] == alpha
                      and math.isclose(r["sigma"], s)]
-            cells.append(_fmt(TableCell(match[0]["mean"], match[0]["ci95"], match[0]["seeds"]))
+            cells.append(_fmt(table_cell(match[0]))
                          if match and match[0]["mean"] is not None else "–")
             cells.append("–" if control else paper_accuracy(dataset, model, method, s))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -277,6 +264,9 @@ def difference_verdict(d: CoreDifference) -> str:
             f", equal in {n - above - below}" if above + below < n else "")
     if d.t_ci95 is None:
         over = "one seed gives no interval over seeds"
+    elif d.t_ci95 == 0:
+        over = (f"over the {n} seeds {d.mean:+.2f} with no spread between them: no usable "
+                "interval")
     elif abs(d.mean) > d.t_ci95:
         over = (f"over the {n} seeds {d.mean:+.2f} ± {d.t_ci95:.2f}, an interval that "
                 "excludes 0")
@@ -342,59 +332,3 @@ def which_alpha(grid: AlphaGrid) -> str:
             f"({grid.over_seeds[best][0]:.2f} %). IRS is above its α → 0 control beyond the "
             f"paired CI in every seed at α = {alphas(every_seed)}, and by a Student-t "
             f"interval over the seeds that excludes 0 at α = {alphas(over_seeds)}.")
-
-
-def plot_alpha_grid(out: str, plan: Plan, report: dict[str, ModelReport]) -> None:
-    """alpha_grid.png, a row per model: Monte Carlo accuracy against α (each seed, and the
-    baselines' means over seeds), and per epoch the feedback term's size and the exits'
-    mean training accuracy for each α (first seed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from neft_jax.harness.results import RunResults
-
-    from .plan import stage_dir
-
-    models = [m for m, data in report.items() if data.alpha_grid]
-    fig, axes = plt.subplots(len(models), 3, figsize=(15, 4 * len(models)), dpi=100,
-                             squeeze=False)
-    for row, model in zip(axes, models, strict=True):
-        grid, core = report[model].alpha_grid, report[model].core_by_seed
-        acc_ax, ratio_ax, exit_ax = row
-        for i, (name, _) in enumerate(grid.over_seeds.items()):
-            seeds = [c for c in grid.cells if c.method.split("=")[1] == name]
-            acc_ax.plot([float(name)] * len(seeds), [c.mean for c in seeds], "o", color=f"C{i}")
-        for j, base in enumerate(("control", "noise", "noise_scaled")):
-            means = [c.mean for c in core if c.method == base
-                     and math.isclose(c.sigma, ABLATION_SIGMA)]
-            if means:
-                acc_ax.axhline(sum(means) / len(means), linestyle="--", color=f"C{7 + j % 3}",
-                               label=f"{base} (mean of {len(means)})")
-        acc_ax.set(xscale="log", xlabel="α", ylabel="Monte Carlo accuracy (%)",
-                   title=f"{model}: IRS at σ = {ABLATION_SIGMA:g} against α")
-        cells_dir = os.path.join(stage_dir(out, "alpha_grid", model), "cells")
-        first_seed = min(c.seed for c in grid.cells) if grid.cells else None
-        alphas = list(grid.over_seeds)
-        for name in sorted(os.listdir(cells_dir)) if os.path.isdir(cells_dir) else []:
-            path = os.path.join(cells_dir, name, "results.json")
-            if not name.endswith(f"-seed{first_seed}") or not os.path.exists(path):
-                continue
-            entry = RunResults.load(path).methods["irs"]
-            if f"{entry.alpha:g}" not in alphas:  # diverged
-                continue
-            color, label = f"C{alphas.index(f'{entry.alpha:g}')}", f"α = {entry.alpha:g}"
-            history = [h for h in entry.history if "feedback_ratio" in h]
-            ratio_ax.plot([h["epoch"] for h in history],
-                          [max(h["feedback_ratio"], 1e-12) for h in history],
-                          ".-", markersize=3, color=color, label=label)
-            history = [h for h in history if h.get("exit_accuracies")]
-            exit_ax.plot([h["epoch"] for h in history],
-                         [sum(h["exit_accuracies"]) / len(h["exit_accuracies"])
-                          for h in history], ".-", markersize=3, color=color, label=label)
-        ratio_ax.set(yscale="log", xlabel="epoch", ylabel="RMS(feedback) / RMS(logits)",
-                     title=f"feedback term's size (seed {first_seed})")
-        exit_ax.set(xlabel="epoch", ylabel="exits' mean training accuracy (%)",
-                    title=f"exits (seed {first_seed})")
-    save_figure(fig, os.path.join(out, "alpha_grid.png"))

@@ -62,7 +62,7 @@ from .plan import (
     Plan,
     stage_dir,
 )
-from .published import TABLE3_SIGMA
+from .published import table3_sigma
 from .report import write_report
 
 __all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "estimate_from_rates", "run_plan",
@@ -208,8 +208,11 @@ def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig,
     return {
         "core": (CORE_METHODS, core_sigmas, [None, CONTROL_ALPHA], seeds),
         "table2": (TABLE2_METHODS, plan.sigmas, [None], seeds),
-        "table3": (["noise", "irs"], [TABLE3_SIGMA], [None], seed_list(cfg, plan.table3_seeds)),
+        "table3": (["noise", "irs"], [table3_sigma(cfg.dataset)], [None],
+                   seed_list(cfg, plan.table3_seeds)),
         "control": (["irs"], [ABLATION_SIGMA], [CONTROL_ALPHA], seeds),
+        # Table V's "all exits", over the variants' seeds (Table II's or core's cells, linked)
+        "table5": (["irs"], [ABLATION_SIGMA], [None], seed_list(cfg, plan.table5_seeds)),
         "scaled": (["noise_scaled"], [ABLATION_SIGMA], [None], seeds),
         "ovf": (["ovf"], plan.sigmas, [None], seeds),
         # the authors' α among them is the core stage's cell: grid_cells names it alphadefault

@@ -63,7 +63,8 @@ def environment() -> dict:
     return {
         "jax": jax.__version__, "packages": package_versions(),
         "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()], "python": platform.python_version(),
+        "devices": [str(d) for d in jax.devices()], "device_kind": jax.devices()[0].device_kind,
+        "python": platform.python_version(),
         "machine": platform.machine(), "processor": platform.processor(),
         "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "code": code_version(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

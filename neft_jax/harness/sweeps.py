@@ -320,7 +320,8 @@ def collect_rows(cells: Sequence[Cell], out: str) -> list[dict]:
 def aggregate_over_seeds(rows: Sequence[dict]) -> list[dict]:
     """Mean ± 95 % CI over seeds and non-converged count per cell without its seed (and per
     ``settings`` fingerprint, where rows have one: cells made with other settings are never
-    averaged together)."""
+    averaged together). ``seeds`` counts the cell's seeds, ``diverged`` those without a mean
+    (diverged before keeping an epoch): the mean is over the other ``seeds − diverged``."""
     groups = defaultdict(list)
     for row in rows:
         key = (row["model"], row["dataset"], row["method"], row["sigma"], row["alpha"],
@@ -337,7 +338,8 @@ def aggregate_over_seeds(rows: Sequence[dict]) -> list[dict]:
         table.append({
             **dict(zip(("model", "dataset", "method", "sigma", "alpha", "eval_sigma"), key[:-1],
                        strict=True)),
-            "seeds": len(members), "mean": summary.get("mean"),
+            "seeds": len(members), "diverged": sum(m["mean"] is None for m in members),
+            "mean": summary.get("mean"),
             "ci95": None if one else summary.get("ci95"),
             "std_over_seeds": None if one else summary.get("std"), "ekl": summary.get("ekl"),
             "not_converged": not_converged,

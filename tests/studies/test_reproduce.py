@@ -40,6 +40,12 @@ def test_table2_and_table3_stages_write_a_report_and_share_runs(tmp_path, capsys
         assert table3["not_converged"] == int(np.sum(np.abs(means - means.mean()) > 5.0))
     text = (out / "REPORT.md").read_text()
     assert "### Table III" in text and " of 2 |" in text
+    # How the numbers were made: the settings, and the code, machine and day they came from.
+    assert "lr the authors' per model (step schedule), validation 0.1 of" in text
+    assert re.search(r"Made with \(code, machine, day\): [0-9a-f]{7}|unknown", text)
+    saved = json.loads((out / "report.json").read_text())["vgg8"]
+    assert saved["settings"]["model"] == "vgg8" and saved["settings"]["max_train_steps"] == 2
+    assert saved["made_with"][0]["date"][:2] == "20"
     assert "its σ is 'level' noise, FINDINGS 0; ≤x: the paper gives only a bound" in text
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     # A second launch finds everything done and trains nothing.
@@ -87,6 +93,8 @@ def test_the_alpha_stage_without_a_held_out_split_is_refused_before_anything_tra
     (["--sigma", "0.6"], "--sigma: each stage sets its own σ"),
     (["--alpha", "0.1"], "--alpha: every stage trains IRS/OVF at the authors' α"),
     (["--resume"], "--resume: reproduce.py always continues; rerun the same command"),
+    (["--drop-exit", "1"], "--drop-exit: the table5 stage trains IRS without each exit"),
+    (["--equal-coefficients"], "--equal-coefficients: the table5 stage trains its equal-"),
     (["--models", "vgg9"], "unknown model 'vgg9'; did you mean 'vgg8'?"),
     (["--stages", ""], "--stages is empty"),
     (["--report-only", "--out", "{tmp}/none"], "--report-only: no reproduction in"),
@@ -184,7 +192,7 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
 
 
 def test_which_alpha_names_the_alphas_whose_feedback_beats_the_control():
-    from paper.collect import AlphaGrid, CoreDifference
+    from paper.cells import AlphaGrid, CoreDifference
     from paper.report import which_alpha
 
     from neft_jax.stats import SeedDifference, across_seeds
@@ -206,7 +214,7 @@ def test_which_alpha_names_the_alphas_whose_feedback_beats_the_control():
 
 
 def test_the_verdict_says_in_how_many_seeds_and_whether_the_seeds_separate():
-    from paper.collect import CoreDifference
+    from paper.cells import CoreDifference
     from paper.report import difference_verdict
 
     from neft_jax.stats import SeedDifference, across_seeds
@@ -224,6 +232,9 @@ def test_the_verdict_says_in_how_many_seeds_and_whether_the_seeds_separate():
         "-17.50 ± 158.83, an interval that includes 0: not separated.")
     assert "above control in 1 of 3 seeds, below in 1, equal in 1;" in difference_verdict(
         difference((1.0, 0.5), (-1.0, 0.5), (0.0, 0.5)))
+    # Seeds that agree to the image leave no spread: no interval, not "excludes 0".
+    assert difference_verdict(difference((-0.03, 0.1), (-0.03, 0.1))).endswith(
+        "over the 2 seeds -0.03 with no spread between them: no usable interval.")
     assert difference_verdict(difference((0.3, 0.5))).endswith(
         "above control in the one seed, beyond the paired CI in 0 of 1; one seed gives no "
         "interval over seeds.")
@@ -285,8 +296,9 @@ def _save_cell(stage_folder, method, alpha, seed, accuracies, diverged=False,
     history = [{"epoch": 1, "feedback_ratio": 150 * alpha,
                 "exit_accuracies": [0.0, 7.5, 2.0]}] if method == "irs" else []
     accuracies = [float(a) for a in accuracies]
-    evaluations = {} if diverged else {0.4: Evaluation(0.4, {
-        "mean": sum(accuracies) / len(accuracies), "ci95": 0.7, "ekl": 0.6},
+    # as the harness writes a cell that diverged before keeping an epoch: no summary
+    evaluations = {0.4: Evaluation(0.4, None, diverged=True) if diverged else Evaluation(
+        0.4, {"mean": sum(accuracies) / len(accuracies), "ci95": 0.7, "ekl": 0.6},
         accuracies=accuracies)}
     (stage_folder / "cells" / name).mkdir(parents=True)
     RunResults(
@@ -377,3 +389,78 @@ def test_the_report_warns_that_the_papers_numbers_are_not_range_noise():
 
     assert "not comparable with these 'range' numbers" in paper_noise_note("range")
     assert "not comparable" not in paper_noise_note("level")
+
+
+def test_a_seed_without_a_mean_is_named_and_left_out_of_n(tmp_path):
+    """A seed that diverged before keeping an epoch has no mean: the cell's mean and its
+    Student-t interval are over the other seeds, n says so, REPORT.md names the diverged
+    seed, and Table III counts it not converged of all three."""
+    from paper.report import write_report
+
+    from neft_jax.harness.config import ExperimentConfig
+
+    for seed, level in ((0, 60.0), (1, 70.0)):
+        _save_cell(tmp_path / "table2_vgg8", "noise", None, seed, [level] * 10)
+    _save_cell(tmp_path / "table2_vgg8", "noise", None, 2, [], diverged=True)
+    write_report(str(tmp_path), Plan(stages=("table2",), seeds=3, sigmas=(0.4,)),
+                 ExperimentConfig(), plots=False)
+    cell = json.loads((tmp_path / "report.json").read_text())["vgg8"]["table2"]["noise"]["0.4"]
+    assert (cell["seeds"], cell["diverged"], cell["mean"]) == (2, 1, 65.0)
+    assert cell["ci95"] == pytest.approx(12.706 * np.std([60, 70], ddof=1) / np.sqrt(2),
+                                         rel=1e-3)
+    assert "| 65.00 ± 63.53 (n=2; 1 more diverged) |" in (tmp_path / "REPORT.md").read_text()
+
+
+def _save_variant(folder, seed_means, stored_ci95=1.0):
+    """A finished Table V variant: IRS at σ = 0.4 over seeds 0…n−1, its summary's stored
+    interval ``stored_ci95`` (what results.json files before 53f7d12 held)."""
+    from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+
+    seeds = list(range(len(seed_means)))
+    folder.mkdir(parents=True)
+    RunResults(
+        settings={"model": "vgg8", "dataset": "mnist5k", "methods": ["irs"], "sigma": 0.4,
+                  "alpha": None, "seed": 0, "seeds": seeds, "eval_sigmas": [0.4]},
+        methods={"irs": MethodResult(alpha=0.01, evaluations={0.4: Evaluation(0.4, {
+            "mean": float(np.mean(seed_means)), "ci95": stored_ci95, "ekl": 0.5},
+            seed_means=list(seed_means), not_converged=0)})},
+    ).save(str(folder / "results.json"))
+
+
+def test_table_v_sets_each_variant_beside_all_exits_over_the_same_seeds(tmp_path):
+    """Table V's "all exits" is IRS over the variants' own seeds: a seed Table II has and
+    the variants lack stays out, and the table5 stage's own cells (seeds beyond Table II's)
+    come in; every interval is Student-t from the seeds' means, whatever the file stored."""
+    from paper.report import write_report
+    from paper.reproduce import grid_of_stage, stage_config
+
+    from neft_jax.harness.config import ExperimentConfig
+
+    plan = Plan(stages=("table2", "table5"), seeds=2, table5_seeds=3, sigmas=(0.4,))
+    for name in ("drop1", "drop2", "drop3", "equal"):
+        _save_variant(tmp_path / f"table5_vgg8_{name}", [70.0, 71.0, 72.0])
+    for seed in (0, 1):  # Table II's IRS, and a seed 3 the variants never ran
+        _save_cell(tmp_path / "table2_vgg8", "irs", 0.01, seed, [80.0 + seed] * 10)
+    _save_cell(tmp_path / "table2_vgg8", "irs", 0.01, 3, [10.0] * 10)
+    _save_cell(tmp_path / "table5_vgg8", "irs", 0.01, 2, [82.0] * 10)
+    write_report(str(tmp_path), plan, ExperimentConfig(), plots=False)
+    table5 = json.loads((tmp_path / "report.json").read_text())["vgg8"]["table5"]
+    assert table5["all exits"]["seed_means"] == [80.0, 81.0, 82.0]
+    assert table5["all exits"]["seeds"] == 3
+    assert table5["without exit 1"]["ci95"] == pytest.approx(4.303 / np.sqrt(3), rel=1e-3)
+    # The stage trains the all-exit seeds Table II has not: a grid over table5_seeds.
+    methods, sigmas, alphas, seeds = grid_of_stage("table5", plan,
+                                                   stage_config(ExperimentConfig(), "vgg8"))
+    assert (list(methods), list(sigmas), list(alphas), seeds) == (["irs"], [0.4], [None],
+                                                                  [0, 1, 2])
+
+
+def test_table_iii_runs_at_the_datasets_own_sigma():
+    """Table III's CIFAR-10 column is at σ = 0.4 (MNIST's at 0.6): the plan trains there."""
+    from paper.reproduce import grid_of_stage, stage_config
+
+    from neft_jax.harness.config import ExperimentConfig
+
+    for dataset, sigma in (("cifar10", 0.4), ("mnist5k", 0.6)):
+        cfg = stage_config(ExperimentConfig(dataset=dataset), "vgg8")
+        assert grid_of_stage("table3", Plan(), cfg)[1] == [sigma]
