@@ -30,14 +30,15 @@ def write_results(out: str, results: RunResults) -> None:
 #: depends on more than on the mean.
 SUMMARY_FIELDS = ("mean", "ci95", "ci99", "std", "ekl", "runs", "min", "q01", "q05", "max")
 CSV_FIELDS = ("method", "sigma", "alpha", "over", *SUMMARY_FIELDS, "not_converged",
-              "clean_accuracy", "best_epoch", "diverged", "eval_seconds")
+              "clean_accuracy", "best_epoch", "diverged", "diverged_seeds", "eval_seconds")
 
 
 def result_rows(results: RunResults) -> list[dict]:
     """One row per method × σ (accuracies in percent; ``over``: what the summary is over, a
     run's Monte Carlo runs or the seeds' means, whose count is ``runs``; ``not_converged``:
     Table III's count over seeds; ``clean_accuracy`` the method's at σ = 0, ``best_epoch``
-    the epoch it kept, 1-based)."""
+    the epoch it kept, 1-based; ``diverged``: the run, or any seed, diverged;
+    ``diverged_seeds``: how many seeds did, over seeds only)."""
     rows = []
     for method, entry in results.methods.items():
         for sigma, evaluation in entry.evaluations.items():
@@ -49,7 +50,10 @@ def result_rows(results: RunResults) -> list[dict]:
                 **{k: summary.get(k) for k in SUMMARY_FIELDS},
                 "not_converged": evaluation.not_converged,
                 "clean_accuracy": entry.clean_accuracy, "best_epoch": entry.best_epoch,
-                "diverged": entry.diverged, "eval_seconds": evaluation.eval_seconds,
+                "diverged": entry.diverged or bool(evaluation.diverged_seeds),
+                "diverged_seeds": None if evaluation.diverged_seeds is None
+                else len(evaluation.diverged_seeds),
+                "eval_seconds": evaluation.eval_seconds,
             })
     return rows
 
@@ -113,8 +117,11 @@ def plot_accuracy_vs_sigma(results: RunResults, path: str) -> None:
         ax.axhline(results.chance, color="grey", linestyle="--", linewidth=1, label="chance")
     settings = results.settings
     ax.set_ylabel("Monte Carlo accuracy (%)")
+    spread = (f"{len(results.seeds)} seeds × {settings['mc_runs']} runs; bars: Student-t 95 % "
+              "over seeds" if results.seeds else
+              f"{settings['mc_runs']} Monte Carlo runs; bars: 95 % CI")
     ax.set_title(f"{settings['model']} on {settings['dataset']}, {noise_label(settings)}\n"
-                 f"{settings['mc_runs']} runs, width ×{settings['width']:g}", fontsize=9)
+                 f"{spread}, width ×{settings['width']:g}", fontsize=9)
     save_figure(fig, path)
 
 
@@ -206,6 +213,10 @@ def format_table(results: RunResults) -> str:
                 s = evaluation.summary
                 off = ("" if evaluation.not_converged is None else
                        f" {evaluation.not_converged}/{len(results.seeds)} off")
+                if evaluation.diverged_seeds:  # judged by their kept epoch, or without a mean
+                    off += f", {len(evaluation.diverged_seeds)} diverged"
+                if results.seeds and 1 < s.get("runs", 0) < len(results.seeds):
+                    off += f" (mean of {s['runs']})"
                 spread = (f"± {s['ci95']:.2f} \\[{s['std']:.2f}]" if s.get("runs", 2) > 1
                           else "(1 seed: no interval)" if results.seeds else "(1 run: no interval)")
                 ekl = "" if s.get("ekl") is None else f" ({s['ekl']:.3f})"
@@ -215,12 +226,15 @@ def format_table(results: RunResults) -> str:
                       *cells)
     console = Console(file=io.StringIO(), width=200, force_terminal=False)
     console.print(table)
-    over = (f"the mean over {len(results.seeds)} seeds of each seed's Monte Carlo mean ± its "
-            "Student-t 95 % CI over seeds" if results.seeds else
+    over = (f"the mean over the {len(results.seeds)} seeds (fewer where a seed has no result: "
+            "'mean of k') of each seed's Monte Carlo mean ± its Student-t 95 % CI over seeds"
+            if results.seeds else
             f"mean ± 95 % CI over {settings['mc_runs']} Monte Carlo runs")
     chance = results.chance
     off = ("; k/n off: seeds more than 5 points from the mean over seeds, or without a "
-           "result (Table III's not converged)" if results.seeds else "")
+           "result (Table III's not converged); 'diverged': seeds whose loss blew up, judged "
+           "by the epoch they kept, or without a result if they kept none" if results.seeds
+           else "")
     legend = (f"cells: {over} [std] (EKL, nats){off}; clean: accuracy without noise (σ = 0)"
               + (f"; chance: {chance:.1f} %" if chance else ""))
     title = f"Monte Carlo accuracy (%) under {noise_label(settings)}\n"
@@ -263,12 +277,23 @@ def verdict(results: RunResults) -> str:
                 f"{tries[-1]}.")
     ranked = sorted(scored, key=lambda m: -scored[m]["mean"])
     best = ranked[0]
+    unit = "seed" if results.seeds else "run"
+
+    def has_interval(m):  # one value (one run, or one seed with a result) has none
+        return scored[m].get("runs", 2) > 1
 
     def beats(a, b):
-        return scored[a]["mean"] - scored[a]["ci95"] > scored[b]["mean"] + scored[b]["ci95"]
+        return (has_interval(a) and has_interval(b) and scored[a]["mean"] - scored[a]["ci95"]
+                > scored[b]["mean"] + scored[b]["ci95"])
 
+    if not has_interval(best):
+        return (f"Verdict: at σ = {sigma:g}, {best} scores highest ({scored[best]['mean']:.1f} "
+                f"%, one {unit}: no interval), so no method is shown to beat another."
+                + (f"\n{against}" if (against := feedback_against_baseline(results, sigma))
+                   else ""))
     beaten = [m for m in ranked[1:] if beats(best, m)]
-    tied = [m for m in ranked[1:] if m not in beaten]
+    tied = [m for m in ranked[1:] if m not in beaten and has_interval(m)]
+    alone = [m for m in ranked[1:] if not has_interval(m)]
     sentence = (f"Verdict: at σ = {sigma:g}, {best} scores highest "
                 f"({scored[best]['mean']:.1f} ± {scored[best]['ci95']:.1f} %)")
     if beaten:
@@ -276,6 +301,8 @@ def verdict(results: RunResults) -> str:
     if tied:
         sentence += (("; " if beaten else ", but ") + f"{', '.join(tied)} "
                      f"{'is' if len(tied) == 1 else 'are'} within its CI")
+    if alone:
+        sentence += f"; {', '.join(alone)} (one {unit}: no interval) not compared"
     against = feedback_against_baseline(results, sigma)
     return sentence + "." + (f"\n{against}" if against else "")
 
@@ -289,9 +316,13 @@ def feedback_against_baseline(results: RunResults, sigma: float) -> str | None:
 
     With both scored on the same Monte Carlo keys (a single run), the comparison is the
     paired difference run by run and its 95 % CI, worded as scores on these noise instances
-    of one training each (not as a win); for an aggregate over seeds, the two means' 95 %
-    CIs. None when ``noise_scaled`` or every feedback method is missing."""
-    from neft_jax.stats import paired_summary
+    of one training each (not as a win); for an aggregate over seeds, the difference seed by
+    seed over the seeds both have a result for, with its Student-t 95 % interval; no
+    interval, and no outcome, from one value. None when ``noise_scaled`` or every feedback
+    method is missing."""
+    import math
+
+    from neft_jax.stats import across_seeds, paired_summary
 
     def scored(method):
         entry = results.methods.get(method)
@@ -305,18 +336,33 @@ def feedback_against_baseline(results: RunResults, sigma: float) -> str | None:
     parts, one_training = [], False
     for method in methods:
         mine = scored(method)
-        paired = paired_summary(mine.accuracies, base.accuracies)
-        if paired is not None:  # one training each: the interval holds training fixed
-            diff, ci = paired["mean"], paired["ci95"]
+        if results.seeds:  # paired by seed: the same seeds (and noise keys) on both sides
+            both = [a - b for a, b in zip(mine.seed_means or (), base.seed_means or (),
+                                          strict=False)
+                    if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]
+            if not both:
+                continue
+            diff, ci = across_seeds(both)
+            how = (f"{diff:+.1f} ± {ci:.1f} points over the {len(both)} seeds both have, "
+                   "paired by seed, Student-t" if ci is not None
+                   else f"{diff:+.1f} points in the one seed both have: no interval")
+            words = ("does not differ from", "beats", "loses to")
+        elif (paired := paired_summary(mine.accuracies, base.accuracies)) is not None:
+            diff, ci = paired["mean"], paired["ci95"]  # one training each: the CI holds
             how = f"{diff:+.1f} ± {ci:.1f} points, paired over {paired['runs']} noise instances"
             words, one_training = ("is level with", "scores above", "scores below"), True
-        else:
+        else:  # no runs to pair: the two means' CIs, where each has one
             diff = mine.summary["mean"] - base.summary["mean"]
-            ci = mine.summary["ci95"] + base.summary["ci95"]
-            how = f"{diff:+.1f} points, 95 % CIs {'apart' if abs(diff) > ci else 'overlapping'}"
+            spread = min(mine.summary.get("runs", 2), base.summary.get("runs", 2)) > 1
+            ci = mine.summary["ci95"] + base.summary["ci95"] if spread else None
+            how = (f"{diff:+.1f} points, 95 % CIs {'apart' if abs(diff) > ci else 'overlapping'}"
+                   if spread else f"{diff:+.1f} points in one noise instance: no interval")
             words = ("does not differ from", "beats", "loses to")
-        outcome = words[0] if abs(diff) <= ci else words[1] if diff > 0 else words[2]
+        outcome = ("is compared with" if ci is None else words[0] if abs(diff) <= ci
+                   else words[1] if diff > 0 else words[2])
         parts.append(f"{label(method)} {outcome} {BASELINE} ({how})")
+    if not parts:
+        return None
     caveat = (" These intervals hold each method's one training fixed, so they cannot tell "
               "the methods apart as trainings: --seeds 3 does." if one_training else "")
     return ("Against the fair baseline (noise injection with eq. (1)'s logit scaling, no "

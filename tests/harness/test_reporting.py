@@ -197,3 +197,71 @@ def test_a_sweep_grid_makes_one_cell_per_distinct_alpha():
     # --alphas 0.01 trained it again, as alpha0.01, beside alphadefault)
     again = grid_cells(["vgg8"], ["mnist5k"], ["irs"], [0.4], [0.01, 0.1], [0])
     assert [c.name for c in again] == [cells[0].name, cells[1].name]
+
+
+def test_one_value_gives_no_interval_and_no_win():
+    """One Monte Carlo run (or one seed with a result) has no spread: its "± 0.0" is no
+    interval, so the verdict claims no win and the fair-baseline line no outcome."""
+    one = _results({"irs": [62.0], "noise_scaled": [61.9]}, irs=(62.0, 0.0),
+                   noise_scaled=(61.9, 0.0))
+    for entry in one.methods.values():
+        entry.evaluations[0.4].summary["runs"] = 1
+    text = verdict(one)
+    assert "irs scores highest (62.0 %, one run: no interval), so no method is shown" in text
+    assert "beats" not in text and "scores above" not in text
+    assert "IRS is compared with noise_scaled (+0.1 points in one noise instance: no " \
+        "interval)" in text
+
+
+def _seeds_results(seed_means: dict, diverged: dict | None = None) -> RunResults:
+    """An aggregate over seeds 0, 1, 2: method → each seed's mean (None: no result)."""
+    import math
+
+    from neft_jax.stats import summarize_over_seeds
+
+    methods = {}
+    for method, means in seed_means.items():
+        means = [math.nan if m is None else m for m in means]
+        summary, off = summarize_over_seeds(means, [0.5] * len(means))
+        methods[method] = MethodResult(alpha=0.01 if method == "irs" else 0.0, evaluations={
+            0.4: Evaluation(0.4, summary, seed_means=means, not_converged=off,
+                            diverged_seeds=(diverged or {}).get(method, []))})
+    return RunResults(settings={**SETTINGS, "seeds": [0, 1, 2], "model": "vgg8"},
+                      methods=methods)
+
+
+def test_over_seeds_the_fair_baseline_is_paired_by_seed_and_divergence_is_shown(tmp_path):
+    """Over seeds, IRS − noise_scaled is taken seed by seed on the seeds both have; a method
+    with one seed left is not called a winner; diverged seeds show in the table, the CSV and
+    the plot's title names the seeds."""
+    from neft_jax.harness.reporting import plot_accuracy_vs_sigma, result_rows
+
+    results = _seeds_results({"noise_scaled": [60.0, 70.0, 80.0], "irs": [61.0, 71.2, 80.8],
+                              "noise": [30.0, None, None]}, diverged={"noise": [1, 2]})
+    text = format_table(results)
+    assert ("IRS beats noise_scaled (+1.0 ± 0.5 points over the 3 seeds both have, paired by "
+            "seed, Student-t)") in text
+    noise_row = next(line for line in text.splitlines() if line.startswith("│ noise "))
+    assert "(1 seed: no interval)" in noise_row and "2 diverged" in noise_row
+    assert "noise (one seed: no interval) not compared" in text
+    rows = {r["method"]: r for r in result_rows(results)}
+    assert rows["noise"]["diverged"] is True and rows["noise"]["diverged_seeds"] == 2
+    assert rows["irs"]["diverged"] is False and rows["irs"]["diverged_seeds"] == 0
+    uneven = _seeds_results({"noise_scaled": [60.0, 70.0, None], "irs": [61.0, None, 80.5]})
+    assert "IRS is compared with noise_scaled (+1.0 points in the one seed both have: no " \
+        "interval)" in verdict(uneven)
+    captured = {}
+    import matplotlib.axes
+
+    original = matplotlib.axes.Axes.set_title
+
+    def spy(self, label, *args, **kwargs):
+        captured["title"] = label
+        return original(self, label, *args, **kwargs)
+
+    matplotlib.axes.Axes.set_title = spy
+    try:
+        plot_accuracy_vs_sigma(results, str(tmp_path / "a.png"))
+    finally:
+        matplotlib.axes.Axes.set_title = original
+    assert "3 seeds × 200 runs; bars: Student-t 95 % over seeds" in captured["title"]
