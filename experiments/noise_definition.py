@@ -123,8 +123,8 @@ def load_records(out: str) -> list[dict]:
 
 
 def fit_error(ours: dict[float, float], paper: dict[float, float]) -> float:
-    """Root mean square distance (points) between our row and the paper's."""
-    return (sum((ours[s] - paper[s]) ** 2 for s in paper) / len(paper)) ** 0.5
+    """Root mean square distance (points) between our row and the paper's, over our σ."""
+    return (sum((ours[s] - paper[s]) ** 2 for s in ours) / len(ours)) ** 0.5
 
 
 def report(out: str, sigmas: tuple[float, ...]) -> str:
@@ -134,7 +134,8 @@ def report(out: str, sigmas: tuple[float, ...]) -> str:
              "Mean Monte Carlo accuracy (%) ± 95 % CI over the runs, on the same noise keys "
              "for both definitions. `range`: std 0.78·σ·max|W| (authors' released code); "
              "`level`: std 0.26·σ·max|W| (eq. (5) as printed). RMS: root mean square "
-             "distance to the paper's row over σ = 0.2–0.8.", ""]
+             f"distance to the paper's row over σ = {', '.join(f'{s:g}' for s in sigmas)}.",
+             ""]
     summary = []
     for model in PAPER_VANILLA:
         mine = [r for r in records if r["cell"]["model"] == model]
@@ -154,15 +155,18 @@ def report(out: str, sigmas: tuple[float, ...]) -> str:
                 rms = fit_error(means, PAPER_VANILLA[model])
                 summary.append({"model": model, "width": c["width"], "epochs": c["epochs"],
                                 "seed": c["seed"], "definition": definition,
-                                "clean": r["clean_test_accuracy"], "means": means, "rms": rms})
+                                "clean": r["clean_test_accuracy"], "means": means,
+                                "ci95": cis, "mc_runs": r["mc_runs"], "rms": rms,
+                                "machine": r["machine"], "date": r["date"]})
                 lines.append(
                     f"| ×{c['width']:g}, {c['epochs']} ep, seed {c['seed']}, `{definition}`, "
                     f"{r['mc_runs']} runs | "
                     f"{r['clean_test_accuracy']:.1f} | "
                     + " | ".join(f"{means[s]:.2f} ± {cis[s]:.2f}" for s in sigmas)
                     + f" | {rms:.1f} |")
-        lines += ["", f"Machine: {mine[0]['machine']}; kept epoch chosen by clean validation "
-                  f"accuracy; date {mine[0]['date']}.", ""]
+        made = sorted({(r["machine"], r["date"]) for r in mine})
+        lines += ["", "Machine and date: " + "; ".join(f"{m}, {d}" for m, d in made)
+                  + "; kept epoch chosen by clean validation accuracy.", ""]
     if summary:
         verdict = {d: [s["rms"] for s in summary if s["definition"] == d] for d in DEFINITIONS}
         closer = min(DEFINITIONS, key=lambda d: sum(verdict[d]) / len(verdict[d]))
@@ -179,7 +183,8 @@ def report(out: str, sigmas: tuple[float, ...]) -> str:
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump({"paper": {m: {f"{s:g}": v for s, v in row.items()}
                              for m, row in PAPER_VANILLA.items()},
-                   "rows": [{**s, "means": {f"{k:g}": v for k, v in s["means"].items()}}
+                   "rows": [{**s, "means": {f"{k:g}": v for k, v in s["means"].items()},
+                             "ci95": {f"{k:g}": v for k, v in s["ci95"].items()}}
                             for s in summary]}, f, indent=1)
     return text
 
@@ -220,6 +225,11 @@ def main(argv=None) -> int:
     try:
         if not sigmas or not args.seeds:
             raise ValueError("--sigmas and --seeds need at least one value each")
+        paper = sorted(PAPER_VANILLA["vgg8"])
+        if other := [s for s in sigmas if not any(abs(s - p) < 1e-9 for p in paper)]:
+            raise ValueError(f"--sigmas: the report sets each σ beside the paper's vanilla "
+                             f"row, which has σ = {', '.join(f'{p:g}' for p in paper)} only; "
+                             f"got {', '.join(f'{s:g}' for s in other)}")
         check_out_folder(args.out)
         cells = parse_cells(args.cells, args.seeds)
         for cell in cells:  # every cell's settings checked before the first trains

@@ -66,10 +66,11 @@ class Row:
     ci95: float | None
     std: float | None
     runs: int | None  # Monte Carlo runs of the first seed
-    seed_means: tuple[float, ...]  # each seed's mean, diverged seeds left out
+    seed_means: tuple[float, ...]  # each seed's mean, seeds without one left out
     clean: float | None
     diverged: bool
     wall_seconds: float
+    diverged_seeds: int = 0  # seeds whose loss blew up (judged by their kept epoch, if any)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,8 +202,10 @@ def _finished_cells(base: ExperimentConfig, point: Point, out: str, method: str,
 def collect(points: Sequence[Point], methods: Sequence[str],
             finished: Finished) -> tuple[Row, ...]:
     """One row per point × method with finished cells: accuracy at σ (one seed: mean ±
-    CI over Monte Carlo runs; several: mean ± CI over the seeds' means), clean
-    accuracy, optimiser steps and wall time per cell."""
+    CI over Monte Carlo runs; several: mean ± Student-t CI over the seeds' means, none from
+    one), clean accuracy, optimiser steps and wall time per cell. A seed that diverged
+    after keeping an epoch is judged by that epoch (method.md §5); one that kept none has
+    no mean: ``seeds`` counts the seeds with a mean."""
     from neft_jax.stats import summarize_over_seeds
 
     rows = []
@@ -216,22 +219,26 @@ def collect(points: Sequence[Point], methods: Sequence[str],
             steps = point.epochs * (num_train // min(settings["batch_size"], num_train))
             if settings.get("max_train_steps"):
                 steps = min(steps, settings["max_train_steps"])
+            means = [e.mean for _, _, e in found]
             if len(found) == 1:
                 summary = found[0][2].summary or {}
             else:
                 summary, _ = summarize_over_seeds(
-                    [e.mean if not m.diverged else None for _, m, e in found],
-                    [(e.summary or {}).get("ekl") for _, _, e in found])
+                    means, [(e.summary or {}).get("ekl") for _, _, e in found])
                 summary = summary or {}
+                if sum(m is not None for m in means) < 2:  # one seed's mean: no spread
+                    summary = {**summary, "ci95": None, "std": None}
             cleans = [m.clean_accuracy for _, m, _ in found if m.clean_accuracy is not None]
             rows.append(Row(
                 width=point.width, epochs=point.epochs, steps=steps, method=method,
-                seeds=len(found), mean=summary.get("mean"), ci95=summary.get("ci95"),
-                std=summary.get("std"), runs=(found[0][2].summary or {}).get("runs"),
-                seed_means=tuple(e.mean for _, m, e in found if not m.diverged),
+                seeds=sum(m is not None for m in means), mean=summary.get("mean"),
+                ci95=summary.get("ci95"), std=summary.get("std"),
+                runs=(found[0][2].summary or {}).get("runs"),
+                seed_means=tuple(m for m in means if m is not None),
                 clean=sum(cleans) / len(cleans) if cleans else None,
                 diverged=any(m.diverged for _, m, _ in found),
-                wall_seconds=sum(r.wall_seconds for r, _, _ in found) / len(found)))
+                wall_seconds=sum(r.wall_seconds for r, _, _ in found) / len(found),
+                diverged_seeds=sum(m.diverged for _, m, _ in found)))
     return tuple(rows)
 
 
@@ -255,8 +262,8 @@ def paired_differences(points: Sequence[Point], methods: Sequence[str],
                 continue
             per_seed = []
             for seed in sorted(set(cells[a]) & set(cells[b])):
-                (_, ma, ea), (_, mb, eb) = cells[a][seed], cells[b][seed]
-                if ma.diverged or mb.diverged or ea.mean is None or eb.mean is None:
+                (_, _, ea), (_, _, eb) = cells[a][seed], cells[b][seed]
+                if ea.mean is None or eb.mean is None:  # diverged with no kept epoch
                     continue
                 paired = paired_summary(ea.accuracies, eb.accuracies)
                 per_seed.append(SeedDifference(seed, ea.mean - eb.mean,
@@ -273,7 +280,8 @@ def paired_differences(points: Sequence[Point], methods: Sequence[str],
 def separated(a: Row, b: Row) -> bool:
     """Whether two rows' 95 % CIs do not overlap (a above b). Rows over different numbers
     of seeds are not compared: one seed's ± covers its runs only."""
-    if a.mean is None or b.mean is None or a.seeds != b.seeds:
+    if a.mean is None or b.mean is None or a.seeds != b.seeds or a.ci95 is None \
+            or b.ci95 is None:
         return False
     return a.mean - (a.ci95 or 0) > b.mean + (b.ci95 or 0)
 

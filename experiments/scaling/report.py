@@ -84,10 +84,13 @@ def format_study(report: StudyReport, methods: Sequence[str]) -> str:
             if row is None or row.mean is None:
                 shown.append("–" if row is None else "diverged")
             else:
-                partial = row.seeds < len(s.seeds)  # not every seed is in
-                shown.append(f"{row.mean:.2f} ± {row.ci95 or 0:.2f} "
+                partial = row.seeds < len(s.seeds)  # not every seed is in, or has a mean
+                spread = "(no interval) " if row.ci95 is None else f"± {row.ci95:.2f} "
+                shown.append(f"{row.mean:.2f} {spread}"
                              + (f"({row.seeds} seed{'s' * (row.seeds > 1)}) "
                                 if partial else "")
+                             + (f"({row.diverged_seeds} diverged) " if row.diverged_seeds
+                                else "")
                              + f"[{row.wall_seconds / 60:.1f}]")
         lines.append(f"| ×{width:g} | {epochs} | {steps} | "
                      + " | ".join(shown) + " |")

@@ -18,6 +18,7 @@ import noise_definition  # noqa: E402
     (["--seeds", "-1"], "argument --seeds: must be an integer >= 0"),
     (["--mc-runs", "0"], "argument --mc-runs: must be an integer > 0"),
     (["--sigmas", "abc"], "argument --sigmas: expected a number"),
+    (["--sigmas", "0.3,0.4"], "has σ = 0.2, 0.4, 0.6, 0.8 only; got 0.3"),
     (["--report-only", "--out", "{tmp}/none"], "--report-only: no study in"),
 ])
 def test_bad_input_is_one_line_and_nothing_is_made(tmp_path, capsys, flags, says):
@@ -38,3 +39,25 @@ def test_cells_are_model_width_epochs_times_seeds_in_any_case():
     cells = noise_definition.parse_cells("VGG8:1:10,resnet18:0.25:12", [0, 1])
     assert [c.name for c in cells] == ["vgg8-w1-e10-seed0", "vgg8-w1-e10-seed1",
                                        "resnet18-w0.25-e12-seed0", "resnet18-w0.25-e12-seed1"]
+
+
+def test_the_report_of_some_of_the_papers_sigmas_names_each_cells_machine(tmp_path):
+    """A study at σ = 0.2, 0.4 only: the RMS is over those two (it was a KeyError), and
+    each cell's machine and date are named, not the first cell's for all."""
+    import json
+
+    for seed, machine, date in ((0, "CPU A", "2026-01-01"), (1, "GPU B", "2026-03-01")):
+        folder = tmp_path / f"vgg8-w1-e10-seed{seed}"
+        folder.mkdir()
+        rows = {d: {"0": {"summary": {"mean": 95.0}},
+                    **{f"{s:g}": {"summary": {"mean": m, "ci95": 1.0}}
+                       for s, m in ((0.2, 90.0), (0.4, 60.0))}}
+                for d in ("range", "level")}
+        (folder / "cell.json").write_text(json.dumps({
+            "cell": {"model": "vgg8", "width": 1.0, "epochs": 10, "seed": seed},
+            "mc_runs": 10, "clean_test_accuracy": 95.0, "evaluations": rows,
+            "machine": machine, "date": date}))
+    text = noise_definition.report(str(tmp_path), (0.2, 0.4))
+    rms = ((90.0 - 98.8) ** 2 + (60.0 - 63.54) ** 2) / 2
+    assert f"| {rms ** 0.5:.1f} |" in text and "over σ = 0.2, 0.4." in text
+    assert "Machine and date: CPU A, 2026-01-01; GPU B, 2026-03-01;" in text

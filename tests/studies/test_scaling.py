@@ -76,7 +76,7 @@ def test_report_from_finished_cells(tmp_path):
     assert list(written) == ["settings", "rows", "differences", "chance", "findings"]
     assert list(written["rows"][0]) == ["width", "epochs", "steps", "method", "seeds", "mean",
                                         "ci95", "std", "runs", "seed_means", "clean",
-                                        "diverged", "wall_seconds"]
+                                        "diverged", "wall_seconds", "diverged_seeds"]
     assert written["findings"]["irs_above_noise"] == {"width": 0.125, "epochs": 12}
     assert list(written["findings"]["across_seeds"]) == ["irs-noise", "noise_scaled-noise",
                                                          "irs-noise_scaled"]
@@ -205,3 +205,29 @@ def test_differences_are_paired_within_a_seed_and_t_intervals_over_seeds(tmp_pat
 
     height, width = matplotlib.image.imread(str(tmp_path / "differences.png")).shape[:2]
     assert width > 2.5 * height
+
+
+def test_a_seed_that_diverged_is_judged_by_its_kept_epoch_and_n_counts_means():
+    """method.md §5: a seed that diverged after keeping an epoch counts with that epoch's
+    score; one that kept none has no mean and is left out of n. One mean left gives no
+    interval, and no 'separated' finding can rest on it."""
+    from scaling.collect import collect, separated
+
+    point = Point(1.0, 12)
+
+    def seed(mean, diverged=False):
+        summary = None if mean is None else {"mean": mean, "ci95": 1.0, "runs": 10,
+                                             "ekl": 0.5}
+        entry = MethodResult(alpha=0.0, diverged=diverged, clean_accuracy=90.0,
+                             evaluations={0.4: Evaluation(0.4, summary)})
+        results = RunResults(settings={"num_train": 896, "batch_size": 32}, methods={},
+                             wall_seconds=60.0)
+        return results, entry, entry.at(0.4)
+
+    finished = {(point, "noise"): {0: seed(60.0), 1: seed(61.0), 2: seed(20.0, True)},
+                (point, "irs"): {0: seed(70.0), 1: seed(None, True), 2: seed(None, True)}}
+    noise, irs = collect([point], ["noise", "irs"], finished)
+    assert (noise.seeds, noise.diverged_seeds, noise.seed_means) == (3, 1, (60.0, 61.0, 20.0))
+    assert noise.mean == pytest.approx(47.0)
+    assert (irs.seeds, irs.diverged_seeds, irs.mean, irs.ci95) == (1, 2, 70.0, None)
+    assert not separated(irs, noise) and not separated(irs, irs)
