@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.identity import shared_differences
 from neft_jax.harness.results import RunResults, sigma_key
+from neft_jax.harness.runtime import made_with
 from neft_jax.harness.sweeps import Cell, aggregate_over_seeds, collect_rows
 from neft_jax.models import MODELS
 from neft_jax.stats import across_seeds
@@ -93,17 +94,6 @@ class _Reader:
             return None
         results = self.results(results_path)
         return results if results is not None and results.seeds else None
-
-
-def made_with(environment: dict) -> tuple[str, str, str]:
-    """(code, machine, date) of a results file's ``environment``: the commit (``+dirty`` when
-    its tracked files differed; ``unknown`` outside git), the CPU model on a CPU or the
-    accelerator's kind, and the day."""
-    code = environment.get("code") or {}
-    commit = (code.get("commit") or "unknown")[:7] + ("+dirty" if code.get("dirty") else "")
-    machine = (environment.get("cpu_model") if environment.get("backend") == "cpu"
-               else environment.get("device_kind") or environment.get("backend"))
-    return commit, str(machine or "unknown"), str(environment.get("date") or "")[:10]
 
 
 # The rows below are written to report.json field by field, in this order.

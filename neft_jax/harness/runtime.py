@@ -71,6 +71,17 @@ def environment() -> dict:
     }
 
 
+def made_with(environment: dict) -> tuple[str, str, str]:
+    """(code, machine, date) of a results file's ``environment``: the commit (``+dirty`` when
+    its tracked files differed; ``unknown`` outside git), the CPU model on a CPU or the
+    accelerator's kind, and the day."""
+    code = environment.get("code") or {}
+    commit = (code.get("commit") or "unknown")[:7] + ("+dirty" if code.get("dirty") else "")
+    machine = (environment.get("cpu_model") if environment.get("backend") == "cpu"
+               else environment.get("device_kind") or environment.get("backend"))
+    return commit, str(machine or "unknown"), str(environment.get("date") or "")[:10]
+
+
 @functools.cache
 def code_version() -> dict | None:
     """The git commit of the neft_jax source that runs, and whether its tracked files differ

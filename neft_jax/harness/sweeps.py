@@ -42,6 +42,7 @@ from neft_jax.harness.identity import (
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
 from neft_jax.harness.results import RunResults, write_atomic
+from neft_jax.harness.runtime import made_with
 from neft_jax.stats import summarize_over_seeds
 from neft_jax.train import uses_feedback
 
@@ -304,6 +305,7 @@ def collect_rows(cells: Sequence[Cell], out: str) -> list[dict]:
         if not entry:
             continue
         settings = fingerprint(without_seed(identity_of_settings(results.settings)))
+        code, machine, date = made_with(results.environment)
         for sigma, evaluation in entry.evaluations.items():
             summary = evaluation.summary or {}
             rows.append({
@@ -312,7 +314,8 @@ def collect_rows(cells: Sequence[Cell], out: str) -> list[dict]:
                 "eval_sigma": float(sigma), "diverged": entry.diverged,
                 **{k: summary.get(k) for k in ("mean", "ci95", "std", "ekl", "runs", "min",
                                                "q01", "q05")},
-                "settings": settings,
+                "settings": settings, "normalisation": results.settings.get("normalisation"),
+                "code": code, "machine": machine, "date": date,
             })
     return rows
 

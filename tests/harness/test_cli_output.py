@@ -320,8 +320,11 @@ def test_result_csv_and_sweep_json_carry_the_quantiles_and_min(tmp_path):
 
     accuracies = list(np.random.default_rng(0).uniform(40.0, 90.0, 200).round(1))
     evaluation = Evaluation(0.4, summarize(accuracies, ekl=0.5), accuracies=accuracies)
-    results = RunResults(settings={"eval_sigmas": [0.4]},
-                         methods={"noise": MethodResult(alpha=0.0, evaluations={0.4: evaluation})})
+    results = RunResults(settings={"eval_sigmas": [0.4], "normalisation": "level"},
+                         methods={"noise": MethodResult(alpha=0.0, evaluations={0.4: evaluation})},
+                         environment={"code": {"commit": "0123456789ab", "dirty": True},
+                                      "backend": "cpu", "cpu_model": "CPU X",
+                                      "date": "2026-12-07T18:00:00+00:00"})
     row, = csv.DictReader(io.StringIO(results_csv(results)))
     expected = {"q01": np.quantile(accuracies, 0.01), "q05": np.quantile(accuracies, 0.05),
                 "min": min(accuracies)}
@@ -336,6 +339,10 @@ def test_result_csv_and_sweep_json_carry_the_quantiles_and_min(tmp_path):
     cell_row, = collect_rows([cell], str(tmp_path))
     for name, value in expected.items():
         assert cell_row[name] == pytest.approx(value, rel=1e-5)
+    # each cell says how it was made: noise definition, code, machine, day
+    assert {k: cell_row[k] for k in ("normalisation", "code", "machine", "date")} == {
+        "normalisation": "level", "code": "0123456+dirty", "machine": "CPU X",
+        "date": "2026-12-07"}
 
 
 def test_a_sweep_lists_each_cell_once_and_keeps_out_of_other_commands_folders(tmp_path,
