@@ -14,6 +14,7 @@ from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.data import NUM_CLASSES
 from neft_jax.harness.identity import shared_differences
 from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+from neft_jax.harness.runtime import made_with
 from neft_jax.harness.seeds import seed_list
 from neft_jax.harness.sweeps import Cell
 from neft_jax.stats import SeedDifference
@@ -123,6 +124,8 @@ class StudySettings:
     batch_size: int
     seeds: tuple[int, ...]
     points: tuple[Point, ...]
+    #: (code, machine, day) of the finished cells read (:func:`~neft_jax.harness.runtime.made_with`)
+    made_with: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +162,9 @@ def collect_study(base: ExperimentConfig, points: Sequence[Point], out: str,
         model=base.model, dataset=base.dataset, sigma=base.sigma,
         normalisation=base.normalisation, device_preset=base.device_preset,
         mc_runs=base.mc_runs, batch_size=base.batch_size, seeds=tuple(seed_list(base)),
-        points=tuple(points))
+        points=tuple(points), made_with=tuple(sorted(
+            {made_with(r.environment) for cells in finished.values()
+             for r, _, _ in cells.values()})))
     return StudyReport(settings, rows, differences, chance,
                        findings(rows, chance, differences), tuple(other_settings))
 

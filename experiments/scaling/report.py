@@ -65,9 +65,12 @@ def format_study(report: StudyReport, methods: Sequence[str]) -> str:
              + f"; vanilla is trained at σ = 0. Chance: {report.chance:g} %. Wall time "
              "per cell in minutes in brackets"
              + ("; a cell with fewer seeds names how many (one seed: ± over its runs)"
-                if len(s.seeds) > 1 else "") + ".", "",
-             "| width | epochs | optimiser steps | " + " | ".join(methods) + " |",
-             "|---|---|---|" + "---|" * len(methods)]
+                if len(s.seeds) > 1 else "") + ".", ""]
+    if s.made_with:
+        lines += ["Made with (code, machine, day): "
+                  + "; ".join(", ".join(m) for m in s.made_with) + ".", ""]
+    lines += ["| width | epochs | optimiser steps | " + " | ".join(methods) + " |",
+              "|---|---|---|" + "---|" * len(methods)]
     if report.other_settings:
         left_out = report.other_settings
         lines[-2:-2] = [f"Left out: {len(left_out)} finished cell{'s' * (len(left_out) > 1)} "

@@ -70,6 +70,8 @@ def test_report_from_finished_cells(tmp_path):
     assert "| ×0.125 | 12 | 336 | – | 20.00 ± 1.00 [2.0] | 35.00 ± 1.00 [2.0] |" in table
     assert "vanilla 63.54, noise 97.77, irs 99.3 %" in table  # the paper's σ = 0.4 numbers
     assert "One seed: each ± covers the Monte Carlo runs" in table
+    assert "Made with (code, machine, day): unknown, unknown, ." in table  # no environment
+
     written = json.loads((tmp_path / "scaling.json").read_text())
     assert written == json.loads(json.dumps(report.to_json())) and written["chance"] == 10.0
     # The typed rows are written with the keys scaling.json has always had, in that order.
