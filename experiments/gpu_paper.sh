@@ -133,6 +133,11 @@ trap 'touch "$CALL_PARENT/stop" 2>/dev/null' EXIT  # the snapshots end with the 
 if [ -n "${GPU_PAPER_RATES:-}" ]; then
     cp "$GPU_PAPER_RATES" "$CALL/bench.jsonl"
     echo "benches skipped: the rates are those of $GPU_PAPER_RATES" | tee "$CALL/bench.txt"
+    MEASURED_ON=$(head -n 1 "$(dirname "$GPU_PAPER_RATES")/gpu_call1.txt" 2>/dev/null | cut -d, -f1 || true)
+    HERE=$(head -n 1 "$CALL/gpu.txt" 2>/dev/null | cut -d, -f1 || true)
+    if [ -n "$MEASURED_ON" ] && [ -n "$HERE" ] && [ "$MEASURED_ON" != "$HERE" ]; then
+        echo "warning: the rates (and the kept cells' times that size the budget) were measured on $MEASURED_ON; this call runs on $HERE, so cells may start that do not end in time: unset GPU_PAPER_RATES to measure again" | tee -a "$CALL/bench.txt"
+    fi
 else
     # --channels 1: MNIST's, so the loop's bench reuses the bare step's row (one compile less)
     BENCH=(python3 experiments/bench.py --models vgg8 --methods noise --compute tf32 --skip-mc

@@ -159,6 +159,8 @@ class _Runner:
             method, = job.methods
             one = estimate_seconds(self.budget.durations,
                                    cost_key(method, job.model, job.width, job.epochs))
+            if one is not None and len(job.eval_sigmas) > 1:  # the cells measured score one σ
+                one *= 1 + evaluation_share(self.out, job.model) * (len(job.eval_sigmas) - 1)
             self.budget.check(what, None if one is None else one * left)
         try:
             runner(job, log=self.log, show_progress=self.show_progress)
@@ -172,6 +174,27 @@ class _Runner:
             self.sweep(stage, cfg, *grid)
         for what, job in stage_jobs(stage, self.plan, cfg, self.out):
             self.seeds_run(what, run_experiment if job.alpha_search else run_seeds, job)
+
+
+def evaluation_share(out: str, model: str, default: float = 0.5) -> float:
+    """The share of a finished cell's wall time that scoring one σ took, for ``model``'s
+    cells in ``out`` (their mean; ``default`` before any): a job scored at n σ (the vanilla
+    sweep) costs about 1 + share·(n − 1) cells. One H200 at the paper profile: 3–5 %
+    (2026-11-28); a CPU at the quick profile far more."""
+    import glob
+    import json
+
+    shares = []
+    for path in glob.glob(os.path.join(out, f"*_{model}", "cells", "*", "results.json")):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            with open(path) as f:
+                results = json.load(f)
+            (entry,) = results["methods"].values()
+            scored = [e["eval_seconds"] for e in entry["evaluations"].values()
+                      if e.get("eval_seconds")]
+            if scored:
+                shares.append(min(1.0, scored[0] / results["wall_seconds"]))
+    return sum(shares) / len(shares) if shares else default
 
 
 def stage_jobs(stage: str, plan: Plan, cfg: ExperimentConfig,

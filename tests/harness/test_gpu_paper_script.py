@@ -146,8 +146,14 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
                         "compute": "tf32", "val_every": 1, "loop_images_per_s": 30000.0})
     (kept / "bench.jsonl").write_text(rates + "\n")
     (kept / "log_call1.txt").write_text("the first call's log\n")
+    (kept / "gpu_call1.txt").write_text("NVIDIA H200, 143771 MiB\n")
+    fake = tmp_path / "bin"  # this call lands on another kind of GPU
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 81559 MiB'\n")
+    (fake / "nvidia-smi").chmod(0o755)
     out = tmp_path / "out"
-    env = {**os.environ, "GPU_PAPER_DATA": TINY_DATA_DIR, "GPU_PAPER_RUN": str(tmp_path / "run"),
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}",
+           "GPU_PAPER_DATA": TINY_DATA_DIR, "GPU_PAPER_RUN": str(tmp_path / "run"),
            "GPU_PAPER_CALL_SECONDS": "70",  # auto: the plan gets 70 − spent − 55 s
            "GPU_PAPER_WORKERS": "2",
            "GPU_PAPER_EXTRA": "--models vgg8 --stages core --seeds 1 --width 0.03 "
@@ -161,6 +167,8 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
                        done.stdout)
     assert budget and int(budget[1]) == 70 - int(budget[2]) - 15 - 40
     assert "continuing from" in done.stdout and "benches skipped" in done.stdout
+    assert "warning: the rates (and the kept cells' times that size the budget) were " \
+        "measured on NVIDIA H200; this call runs on NVIDIA H100 80GB HBM3" in done.stdout
     assert sorted(os.listdir(out)) == OUT_FILES
     files = call_files(out)
     assert files["bench.jsonl"] == rates + "\n"
@@ -183,8 +191,8 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     assert not (kept / "bench_call2.jsonl").exists()  # the rates were the kept ones
     assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 63.54 | 98.0 |" in (kept / "REPORT.md").read_text()
     row = (kept / "CALLS.md").read_text().splitlines()[-1]
-    assert re.match(r"\| 2 \| 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ \| [^|]+ \| – \| 2 \| 0 \|",
-                    row) and row.endswith(
+    assert re.match(r"\| 2 \| 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ \| [0-9a-f]{12}(\+dirty)? \| "
+                    r"NVIDIA H100 80GB HBM3, 81559 MiB \| 2 \| 0 \|", row) and row.endswith(
         f"| benches skipped: the rates are those of {kept}/bench.jsonl |")
 
 

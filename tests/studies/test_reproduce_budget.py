@@ -5,6 +5,7 @@ fit; the plan's time estimated from a measured loop rate.
 The study lives in experiments/paper/, outside the installed library; the budget itself
 (neft_jax.harness.budget) is tested in tests/harness/test_budget.py."""
 
+import json
 import os
 import sys
 
@@ -127,13 +128,16 @@ def test_stages_reuse_each_others_cells_in_either_order(tmp_path):
         == len(set(names))
 
 
-@pytest.mark.parametrize("stage, method, count", [("alpha", "irs", 5), ("table5", "irs", 2),
-                                                   ("vanilla", "vanilla", 2)])
+@pytest.mark.parametrize("stage, method, count, need", [
+    ("alpha", "irs", 5, 300), ("table5", "irs", 2, 120),
+    # scored at 11 σ, each 50 % of a cell's time before any cell says otherwise: 6× a cell
+    ("vanilla", "vanilla", 2, 720)])
 def test_a_stage_of_several_trainings_starts_only_if_all_of_them_fit(tmp_path, stage, method,
-                                                                      count):
+                                                                      count, need):
     """The α search, a Table V variant and the vanilla sweep run as one job each: with a
-    budget, each starts only if its trainings, at the measured time of cells like them,
-    end in time (a job started with seconds left would outrun the budget)."""
+    budget, each starts only if its trainings, at the measured time of cells like them
+    (scaled for the σ a job scores), end in time (a job started with seconds left would
+    outrun the budget)."""
     from neft_jax.harness.budget import cost_key
     from neft_jax.harness.config import ExperimentConfig
     from neft_jax.harness.sweeps import ALONE
@@ -143,7 +147,7 @@ def test_a_stage_of_several_trainings_starts_only_if_all_of_them_fit(tmp_path, s
     budget.record(cost_key(method, "vgg8", 1.0, 200), 60.0)
     runner = _Runner(Plan(stages=(stage,), seeds=2, table5_seeds=2), str(tmp_path), print,
                      False, budget, ALONE)
-    with pytest.raises(BudgetExhausted, match=f"needs ≈ {60 * count} s"):
+    with pytest.raises(BudgetExhausted, match=f"needs ≈ {need} s"):
         runner.stage(stage, cfg)
     assert not any(tmp_path.iterdir())  # nothing started
 
@@ -178,7 +182,13 @@ def test_a_finished_or_half_finished_job_is_sized_by_what_is_left(tmp_path, monk
     vanilla = stage_dir(str(tmp_path), "vanilla", "vgg8")
     finished(os.path.join(vanilla, "seed-0"), "vanilla",
              sorted(set(VANILLA_SIGMAS) | set(TABLE2_SIGMAS)))
-    runner.stage("vanilla", cfg)  # seed 1 left: 60 s of the 90 s (both: 120 s)
+    # a finished cell in which scoring its σ took 2 % of the time: the sweep's 11 σ make a
+    # seed 60 × (1 + 0.02 × 10) = 72 s
+    cell = tmp_path / "core_vgg8" / "cells" / "a"
+    cell.mkdir(parents=True)
+    (cell / "results.json").write_text(json.dumps({"wall_seconds": 50.0, "methods": {
+        "noise": {"evaluations": {"0.4": {"eval_seconds": 1.0}}}}}))
+    runner.stage("vanilla", cfg)  # seed 1 left: 72 s of the 90 s (both: 144 s)
     assert len(started) == 2 and started[1].seeds == 2
     assert reproduce.trainings_left(started[1]) == 1
 
@@ -355,3 +365,20 @@ def test_the_alpha_grid_trains_every_alpha_at_its_seeds_reusing_the_authors_alph
         1.0, None, 1e-2, 1e-3, 1e-4]
     # Counted once: core at two σ (10 trainings a seed, 3 seeds) + 4 new α × 2 seeds.
     assert len(trainings_of_plan(base, plan)) == 30 + 8
+
+
+def test_the_share_of_a_cell_spent_scoring_one_sigma_is_read_from_finished_cells(tmp_path):
+    """The vanilla sweep scores 11 σ where the cells it is sized from score one: the share
+    of a cell's time one σ took (its results.json) scales the estimate."""
+    import json
+
+    from paper.reproduce import evaluation_share
+
+    assert evaluation_share(str(tmp_path), "vgg8") == 0.5  # nothing measured: cautious
+    for name, wall, scored in (("a", 28.0, 0.8), ("b", 40.0, 2.0)):
+        cell = tmp_path / "core_vgg8" / "cells" / name
+        cell.mkdir(parents=True)
+        (cell / "results.json").write_text(json.dumps({"wall_seconds": wall, "methods": {
+            "noise": {"evaluations": {"0.4": {"eval_seconds": scored}}}}}))
+    assert evaluation_share(str(tmp_path), "vgg8") == pytest.approx((0.8 / 28 + 2 / 40) / 2)
+    assert evaluation_share(str(tmp_path), "resnet18") == 0.5  # another model's cells
