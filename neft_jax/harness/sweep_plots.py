@@ -26,6 +26,11 @@ def plot_sweep(table: Sequence[dict], out: str) -> None:
     import matplotlib.pyplot as plt
 
     panels = sorted({(r["model"], r["dataset"]) for r in table})
+    counts = {r["seeds"] - r.get("diverged", 0) for r in table if r["mean"] is not None}
+    spread = ("mean ± Student-t 95 % CI over seeds" if counts - {1} else
+              "one seed (no interval over seeds)")
+    if len(counts) > 1 and 1 in counts:
+        spread += "; one-seed cells: no bar"
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), dpi=110,
                              squeeze=False)
     for ax, (model, dataset) in zip(axes[0], panels, strict=True):
@@ -38,7 +43,7 @@ def plot_sweep(table: Sequence[dict], out: str) -> None:
         for label, points in sorted(lines.items()):
             _plot_mean_ci(ax, [p for p in points if p["mean"] is not None], "sigma", label)
         ax.set(title=f"{model} / {dataset}", xlabel="σ_d (train = eval)",
-               ylabel="Monte Carlo accuracy (%): mean ± 95 % CI over seeds")
+               ylabel=f"Monte Carlo accuracy (%): {spread}")
     save_figure(fig, os.path.join(out, "accuracy_vs_sigma.png"))
 
     searched = [r for r in table if uses_feedback(r["method"]) and r["alpha"]

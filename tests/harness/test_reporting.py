@@ -265,3 +265,29 @@ def test_over_seeds_the_fair_baseline_is_paired_by_seed_and_divergence_is_shown(
     finally:
         matplotlib.axes.Axes.set_title = original
     assert "3 seeds × 200 runs; bars: Student-t 95 % over seeds" in captured["title"]
+
+
+def test_a_sweep_plot_of_one_seed_says_it_has_no_interval_over_seeds(tmp_path, monkeypatch):
+    """One seed per cell: the y-label says so, not "± 95 % CI over seeds"."""
+    import matplotlib.axes
+
+    from neft_jax.harness import sweep_plots
+
+    labels = []
+    original = matplotlib.axes.Axes.set
+
+    def spy(self, **kwargs):
+        labels.append(kwargs.get("ylabel"))
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set", spy)
+    row = {"model": "vgg8", "dataset": "mnist5k", "method": "noise", "alpha": None,
+           "sigma": 0.4, "eval_sigma": 0.4, "mean": 50.0, "ci95": None, "seeds": 1,
+           "diverged": 0}
+    sweep_plots.plot_sweep([row], str(tmp_path))
+    assert "Monte Carlo accuracy (%): one seed (no interval over seeds)" in labels
+    labels.clear()
+    sweep_plots.plot_sweep([row, {**row, "sigma": 0.6, "eval_sigma": 0.6, "seeds": 3,
+                                  "ci95": 2.0}], str(tmp_path))
+    assert ("Monte Carlo accuracy (%): mean ± Student-t 95 % CI over seeds; one-seed cells: "
+            "no bar") in labels
