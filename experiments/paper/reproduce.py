@@ -185,7 +185,9 @@ def evaluation_share(out: str, model: str, default: float = 0.5) -> float:
     import json
 
     shares = []
-    for path in glob.glob(os.path.join(out, f"*_{model}", "cells", "*", "results.json")):
+    # each cell once: a stage links the cells it shares with another
+    for path in {os.path.realpath(p) for p in glob.glob(
+            os.path.join(out, f"*_{model}", "cells", "*", "results.json"))}:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
             with open(path) as f:
                 results = json.load(f)
@@ -236,9 +238,8 @@ def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig,
     ``sigma`` when given); None for the others."""
     seeds = seed_list(cfg, plan.seeds)
     core_sigmas = plan.core_sigmas if sigma is None else [sigma]
-    # Table V's "all exits" at the variants' seeds that Table II and core do not train
-    beyond = seed_list(cfg, plan.table5_seeds)[plan.seeds:]
-    if stage == "table5":
+    if stage == "table5":  # "all exits" at the variants' seeds Table II and core do not train
+        beyond = seed_list(cfg, plan.table5_seeds)[plan.seeds:]
         return (["irs"], [ABLATION_SIGMA], [None], beyond) if beyond else None
     return {
         "core": (CORE_METHODS, core_sigmas, [None, CONTROL_ALPHA], seeds),
