@@ -12,7 +12,7 @@ std 0.26·σ·max|W|), on the same noise keys, and sets both rows beside the pap
 
 Every cell is resumable (checkpoints every epoch, evaluations saved σ by σ): the same
 command continues after a kill. ``--report-only`` writes ``REPORT.md`` and
-``report.json`` from what is finished.
+``report.json`` from what is finished of the cells ``--cells`` and ``--seeds`` name.
 """
 
 from __future__ import annotations
@@ -127,9 +127,19 @@ def fit_error(ours: dict[float, float], paper: dict[float, float]) -> float:
     return (sum((ours[s] - paper[s]) ** 2 for s in ours) / len(ours)) ** 0.5
 
 
-def report(out: str, sigmas: tuple[float, ...]) -> str:
-    """REPORT.md and report.json: per cell, both definitions' rows beside the paper's."""
-    records = load_records(out)
+def report(out: str, sigmas: tuple[float, ...], cells: list[Cell] | None = None) -> str:
+    """REPORT.md and report.json: per cell, both definitions' rows beside the paper's; with
+    ``cells``, only those (the others finished in ``out``, and cells not scored at every σ
+    of ``sigmas``, are named in one line, not tabled)."""
+    records, left_out = [], []
+    wanted = None if cells is None else {c.name for c in cells}
+    for r in load_records(out):
+        name = Cell(**r["cell"]).name
+        scored = all(f"{s:g}" in r["evaluations"][d] for d in DEFINITIONS for s in sigmas)
+        if (wanted is None or name in wanted) and scored:
+            records.append(r)
+        else:
+            left_out.append(name + ("" if scored else " (not scored at every σ)"))
     lines = ["# Which σ the paper means: vanilla under both noise definitions", "",
              "Mean Monte Carlo accuracy (%) ± 95 % CI over the runs, on the same noise keys "
              "for both definitions. `range`: std 0.78·σ·max|W| (authors' released code); "
@@ -167,6 +177,11 @@ def report(out: str, sigmas: tuple[float, ...]) -> str:
         made = sorted({(r["machine"], r["date"]) for r in mine})
         lines += ["", "Machine and date: " + "; ".join(f"{m}, {d}" for m, d in made)
                   + "; kept epoch chosen by clean validation accuracy.", ""]
+    if left_out:
+        lines += [f"Not tabled: {len(left_out)} more finished cell"
+                  f"{'s' if len(left_out) > 1 else ''} in this folder that --cells and "
+                  f"--seeds do not name, or not scored at every σ: {', '.join(left_out)}.",
+                  ""]
     if summary:
         verdict = {d: [s["rms"] for s in summary if s["definition"] == d] for d in DEFINITIONS}
         closer = min(DEFINITIONS, key=lambda d: sum(verdict[d]) / len(verdict[d]))
@@ -212,7 +227,8 @@ def noise_definition_parser():
                         help="σ values each vanilla model is scored at, under both noise "
                         "definitions (default: 0.2,0.4,0.6,0.8)")
     parser.add_argument("--report-only", action="store_true",
-                        help="only rewrite the report from the finished cells in --out")
+                        help="only rewrite the report from the finished cells in --out "
+                        "that --cells and --seeds name")
     return parser
 
 
@@ -246,8 +262,8 @@ def main(argv=None) -> int:
         for cell in cells:
             log(f"cell {cell.name}")
             run_cell(cell, args.out, args.mc_runs, sigmas, log)
-            report(args.out, sigmas)
-    print(report(args.out, sigmas))
+            report(args.out, sigmas, cells)
+    print(report(args.out, sigmas, cells))
     return 0
 
 

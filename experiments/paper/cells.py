@@ -103,16 +103,38 @@ def core_cells(read, path: str, alpha_grid: bool = False,
         if entry.diverged or evaluation is None or not evaluation.accuracies:
             continue
         control = is_control(method, alpha)
-        last = entry.history[-1] if entry.history else {}
         name = f"irs α={entry.alpha:g}" if alpha_grid else "control" if control else method
         seed = int(settings["seed"])
-        cells[(name, sigma, seed)] = CoreCell(
-            method=name, sigma=sigma, seed=seed, mean=evaluation.mean,
-            ci95=evaluation.summary["ci95"], clean=entry.clean_accuracy,
-            feedback_ratio=last.get("feedback_ratio"),
-            exit_accuracies=last.get("exit_accuracies"), accuracies=evaluation.accuracies,
-            best_val=entry.best_val_accuracy)
+        cells[(name, sigma, seed)] = _core_cell(name, sigma, seed, entry, evaluation)
     return cells
+
+
+def vanilla_core_cells(read, path: str, sigmas: Sequence[float]
+                       ) -> dict[tuple[str, float, int], CoreCell]:
+    """The core stage's vanilla cells at each of ``sigmas``, by (``vanilla``, σ, seed):
+    the vanilla stage's finished, not diverged cells (trained clean, scored at every σ)."""
+    cells = {}
+    for results_path in cell_paths(path):
+        results = read.results(results_path)
+        if results is None or "vanilla" not in results.methods:
+            continue
+        entry, seed = results.methods["vanilla"], int(results.settings["seed"])
+        for sigma in sigmas:
+            evaluation = entry.at(sigma)
+            if not entry.diverged and evaluation is not None and evaluation.accuracies:
+                cells[("vanilla", sigma, seed)] = _core_cell("vanilla", sigma, seed, entry,
+                                                             evaluation)
+    return cells
+
+
+def _core_cell(name: str, sigma: float, seed: int, entry, evaluation) -> CoreCell:
+    """A :class:`CoreCell` from a method's results and its evaluation at σ."""
+    last = entry.history[-1] if entry.history else {}
+    return CoreCell(
+        method=name, sigma=sigma, seed=seed, mean=evaluation.mean,
+        ci95=evaluation.summary["ci95"], clean=entry.clean_accuracy,
+        feedback_ratio=last.get("feedback_ratio"), exit_accuracies=last.get("exit_accuracies"),
+        accuracies=evaluation.accuracies, best_val=entry.best_val_accuracy)
 
 
 #: Each α of the grid against these cells of its seed (σ = 0.4, from the core stage).

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.identity import shared_differences
@@ -33,6 +33,7 @@ from .cells import (
     core_cells,
     core_differences,
     core_order,
+    vanilla_core_cells,
 )
 from .plan import (
     ABLATION_SIGMA,
@@ -171,9 +172,13 @@ def _cells_json(cells: dict[str, TableCell | None]) -> dict[str, dict | None]:
 
 
 
-def _from_sweep(table, method, sigma, alpha=None) -> TableCell | None:
+def _from_sweep(table, method, sigma, alpha=None,
+                trained_sigma: float | None = None) -> TableCell | None:
+    """The cell of ``table`` (over seeds) evaluated at ``sigma`` and trained there (or at
+    ``trained_sigma``: vanilla, trained clean)."""
+    trained = sigma if trained_sigma is None else trained_sigma
     for row in table:
-        if (row["method"] == method and math.isclose(row["sigma"], sigma)
+        if (row["method"] == method and math.isclose(row["sigma"], trained)
                 and math.isclose(row["eval_sigma"], sigma)
                 and (alpha is None or (row["alpha"] and math.isclose(row["alpha"], alpha)))
                 and row["mean"] is not None):
@@ -205,12 +210,12 @@ def collect_report(out: str, plan: Plan,
     for model in plan.models:
         read = _Reader(base)
         table2 = read.sweep_table(stage_dir(out, "table2", model))
-        vanilla = read.seeds_results(stage_dir(out, "vanilla", model))
+        vanilla = _vanilla_stage(read, stage_dir(out, "vanilla", model))
         control = read.sweep_table(stage_dir(out, "control", model))
         scaled = read.sweep_table(stage_dir(out, "scaled", model))
         ovf = read.sweep_table(stage_dir(out, "ovf", model))
         rows = {
-            "vanilla": {sigma_key(s): _from_seeds(vanilla, "vanilla", s) for s in plan.sigmas},
+            "vanilla": {sigma_key(s): vanilla(s) for s in plan.sigmas},
             "noise": {sigma_key(s): _from_sweep(table2, "noise", s) for s in plan.sigmas},
             "noise_scaled: CE(z/(s+1))": {sigma_key(s): _from_sweep(table2, "noise_scaled", s)
                                           or (_from_sweep(scaled, "noise_scaled", s)
@@ -243,15 +248,27 @@ def collect_report(out: str, plan: Plan,
                 test = entry.at(ABLATION_SIGMA)
                 alpha = AlphaSearch(entry.alpha_search, entry.alpha,
                                     test.summary if test else None)
-        found = core_cells(read, stage_dir(out, "core", model))
+        core_dir = stage_dir(out, "core", model)
+        core = read.sweep_table(core_dir)
+        # vanilla, trained clean, is the vanilla stage's cells at the core's σ (a plan before
+        # 2026-12-07 trained it in the core stage too: those cells come first)
+        found = core_cells(read, core_dir)
+        if os.path.isdir(core_dir):
+            sigmas = sorted({s for _, s, _ in found} | set(plan.core_sigmas))
+            found = {**vanilla_core_cells(read, stage_dir(out, "vanilla", model), sigmas),
+                     **found}
+            core += [{**row, "sigma": row["eval_sigma"]} for row in read.sweep_table(
+                stage_dir(out, "vanilla", model)) if any(
+                    math.isclose(row["eval_sigma"], s) for s in sigmas) and not any(
+                    r["method"] == "vanilla" and math.isclose(r["sigma"], row["eval_sigma"])
+                    for r in core)]
         report[model] = ModelReport(
-            core=read.sweep_table(stage_dir(out, "core", model)),
+            core=core,
             core_by_seed=tuple(cell for _, cell in sorted(found.items(), key=core_order)),
             core_differences=core_differences(found),
             alpha_grid=alpha_grid(read, stage_dir(out, "alpha_grid", model), found),
             table2=rows,
-            vanilla_sweep={sigma_key(s): _from_seeds(vanilla, "vanilla", s)
-                           for s in VANILLA_SIGMAS},
+            vanilla_sweep={sigma_key(s): vanilla(s) for s in VANILLA_SIGMAS},
             table3={m: _from_sweep(table3, m, table3_sigma(base.dataset if base else "mnist"))
                     for m in ("noise", "irs")},
             table5=table5,
@@ -259,6 +276,16 @@ def collect_report(out: str, plan: Plan,
             other_settings=dict(sorted(read.other_settings.items())),
             made_with=tuple(sorted(read.made_with)))
     return report
+
+
+def _vanilla_stage(read: _Reader, path: str) -> Callable[[float], TableCell | None]:
+    """σ → the vanilla stage's cell over seeds (None: not finished): its cells, each
+    trained clean and scored at every σ, or a plan's before 2026-12-07, one multi-seed run."""
+    table = read.sweep_table(path)
+    if any(row["method"] == "vanilla" for row in table):
+        return lambda s: _from_sweep(table, "vanilla", s, trained_sigma=0.0)
+    old = read.seeds_results(path)
+    return lambda s: _from_seeds(old, "vanilla", s)
 
 
 def _variant_seeds(read: _Reader, paths: Sequence[str]) -> set[int]:

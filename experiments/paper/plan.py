@@ -3,12 +3,15 @@
 ==========  =====================================================================
 stage       what it runs (σ in the device model of the base config)
 ==========  =====================================================================
-core        the most informative cells first (for a time-boxed GPU run): vanilla,
-            noise injection, noise_scaled, IRS and IRS with α = 1e-9 at σ = 0.4,
-            then 0.6 (those of the plan's σ), seed by seed; other stages reuse them
+core        the most informative cells first (for a time-boxed GPU run): noise
+            injection, noise_scaled, IRS and IRS with α = 1e-9 at σ = 0.4, then 0.6
+            (those of the plan's σ), seed by seed, then the vanilla stage's cells; other
+            stages reuse them
 table2      noise injection, noise_scaled and IRS trained and evaluated at each σ of Table II
 table3      noise injection and IRS at σ = 0.6, ``table3_seeds`` runs (Table III)
-vanilla     vanilla trained at σ = 0 and evaluated over σ ∈ {0, 0.05, …, 0.4, 0.6, 0.8}
+vanilla     vanilla, trained clean, one cell per seed evaluated at every σ of
+            {0, 0.05, …, 0.4, 0.6, 0.8} and the plan's: the core stage's and Table II's
+            vanilla numbers too (a method trained clean is the same model at every σ)
 table5      IRS at σ = 0.4 without each exit, and with equal coefficients (Table V), each
             beside IRS with all exits over the same seeds (cells shared with table2 / core)
 control     IRS at σ = 0.4 with α = 1e-9: eq. (1)'s scaling without the feedback
@@ -34,6 +37,7 @@ import difflib
 import math
 import os
 
+from neft_jax.methods import REGISTRY
 from neft_jax.models import MODELS
 
 from .published import TABLE2_SIGMAS
@@ -61,6 +65,9 @@ CONTROL_ALPHA = 1e-9
 #: σ of the core stage, in this order (those in the plan's σ).
 CORE_SIGMAS = (0.4, 0.6)
 CORE_METHODS = ("vanilla", "noise", "noise_scaled", "irs")
+#: The core stage's own cells: its methods trained at σ. Those trained clean (vanilla)
+#: are the vanilla stage's cells, each scored at every σ, so one training serves all.
+CORE_GRID_METHODS = tuple(m for m in CORE_METHODS if REGISTRY[m].perturbs)
 TABLE2_METHODS = ("noise", "noise_scaled", "irs")
 
 
@@ -124,6 +131,12 @@ class Plan:
                 elif Step(model, stage) not in first:
                     rest.append(Step(model, stage))
         return tuple(first + rest)
+
+
+def vanilla_sigmas(plan: Plan) -> tuple[float, ...]:
+    """σ at which the vanilla stage scores each of its cells: :data:`VANILLA_SIGMAS` and
+    the plan's."""
+    return tuple(sorted({*VANILLA_SIGMAS, *map(float, plan.sigmas)}))
 
 
 def stage_dir(out: str, stage: str, model: str, variant: str = "") -> str:

@@ -54,13 +54,13 @@ from .plan import (
     ABLATION_SIGMA,
     BUDGET_STAGES,
     CONTROL_ALPHA,
-    CORE_METHODS,
+    CORE_GRID_METHODS,
     STAGES,
     TABLE2_METHODS,
     TABLE2_SIGMAS,
-    VANILLA_SIGMAS,
     Plan,
     stage_dir,
+    vanilla_sigmas,
 )
 from .published import table3_sigma
 from .report import write_report
@@ -114,11 +114,12 @@ def check_plan(base: ExperimentConfig, plan: Plan, out: str) -> None:
         raise ValueError("the alpha stage's α search is scored on a held-out split, which "
                          "--val-fraction 0 leaves out: give --val-fraction > 0 or leave the "
                          "stage out of --stages")
-    check_cell_groups([(grid_cells([model], [base.dataset], *grid), stage_config(base, model),
+    check_cell_groups([(grid_cells([model], [base.dataset], *grid), cfg,
                         stage_dir(out, stage, model))
-                       for model in plan.models for stage in plan.stages
-                       if (grid := grid_of_stage(stage, plan, stage_config(base, model)))
-                       is not None])  # every grid's cells made alike
+                       for model in plan.models for step_stage in plan.stages
+                       for stage, cfg, grid in stage_grids(step_stage, plan,
+                                                           stage_config(base, model))
+                       ])  # every grid's cells made alike
 
 
 def stage_config(base: ExperimentConfig, model: str) -> ExperimentConfig:
@@ -142,6 +143,8 @@ class _Runner:
     def sweep(self, stage, cfg, methods, sigmas, alphas, seeds) -> None:
         cells = grid_cells([cfg.model], [cfg.dataset], methods, sigmas, alphas, seeds)
         link_shared_cells(self.out, stage, cfg, cells)
+        if len(cfg.eval_sigmas) > 1:
+            self.check_many_sigmas(stage, cfg, cells)
         run_sweep(cells, cfg, stage_dir(self.out, stage, cfg.model), log=self.log,
                   show_progress=self.show_progress, budget=self.budget, worker=self.worker)
 
@@ -159,19 +162,33 @@ class _Runner:
             method, = job.methods
             one = estimate_seconds(self.budget.durations,
                                    cost_key(method, job.model, job.width, job.epochs))
-            if one is not None and len(job.eval_sigmas) > 1:  # the cells measured score one σ
-                one *= 1 + evaluation_share(self.out, job.model) * (len(job.eval_sigmas) - 1)
             self.budget.check(what, None if one is None else one * left)
         try:
             runner(job, log=self.log, show_progress=self.show_progress)
         except FolderBusy:
             self.log(f"{what}: held by another worker, skipped")
 
+    def check_many_sigmas(self, stage: str, cfg: ExperimentConfig, cells: list[Cell]) -> None:
+        """Before the first cell of a grid scored at n σ (the vanilla stage) is measured,
+        the cells it is sized from score one σ: one of its cells costs about
+        1 + share·(n − 1) of theirs (:func:`evaluation_share`); BudgetExhausted when the
+        first unfinished cell of this worker's share would not end in time."""
+        path = stage_dir(self.out, stage, cfg.model)
+        todo = [c for i, c in enumerate(cells) if self.worker.takes(i)
+                and not cell_done(os.path.join(path, "cells", c.name), c.method)]
+        if not todo or any(cell_done(os.path.join(path, "cells", c.name), c.method)
+                           for c in cells):  # a finished cell measures the rest itself
+            return
+        key = cost_key(todo[0].method, cfg.model, cfg.width, cfg.epochs)
+        one = estimate_seconds(self.budget.durations, key)
+        if one is not None and not self.budget.durations.get(key):
+            one *= 1 + evaluation_share(self.out, cfg.model) * (len(cfg.eval_sigmas) - 1)
+            self.budget.check(todo[0].name, one)
+
     def stage(self, stage: str, cfg: ExperimentConfig, sigma: float | None = None) -> None:
         """Run ``stage`` of ``cfg.model`` (a grid stage only at ``sigma`` when given)."""
-        grid = grid_of_stage(stage, self.plan, cfg, sigma)
-        if grid is not None:
-            self.sweep(stage, cfg, *grid)
+        for name, cell_cfg, grid in stage_grids(stage, self.plan, cfg, sigma):
+            self.sweep(name, cell_cfg, *grid)
         for what, job in stage_jobs(stage, self.plan, cfg, self.out):
             self.seeds_run(what, run_experiment if job.alpha_search else run_seeds, job)
 
@@ -194,21 +211,16 @@ def evaluation_share(out: str, model: str, default: float = 0.5) -> float:
             (entry,) = results["methods"].values()
             scored = [e["eval_seconds"] for e in entry["evaluations"].values()
                       if e.get("eval_seconds")]
-            if scored:
+            if len(scored) == 1:  # a cell scored at one σ (not the vanilla stage's)
                 shares.append(min(1.0, scored[0] / results["wall_seconds"]))
     return sum(shares) / len(shares) if shares else default
 
 
 def stage_jobs(stage: str, plan: Plan, cfg: ExperimentConfig,
                out: str) -> list[tuple[str, ExperimentConfig]]:
-    """(name, config) of each job of a stage that is not a grid: the vanilla sweep's
-    multi-seed run, each Table V variant's, the α search (``alpha_search``); none else."""
+    """(name, config) of each job of a stage that is not a grid: each Table V variant's
+    multi-seed run, the α search (``alpha_search``); none else."""
     model, path = cfg.model, stage_dir(out, stage, cfg.model)
-    if stage == "vanilla":
-        sigmas = sorted(set(VANILLA_SIGMAS) | set(plan.sigmas))
-        return [(f"stage vanilla of {model}", dataclasses.replace(
-            cfg, methods=("vanilla",), sigma=0.0, extra_sigmas=tuple(sigmas), out=path,
-            seeds=plan.seeds))]
     if stage == "table5":
         variants = {f"drop{i}": {"drop_exits": (i,)}
                     for i in range(1, MODELS[model].num_exits + 1)}
@@ -242,7 +254,9 @@ def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig,
         beyond = seed_list(cfg, plan.table5_seeds)[plan.seeds:]
         return (["irs"], [ABLATION_SIGMA], [None], beyond) if beyond else None
     return {
-        "core": (CORE_METHODS, core_sigmas, [None, CONTROL_ALPHA], seeds),
+        "core": (CORE_GRID_METHODS, core_sigmas, [None, CONTROL_ALPHA], seeds),
+        # trained clean: one cell per seed, scored at every σ (stage_grids gives its σ)
+        "vanilla": (["vanilla"], [0.0], [None], seeds),
         "table2": (TABLE2_METHODS, plan.sigmas, [None], seeds),
         "table3": (["noise", "irs"], [table3_sigma(cfg.dataset)], [None],
                    seed_list(cfg, plan.table3_seeds)),
@@ -255,6 +269,22 @@ def grid_of_stage(stage: str, plan: Plan, cfg: ExperimentConfig,
     }.get(stage)
 
 
+def stage_grids(stage: str, plan: Plan, cfg: ExperimentConfig, sigma: float | None = None
+                ) -> list[tuple[str, ExperimentConfig, tuple]]:
+    """(stage, its cells' settings, grid) of each grid a step of ``stage`` runs: its own
+    (:func:`grid_of_stage`), and for the core stage also the vanilla stage's, whose cells
+    are the core's vanilla numbers. The vanilla stage's cells are scored at
+    :func:`~paper.plan.vanilla_sigmas`."""
+    grids = []
+    for name in (stage, "vanilla") if stage == "core" else (stage,):
+        grid = grid_of_stage(name, plan, cfg, sigma)
+        if grid is not None:
+            cell_cfg = dataclasses.replace(cfg, extra_sigmas=vanilla_sigmas(plan)) \
+                if name == "vanilla" else cfg
+            grids.append((name, cell_cfg, grid))
+    return grids
+
+
 def trainings_of_plan(base: ExperimentConfig, plan: Plan, out: str | None = None
                       ) -> list[tuple[str, str, int]]:
     """Every training of ``plan`` in the order :func:`run_plan` takes them, each once (a
@@ -264,11 +294,11 @@ def trainings_of_plan(base: ExperimentConfig, plan: Plan, out: str | None = None
     for step in plan.steps():
         model, stage = step.model, step.stage
         cfg = stage_config(base, model)
-        grid = grid_of_stage(stage, plan, cfg, step.sigma)
-        for cell in grid_cells([model], [cfg.dataset], *grid) if grid is not None else ():
-            if cell.name not in seen and not (out and _finished_in_a_stage(out, cell)):
-                trainings.append((model, cell.method, 1))
-            seen.add(cell.name)
+        for _, cell_cfg, grid in stage_grids(stage, plan, cfg, step.sigma):
+            for cell in grid_cells([model], [cfg.dataset], *grid):
+                if cell.name not in seen and not (out and _finished_in_a_stage(out, cell)):
+                    trainings.append((model, cell.method, len(cell_cfg.eval_sigmas)))
+                seen.add(cell.name)
         for _, job in stage_jobs(stage, plan, cfg, out or base.out):
             left = trainings_left(job) if out else (
                 len(ALPHA_GRID) if job.alpha_search else job.seeds)
@@ -285,9 +315,14 @@ def _finished_in_a_stage(out: str, cell: Cell) -> bool:
 
 
 def _in_each_stage(out: str, cell: Cell, but: str | None = None) -> list[str]:
-    """Where each stage of ``out`` but ``but`` keeps ``cell`` (whether or not it is there)."""
-    return [os.path.join(stage_dir(out, stage, cell.model), "cells", cell.name)
-            for stage in STAGES if stage != but]
+    """Where each stage of ``out`` but ``but`` keeps ``cell`` (whether or not it is there);
+    for a vanilla cell also where plans before 2026-12-07 ran the vanilla stage's seed
+    (``seed-<n>/``: the same experiment, which a cell links to)."""
+    paths = [os.path.join(stage_dir(out, stage, cell.model), "cells", cell.name)
+             for stage in STAGES if stage != but]
+    if cell.method == "vanilla" and cell.sigma == 0:
+        paths.append(os.path.join(stage_dir(out, "vanilla", cell.model), f"seed-{cell.seed}"))
+    return paths
 
 
 def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],

@@ -95,7 +95,7 @@ def test_a_cell_past_the_budget_is_stopped_and_the_report_still_comes_back(tmp_p
     log = (out / "log.txt").read_text()
     assert log == files["log.txt"]
     assert "stopped at the hard limit of 20 s" in log
-    assert "vgg8-mnist5k-vanilla-sigma0.4-alphanone-seed0" in log  # the first cell had begun
+    assert "vgg8-mnist5k-noise-sigma0.4-alphanone-seed0" in log  # the first cell had begun
     assert (out / "REPORT.md").read_text().strip()
     with tarfile.open(out / "paper_gpu.tgz") as archive:
         names = archive.getnames()
@@ -131,17 +131,24 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
     from neft_jax.harness.results import Evaluation, MethodResult, RunResults
 
     kept = tmp_path / "kept"  # as the first call's keep left it
-    name = "vgg8-mnist5k-vanilla-sigma0.4-alphanone-seed0"
-    (kept / "core_vgg8" / "cells" / name).mkdir(parents=True)
-    RunResults(settings={"model": "vgg8", "dataset": "mnist5k", "methods": ["vanilla"],
-                         "sigma": 0.4, "alpha": None, "seed": 0, "eval_sigmas": [0.4],
+
+    def finished(folder, method, sigma, eval_sigmas):
+        folder.mkdir(parents=True)
+        RunResults(settings={"model": "vgg8", "dataset": "mnist5k", "methods": [method],
+                             "sigma": sigma, "alpha": None, "seed": 0,
+                             "eval_sigmas": eval_sigmas,
                              # the settings GPU_PAPER_EXTRA gives below: the cell is reused
                              "width": 0.03, "epochs": 2, "lr": 0.001, "mc_runs": 2},
-               methods={"vanilla": MethodResult(alpha=None, clean_accuracy=98.0, evaluations={
-                   0.4: Evaluation(0.4, {"mean": 17.3, "ci95": 0.9},
-                                   accuracies=[17.3, 17.3])})},
-               wall_seconds=100.0).save(str(kept / "core_vgg8" / "cells" / name /
-                                            "results.json"))
+                   methods={method: MethodResult(alpha=None, clean_accuracy=98.0, evaluations={
+                       s: Evaluation(s, {"mean": 17.3, "ci95": 0.9}, accuracies=[17.3, 17.3])
+                       for s in eval_sigmas})},
+                   wall_seconds=100.0).save(str(folder / "results.json"))
+
+    name = "vgg8-mnist5k-noise-sigma0.4-alphanone-seed0"
+    finished(kept / "core_vgg8" / "cells" / name, "noise", 0.4, [0.4])
+    # vanilla, trained clean: the vanilla stage's cell, scored at every σ, is the core's
+    finished(kept / "vanilla_sweep_vgg8" / "cells" / "vgg8-mnist5k-vanilla-sigma0-alphanone-seed0",
+             "vanilla", 0.0, [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.6, 0.8])
     rates = json.dumps({"bench": "end_to_end", "model": "vgg8", "method": "noise",
                         "compute": "tf32", "val_every": 1, "loop_images_per_s": 30000.0})
     (kept / "bench.jsonl").write_text(rates + "\n")
@@ -159,7 +166,7 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
            "GPU_PAPER_EXTRA": "--models vgg8 --stages core --seeds 1 --width 0.03 "
                               "--epochs 2 --mc-runs 2 --compute fp32"}
     call, keep = readme_gpu_commands(1)
-    # The next cell (noise injection) is estimated from the earlier vanilla cell's 100 s:
+    # The next cell (noise_scaled) is estimated from the earlier noise cell's 100 s:
     # it does not fit in the ≤ 15 s left, so nothing is trained and the call ends at once.
     done = run_readme_command(call, out, kept, env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -177,13 +184,15 @@ def test_a_later_call_continues_an_earlier_run_without_the_benches(tmp_path):
         assert f"{name}: done before, skipped" in log and "stopped before the time budget" in log
     assert [files[f"status_process{i}"].strip() for i in (1, 2)] == ["0", "0"]
     assert json.loads((out / "throughput.json").read_text())["workers"] == 2
-    assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 63.54 | 98.0 |" in (out / "REPORT.md").read_text()
+    report = (out / "REPORT.md").read_text()
+    assert "| noise | 0.4 | 0 | 17.30 ± 0.90 | 97.77 | 98.0 |" in report
+    assert "| vanilla | 0.4 | 0 | 17.30 ± 0.90 | 63.54 | 98.0 |" in report
     with tarfile.open(out / "paper_gpu.tgz") as archive:
         assert any(n.endswith(f"{name}/results.json") for n in archive.getnames())
 
     done = run_readme_command(keep, out, kept, env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"kept call 2 in {kept}: 1 trainings finished, 0 of them new")
+    assert done.stdout.startswith(f"kept call 2 in {kept}: 2 trainings finished, 0 of them new")
     assert (kept / "log_call1.txt").read_text() == "the first call's log\n"
     assert (kept / "log_call2.txt").read_text() == (out / "log.txt").read_text()
     assert (kept / "log_call2_process2.txt").is_file()

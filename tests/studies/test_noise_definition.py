@@ -61,3 +61,12 @@ def test_the_report_of_some_of_the_papers_sigmas_names_each_cells_machine(tmp_pa
     rms = ((90.0 - 98.8) ** 2 + (60.0 - 63.54) ** 2) / 2
     assert f"| {rms ** 0.5:.1f} |" in text and "over σ = 0.2, 0.4." in text
     assert "Machine and date: CPU A, 2026-01-01; GPU B, 2026-03-01;" in text
+    # Only the cells --cells and --seeds name are tabled; the others, and a cell not
+    # scored at every σ of the report, are named in one line.
+    text = noise_definition.report(str(tmp_path), (0.2, 0.4),
+                                   noise_definition.parse_cells("vgg8:1:10", [0]))
+    assert "seed 0" in text and "seed 1" not in text
+    assert "Not tabled: 1 more finished cell in this folder" in text
+    assert " of 1 cells (mean RMS" in text  # the verdict over the tabled cell only
+    text = noise_definition.report(str(tmp_path), (0.2, 0.6))
+    assert "(not scored at every σ)" in text and "Closer to" not in text

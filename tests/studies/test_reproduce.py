@@ -67,6 +67,35 @@ def test_table2_and_table3_stages_write_a_report_and_share_runs(tmp_path, capsys
     assert "| irs (paper) | 99.53 | 99.3 | 96.9 | 70.31 |" in text
 
 
+def test_vanilla_trains_once_per_seed_and_serves_every_sigma(tmp_path):
+    """Vanilla trains clean, so it is the same model at every σ: the vanilla stage trains
+    one cell per seed, scored at the sweep's σ and the plan's, and the core stage and
+    Table II take their vanilla numbers from it instead of training it again."""
+    from paper.plan import VANILLA_SIGMAS
+    from paper.reproduce import trainings_of_plan
+
+    from neft_jax.harness.config import ExperimentConfig
+
+    out = tmp_path / "repro"
+    args = TINY + ["--stages", "vanilla", "--sigmas", "0.4,0.6", "--seeds", "1",
+                   "--out", str(out)]
+    assert reproduce_cli.reproduce_main(args) == 0
+    cell, = (out / "vanilla_sweep_vgg8" / "cells").iterdir()
+    assert cell.name == "vgg8-mnist5k-vanilla-sigma0-alphanone-seed0"
+    scored = json.loads((cell / "results.json").read_text())["methods"]["vanilla"]
+    assert sorted(map(float, scored["evaluations"])) == sorted(VANILLA_SIGMAS)
+    report = json.loads((out / "report.json").read_text())["vgg8"]
+    assert report["table2"]["vanilla"]["0.6"]["mean"] == pytest.approx(
+        scored["evaluations"]["0.6"]["summary"]["mean"])
+    assert all(report["vanilla_sweep"][f"{s:g}"]["seeds"] == 1 for s in VANILLA_SIGMAS)
+    # The core stage at both σ has its vanilla: nothing of vanilla is left to train.
+    cfg = ExperimentConfig(width=0.03, epochs=2)
+    left = trainings_of_plan(cfg, Plan(stages=("core",), seeds=1, sigmas=(0.4, 0.6)),
+                             str(out))
+    assert [t for t in left if t[1] == "vanilla"] == []
+    assert len(left) == 8  # noise, noise_scaled, IRS, the control at two σ
+
+
 @pytest.mark.parametrize("change", [{"stages": ("table9",)}, {"models": ("vgg11",)},
                                     {"seeds": 0}, {"table3_seeds": True}])
 def test_plan_rejects_bad_values(change):
@@ -167,6 +196,17 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
         for (method, alpha), offset in offsets.items():
             accuracies = shared + offset + seed + rng.normal(0, 0.1, 200)
             _save_cell(tmp_path / "core_vgg8", method, alpha, seed, accuracies)
+    # vanilla: the vanilla stage's cell (trained clean, scored at every σ) is the core's
+    from neft_jax.harness.results import Evaluation, MethodResult, RunResults
+
+    vanilla = (tmp_path / "vanilla_sweep_vgg8" / "cells"
+               / "vgg8-mnist5k-vanilla-sigma0-alphanone-seed0")
+    vanilla.mkdir(parents=True)
+    RunResults(settings={"model": "vgg8", "dataset": "mnist5k", "methods": ["vanilla"],
+                         "sigma": 0.0, "alpha": None, "seed": 0, "eval_sigmas": [0.0, 0.4]},
+               methods={"vanilla": MethodResult(alpha=None, clean_accuracy=95.0, evaluations={
+                   s: Evaluation(s, {"mean": m, "ci95": 0.5}, accuracies=[m] * 4)
+                   for s, m in ((0.0, 95.0), (0.4, 30.0))})}).save(str(vanilla / "results.json"))
     report = write_report(str(tmp_path), Plan(stages=("core",), seeds=2),
                           ExperimentConfig())["vgg8"]
     differences = {(d.a, d.b): d.per_seed for d in report.core_differences}
@@ -179,6 +219,8 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
     assert "| irs | 0.4 | 1 |" in text and "| 99.3 | 81.0 | 150 % | 0.0, 7.5, 2.0 |" in text
     assert "| control | 0.4 | 0 |" in text and "| – | 81.0 | < 0.01 % |" in text
     assert "| noise | 0.4 | 0 |" in text and "| 97.77 | 80.0 | – | – |" in text
+    assert "| vanilla | 0.4 | 0 | 30.00 ± 0.50 | 63.54 | 95.0 | – | – |" in text
+    assert re.search(r"\| vanilla \| 30\.00[^|]*\| 63\.54 \|", text)  # over seeds, σ = 0.4
     # the core cells over seeds, each beside the paper's Table II (none for the control)
     assert "| method | σ=0.4 | paper |" in text
     assert re.search(r"\| irs \| \d+\.\d+ ± \d+\.\d+ \(n=2\) \| 99\.3 \|", text)

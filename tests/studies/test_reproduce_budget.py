@@ -76,6 +76,7 @@ def test_stages_reuse_each_others_cells_in_either_order(tmp_path):
     command's settings."""
     from neft_jax.harness.config import ExperimentConfig
     from neft_jax.harness.results import RunResults
+    from neft_jax.harness.sweeps import grid_cells
 
     assert Plan(sigmas=(0.2, 0.4, 0.6, 0.8)).core_sigmas == (0.4, 0.6)
     assert Plan(sigmas=(0.3,)).core_sigmas == (0.3,)
@@ -120,24 +121,32 @@ def test_stages_reuse_each_others_cells_in_either_order(tmp_path):
     reproduce.link_shared_cells(out, "core", cfg, _grid("core", plan, cfg, 0.6))
     assert linked("core") == ["vgg8-mnist5k-irs-sigma0.6-alphadefault-seed0",
                               "vgg8-mnist5k-noise-sigma0.6-alphanone-seed0"]
-    # Each cell is counted once in the plan's trainings, as the links make it.
+    # Each cell is counted once in the plan's trainings, as the links make it (the core
+    # stage's vanilla is the vanilla stage's cell, one training scored at every σ).
     names = [c.name for stage in ("core", "table2", "table3")
-             for c in _grid(stage, plan, cfg)]
+             for _, _, grid in reproduce.stage_grids(stage, plan, cfg)
+             for c in grid_cells([cfg.model], [cfg.dataset], *grid)]
+    assert "vgg8-mnist5k-vanilla-sigma0-alphanone-seed0" in names
     assert len(trainings_of_plan(ExperimentConfig(), Plan(
         stages=("table2", "table3", "core"), seeds=1, sigmas=(0.4, 0.6), table3_seeds=2))) \
         == len(set(names))
+    # A plan before 2026-12-07 ran the vanilla stage as seed-<n>/ folders: the same
+    # experiments, which the vanilla stage's cells link to.
+    vanilla_cfg, = (c for name, c, _ in reproduce.stage_grids("vanilla", plan, cfg))
+    (tmp_path / "vanilla_sweep_vgg8" / "seed-0").mkdir(parents=True)
+    reproduce.link_shared_cells(out, "vanilla", vanilla_cfg, _grid("vanilla", plan, cfg))
+    assert linked("vanilla") == ["vgg8-mnist5k-vanilla-sigma0-alphanone-seed0"]
+    assert (tmp_path / "vanilla_sweep_vgg8" / "cells" / linked("vanilla")[0]).resolve() \
+        == (tmp_path / "vanilla_sweep_vgg8" / "seed-0").resolve()
 
 
 @pytest.mark.parametrize("stage, method, count, need", [
-    ("alpha", "irs", 5, 300), ("table5", "irs", 2, 120),
-    # scored at 11 σ, each 50 % of a cell's time before any cell says otherwise: 6× a cell
-    ("vanilla", "vanilla", 2, 720)])
+    ("alpha", "irs", 5, 300), ("table5", "irs", 2, 120)])
 def test_a_stage_of_several_trainings_starts_only_if_all_of_them_fit(tmp_path, stage, method,
                                                                       count, need):
-    """The α search, a Table V variant and the vanilla sweep run as one job each: with a
-    budget, each starts only if its trainings, at the measured time of cells like them
-    (scaled for the σ a job scores), end in time (a job started with seconds left would
-    outrun the budget)."""
+    """The α search and a Table V variant run as one job each: with a budget, each starts
+    only if its trainings, at the measured time of cells like them, end in time (a job
+    started with seconds left would outrun the budget)."""
     from neft_jax.harness.budget import cost_key
     from neft_jax.harness.config import ExperimentConfig
     from neft_jax.harness.sweeps import ALONE
@@ -152,10 +161,12 @@ def test_a_stage_of_several_trainings_starts_only_if_all_of_them_fit(tmp_path, s
     assert not any(tmp_path.iterdir())  # nothing started
 
 
-def test_a_finished_or_half_finished_job_is_sized_by_what_is_left(tmp_path, monkeypatch):
+def test_a_finished_job_starts_and_the_first_vanilla_cell_is_sized_for_its_sigmas(
+        tmp_path, monkeypatch):
     """A rerun counts only the trainings a job has left: a finished α search starts even
-    with seconds left (it only reads its results), and a vanilla sweep with one of two
-    seeds done needs one training's time."""
+    with seconds left (it only reads its results). The vanilla stage's first cell, scored
+    at 11 σ where the cells it is sized from score one, is sized by the share of their
+    time that scoring took (50 % before any cell says: 6× a cell)."""
     from neft_jax.harness.budget import cost_key
     from neft_jax.harness.config import ExperimentConfig
     from neft_jax.harness.results import Evaluation, MethodResult, RunResults
@@ -169,28 +180,27 @@ def test_a_finished_or_half_finished_job_is_sized_by_what_is_left(tmp_path, monk
 
     started = []
     monkeypatch.setattr(reproduce, "run_experiment", lambda job, **_: started.append(job))
-    monkeypatch.setattr(reproduce, "run_seeds", lambda job, **_: started.append(job))
+    monkeypatch.setattr(reproduce, "run_sweep", lambda cells, job, *_, **__: started.append(job))
     cfg = ExperimentConfig(model="vgg8", width=1.0, epochs=200)
     budget = Budget(90.0)
-    budget.record(cost_key("irs", "vgg8", 1.0, 200), 60.0)
-    budget.record(cost_key("vanilla", "vgg8", 1.0, 200), 60.0)
+    budget.record(cost_key("noise", "vgg8", 1.0, 200), 60.0)
     runner = reproduce._Runner(Plan(stages=("alpha", "vanilla"), seeds=2), str(tmp_path), print,
                                False, budget, ALONE)
     finished(stage_dir(str(tmp_path), "alpha", "vgg8"), "irs", [0.4])
-    runner.stage("alpha", cfg)  # 5 × 60 s of search, but all done: it starts
+    runner.stage("alpha", cfg)  # 5 × 69 s of search, but all done: it starts
     assert len(started) == 1 and started[0].alpha_search
-    vanilla = stage_dir(str(tmp_path), "vanilla", "vgg8")
-    finished(os.path.join(vanilla, "seed-0"), "vanilla",
-             sorted(set(VANILLA_SIGMAS) | set(TABLE2_SIGMAS)))
-    # a finished cell in which scoring its σ took 2 % of the time: the sweep's 11 σ make a
-    # seed 60 × (1 + 0.02 × 10) = 72 s
+    # vanilla at 0.9 × noise's 60 s, × (1 + 0.5 × 10) for its 11 σ: 324 s
+    with pytest.raises(BudgetExhausted, match="vanilla-sigma0-alphanone-seed0 needs ≈ 324 s"):
+        runner.stage("vanilla", cfg)
+    # a finished cell in which scoring its σ took 2 % of the time: 54 × (1 + 0.02 × 10)
+    # = 64.8 s, which fits in the 90 s
     cell = tmp_path / "core_vgg8" / "cells" / "a"
     cell.mkdir(parents=True)
     (cell / "results.json").write_text(json.dumps({"wall_seconds": 50.0, "methods": {
         "noise": {"evaluations": {"0.4": {"eval_seconds": 1.0}}}}}))
-    runner.stage("vanilla", cfg)  # seed 1 left: 72 s of the 90 s (both: 144 s)
-    assert len(started) == 2 and started[1].seeds == 2
-    assert reproduce.trainings_left(started[1]) == 1
+    runner.stage("vanilla", cfg)
+    assert len(started) == 2 and started[1].eval_sigmas == tuple(
+        sorted(set(VANILLA_SIGMAS) | set(TABLE2_SIGMAS)))
 
 
 def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path):
@@ -203,9 +213,11 @@ def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path)
     base = ExperimentConfig(epochs=10, mc_runs=100, out=str(tmp_path / "plan"))
     plan = Plan(models=("vgg8",), stages=("core", "table2"), seeds=1, sigmas=(0.4, 0.6))
     trainings = trainings_of_plan(base, plan)
-    # core: vanilla, noise, noise_scaled, IRS and the α → 0 control at two σ; Table II's
-    # noise/IRS cells at those σ are core's, so nothing new.
-    assert len(trainings) == 10 and trainings[0] == ("vgg8", "vanilla", 1)
+    # core: noise, noise_scaled, IRS and the α → 0 control at two σ, and one vanilla cell
+    # scored at the 11 σ of the vanilla stage; Table II's noise/IRS cells at those σ are
+    # core's, so nothing new.
+    assert len(trainings) == 9 and trainings[0] == ("vgg8", "noise", 1)
+    assert trainings.count(("vgg8", "vanilla", 11)) == 1
     rates = tmp_path / "bench.jsonl"
     rows = [{"bench": "train", "images_per_s": 1.0, "compile_s": 5.0},
             {"bench": "end_to_end", "loop_images_per_s": 3600.0, "model": "vgg8",
@@ -215,9 +227,9 @@ def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path)
     # A noise cell: 10 epochs × 3,600 images at 3,600/s = 10 s, plus evaluation.
     assert line.startswith("estimate (from the measured loop rate, 3,600 images/s")
     assert "a 5 s compile per model × method" in line
-    assert "10 trainings" in line and "fit in the 60 s budget" in line
+    assert "9 trainings" in line and "fit in the 60 s budget" in line
     fit = int(line.split("about ")[-1].split(" of them")[0])
-    assert 1 <= fit < 10
+    assert 1 <= fit < 9
     # A later row measured with another --val-every is not the plan's loop.
     other = {**rows[1], "loop_images_per_s": 1.0, "val_every": 4}
     rates.write_text("\n".join(json.dumps(r) for r in [*rows, other]) + "\n")
@@ -241,7 +253,7 @@ def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path)
 def test_a_stage_run_after_another_sweeps_over_the_other_stages_cells(tmp_path, monkeypatch):
     """run_plan links before each sweep: the core stage, run after Table II, finds Table II's
     noise injection, noise_scaled and IRS cells in its folder (the sweep then skips the
-    finished ones) and trains only vanilla and the α → 0 control."""
+    finished ones) and trains only the α → 0 control; then the vanilla stage's cell."""
     from neft_jax.harness.config import ExperimentConfig
 
     out = tmp_path / "plan"
@@ -256,7 +268,8 @@ def test_a_stage_run_after_another_sweeps_over_the_other_stages_cells(tmp_path, 
     assert swept == [(str(out / "core_vgg8"), [
         "vgg8-mnist5k-irs-sigma0.6-alphadefault-seed0",
         "vgg8-mnist5k-noise-sigma0.6-alphanone-seed0",
-        "vgg8-mnist5k-noise_scaled-sigma0.6-alphanone-seed0"])]
+        "vgg8-mnist5k-noise_scaled-sigma0.6-alphanone-seed0"]),
+        (str(out / "vanilla_sweep_vgg8"), [])]
 
 
 def test_the_estimate_counts_only_what_is_left_in_the_folder(tmp_path):
@@ -306,7 +319,7 @@ def test_estimate_only_prints_the_whole_plans_estimate_and_trains_nothing(tmp_pa
     assert cli.reproduce_main(args + ["--rates", str(rates)]) == 0
     printed = capsys.readouterr().out
     assert "estimate (from the measured loop rate, 3,600 images/s" in printed
-    assert "10 trainings" in printed  # 5 methods at σ = 0.4 and 0.6
+    assert "9 trainings" in printed  # 4 methods at σ = 0.4 and 0.6, and vanilla once
     assert "[1/" not in printed and not _finished(out)  # no cell started
     with pytest.raises(SystemExit) as refused:
         cli.reproduce_main(args)
@@ -363,12 +376,13 @@ def test_the_alpha_grid_trains_every_alpha_at_its_seeds_reusing_the_authors_alph
         model="resnet18", dataset="mnist5k"))
     assert [c.alpha for c in grid_cells(["resnet18"], ["mnist5k"], *resnet)][:5] == [
         1.0, None, 1e-2, 1e-3, 1e-4]
-    # Counted once: core at two σ (10 trainings a seed, 3 seeds) + 4 new α × 2 seeds.
-    assert len(trainings_of_plan(base, plan)) == 30 + 8
+    # Counted once: core at two σ (8 trainings a seed and vanilla once, 3 seeds) + 4 new
+    # α × 2 seeds.
+    assert len(trainings_of_plan(base, plan)) == 27 + 8
 
 
 def test_the_share_of_a_cell_spent_scoring_one_sigma_is_read_from_finished_cells(tmp_path):
-    """The vanilla sweep scores 11 σ where the cells it is sized from score one: the share
+    """The vanilla stage scores 11 σ where the cells it is sized from score one: the share
     of a cell's time one σ took (its results.json) scales the estimate."""
     import json
 
@@ -382,3 +396,10 @@ def test_the_share_of_a_cell_spent_scoring_one_sigma_is_read_from_finished_cells
             "noise": {"evaluations": {"0.4": {"eval_seconds": scored}}}}}))
     assert evaluation_share(str(tmp_path), "vgg8") == pytest.approx((0.8 / 28 + 2 / 40) / 2)
     assert evaluation_share(str(tmp_path), "resnet18") == 0.5  # another model's cells
+    # a vanilla stage's cell, scored at several σ, is not one σ's share
+    cell = tmp_path / "vanilla_sweep_vgg8" / "cells" / "c"
+    cell.mkdir(parents=True)
+    (cell / "results.json").write_text(json.dumps({"wall_seconds": 30.0, "methods": {
+        "vanilla": {"evaluations": {"0": {"eval_seconds": 0.1},
+                                    "0.4": {"eval_seconds": 1.0}}}}}))
+    assert evaluation_share(str(tmp_path), "vgg8") == pytest.approx((0.8 / 28 + 2 / 40) / 2)
