@@ -177,14 +177,14 @@ def _found_in(report: dict) -> tuple[bool, list[str]]:
 
 
 def plan_estimate(base, plan, rates_path: str, budget_seconds: float | None) -> str:
-    """:func:`~paper.reproduce.estimate_from_rates` of a bench JSONL file, with the
+    """:func:`~paper.estimate.estimate_from_rates` of a bench JSONL file, with the
     dataset's split sizes, of the trainings not finished in ``base.out``; ValueError when
     the file cannot be read."""
     import json
 
     from neft_jax.harness import data as data_lib
 
-    from .reproduce import estimate_from_rates
+    from .estimate import estimate_from_rates
 
     try:
         with open(rates_path) as f:

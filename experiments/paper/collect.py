@@ -249,19 +249,10 @@ def collect_report(out: str, plan: Plan,
                 alpha = AlphaSearch(entry.alpha_search, entry.alpha,
                                     test.summary if test else None)
         core_dir = stage_dir(out, "core", model)
-        core = read.sweep_table(core_dir)
-        # vanilla, trained clean, is the vanilla stage's cells at the core's σ (a plan before
-        # 2026-12-07 trained it in the core stage too: those cells come first)
-        found = core_cells(read, core_dir)
-        if os.path.isdir(core_dir):
-            sigmas = sorted({s for _, s, _ in found} | set(plan.core_sigmas))
-            found = {**vanilla_core_cells(read, stage_dir(out, "vanilla", model), sigmas),
-                     **found}
-            core += [{**row, "sigma": row["eval_sigma"]} for row in read.sweep_table(
-                stage_dir(out, "vanilla", model)) if any(
-                    math.isclose(row["eval_sigma"], s) for s in sigmas) and not any(
-                    r["method"] == "vanilla" and math.isclose(r["sigma"], row["eval_sigma"])
-                    for r in core)]
+        core, found = read.sweep_table(core_dir), core_cells(read, core_dir)
+        if os.path.isdir(core_dir):  # vanilla, trained clean: the vanilla stage's cells
+            core, found = _with_vanilla_stage(read, stage_dir(out, "vanilla", model), core,
+                                              found, plan.core_sigmas)
         report[model] = ModelReport(
             core=core,
             core_by_seed=tuple(cell for _, cell in sorted(found.items(), key=core_order)),
@@ -281,11 +272,34 @@ def collect_report(out: str, plan: Plan,
 def _vanilla_stage(read: _Reader, path: str) -> Callable[[float], TableCell | None]:
     """σ → the vanilla stage's cell over seeds (None: not finished): its cells, each
     trained clean and scored at every σ, or a plan's before 2026-12-07, one multi-seed run."""
-    table = read.sweep_table(path)
-    if any(row["method"] == "vanilla" for row in table):
-        return lambda s: _from_sweep(table, "vanilla", s, trained_sigma=0.0)
-    old = read.seeds_results(path)
-    return lambda s: _from_seeds(old, "vanilla", s)
+    rows = [r for r in read.sweep_rows(path) if r["method"] == "vanilla"]
+    if not rows:
+        old = read.seeds_results(path)
+        return lambda s: _from_seeds(old, "vanilla", s)
+    table = aggregate_over_seeds(rows)
+
+    def at(sigma: float) -> TableCell | None:
+        cell = _from_sweep(table, "vanilla", sigma, trained_sigma=0.0)
+        means = tuple(r["mean"] for r in sorted(rows, key=lambda r: r["seed"])
+                      if math.isclose(r["eval_sigma"], sigma) and r["mean"] is not None)
+        return cell and dataclasses.replace(cell, seed_means=means)
+    return at
+
+
+def _with_vanilla_stage(read: _Reader, path: str, core: list[dict],
+                        found: dict, core_sigmas: Sequence[float]) -> tuple[list[dict], dict]:
+    """The core stage's table and cells with vanilla from the vanilla stage's cells (at
+    each core σ: its rows over seeds, its cells seed by seed). Where that stage has none,
+    a plan's before 2026-12-07 core-stage vanilla cells stay: never a mix of the two."""
+    sigmas = sorted({s for _, s, _ in found} | set(core_sigmas))
+    vanilla = vanilla_core_cells(read, path, sigmas)
+    if not vanilla:
+        return core, found
+    rows = [{**row, "sigma": row["eval_sigma"]} for row in read.sweep_table(path)
+            if row["method"] == "vanilla"
+            and any(math.isclose(row["eval_sigma"], s) for s in sigmas)]
+    return ([r for r in core if r["method"] != "vanilla"] + rows,
+            {**{k: c for k, c in found.items() if k[0] != "vanilla"}, **vanilla})
 
 
 def _variant_seeds(read: _Reader, paths: Sequence[str]) -> set[int]:

@@ -5,8 +5,8 @@ stage       what it runs (σ in the device model of the base config)
 ==========  =====================================================================
 core        the most informative cells first (for a time-boxed GPU run): noise
             injection, noise_scaled, IRS and IRS with α = 1e-9 at σ = 0.4, then 0.6
-            (those of the plan's σ), seed by seed, then the vanilla stage's cells; other
-            stages reuse them
+            (those of the plan's σ), seed by seed; the first σ's step then runs the
+            vanilla stage's cells (vanilla at every σ); other stages reuse them
 table2      noise injection, noise_scaled and IRS trained and evaluated at each σ of Table II
 table3      noise injection and IRS at σ = 0.6, ``table3_seeds`` runs (Table III)
 vanilla     vanilla, trained clean, one cell per seed evaluated at every σ of

@@ -162,16 +162,16 @@ def write_report(out: str, plan: Plan, base: ExperimentConfig,
 
 
 def _ekl_rows(data: ModelReport) -> list[tuple[str, float]]:
-    """(method, EKL over seeds) at the ablation σ: Table II's cells, or where none ran the
-    core stage's (the control labelled)."""
+    """(method, EKL over seeds) at the ablation σ: Table II's cells, then the core stage's
+    of the methods Table II lacks (the control labelled)."""
     rows = [(method, cell.ekl) for method, cells in data.table2.items()
             if (cell := cells.get(f"{ABLATION_SIGMA:g}")) and cell.ekl is not None]
-    if rows:
-        return rows
-    core = [r for r in data.core if math.isclose(r["sigma"], ABLATION_SIGMA)
+    # Table II's labels as the core's: "noise_scaled: CE(…)" and "irs α→0 (control)"
+    shown = {label.split(":")[0].replace(" α→0 (control)", " (control)") for label, _ in rows}
+    core = [(r["method"] + (" (control)" if is_control(r["method"], r["alpha"]) else ""),
+             r["ekl"]) for r in data.core if math.isclose(r["sigma"], ABLATION_SIGMA)
             and math.isclose(r["eval_sigma"], ABLATION_SIGMA) and r.get("ekl") is not None]
-    return [(r["method"] + (" (control)" if is_control(r["method"], r["alpha"]) else ""),
-             r["ekl"]) for r in core]
+    return rows + [(label, ekl) for label, ekl in core if label not in shown]
 
 
 def _core_lines(dataset: str, model: str, rows: list[dict]) -> list[str]:

@@ -25,12 +25,9 @@ from collections.abc import Callable
 
 from neft_jax.harness import data as data_lib
 from neft_jax.harness.budget import (
-    RELATIVE_COST,
     Budget,
     BudgetExhausted,
-    cell_seconds_from_rate,
     cost_key,
-    count_fitting,
     estimate_seconds,
 )
 from neft_jax.harness.config import ExperimentConfig
@@ -42,6 +39,7 @@ from neft_jax.harness.sweeps import (
     ALONE,
     Cell,
     Worker,
+    cell_config,
     cell_done,
     check_cell_groups,
     grid_cells,
@@ -65,8 +63,8 @@ from .plan import (
 from .published import table3_sigma
 from .report import write_report
 
-__all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "estimate_from_rates", "run_plan",
-           "trainings_of_plan", "write_report"]
+__all__ = ["BUDGET_STAGES", "STAGES", "TABLE2_SIGMAS", "Plan", "run_plan", "trainings_of_plan",
+           "write_report"]
 
 
 def run_plan(base: ExperimentConfig, plan: Plan, out: str,
@@ -77,7 +75,7 @@ def run_plan(base: ExperimentConfig, plan: Plan, out: str,
     With ``budget``, stops before a cell that would not end in time; the report then
     holds what finished and ``report["stopped"]`` says why. With ``worker`` I/N, this
     process takes every N-th cell of each grid stage and every N-th multi-seed run
-    (vanilla sweep, Table V variant, α search) of the plan; without it, workers on one
+    (Table V variant, α search) of the plan; without it, workers on one
     ``out`` share the work by locks. On a CPU each run measures (or reads from the cache)
     its own model's conv backward micro-batch unless ``base`` sets one.
     """
@@ -174,10 +172,9 @@ class _Runner:
         1 + share·(n − 1) of theirs (:func:`evaluation_share`); BudgetExhausted when the
         first unfinished cell of this worker's share would not end in time."""
         path = stage_dir(self.out, stage, cfg.model)
-        todo = [c for i, c in enumerate(cells) if self.worker.takes(i)
-                and not cell_done(os.path.join(path, "cells", c.name), c.method)]
-        if not todo or any(cell_done(os.path.join(path, "cells", c.name), c.method)
-                           for c in cells):  # a finished cell measures the rest itself
+        finished = [_done_as_given(os.path.join(path, "cells", c.name), c, cfg) for c in cells]
+        todo = [c for i, c in enumerate(cells) if self.worker.takes(i) and not finished[i]]
+        if not todo or any(finished):  # a finished cell measures the rest itself
             return
         key = cost_key(todo[0].method, cfg.model, cfg.width, cfg.epochs)
         one = estimate_seconds(self.budget.durations, key)
@@ -296,7 +293,8 @@ def trainings_of_plan(base: ExperimentConfig, plan: Plan, out: str | None = None
         cfg = stage_config(base, model)
         for _, cell_cfg, grid in stage_grids(stage, plan, cfg, step.sigma):
             for cell in grid_cells([model], [cfg.dataset], *grid):
-                if cell.name not in seen and not (out and _finished_in_a_stage(out, cell)):
+                if cell.name not in seen and not (
+                        out and _finished_in_a_stage(out, cell, cell_cfg)):
                     trainings.append((model, cell.method, len(cell_cfg.eval_sigmas)))
                 seen.add(cell.name)
         for _, job in stage_jobs(stage, plan, cfg, out or base.out):
@@ -309,9 +307,16 @@ def trainings_of_plan(base: ExperimentConfig, plan: Plan, out: str | None = None
     return trainings
 
 
-def _finished_in_a_stage(out: str, cell: Cell) -> bool:
-    """Whether any stage folder of ``out`` holds ``cell`` finished."""
-    return any(cell_done(path, cell.method) for path in _in_each_stage(out, cell))
+def _finished_in_a_stage(out: str, cell: Cell, cfg: ExperimentConfig) -> bool:
+    """Whether any stage folder of ``out`` holds ``cell`` finished as ``cfg`` gives it: made
+    with its settings and scored at its σ (what :func:`link_shared_cells` would reuse)."""
+    return any(_done_as_given(path, cell, cfg) and made_otherwise(path, cfg, cell) is None
+               for path in _in_each_stage(out, cell))
+
+
+def _done_as_given(path: str, cell: Cell, cfg: ExperimentConfig) -> bool:
+    """Whether ``cell`` in ``path`` is finished at every σ ``cfg`` scores it at."""
+    return cell_done(path, cell.method, cell_config(cfg, cell, path).eval_sigmas)
 
 
 def _in_each_stage(out: str, cell: Cell, but: str | None = None) -> list[str]:
@@ -323,58 +328,6 @@ def _in_each_stage(out: str, cell: Cell, but: str | None = None) -> list[str]:
     if cell.method == "vanilla" and cell.sigma == 0:
         paths.append(os.path.join(stage_dir(out, "vanilla", cell.model), f"seed-{cell.seed}"))
     return paths
-
-
-def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
-                        budget_seconds: float | None, num_train: int, num_validation: int,
-                        num_test: int, out: str | None = None) -> str:
-    """One line, before a plan starts: its trainings' rough seconds from the last
-    ``bench.py --end-to-end`` row of ``rows`` (the loop's images/s) measured with the plan's
-    ``val_every``, and how many fit in ``budget_seconds``; with ``out``, of the trainings
-    not finished there. ValueError when ``rows`` hold no such row."""
-    # one process's loop: the rows of copies run at once (gpu_throughput.py merge) are not
-    loops = [r for r in rows if r.get("bench") == "end_to_end" and not r.get("concurrent")]
-    measured = [r for r in loops if r.get("val_every", 1) == base.val_every]
-    if not measured:
-        why = (f"no end-to-end row with --val-every {base.val_every} (it has "
-               f"{sorted({r.get('val_every', 1) for r in loops})})" if loops
-               else "no end-to-end row (bench.py --end-to-end)")
-        raise ValueError(f"{why} in the rates file")
-    row = measured[-1]
-    unlike = [f"{name} {row.get(name)} (the plan's {mine})" for name, mine in
-              (("compute", base.compute), ("width", base.width), ("batch_size", base.batch_size))
-              if row.get(name) is not None and row.get(name) != mine]
-    rate = row["loop_images_per_s"]
-    # The first training of each model × method also compiles (later ones read the
-    # compilation cache): bench's train row says how long its step took to compile.
-    compiles = [r["compile_s"] for r in rows if r.get("bench") == "train" and r.get("compile_s")]
-    compile_s = compiles[-1] if compiles else 0.0
-    validation = base.validated_epochs * base.val_mc_runs * num_validation
-    trainings = trainings_of_plan(base, plan, out)
-    done = len(trainings_of_plan(base, plan)) - len(trainings) if out else 0
-    seconds, compiled = [], set()
-    for model, method, sigmas in trainings:
-        first = (model, method) not in compiled
-        compiled.add((model, method))
-        seconds.append(cell_seconds_from_rate(
-            rate, method, model, base.epochs, num_train,
-            base.mc_runs * num_test * sigmas + validation, rate_model=row["model"])
-            + (compile_s * RELATIVE_COST.get(method, 1.0) if first else 0.0))
-    fit = count_fitting(seconds, budget_seconds)
-    by_method = {}
-    for (model, method, sigmas), s in zip(trainings, seconds, strict=True):
-        if sigmas == 1:
-            by_method.setdefault(f"{model} {method}", s)
-    shown = ", ".join(f"{k} ≈ {v:.0f} s" for k, v in list(by_method.items())[:6])
-    fits_line = (f"; about {fit} of them fit in the {budget_seconds:.0f} s budget"
-                 if budget_seconds is not None else "")
-    return (f"estimate (from the measured loop rate, {rate:,.0f} images/s of {row['model']} "
-            f"{row['method']} in {row.get('compute', '?')}, and a {compile_s:.0f} s compile "
-            f"per model × method): {len(seconds)} trainings"
-            + (f" ({done} more finished before)" if done else "") + ", about "
-            f"{sum(seconds) / 60:.0f} min in all; first cells {shown}{fits_line}; rough (Monte "
-            "Carlo from the training rate): the measured cells replace it after the first"
-            + (f"; the rates were measured with another {', '.join(unlike)}" if unlike else ""))
 
 
 def link_shared_cells(out: str, stage: str, cfg: ExperimentConfig,

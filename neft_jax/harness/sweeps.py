@@ -187,12 +187,15 @@ def _check_other_workers_cell(path: str, base: ExperimentConfig, cell: Cell) -> 
         raise SettingsChanged(f"another worker on this --out runs other settings: {error}")
 
 
-def cell_done(path: str, method: str) -> bool:
+def cell_done(path: str, method: str, sigmas: Sequence[float] = ()) -> bool:
+    """Whether ``method`` in ``path`` is final (diverged, or scored at every σ its results
+    list and every σ of ``sigmas``: a grid whose σ grew scores the new ones)."""
     results_path = os.path.join(path, "results.json")
     if not os.path.exists(results_path):
         return False
     results = RunResults.load(results_path)
-    return method in results.methods and results.methods[method].done(results.eval_sigmas)
+    return method in results.methods and results.methods[method].done(
+        {*results.eval_sigmas, *sigmas})
 
 
 def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
@@ -211,8 +214,12 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
         data_lib.check_available(dataset, base.data_dir)
     check_cells(cells, base, out)
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
-    todo = [c for i, c in enumerate(cells) if worker.takes(i)
-            and not cell_done(os.path.join(out, "cells", c.name), c.method)]
+
+    def done(cell: Cell) -> bool:  # at every σ this command scores it at
+        path = os.path.join(out, "cells", cell.name)
+        return cell_done(path, cell.method, cell_config(base, cell, path).eval_sigmas)
+
+    todo = [c for i, c in enumerate(cells) if worker.takes(i) and not done(c)]
     budget = budget or Budget(None)
     measured = budget.durations
     launched: dict[str, list[float]] = defaultdict(list)  # this launch's cells only
@@ -236,7 +243,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             if cell not in todo:
                 log(f"[{i + 1}/{len(cells)}] {cell.name}: done before, skipped")
                 continue
-            if cell_done(path, cell.method):  # finished by another worker since this launch began
+            if done(cell):  # finished by another worker since this launch began
                 _check_other_workers_cell(path, base, cell)
                 log(f"[{i + 1}/{len(cells)}] {cell.name}: done by another worker, skipped")
                 todo.remove(cell)
@@ -269,8 +276,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
                 write_combined(cells, out)
         raise
     check_cells(cells, base, out)  # what other workers made since, before it is tabled
-    unfinished = [c.name for c in cells if not cell_done(os.path.join(out, "cells", c.name),
-                                                          c.method)]
+    unfinished = [c.name for c in cells if not done(c)]
     if unfinished:  # held by workers that may still run, or that were stopped
         log(f"{len(cells) - len(unfinished)} of {len(cells)} cells finished; not yet: "
             f"{', '.join(unfinished[:3])}{', …' if len(unfinished) > 3 else ''} (held by "

@@ -67,14 +67,11 @@ def test_table2_and_table3_stages_write_a_report_and_share_runs(tmp_path, capsys
     assert "| irs (paper) | 99.53 | 99.3 | 96.9 | 70.31 |" in text
 
 
-def test_vanilla_trains_once_per_seed_and_serves_every_sigma(tmp_path):
+def test_vanilla_trains_once_per_seed_and_serves_every_sigma(tmp_path, capsys):
     """Vanilla trains clean, so it is the same model at every σ: the vanilla stage trains
     one cell per seed, scored at the sweep's σ and the plan's, and the core stage and
     Table II take their vanilla numbers from it instead of training it again."""
     from paper.plan import VANILLA_SIGMAS
-    from paper.reproduce import trainings_of_plan
-
-    from neft_jax.harness.config import ExperimentConfig
 
     out = tmp_path / "repro"
     args = TINY + ["--stages", "vanilla", "--sigmas", "0.4,0.6", "--seeds", "1",
@@ -88,12 +85,32 @@ def test_vanilla_trains_once_per_seed_and_serves_every_sigma(tmp_path):
     assert report["table2"]["vanilla"]["0.6"]["mean"] == pytest.approx(
         scored["evaluations"]["0.6"]["summary"]["mean"])
     assert all(report["vanilla_sweep"][f"{s:g}"]["seeds"] == 1 for s in VANILLA_SIGMAS)
-    # The core stage at both σ has its vanilla: nothing of vanilla is left to train.
-    cfg = ExperimentConfig(width=0.03, epochs=2)
-    left = trainings_of_plan(cfg, Plan(stages=("core",), seeds=1, sigmas=(0.4, 0.6)),
-                             str(out))
-    assert [t for t in left if t[1] == "vanilla"] == []
-    assert len(left) == 8  # noise, noise_scaled, IRS, the control at two σ
+    assert report["vanilla_sweep"]["0.4"]["seed_means"] == [
+        scored["evaluations"]["0.4"]["summary"]["mean"]]
+    # The core stage at both σ has its vanilla: nothing of vanilla is left to train ...
+    rates = tmp_path / "bench.jsonl"
+    rates.write_text(json.dumps({"bench": "end_to_end", "loop_images_per_s": 3600.0,
+                                 "model": "vgg8", "method": "noise"}) + "\n")
+
+    def estimate(*flags):
+        capsys.readouterr()
+        assert reproduce_cli.reproduce_main(TINY + ["--seeds", "1", "--out", str(out),
+                                                    "--estimate-only", "--rates", str(rates),
+                                                    *flags]) == 0
+        return capsys.readouterr().out
+
+    # (noise, noise_scaled, IRS and the control at two σ)
+    assert "8 trainings (1 more finished before)" in estimate("--stages", "core",
+                                                              "--sigmas", "0.4,0.6")
+    # ... but a plan with a σ the cell was not scored at scores it there (the cell is not
+    # done), and a cell made with other settings is not reused.
+    assert ": 1 trainings, about" in estimate("--stages", "vanilla", "--sigmas", "0.4,0.5")
+    assert ": 1 trainings, about" in estimate("--stages", "vanilla", "--sigmas", "0.4,0.6",
+                                              "--mc-runs", "4")
+    from neft_jax.harness.sweeps import cell_done
+
+    assert cell_done(str(cell), "vanilla") and cell_done(str(cell), "vanilla", [0.4, 0.6])
+    assert not cell_done(str(cell), "vanilla", [0.4, 0.5])
 
 
 @pytest.mark.parametrize("change", [{"stages": ("table9",)}, {"models": ("vgg11",)},
@@ -205,8 +222,11 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
     RunResults(settings={"model": "vgg8", "dataset": "mnist5k", "methods": ["vanilla"],
                          "sigma": 0.0, "alpha": None, "seed": 0, "eval_sigmas": [0.0, 0.4]},
                methods={"vanilla": MethodResult(alpha=None, clean_accuracy=95.0, evaluations={
-                   s: Evaluation(s, {"mean": m, "ci95": 0.5}, accuracies=[m] * 4)
+                   s: Evaluation(s, {"mean": m, "ci95": 0.5, "ekl": 0.9}, accuracies=[m] * 4)
                    for s, m in ((0.0, 95.0), (0.4, 30.0))})}).save(str(vanilla / "results.json"))
+    # a plan before 2026-12-07 trained vanilla in the core stage too: never mixed with the
+    # vanilla stage's cells, which replace them
+    _save_cell(tmp_path / "core_vgg8", "vanilla", None, 1, [50.0] * 10)
     report = write_report(str(tmp_path), Plan(stages=("core",), seeds=2),
                           ExperimentConfig())["vgg8"]
     differences = {(d.a, d.b): d.per_seed for d in report.core_differences}
@@ -220,6 +240,7 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
     assert "| control | 0.4 | 0 |" in text and "| – | 81.0 | < 0.01 % |" in text
     assert "| noise | 0.4 | 0 |" in text and "| 97.77 | 80.0 | – | – |" in text
     assert "| vanilla | 0.4 | 0 | 30.00 ± 0.50 | 63.54 | 95.0 | – | – |" in text
+    assert "| vanilla | 0.4 | 1 |" not in text
     assert re.search(r"\| vanilla \| 30\.00[^|]*\| 63\.54 \|", text)  # over seeds, σ = 0.4
     # the core cells over seeds, each beside the paper's Table II (none for the control)
     assert "| method | σ=0.4 | paper |" in text
@@ -228,6 +249,7 @@ def test_the_report_shows_the_core_cells_seed_by_seed_with_paired_differences(tm
     # EKL at σ = 0.4 from the core cells when Table II's did not run
     ekl = text[text.index("### EKL"):text.index("### Table III")]
     assert "| irs (control) | 0.600 |" in ekl and "| noise | 0.600 |" in ekl
+    assert "| vanilla | 0.900 |" in ekl  # Table II's vanilla, from the vanilla stage
     assert re.search(r"\* At σ = 0\.4, irs is below control in every seed, beyond each seed's "
                      r"paired CI; over the 2 seeds -7\.\d\d ± \d\.\d\d, an interval that "
                      r"excludes 0\.", text)

@@ -16,7 +16,7 @@ from neft_jax.harness import data as data_lib
 from neft_jax.harness.budget import Budget, BudgetExhausted
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments"))
-from paper import cli, reproduce  # noqa: E402
+from paper import cli, estimate, reproduce  # noqa: E402
 from paper.plan import TABLE2_SIGMAS, VANILLA_SIGMAS, Plan, stage_dir  # noqa: E402
 from paper.reproduce import _Runner, trainings_of_plan  # noqa: E402
 
@@ -279,8 +279,9 @@ def test_the_estimate_counts_only_what_is_left_in_the_folder(tmp_path):
     from neft_jax.harness.config import ExperimentConfig
     from neft_jax.harness.results import Evaluation, MethodResult, RunResults
 
-    def finish(folder, method, sigma):
-        RunResults(settings={"methods": [method], "sigma": sigma, "eval_sigmas": [sigma]},
+    def finish(folder, method, sigma, settings=None):
+        settings = settings or {"methods": [method], "sigma": sigma}
+        RunResults(settings={**settings, "eval_sigmas": [sigma]},
                    methods={method: MethodResult(alpha=None, evaluations={
                        sigma: Evaluation(sigma, {"mean": 50.0})})}).save(
             str(folder / "results.json"))
@@ -296,7 +297,11 @@ def test_the_estimate_counts_only_what_is_left_in_the_folder(tmp_path):
     assert trainings_of_plan(base, plan, str(out)) == whole  # nothing there yet
     cell = "vgg8-mnist5k-noise_scaled-sigma0.4-alphanone-seed0"
     (out / "core_vgg8" / "cells" / cell).mkdir(parents=True)  # another stage made it
-    finish(out / "core_vgg8" / "cells" / cell, "noise_scaled", 0.4)
+    from neft_jax.harness.sweeps import Cell, cell_config
+
+    made = cell_config(reproduce.stage_config(base, "vgg8"),  # with the plan's settings
+                       Cell("vgg8", "mnist5k", "noise_scaled", 0.4, None, 0), "unused")
+    finish(out / "core_vgg8" / "cells" / cell, "noise_scaled", 0.4, made.to_dict())
     (out / "table5_vgg8_drop1" / "seed-1").mkdir(parents=True)
     finish(out / "table5_vgg8_drop1" / "seed-1", "irs", 0.4)
     left = trainings_of_plan(base, plan, str(out))
@@ -304,7 +309,7 @@ def test_the_estimate_counts_only_what_is_left_in_the_folder(tmp_path):
     assert ("vgg8", "noise_scaled", 1) not in left
     rows = [{"bench": "end_to_end", "loop_images_per_s": 3600.0, "model": "vgg8",
              "method": "noise"}]
-    line = reproduce.estimate_from_rates(base, plan, rows, None, 3600, 400, 1000, out=str(out))
+    line = estimate.estimate_from_rates(base, plan, rows, None, 3600, 400, 1000, out=str(out))
     assert f"): {len(whole) - 2} trainings (2 more finished before), about " in line
 
 
