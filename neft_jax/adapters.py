@@ -269,7 +269,8 @@ def with_exits(backbone: nn.Module, taps: Sequence[str], num_classes: int, *,
                hidden: int = 512, pool_sizes: Sequence[int] | None = None) -> WithExits:
     """``backbone`` with the paper's exits at the submodules ``taps`` names, for IRS
     (:class:`WithExits`): ``apply(variables, x)`` returns ``(logits (B, K), exit_logits)``,
-    a tuple of one ``(B, K)`` per tap, shallowest first as listed. ``num_classes`` must be
+    a tuple of one ``(B, K)`` per tap in the order listed (list them shallowest first: exit
+    i gets eq. (1)'s coefficient 0.1^(i−1); the order is not checked). ``num_classes`` must be
     the backbone's K; each exit is an adaptive average pool (``pool_sizes``, default by
     resolution), dense ``hidden``, ReLU, dense K, named ``exit_1``, ``exit_2``, …"""
     if isinstance(backbone, WithExits) or not isinstance(backbone, nn.Module):

@@ -33,7 +33,9 @@ _WRAPPER_NAMES = ("value", "raw_value")
 
 
 def path_names(path) -> Path:
-    """A ``jax.tree_util`` key path as a tuple of plain names / indices."""
+    """A ``jax.tree_util`` key path as a tuple of plain names / indices, without a trailing
+    variable wrapper's attribute (Flax NNX's ``.value``): an NNX kernel is
+    ``("l1", "kernel")``, as in a dict of params."""
     names = []
     for entry in path:
         for attr in ("key", "name", "idx"):
@@ -42,6 +44,8 @@ def path_names(path) -> Path:
                 break
         else:
             names.append(str(entry))
+    if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and names[-1] in _WRAPPER_NAMES:
+        names.pop()
     return tuple(names)
 
 

@@ -261,6 +261,9 @@ def make_train_step(
                     batch_stats = updated
         loss, metrics = spec.loss(method, LossInputs(logits, y, exit_logits, feedback_logits,
                                                      _alpha(hp, spec), decay, logit_divisor))
+        # Labels outside [0, K) (on a device, unchecked: _checking_labels) make the loss NaN
+        # and its gradients 0: -1 would train toward class K-1 without a sign.
+        loss = jnp.where(jnp.all((y >= 0) & (y < logits.shape[-1])), loss, jnp.nan)
         aux.update(metrics)
         aux["accuracy"] = _accuracy(logits, y)
         return loss, (aux, batch_stats)
@@ -277,9 +280,9 @@ def make_train_step(
 
 
 def _checking_labels(jitted: Callable, trainable) -> Callable:
-    """``jitted``, refusing (ValueError) a batch whose NumPy labels lie outside [0, K): a
-    label of -1 would train toward class K-1 and one >= K gives a NaN loss with finite
-    gradients. Labels already on a device are not checked (that would wait for them)."""
+    """``jitted``, refusing (ValueError) a batch whose NumPy labels lie outside [0, K).
+    Labels already on a device are not checked here (that would wait for them): in the
+    step, labels outside [0, K) make the loss NaN and the gradients 0."""
     classes: list[int] = []
 
     def step(state, batch, key):
@@ -308,6 +311,10 @@ def _image_and_label(batch: Any) -> tuple[jax.Array, jax.Array]:
         raise ValueError(f"a batch is {{'image': inputs (B, ...), 'label': int labels (B,)}}, "
                          f"got {got}")
     x, y = batch["image"], batch["label"]
+    if not hasattr(y, "dtype") or not jnp.issubdtype(y.dtype, jnp.integer):
+        got = f"dtype {y.dtype}" if hasattr(y, "dtype") else type(y).__name__
+        raise ValueError(f"batch['label'] must be an array of integer class indices (B,), "
+                         f"got {got}")
     if jnp.ndim(y) != 1 or jnp.shape(y)[0] != jnp.shape(x)[0]:
         raise ValueError(f"batch['label'] must be (B,) class indices for inputs of shape "
                          f"{jnp.shape(x)}, got shape {jnp.shape(y)}")

@@ -125,6 +125,58 @@ def test_numpy_labels_outside_the_models_classes_are_refused_by_the_jitted_step(
     assert np.isfinite(metrics["loss"]) and int(state.step) == 1
     with pytest.raises(ValueError, match=r"a batch is \{'image'"):  # not a KeyError
         step(state, {"x": x, "label": np.array([0, 1, 2, 2], np.int32)}, jax.random.key(1))
+    # Float or list labels: one line naming batch['label'] (optax's error named neither).
+    for labels, got in ((np.array([0.0, 1, 2, 2], np.float32), "dtype float32"),
+                        ([0, 1, 2, 2], "list")):
+        with pytest.raises(ValueError, match=rf"batch\['label'\] must be an array of integer "
+                                             rf"class indices \(B,\), got {got}"):
+            step(state, {"image": x, "label": labels}, jax.random.key(1))
+
+
+def test_device_labels_outside_the_models_classes_make_the_loss_nan_and_train_nothing():
+    """Labels already on a device are not checked before the step (that would wait for
+    them): -1 used to train toward class K-1 without a sign. Now any label outside [0, K)
+    makes the step's loss NaN and its gradients zero (plain SGD: the weights stay)."""
+    import optax
+
+    step = neft_jax.make_train_step(Mlp(), "noise")
+    state = neft_jax.create_train_state(Mlp(), jax.random.key(0), (4, 5), optax.sgd(0.1),
+                                        neft_jax.make_hparams(0.3))
+    x = jnp.ones((4, 5), jnp.float32)
+    for labels in ([0, 1, 2, -1], [0, 1, 2, 3]):
+        after, metrics = step(state, {"image": x, "label": jnp.array(labels)},
+                              jax.random.key(1))
+        assert np.isnan(metrics["loss"])
+        assert all(np.array_equal(a, b) for a, b in zip(
+            jax.tree.leaves(after.params), jax.tree.leaves(state.params), strict=True))
+    after, metrics = step(state, {"image": x, "label": jnp.array([0, 1, 2, 2])},
+                          jax.random.key(1))
+    assert np.isfinite(metrics["loss"]) and not np.array_equal(
+        jax.tree.leaves(after.params)[0], jax.tree.leaves(state.params)[0])
+
+
+def test_an_nnx_models_where_sees_the_kernels_name_without_value():
+    """``where``'s path names an NNX kernel ``(..., "kernel")`` as a dict of params does;
+    it used to end in the variable wrapper's ``"value"``, and a rule on ``path[-1]``
+    selected nothing."""
+
+    class Two(nnx.Module):
+        def __init__(self, rngs):
+            self.l1, self.l2 = nnx.Linear(5, 8, rngs=rngs), nnx.Linear(8, 3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l2(jax.nn.relu(self.l1(x)))
+
+    model = Two(nnx.Rngs(0))
+    _, state = nnx.split(model, nnx.Param)
+    seen = []
+    noisy = neft_jax.perturb(state, jax.random.key(0), neft_jax.DeviceModel(0.4),
+                             where=lambda path, leaf: seen.append(path) or path[-1] == "kernel")
+    assert ("l1", "kernel") in seen and ("l2", "bias") in seen
+    changed = {jax.tree_util.keystr(p): not np.array_equal(a, b) for (p, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(noisy)[0], jax.tree.leaves(state), strict=True)}
+    assert [k for k, v in changed.items() if v] == ["['l1']['kernel'].value",
+                                                    "['l2']['kernel'].value"]
 
 
 @pytest.mark.parametrize("alpha", [jnp.float32(-1), np.array(np.nan), np.float64(-0.5),
