@@ -66,9 +66,9 @@ class Dataset:
 
     Attributes:
         name: one of :data:`DATASETS`.
-        train_images: (N_train, 32, 32, C) float32, normalised.
+        train_images: (N_train, H, W, C) float32, normalised; 32×32 (Tiny-ImageNet 64×64).
         train_labels: (N_train,) int32 in ``[0, num_classes)``.
-        test_images: (N_test, 32, 32, C) float32, normalised.
+        test_images: (N_test, H, W, C) float32, normalised, as the training images.
         test_labels: (N_test,) int32 in ``[0, num_classes)``.
         num_classes: number of classes.
         augment: whether training should use :func:`augment_images` (CIFAR, Tiny-ImageNet).

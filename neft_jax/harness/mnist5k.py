@@ -150,6 +150,12 @@ def read_file(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise bad(f"truncated or damaged ({reason})") from None
     if images.ndim < 2 or images.size != len(images) * 28 * 28 or labels.shape != (len(images),):
         raise bad(f"images {images.shape} / labels {labels.shape} are not (N, 28, 28) / (N,)")
+    if images.dtype != np.uint8:  # a cast would turn pixels in [0, 1] black, unseen
+        raise bad(f"images are {images.dtype}, not the raw uint8 pixels 0 … 255")
+    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and (
+            labels.min() < 0 or labels.max() > 9)):
+        raise bad(f"labels must be digits 0 … 9, got {labels.dtype} "
+                  + (f"{labels.min()} … {labels.max()}" if labels.size else "(none)"))
     return (np.asarray(images, np.uint8).reshape(-1, 28, 28),
             np.asarray(labels, np.int32))
 

@@ -1,4 +1,4 @@
-"""Tiny-ImageNet read from the standard ``tiny-imagenet-200`` folder (method.md §3).
+"""Tiny-ImageNet read from the standard ``tiny-imagenet-200`` folder (method.md §4).
 
 Layout (as unpacked from ``tiny-imagenet-200.zip``, http://cs231n.stanford.edu/)::
 
@@ -93,8 +93,13 @@ def _read_images(paths: list[str]) -> np.ndarray:
     mean, std = (np.asarray(v, np.float32) for v in MEAN_STD)
     images = np.empty((len(paths), IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
     for i, path in enumerate(paths):
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"), np.float32) / 255.0
+        try:
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"), np.float32) / 255.0
+        except OSError as error:  # missing, or not an image (PIL's error is an OSError)
+            raise TinyImageNetUnavailable(
+                f"{path}: cannot be read ({type(error).__name__}); unzip "
+                "tiny-imagenet-200.zip again") from None
         if pixels.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise ValueError(f"{path}: expected a {IMAGE_SIZE}×{IMAGE_SIZE} image, got "
                              f"{pixels.shape[1]}×{pixels.shape[0]}")

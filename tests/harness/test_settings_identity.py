@@ -185,12 +185,18 @@ def _write_bad_file(path, how: str) -> None:
         path.write_bytes(np.random.default_rng(0).bytes(4096))
     elif how == "pickled":
         np.savez(path, images=np.array([{"a": 1}], dtype=object), labels=labels)
+    elif how == "float pixels":  # cast to uint8, pixels in [0, 1] were black, unseen
+        np.savez(path, images=digits / 255.0, labels=labels)
+    elif how == "labels 1 … 10":
+        np.savez(path, images=digits, labels=labels + 1)
 
 
 @pytest.mark.parametrize("how, says", [
     ("empty", "the file is empty"), ("truncated", "truncated or damaged"),
     ("wrong keys", "no 'images' array"), ("random bytes", "not an npz (zip) archive"),
-    ("pickled", "pickled data, which is never loaded")])
+    ("pickled", "pickled data, which is never loaded"),
+    ("float pixels", "images are float64, not the raw uint8 pixels 0 … 255"),
+    ("labels 1 … 10", "labels must be digits 0 … 9, got int64 1 … 10")])
 def test_a_bad_mnist5k_file_is_one_line_naming_it(tmp_path, capsys, how, says):
     path = tmp_path / "mnist5k.npz"
     _write_bad_file(path, how)

@@ -60,6 +60,11 @@ def test_missing_data_fails_fast_saying_what_to_download(tmp_path):
     with pytest.raises(data_lib.DatasetUnavailableError, match="no --data-dir"):
         data_lib.load_dataset("tiny_imagenet", None)
     root = _write_folder(tmp_path)
+    image = next((root / "val" / "images").iterdir())
+    os.remove(image)  # a missing (or unreadable) image: one line, not PIL's traceback
+    with pytest.raises(data_lib.DatasetUnavailableError,
+                       match=rf"{image.name}: cannot be read \(FileNotFoundError\)"):
+        data_lib.load_dataset("tiny_imagenet", str(tmp_path))
     os.remove(root / "val" / "val_annotations.txt")
     with pytest.raises(data_lib.DatasetUnavailableError, match="val_annotations.txt"):
         data_lib.load_dataset("tiny_imagenet", str(tmp_path))
