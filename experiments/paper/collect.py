@@ -210,7 +210,9 @@ def collect_report(out: str, plan: Plan,
     for model in plan.models:
         read = _Reader(base)
         table2 = read.sweep_table(stage_dir(out, "table2", model))
-        vanilla = _vanilla_stage(read, stage_dir(out, "vanilla", model))
+        vanilla_dir = stage_dir(out, "vanilla", model)
+        vanilla_rows = [r for r in read.sweep_rows(vanilla_dir) if r["method"] == "vanilla"]
+        vanilla = _vanilla_stage(read, vanilla_dir, vanilla_rows)
         control = read.sweep_table(stage_dir(out, "control", model))
         scaled = read.sweep_table(stage_dir(out, "scaled", model))
         ovf = read.sweep_table(stage_dir(out, "ovf", model))
@@ -251,8 +253,8 @@ def collect_report(out: str, plan: Plan,
         core_dir = stage_dir(out, "core", model)
         core, found = read.sweep_table(core_dir), core_cells(read, core_dir)
         if os.path.isdir(core_dir):  # vanilla, trained clean: the vanilla stage's cells
-            core, found = _with_vanilla_stage(read, stage_dir(out, "vanilla", model), core,
-                                              found, plan.core_sigmas)
+            core, found = _with_vanilla_stage(read, vanilla_dir, vanilla_rows, core, found,
+                                              plan.core_sigmas)
         report[model] = ModelReport(
             core=core,
             core_by_seed=tuple(cell for _, cell in sorted(found.items(), key=core_order)),
@@ -269,10 +271,11 @@ def collect_report(out: str, plan: Plan,
     return report
 
 
-def _vanilla_stage(read: _Reader, path: str) -> Callable[[float], TableCell | None]:
-    """σ → the vanilla stage's cell over seeds (None: not finished): its cells, each
-    trained clean and scored at every σ, or a plan's before 2026-12-07, one multi-seed run."""
-    rows = [r for r in read.sweep_rows(path) if r["method"] == "vanilla"]
+def _vanilla_stage(read: _Reader, path: str,
+                   rows: list[dict]) -> Callable[[float], TableCell | None]:
+    """σ → the vanilla stage's cell over seeds (None: not finished): its cells' ``rows``,
+    each trained clean and scored at every σ, or a plan's before 2026-12-07, one
+    multi-seed run."""
     if not rows:
         old = read.seeds_results(path)
         return lambda s: _from_seeds(old, "vanilla", s)
@@ -286,7 +289,7 @@ def _vanilla_stage(read: _Reader, path: str) -> Callable[[float], TableCell | No
     return at
 
 
-def _with_vanilla_stage(read: _Reader, path: str, core: list[dict],
+def _with_vanilla_stage(read: _Reader, path: str, rows: list[dict], core: list[dict],
                         found: dict, core_sigmas: Sequence[float]) -> tuple[list[dict], dict]:
     """The core stage's table and cells with vanilla from the vanilla stage's cells (at
     each core σ: its rows over seeds, its cells seed by seed). Where that stage has none,
@@ -295,10 +298,9 @@ def _with_vanilla_stage(read: _Reader, path: str, core: list[dict],
     vanilla = vanilla_core_cells(read, path, sigmas)
     if not vanilla:
         return core, found
-    rows = [{**row, "sigma": row["eval_sigma"]} for row in read.sweep_table(path)
-            if row["method"] == "vanilla"
-            and any(math.isclose(row["eval_sigma"], s) for s in sigmas)]
-    return ([r for r in core if r["method"] != "vanilla"] + rows,
+    at_core = [{**row, "sigma": row["eval_sigma"]} for row in aggregate_over_seeds(rows)
+               if any(math.isclose(row["eval_sigma"], s) for s in sigmas)]
+    return ([r for r in core if r["method"] != "vanilla"] + at_core,
             {**{k: c for k, c in found.items() if k[0] != "vanilla"}, **vanilla})
 
 

@@ -39,8 +39,8 @@ from neft_jax.harness.sweeps import (
     ALONE,
     Cell,
     Worker,
-    cell_config,
     cell_done,
+    cell_done_as_given,
     check_cell_groups,
     grid_cells,
     made_otherwise,
@@ -172,7 +172,8 @@ class _Runner:
         1 + share·(n − 1) of theirs (:func:`evaluation_share`); BudgetExhausted when the
         first unfinished cell of this worker's share would not end in time."""
         path = stage_dir(self.out, stage, cfg.model)
-        finished = [_done_as_given(os.path.join(path, "cells", c.name), c, cfg) for c in cells]
+        finished = [cell_done_as_given(os.path.join(path, "cells", c.name), c, cfg)
+                    for c in cells]
         todo = [c for i, c in enumerate(cells) if self.worker.takes(i) and not finished[i]]
         if not todo or any(finished):  # a finished cell measures the rest itself
             return
@@ -310,13 +311,8 @@ def trainings_of_plan(base: ExperimentConfig, plan: Plan, out: str | None = None
 def _finished_in_a_stage(out: str, cell: Cell, cfg: ExperimentConfig) -> bool:
     """Whether any stage folder of ``out`` holds ``cell`` finished as ``cfg`` gives it: made
     with its settings and scored at its σ (what :func:`link_shared_cells` would reuse)."""
-    return any(_done_as_given(path, cell, cfg) and made_otherwise(path, cfg, cell) is None
+    return any(cell_done_as_given(path, cell, cfg) and made_otherwise(path, cfg, cell) is None
                for path in _in_each_stage(out, cell))
-
-
-def _done_as_given(path: str, cell: Cell, cfg: ExperimentConfig) -> bool:
-    """Whether ``cell`` in ``path`` is finished at every σ ``cfg`` scores it at."""
-    return cell_done(path, cell.method, cell_config(cfg, cell, path).eval_sigmas)
 
 
 def _in_each_stage(out: str, cell: Cell, but: str | None = None) -> list[str]:

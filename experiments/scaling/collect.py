@@ -288,7 +288,7 @@ def separated(a: Row, b: Row) -> bool:
     if a.mean is None or b.mean is None or a.seeds != b.seeds or a.ci95 is None \
             or b.ci95 is None:
         return False
-    return a.mean - (a.ci95 or 0) > b.mean + (b.ci95 or 0)
+    return a.mean - a.ci95 > b.mean + b.ci95
 
 
 def findings(rows: Sequence[Row], chance: float,

@@ -286,11 +286,11 @@ def verdict(results: RunResults) -> str:
         return (has_interval(a) and has_interval(b) and scored[a]["mean"] - scored[a]["ci95"]
                 > scored[b]["mean"] + scored[b]["ci95"])
 
+    against = feedback_against_baseline(results, sigma)
+    end = "." + (f"\n{against}" if against else "")
     if not has_interval(best):
         return (f"Verdict: at σ = {sigma:g}, {best} scores highest ({scored[best]['mean']:.1f} "
-                f"%, one {unit}: no interval), so no method is shown to beat another."
-                + (f"\n{against}" if (against := feedback_against_baseline(results, sigma))
-                   else ""))
+                f"%, one {unit}: no interval), so no method is shown to beat another" + end)
     beaten = [m for m in ranked[1:] if beats(best, m)]
     tied = [m for m in ranked[1:] if m not in beaten and has_interval(m)]
     alone = [m for m in ranked[1:] if not has_interval(m)]
@@ -303,8 +303,7 @@ def verdict(results: RunResults) -> str:
                      f"{'is' if len(tied) == 1 else 'are'} within its CI")
     if alone:
         sentence += f"; {', '.join(alone)} (one {unit}: no interval) not compared"
-    against = feedback_against_baseline(results, sigma)
-    return sentence + "." + (f"\n{against}" if against else "")
+    return sentence + end
 
 
 #: The fair baseline that IRS/OVF are judged against (eq. (1)'s scaling, no feedback).

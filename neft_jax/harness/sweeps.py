@@ -198,6 +198,11 @@ def cell_done(path: str, method: str, sigmas: Sequence[float] = ()) -> bool:
         {*results.eval_sigmas, *sigmas})
 
 
+def cell_done_as_given(path: str, cell: Cell, base: ExperimentConfig) -> bool:
+    """Whether ``cell`` in ``path`` is final at every σ ``base`` scores it at."""
+    return cell_done(path, cell.method, cell_config(base, cell, path).eval_sigmas)
+
+
 def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
               log: Callable[[str], None] = print, show_progress: bool = True,
               budget: Budget | None = None, worker: Worker | None = None) -> list[dict]:
@@ -215,9 +220,8 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
     check_cells(cells, base, out)
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
 
-    def done(cell: Cell) -> bool:  # at every σ this command scores it at
-        path = os.path.join(out, "cells", cell.name)
-        return cell_done(path, cell.method, cell_config(base, cell, path).eval_sigmas)
+    def done(cell: Cell) -> bool:
+        return cell_done_as_given(os.path.join(out, "cells", cell.name), cell, base)
 
     todo = [c for i, c in enumerate(cells) if worker.takes(i) and not done(c)]
     budget = budget or Budget(None)
