@@ -23,18 +23,20 @@ QUANTILES = {"q01": 0.01, "q05": 0.05}
 def summarize(accuracies: Sequence[float], ekl: float | None = None) -> dict:
     """A dict of run accuracies' statistics, in their units: ``runs``, ``mean``, ``std``
     (ddof = 1), ``ci95`` / ``ci99`` (1.96 / 2.576·std/√R, method.md §5), ``q01`` / ``q05``
-    (numpy's linear interpolation), ``min``, ``max``, and ``ekl`` when given."""
+    (numpy's linear interpolation), ``min``, ``max``, and ``ekl`` when given. One run has
+    no spread: its ``std``, ``ci95`` and ``ci99`` are None (null in JSON, empty in CSV),
+    never a zero that reads as certainty."""
     acc = np.asarray(accuracies, np.float64)
     runs = acc.size
     if runs == 0:
         raise ValueError("summarize needs at least one accuracy")
-    std = float(np.std(acc, ddof=1)) if runs > 1 else 0.0
+    std = float(np.std(acc, ddof=1)) if runs > 1 else None
     summary = {
         "runs": runs,
         "mean": float(np.mean(acc)),
         "std": std,
-        "ci95": Z95 * std / math.sqrt(runs),
-        "ci99": Z99 * std / math.sqrt(runs),
+        "ci95": None if std is None else Z95 * std / math.sqrt(runs),
+        "ci99": None if std is None else Z99 * std / math.sqrt(runs),
         **{name: float(np.quantile(acc, q)) for name, q in QUANTILES.items()},
         "min": float(np.min(acc)),
         "max": float(np.max(acc)),
@@ -75,7 +77,7 @@ def summarize_over_seeds(seed_means: Sequence[float], seed_ekls: Sequence[float 
 
     ``summary`` is :func:`summarize` of the finite means, its CI half-widths Student-t
     (n − 1 degrees of freedom: with 3 runs 4.30·std/√n, not 1.96; with one finite mean
-    there is no interval and they are 0), with ``ekl`` the mean of the runs' EKL (None when
+    there is no interval and they are None), with ``ekl`` the mean of the runs' EKL (None when
     every run diverged); ``not_converged`` counts runs more than
     ``tolerance_pct`` points from the mean, or without a mean (method.md §5, Table III).
     """

@@ -26,7 +26,7 @@ class CoreCell:
     sigma: float
     seed: int
     mean: float
-    ci95: float
+    ci95: float | None  # None: one Monte Carlo run
     clean: float | None
     feedback_ratio: float | None
     exit_accuracies: list[float] | None

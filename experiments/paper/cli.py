@@ -79,12 +79,13 @@ def reproduce_parser() -> argparse.ArgumentParser:
                         help="bench.py --jsonl output with an --end-to-end row: before "
                         "starting, estimate each training's time from its measured loop rate "
                         "and say how much of the plan fits the --time-budget")
-    parser.add_argument("--estimate-only", action="store_true",
+    only = parser.add_mutually_exclusive_group()  # each is a different command
+    only.add_argument("--estimate-only", action="store_true",
                         help="print the --rates estimate of the whole plan (its trainings and "
                         "their time) and train nothing")
-    parser.add_argument("--report-only", action="store_true",
+    only.add_argument("--report-only", action="store_true",
                         help="only rewrite REPORT.md, report.json, report.png from OUT")
-    parser.add_argument("--check-only", action="store_true",
+    only.add_argument("--check-only", action="store_true",
                         help="only check, in seconds, what the plan checks before it trains "
                         "(the data, and that OUT's cells were made with these settings); "
                         "exit 0 if it would start, 2 if not")

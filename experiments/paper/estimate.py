@@ -54,7 +54,7 @@ def estimate_from_rates(base: ExperimentConfig, plan: Plan, rows: list[dict],
     fits_line = (f"; about {fit} of them fit in the {budget_seconds:.0f} s budget"
                  if budget_seconds is not None else "")
     return (f"estimate (from the measured loop rate, {rate:,.0f} images/s of {row['model']} "
-            f"{row['method']} in {row.get('compute', '?')}, and a {compile_s:.0f} s compile "
+            f"{row['method']} in {row.get('compute', '?')}, and a compile of {compile_s:.0f} s "
             f"per model × method): {len(seconds)} trainings"
             + (f" ({done} more finished before)" if done else "") + ", about "
             f"{sum(seconds) / 60:.0f} min in all; first cells {shown}{fits_line}; rough (Monte "

@@ -50,6 +50,11 @@ def _lr(base: ExperimentConfig) -> str:
     return "the authors' per model" if base.lr is None else f"{base.lr:g}"
 
 
+def _plus_minus(ci: float | None) -> str:
+    """`` ± 1.23``, or nothing where there is no interval (one Monte Carlo run)."""
+    return "" if ci is None else f" ± {ci:.2f}"
+
+
 def _fmt(cell: TableCell | None) -> str:
     if cell is None or cell.mean is None:
         return "–"
@@ -129,8 +134,8 @@ def format_report(report: dict[str, ModelReport], plan: Plan, base: ExperimentCo
                 lines.append(f"| {a} | {'diverged' if acc is None else f'{acc:.2f}'} |")
             test = alpha.test
             lines += ["", f"Chosen α = {alpha.chosen:g}"
-                      + (f"; test accuracy {test['mean']:.2f} ± {test['ci95']:.2f} (one seed)."
-                         if test else ".")]
+                      + (f"; test accuracy {test['mean']:.2f}{_plus_minus(test['ci95'])} "
+                         "(one seed)." if test else ".")]
         else:
             lines.append("Not run yet.")
         lines += _alpha_grid_lines(data.alpha_grid)
@@ -217,8 +222,8 @@ def _core_seed_lines(dataset: str, model: str, cells: Sequence[CoreCell],
             f"{a:.1f}" for a in c.exit_accuracies)
         clean = "–" if c.clean is None else f"{c.clean:.1f}"
         paper = paper_accuracy(dataset, model, c.method, c.sigma)
-        lines.append(f"| {c.method} | {c.sigma:g} | {c.seed} | {c.mean:.2f} ± "
-                     f"{c.ci95:.2f} | {paper} | {clean} | {ratio} | {exits} |")
+        lines.append(f"| {c.method} | {c.sigma:g} | {c.seed} | {c.mean:.2f}"
+                     f"{_plus_minus(c.ci95)} | {paper} | {clean} | {ratio} | {exits} |")
     if differences:
         lines += _difference_lines(differences, "`control` is IRS at α = 1e-9")
         lines += _verdict_lines(differences)
@@ -299,7 +304,7 @@ def _alpha_grid_lines(grid: AlphaGrid | None) -> list[str]:
               "| exits (%) |", "|---|---|---|---|---|---|---|"]
     for c in grid.cells:
         exits = "–" if not c.exit_accuracies else ", ".join(f"{a:.1f}" for a in c.exit_accuracies)
-        lines.append(f"| {c.method.split('=')[1]} | {c.seed} | {c.mean:.2f} ± {c.ci95:.2f} | "
+        lines.append(f"| {c.method.split('=')[1]} | {c.seed} | {c.mean:.2f}{_plus_minus(c.ci95)} | "
                      + ("–" if c.clean is None else f"{c.clean:.1f}") + " | "
                      + ("–" if c.best_val is None else f"{c.best_val:.2f}")
                      + f" | {_feedback_size(c.feedback_ratio)} | {exits} |")

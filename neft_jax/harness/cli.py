@@ -26,8 +26,9 @@ from neft_jax.harness.flags import (  # noqa: F401  (config_from_args: part of t
     grid_values,
     method_names,
     model_names,
-    names,
+    name_list,
     positive_float,
+    read_grid_file,
     seed_value,
     sigma_list,
 )
@@ -45,7 +46,12 @@ from neft_jax.methods import REGISTRY as METHOD_REGISTRY
 class CommandParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, ``PROG: error: MESSAGE (see --help)``,
     and exit status 2, without the usage block (which lists every flag: ``--help`` shows
-    it)."""
+    it). Flags are taken only as spelt out (no prefixes: ``--alpha`` is not ``--alphas``).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -231,10 +237,12 @@ def run_main(argv=None) -> int:
         else:
             results = run_experiment(cfg, show_progress=show_progress(args))
         print(format_table(results))
-        per_run = ("; each seed's metrics.jsonl and curves in seed-<n>/" if cfg.seeds > 1
-                   else ", metrics.jsonl")
-        print(f"results: {os.path.join(cfg.out, 'results.json')}, results.csv, "
-              f"accuracy_vs_sigma.png{per_run}  (wall time {results.wall_seconds:.0f} s)")
+        written = [name for name in ("results.csv", "settings.json", "accuracy_vs_sigma.png",
+                                     "feedback_ratio.png", "metrics.jsonl")
+                   if os.path.exists(os.path.join(cfg.out, name))]
+        per_run = "; each seed's metrics.jsonl and curves in seed-<n>/" if cfg.seeds > 1 else ""
+        print(f"results: {os.path.join(cfg.out, 'results.json')}, {', '.join(written)}"
+              f"{per_run}  (wall time {results.wall_seconds:.0f} s)")
         return 0
 
     return run_cleanly(parser.prog, job, lambda: run_hint(cfg.out))
@@ -249,7 +257,7 @@ SWEEP_EXCLUDES = ("alpha", "alpha_search", "extra_sigmas", "resume", "overwrite"
 
 def alpha_list(text: str) -> tuple:
     """Comma-separated α values; ``default`` is the authors' α (None)."""
-    return tuple(None if item == "default" else positive_float(item) for item in names(text))
+    return tuple(None if item == "default" else positive_float(item) for item in name_list(text))
 
 
 def sweep_parser() -> argparse.ArgumentParser:
@@ -262,9 +270,9 @@ def sweep_parser() -> argparse.ArgumentParser:
                "command continues a sweep"})
     parser.add_argument("--config", default=None,
                         help="TOML or JSON file with grid keys " + ", ".join(GRID_KEYS))
-    parser.add_argument("--models", type=names, default=None, help="comma-separated (default: "
+    parser.add_argument("--models", type=name_list, default=None, help="comma-separated (default: "
                         "--model)")
-    parser.add_argument("--datasets", type=names, default=None, help="comma-separated "
+    parser.add_argument("--datasets", type=name_list, default=None, help="comma-separated "
                         "(default: --dataset)")
     parser.add_argument("--sigmas", type=sigma_list, default=None,
                         help="training = evaluation σ values (default: --sigma)")
@@ -274,18 +282,6 @@ def sweep_parser() -> argparse.ArgumentParser:
                         "default)")
     add_output_arguments(parser)
     return parser
-
-
-def _load_grid_file(path: str) -> dict:
-    if path.endswith(".toml"):
-        import tomllib
-
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    import json
-
-    with open(path) as f:
-        return json.load(f)
 
 
 #: What a sweep writes at the top of its --out (each cell's run lies under cells/).
@@ -302,18 +298,23 @@ def sweep_main(argv=None) -> int:
     from neft_jax.harness.sweeps import grid_cells, run_sweep
 
     base_defaults = ExperimentConfig()
-    grid = {"models": args.models or (args.model or base_defaults.model,),
-            "datasets": args.datasets or (args.dataset or base_defaults.dataset,),
-            "methods": args.methods or base_defaults.methods,
-            "sigmas": args.sigmas or (args.sigma if args.sigma is not None
-                                      else base_defaults.sigma,),
-            "alphas": args.alphas, "seeds": args.seeds or 1}
+    def given(value, default):  # an empty list is refused by its flag's type, never a default
+        return default if value is None else value
+
+    grid = {"models": given(args.models, (args.model or base_defaults.model,)),
+            "datasets": given(args.datasets, (args.dataset or base_defaults.dataset,)),
+            "methods": given(args.methods, base_defaults.methods),
+            "sigmas": given(args.sigmas, (given(args.sigma, base_defaults.sigma),)),
+            "alphas": args.alphas, "seeds": given(args.seeds, 1)}
     listed = {key for key in GRID_KEYS if getattr(args, key, None) is not None}
     if args.config:
         try:
-            extra = _load_grid_file(args.config)
+            extra = read_grid_file(args.config)
         except (OSError, ValueError) as error:
             parser.error(f"--config: cannot read {args.config!r}: {error}")
+        if not isinstance(extra, dict):
+            parser.error(f"--config: {args.config!r} must hold a table of grid keys "
+                         f"({', '.join(GRID_KEYS)}), not a {type(extra).__name__}")
         unknown = set(extra) - set(GRID_KEYS)
         if unknown:
             parser.error(f"--config: unknown keys {sorted(unknown)}; allowed: {list(GRID_KEYS)}")
@@ -333,6 +334,9 @@ def sweep_main(argv=None) -> int:
                          f"other in a sweep: the grid lists the {one}s")
     first = args.seed or 0
     seeds = grid["seeds"]
+    if args.seed is not None and isinstance(seeds, (list, tuple)):
+        parser.error(f"--seed and a list of seeds ({seeds!r}) exclude each other: --seed is "
+                     "the first of a count of seeds; list the seeds themselves instead")
     if isinstance(seeds, bool) or not (isinstance(seeds, int) and seeds >= 1 or isinstance(
             seeds, (list, tuple)) and seeds):
         parser.error(f"seeds must be a count (an integer >= 1) or a non-empty list of seeds, "
@@ -360,12 +364,19 @@ def sweep_main(argv=None) -> int:
         parser.error(str(error))
     print(profile_line, flush=True)
     print(devices_line(base.batch_size), flush=True)
-    print(f"sweep: {len(cells)} cells into {args.out}", flush=True)
+    print(f"sweep: {len(cells)} cell{'s' * (len(cells) != 1)} into {args.out}", flush=True)
     def job() -> int:
+        from neft_jax.harness.sweep_table import format_sweep_table
+
         table = run_sweep(cells, base, args.out, show_progress=show_progress(args),
                           worker=args.worker)
+        if table:
+            print(format_sweep_table(table))
+        plots = [name for name in ("accuracy_vs_sigma.png", "alpha_search.png")
+                 if os.path.exists(os.path.join(args.out, name))]
         print(f"{len(table)} row{'s' * (len(table) != 1)}: "
-              f"{os.path.join(args.out, 'sweep.csv')}")
+              f"{os.path.join(args.out, 'sweep.csv')}, sweep.json (with the settings the "
+              f"cells share){''.join(', ' + p for p in plots)}; each cell's own run in cells/")
         return 0
 
     return run_cleanly(parser.prog, job, "finished cells are kept; rerun the same command to "

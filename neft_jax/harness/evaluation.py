@@ -124,7 +124,7 @@ def train_and_test_record(cfg: ExperimentConfig, method: str, outcome, alpha: fl
         record.evaluations = {s: Evaluation(sigma=s, summary=None, diverged=True)
                               for s in cfg.eval_sigmas}
         return record
-    log(f"{method}: Monte Carlo evaluation ({cfg.mc_runs} runs per σ)")
+    log(f"{method}: Monte Carlo evaluation ({cfg.mc_runs} run{'s' * (cfg.mc_runs != 1)} per σ)")
     sigmas = cfg.eval_sigmas if 0.0 in cfg.eval_sigmas else (0.0, *cfg.eval_sigmas)
     saved = SavedEvaluations(
         os.path.join(cfg.checkpoint_dir(method, alpha), "evaluations.json"),
@@ -133,7 +133,9 @@ def train_and_test_record(cfg: ExperimentConfig, method: str, outcome, alpha: fl
         evaluations = evaluate_at_sigmas(cfg, outcome.model, outcome.state, test_set, sigmas,
                                          show_progress, saved)
     except KeyboardInterrupt as stop:
-        stop.add_note(f"in the Monte Carlo evaluation of {method}, finished σ saved")
+        done = sum(saved.get(s) is not None for s in sigmas)
+        stop.add_note(f"in the Monte Carlo evaluation of {method}, " + (
+            "no σ finished yet" if not done else f"{done} of {len(sigmas)} σ saved"))
         raise
     record.clean_accuracy = evaluations[0.0].mean
     record.evaluations = {s: e for s, e in evaluations.items() if s in cfg.eval_sigmas}

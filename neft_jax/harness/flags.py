@@ -47,22 +47,36 @@ non_negative_float = _parser_of(float, lambda v: math.isfinite(v) and v >= 0,
                                 "a finite number >= 0")
 
 
+def _given(values: tuple, what: str) -> tuple:
+    """``values`` parsed from a list flag, refused when empty: ``--sigmas ''`` (an unset shell
+    variable) must not quietly fall back to the default."""
+    if not values:
+        raise argparse.ArgumentTypeError(f"empty: give at least one {what}")
+    return values
+
+
 def sigma_list(text: str) -> tuple[float, ...]:
-    """Comma-separated σ values (finite, >= 0)."""
-    return tuple(sigma_value(v) for v in text.split(",") if v.strip())
+    """Comma-separated σ values (finite, >= 0), at least one."""
+    return _given(tuple(sigma_value(v) for v in text.split(",") if v.strip()), "σ")
 
 
 def exit_numbers(text: str) -> tuple[int, ...]:
     """Comma-separated exit numbers (1-based); the range is checked against the model later."""
     try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
+        numbers = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"expected exit numbers like 1 or 1,3, got {text!r}") \
             from error
+    return _given(numbers, "exit number (1 = shallowest)")
 
 
 def names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """Comma-separated names as an argparse type: at least one."""
+    return _given(names(text), "name")
 
 
 def method_names(methods) -> tuple[str, ...]:
@@ -72,6 +86,8 @@ def method_names(methods) -> tuple[str, ...]:
     items = names(methods) if isinstance(methods, str) else tuple(
         str(m).strip() for m in methods)
     chosen = tuple(m.lower() for m in items)
+    if not chosen:
+        raise ValueError(f"no method given (allowed: {', '.join(METHODS)})")
     for given, name in zip(items, chosen, strict=True):
         if name not in METHODS:
             raise ValueError(unknown_method(given))
@@ -227,9 +243,14 @@ def config_from_args(args, backend: str, cpu_profile: str = CPU_PROFILE,
     line = (f"profile: {profile} ({why}): {cfg.epochs} epoch{'s' * (cfg.epochs != 1)}, "
             f"batch {cfg.batch_size}, "
             f"{lr_text}, {cfg.mc_runs} Monte Carlo runs, "
-            f"width ×{cfg.width:g}, compute {cfg.compute}, conv backward in micro-batches of "
-            f"{micro}"
-            + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else ""))
+            f"width ×{cfg.width:g}, compute {cfg.compute}"
+            + (" (XLA computes it as fp32 on a CPU)" if backend == "cpu" and cfg.compute == "tf32"
+               else "")
+            + f", conv backward in micro-batches of {micro}"
+            + ("  [REDUCED WIDTH: not the paper's model size]" if cfg.width != 1 else "")
+            + (f"  [TRAINING STOPS AFTER {cfg.max_train_steps} STEP"
+               f"{'S' * (cfg.max_train_steps != 1)}: --max-train-steps]"
+               if cfg.max_train_steps is not None else ""))
     if cfg.dataset == "mnist5k":
         from neft_jax.harness.mnist5k import FILE_NAME
 
@@ -265,6 +286,9 @@ def check_flags_apply(cfg: ExperimentConfig, alpha_flag: str = "--alpha") -> Non
                         ("--exit-sigma", cfg.exit_sigma is not None)):
         if given and not any(map(uses_exits, cfg.methods)):
             raise ValueError(f"{flag}: none of the methods ({methods}) has exits; IRS does")
+    if cfg.seed_mode != "auto" and cfg.seeds == 1:
+        raise ValueError(f"--seed-mode {cfg.seed_mode}: one seed has no seeds to vmap or run "
+                         "one after another; give --seeds N (N > 1) or drop --seed-mode")
 
 
 def as_list(value) -> list:
@@ -286,6 +310,8 @@ def grid_values(key: str, values, convert, what: str) -> list:
             raise ValueError(f"{key}: {item!r} is not {what}") from None
         if value not in out:
             out.append(value)
+    if not out:
+        raise ValueError(f"{key}: empty list; give at least one value (each {what})")
     return out
 
 
@@ -302,3 +328,30 @@ def alpha_value(item) -> float | None:
     if not value >= 0 or value == float("inf"):
         raise ValueError(item)
     return value
+
+
+def read_grid_file(path: str):
+    """A ``--config`` file's content: TOML for ``.toml``, JSON for ``.json``, and for any
+    other name JSON, else TOML (the error names both)."""
+    import json
+    import tomllib
+
+    def read_toml():
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+
+    def read_json():
+        with open(path) as f:
+            return json.load(f)
+
+    if path.endswith(".toml"):
+        return read_toml()
+    if path.endswith(".json"):
+        return read_json()
+    try:
+        return read_json()
+    except ValueError as as_json:
+        try:
+            return read_toml()
+        except ValueError as as_toml:
+            raise ValueError(f"neither JSON ({as_json}) nor TOML ({as_toml})") from None

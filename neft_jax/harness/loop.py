@@ -295,6 +295,9 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
                          f"epoch 1 of {method} saved" if saved == 1 else
                          f"epochs 1–{saved} of {method} saved") + ")")
         raise
+    if cfg.max_train_steps is not None and global_step >= cfg.max_train_steps:
+        log(f"{method}: --max-train-steps {cfg.max_train_steps} reached: stopped after "
+            f"{global_step} steps, in epoch {epoch + 1}/{cfg.epochs}")
     for i, run in enumerate(progress):
         if not run.diverged:  # a diverged run was saved when it diverged
             run.flush(engine.select(stacked, i))

@@ -229,7 +229,8 @@ def format_table(results: RunResults) -> str:
     over = (f"the mean over the {len(results.seeds)} seeds (fewer where a seed has no result: "
             "'mean of k') of each seed's Monte Carlo mean ± its Student-t 95 % CI over seeds"
             if results.seeds else
-            f"mean ± 95 % CI over {settings['mc_runs']} Monte Carlo runs")
+            f"mean ± 95 % CI over {settings['mc_runs']} Monte Carlo "
+            f"run{'s' * (settings['mc_runs'] != 1)}")
     chance = results.chance
     off = ("; k/n off: seeds more than 5 points from the mean over seeds, or without a "
            "result (Table III's not converged); 'diverged': seeds whose loss blew up, judged "
@@ -263,7 +264,9 @@ def verdict(results: RunResults) -> str:
     if chance is not None and all(abs(s["mean"] - chance) <= NEAR_CHANCE_POINTS
                                   for s in scored.values()):
         settings = results.settings
-        tries = ["a wider model (--width)", "more epochs (--epochs)"]
+        cut = settings.get("max_train_steps")
+        tries = ["a wider model (--width)", f"more than {cut} training steps (--max-train-steps)"
+                 if cut else "more epochs (--epochs)"]
         if sigma > 0:
             tries.append("a smaller --sigma")
         if settings["normalisation"] != "level":

@@ -203,7 +203,7 @@ def quiet_library_logs(verbose: bool) -> None:
     tensorstore's writer threads print when a failed checkpoint save (a full disk) has
     closed orbax's event loop under their pending writes (one per array, tens of them)."""
     for name in LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.CRITICAL)
     sys.unraisablehook = (sys.__unraisablehook__ if verbose
                           else _unraisable_without_closed_loop_noise)
 

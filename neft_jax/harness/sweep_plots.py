@@ -1,5 +1,5 @@
 """A sweep's plots: ``accuracy_vs_sigma.png`` (one panel per model × dataset, one line per
-method and α) and, when several α were tried, ``alpha_search.png``; from the rows of
+method and α) and, when one method was tried at several α, ``alpha_search.png``; from the rows of
 :func:`~neft_jax.harness.sweeps.aggregate_over_seeds`."""
 
 from __future__ import annotations
@@ -42,17 +42,18 @@ def plot_sweep(table: Sequence[dict], out: str) -> None:
                 lines[label].append(r)
         for label, points in sorted(lines.items()):
             _plot_mean_ci(ax, [p for p in points if p["mean"] is not None], "sigma", label)
-        ax.set(title=f"{model} / {dataset}", xlabel="σ_d (train = eval)",
-               ylabel=f"Monte Carlo accuracy (%): {spread}")
+        ax.set(xlabel="σ_d (train = eval)", ylabel="Monte Carlo accuracy (%)")
+        ax.set_title(f"{model} / {dataset}\n{spread}", fontsize="medium")
     save_figure(fig, os.path.join(out, "accuracy_vs_sigma.png"))
 
-    searched = [r for r in table if uses_feedback(r["method"]) and r["alpha"]
-                and r["sigma"] == r["eval_sigma"] and r["mean"] is not None]
-    if len({r["alpha"] for r in searched}) > 1:
-        fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
-        curves = defaultdict(list)
-        for r in searched:
+    curves = defaultdict(list)  # one curve per model × dataset × method × σ, over its α
+    for r in table:
+        if uses_feedback(r["method"]) and r["alpha"] and r["sigma"] == r["eval_sigma"] \
+                and r["mean"] is not None:
             curves[(r["model"], r["dataset"], r["method"], r["sigma"])].append(r)
+    curves = {k: v for k, v in curves.items() if len({r["alpha"] for r in v}) > 1}
+    if curves:  # only where some curve tried several α: one α per method is no search
+        fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
         for (model, dataset, method, sigma), points in sorted(curves.items()):
             _plot_mean_ci(ax, points, "alpha", f"{model}/{dataset} {method} σ={sigma:g}")
         ax.set(xscale="log", xlabel="α", ylabel="Monte Carlo accuracy (%)",

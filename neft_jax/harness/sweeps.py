@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import math
 import os
 import time
@@ -34,16 +33,17 @@ from neft_jax.harness.config import ExperimentConfig
 from neft_jax.harness.identity import (
     SettingsChanged,
     check_same,
-    fingerprint,
-    identity_of_settings,
     stored_identity,
-    without_seed,
 )
 from neft_jax.harness.locking import FolderBusy
 from neft_jax.harness.orchestration import run_experiment
-from neft_jax.harness.results import RunResults, write_atomic
-from neft_jax.harness.runtime import made_with
-from neft_jax.stats import summarize_over_seeds
+from neft_jax.harness.results import RunResults
+from neft_jax.harness.sweep_table import (  # noqa: F401  (part of this module's API)
+    aggregate_over_seeds,
+    collect_rows,
+    shared_settings,
+    write_combined,
+)
 from neft_jax.train import uses_feedback
 
 
@@ -299,87 +299,3 @@ def measured_seconds(cells: Sequence[Cell], out: str) -> list[tuple[Cell, float]
             if wall:
                 seconds.append((cell, wall))
     return seconds
-
-
-def collect_rows(cells: Sequence[Cell], out: str) -> list[dict]:
-    """One row per finished cell × evaluated σ; ``settings`` is the fingerprint of the
-    cell's settings but its seed (:mod:`neft_jax.harness.identity`), so that only cells
-    made alike are averaged over seeds."""
-    rows = []
-    for cell in cells:
-        path = os.path.join(out, "cells", cell.name, "results.json")
-        if not os.path.exists(path):
-            continue
-        results = RunResults.load(path)
-        entry = results.methods.get(cell.method)
-        if not entry:
-            continue
-        settings = fingerprint(without_seed(identity_of_settings(results.settings)))
-        code, machine, date = made_with(results.environment)
-        for sigma, evaluation in entry.evaluations.items():
-            summary = evaluation.summary or {}
-            rows.append({
-                **dataclasses.asdict(cell),  # α only where the method has one, as results.csv
-                "alpha": entry.alpha if uses_feedback(cell.method) else None,
-                "eval_sigma": float(sigma), "diverged": entry.diverged,
-                **{k: summary.get(k) for k in ("mean", "ci95", "std", "ekl", "runs", "min",
-                                               "q01", "q05")},
-                "settings": settings, "normalisation": results.settings.get("normalisation"),
-                "code": code, "machine": machine, "date": date,
-            })
-    return rows
-
-
-def aggregate_over_seeds(rows: Sequence[dict]) -> list[dict]:
-    """Mean ± 95 % CI over seeds and non-converged count per cell without its seed (and per
-    ``settings`` fingerprint, where rows have one: cells made with other settings are never
-    averaged together). ``seeds`` counts the cell's seeds, ``diverged`` those without a mean
-    (diverged before keeping an epoch): the mean is over the other ``seeds − diverged``."""
-    groups = defaultdict(list)
-    for row in rows:
-        key = (row["model"], row["dataset"], row["method"], row["sigma"], row["alpha"],
-               row["eval_sigma"], row.get("settings"))
-        groups[key].append(row)
-    table = []
-    for key, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        # A cell that diverged after keeping an epoch is judged by that epoch (method.md §5,
-        # as run.py --seeds does); one without a kept epoch has no mean.
-        means = [float("nan") if m["mean"] is None else m["mean"] for m in members]
-        summary, not_converged = summarize_over_seeds(means, [m["ekl"] for m in members])
-        summary = summary or {}
-        one = summary.get("runs", 0) < 2  # a spread over one finite seed is undefined
-        table.append({
-            **dict(zip(("model", "dataset", "method", "sigma", "alpha", "eval_sigma"), key[:-1],
-                       strict=True)),
-            "seeds": len(members), "diverged": sum(m["mean"] is None for m in members),
-            "mean": summary.get("mean"),
-            "ci95": None if one else summary.get("ci95"),
-            "std_over_seeds": None if one else summary.get("std"), "ekl": summary.get("ekl"),
-            "not_converged": not_converged,
-            **({"settings": key[-1]} if key[-1] is not None else {}),
-        })
-    return table
-
-
-def write_combined(cells: Sequence[Cell], out: str, plots: bool = True) -> list[dict]:
-    """sweep.json, sweep.csv and (with ``plots``) the plots from every finished cell."""
-    import csv
-    import io
-
-    rows = collect_rows(cells, out)
-    table = aggregate_over_seeds(rows)
-    write_atomic(os.path.join(out, "sweep.json"),
-                 json.dumps({"cells": rows, "over_seeds": table}, indent=1))
-    buffer = io.StringIO()
-    if table:
-        writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
-        writer.writeheader()
-        # 7 significant digits, not 6 decimals: the control's α = 1e-9 must not read as 0.
-        writer.writerows({k: float(f"{v:.7g}") if isinstance(v, float) else v
-                          for k, v in row.items()} for row in table)
-    write_atomic(os.path.join(out, "sweep.csv"), buffer.getvalue())
-    if table and plots:
-        from neft_jax.harness.sweep_plots import plot_sweep
-
-        plot_sweep(table, out)
-    return table

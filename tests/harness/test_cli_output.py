@@ -78,6 +78,12 @@ def test_the_error_line_names_the_command_as_typed(monkeypatch, capsys):
     (["--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
     (["--drop-exit", "9", "--methods", "irs"], "error: --drop-exit must be distinct exit "
      "numbers in 1..3"),  # the config's check, in the flag's words (it said drop_exits)
+    (["--drop-exit", ""], "argument --drop-exit: empty: give at least one exit number"),
+    (["--methods", " , "], "argument --methods: no method given"),
+    (["--sweep", ""], "argument --sweep: empty: give at least one σ"),
+    (["--seed-mode", "vmap"], "--seed-mode vmap: one seed has no seeds to vmap"),
+    (["--seed", "1", "--seeds", "2", "--seed-mode", "sequential", "--mc-run", "4"],
+     "unrecognized arguments: --mc-run 4"),  # flags are never taken by a prefix
 ])
 def test_a_flag_that_no_method_would_use_is_refused_in_one_line(argv, says, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -105,6 +111,11 @@ def test_a_sweep_refuses_a_value_and_its_grid_list_together(one, tmp_path, capsy
     ("seeds = [1.5]\n", [], "seeds: 1.5 is not a seed"),
     ('seeds = ["inf"]\n', [], "seeds: 'inf' is not a seed"),
     ('sigmas = ["x"]\n', [], "sigmas: 'x' is not a number"),
+    ('alphas = []\nmethods = ["irs", "noise"]\n', [], "alphas: empty list"),  # not noise alone
+    ("sigmas = []\n", [], "sigmas: empty list"),
+    ("datasets = []\n", [], "datasets: empty list"),
+    ("methods = []\n", [], "no method given"),
+    ("seeds = [0, 1]\n", ["--seed", "5"], "--seed and a list of seeds ([0, 1]) exclude"),
 ])
 def test_a_sweep_grid_file_that_would_run_something_else_is_refused(grid, argv, says,
                                                                    tmp_path, capsys):
@@ -114,6 +125,45 @@ def test_a_sweep_grid_file_that_would_run_something_else_is_refused(grid, argv, 
                         str(tmp_path / "s")])
     assert says in _error_line(capsys) and not (tmp_path / "s").exists()
 
+
+@pytest.mark.parametrize("flag", ["--sigmas", "--models", "--datasets", "--alphas"])
+def test_an_empty_grid_flag_is_refused_not_taken_as_the_default(flag, tmp_path, capsys):
+    """``--sigmas "$UNSET"`` must not sweep the default σ without a word."""
+    with pytest.raises(SystemExit) as stop:
+        cli.sweep_main([flag, "", "--out", str(tmp_path / "s")])
+    assert stop.value.code == 2
+    assert f"argument {flag}: empty: give at least one" in _error_line(capsys)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("content, says", [
+    ("null", "must hold a table of grid keys (models, datasets, methods, sigmas, alphas, "
+     "seeds), not a NoneType"),
+    ('["sigmas"]', "not a list"),
+    ("42", "not a int"),
+    ("sigmas = [", "neither JSON"),
+])
+def test_a_sweep_config_file_that_is_no_table_of_grid_keys_is_one_line(content, says,
+                                                                       tmp_path, capsys):
+    (tmp_path / "grid.cfg").write_text(content)
+    with pytest.raises(SystemExit):
+        cli.sweep_main(["--config", str(tmp_path / "grid.cfg"), "--out", str(tmp_path / "s")])
+    assert says in _error_line(capsys) and not (tmp_path / "s").exists()
+
+
+def test_a_config_file_of_another_extension_is_read_as_json_or_toml(tmp_path):
+    from neft_jax.harness.flags import read_grid_file
+
+    (tmp_path / "a.cfg").write_text("sigmas = [0.2]\n")
+    (tmp_path / "b.cfg").write_text('{"sigmas": [0.3]}')
+    assert read_grid_file(str(tmp_path / "a.cfg")) == {"sigmas": [0.2]}
+    assert read_grid_file(str(tmp_path / "b.cfg")) == {"sigmas": [0.3]}
+
+
+def test_reproduce_takes_one_of_its_only_modes(capsys):
+    with pytest.raises(SystemExit):
+        paper_cli.reproduce_parser().parse_args(["--check-only", "--report-only"])
+    assert "not allowed with argument --check-only" in _error_line(capsys)
 
 
 # --- item 2: method names in any case, and the nearest name for a typo ---------------------

@@ -268,26 +268,40 @@ def test_over_seeds_the_fair_baseline_is_paired_by_seed_and_divergence_is_shown(
 
 
 def test_a_sweep_plot_of_one_seed_says_it_has_no_interval_over_seeds(tmp_path, monkeypatch):
-    """One seed per cell: the y-label says so, not "± 95 % CI over seeds"."""
+    """One seed per cell: the panel's title says so, not "± 95 % CI over seeds"."""
     import matplotlib.axes
 
     from neft_jax.harness import sweep_plots
 
-    labels = []
-    original = matplotlib.axes.Axes.set
+    titles = []
+    original = matplotlib.axes.Axes.set_title
 
-    def spy(self, **kwargs):
-        labels.append(kwargs.get("ylabel"))
-        return original(self, **kwargs)
+    def spy(self, text, *args, **kwargs):
+        titles.append(text)
+        return original(self, text, *args, **kwargs)
 
-    monkeypatch.setattr(matplotlib.axes.Axes, "set", spy)
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", spy)
     row = {"model": "vgg8", "dataset": "mnist5k", "method": "noise", "alpha": None,
            "sigma": 0.4, "eval_sigma": 0.4, "mean": 50.0, "ci95": None, "seeds": 1,
            "diverged": 0}
     sweep_plots.plot_sweep([row], str(tmp_path))
-    assert "Monte Carlo accuracy (%): one seed (no interval over seeds)" in labels
-    labels.clear()
+    assert "vgg8 / mnist5k\none seed (no interval over seeds)" in titles
+    titles.clear()
     sweep_plots.plot_sweep([row, {**row, "sigma": 0.6, "eval_sigma": 0.6, "seeds": 3,
                                   "ci95": 2.0}], str(tmp_path))
-    assert ("Monte Carlo accuracy (%): mean ± Student-t 95 % CI over seeds; one-seed cells: "
-            "no bar") in labels
+    assert ("vgg8 / mnist5k\nmean ± Student-t 95 % CI over seeds; one-seed cells: "
+            "no bar") in titles
+
+
+def test_the_alpha_search_plot_needs_one_method_at_several_alphas(tmp_path):
+    """IRS at one α and OVF at another is no α search: no alpha_search.png; IRS at two α
+    is one."""
+    from neft_jax.harness import sweep_plots
+
+    row = {"model": "vgg8", "dataset": "mnist5k", "method": "irs", "alpha": 0.01,
+           "sigma": 0.4, "eval_sigma": 0.4, "mean": 50.0, "ci95": None, "seeds": 1,
+           "diverged": 0}
+    sweep_plots.plot_sweep([row, {**row, "method": "ovf", "alpha": 0.001}], str(tmp_path))
+    assert not (tmp_path / "alpha_search.png").exists()
+    sweep_plots.plot_sweep([row, {**row, "alpha": 0.1}], str(tmp_path))
+    assert (tmp_path / "alpha_search.png").exists()

@@ -226,7 +226,7 @@ def test_a_budgeted_plan_estimates_what_fits_from_a_measured_loop_rate(tmp_path)
     line = cli.plan_estimate(base, plan, str(rates), 60.0)
     # A noise cell: 10 epochs × 3,600 images at 3,600/s = 10 s, plus evaluation.
     assert line.startswith("estimate (from the measured loop rate, 3,600 images/s")
-    assert "a 5 s compile per model × method" in line
+    assert "a compile of 5 s per model × method" in line
     assert "9 trainings" in line and "fit in the 60 s budget" in line
     fit = int(line.split("about ")[-1].split(" of them")[0])
     assert 1 <= fit < 9
