@@ -295,7 +295,7 @@ def sweep_main(argv=None) -> int:
     args = start_command(parser, argv)
     import jax
 
-    from neft_jax.harness.sweeps import grid_cells, run_sweep
+    from neft_jax.harness.sweeps import check_cell_groups, grid_cells, run_sweep, train_clean_once
 
     base_defaults = ExperimentConfig()
     def given(value, default):  # an empty list is refused by its flag's type, never a default
@@ -364,12 +364,23 @@ def sweep_main(argv=None) -> int:
         parser.error(str(error))
     print(profile_line, flush=True)
     print(devices_line(base.batch_size), flush=True)
-    print(f"sweep: {len(cells)} cell{'s' * (len(cells) != 1)} into {args.out}", flush=True)
+    noisy, clean, clean_sigmas = train_clean_once(cells)
+    parts = [(part, settings) for part, settings in (
+        (clean, dataclasses.replace(base, extra_sigmas=tuple(clean_sigmas))), (noisy, base))
+        if part]
+    cells = clean + noisy
+    shared = (f" ({', '.join(dict.fromkeys(c.method for c in clean))} trained clean once per "
+              f"seed, scored at every σ)" if clean and len(clean_sigmas) > 1 else "")
+    print(f"sweep: {len(cells)} cell{'s' * (len(cells) != 1)} into {args.out}{shared}",
+          flush=True)
+
     def job() -> int:
         from neft_jax.harness.sweep_table import format_sweep_table
 
-        table = run_sweep(cells, base, args.out, show_progress=show_progress(args),
-                          worker=args.worker)
+        check_cell_groups([(part, settings, args.out) for part, settings in parts])
+        for part, settings in parts:  # the clean cells, then those trained at noise
+            table = run_sweep(part, settings, args.out, show_progress=show_progress(args),
+                              worker=args.worker, tabled=cells)
         if table:
             print(format_sweep_table(table))
         plots = [name for name in ("accuracy_vs_sigma.png", "alpha_search.png")

@@ -241,7 +241,7 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
     labels = jax.device_put(np.asarray(dataset.train_labels))
     val_sets = [data_lib.selection_set(dataset, v, cfg.eval_batch_size) for _, v in splits]
     start = time.perf_counter()
-    global_step = start_epoch * steps_per_epoch
+    global_step = first_step = start_epoch * steps_per_epoch
     runs = f" ×{len(configs)} seeds" if vmapped else ""
     epoch = start_epoch
     try:
@@ -295,9 +295,10 @@ def train_runs(configs: list[ExperimentConfig], dataset: data_lib.Dataset, metho
                          f"epoch 1 of {method} saved" if saved == 1 else
                          f"epochs 1–{saved} of {method} saved") + ")")
         raise
-    if cfg.max_train_steps is not None and global_step >= cfg.max_train_steps:
+    if cfg.max_train_steps is not None and global_step >= cfg.max_train_steps > first_step:
         log(f"{method}: --max-train-steps {cfg.max_train_steps} reached: stopped after "
-            f"{global_step} steps, in epoch {epoch + 1}/{cfg.epochs}")
+            f"{global_step} steps, in epoch {(global_step - 1) // steps_per_epoch + 1}/"
+            f"{cfg.epochs}")
     for i, run in enumerate(progress):
         if not run.diverged:  # a diverged run was saved when it diverged
             run.flush(engine.select(stacked, i))

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from neft_jax.harness.reporting import accuracy_error_bars, save_figure
-from neft_jax.methods import uses_feedback
+from neft_jax.methods import method_spec, uses_feedback
 
 
 def _plot_mean_ci(ax, points: Sequence[dict], x_key: str, label: str) -> None:
@@ -36,13 +36,16 @@ def plot_sweep(table: Sequence[dict], out: str) -> None:
     for ax, (model, dataset) in zip(axes[0], panels, strict=True):
         lines = defaultdict(list)
         for r in table:
-            if (r["model"], r["dataset"]) == (model, dataset) and r["sigma"] == r["eval_sigma"]:
+            clean = not method_spec(r["method"]).perturbs  # one training, scored at each σ
+            if (r["model"], r["dataset"]) == (model, dataset) and (
+                    clean or r["sigma"] == r["eval_sigma"]):
                 label = r["method"] if r["alpha"] in (None, 0, 0.0) else (
                     f"{r['method']} α={r['alpha']:g}")
-                lines[label].append(r)
+                lines[label + (" (trained clean)" if clean else "")].append(r)
         for label, points in sorted(lines.items()):
-            _plot_mean_ci(ax, [p for p in points if p["mean"] is not None], "sigma", label)
-        ax.set(xlabel="σ_d (train = eval)", ylabel="Monte Carlo accuracy (%)")
+            _plot_mean_ci(ax, [p for p in points if p["mean"] is not None], "eval_sigma", label)
+        ax.set(xlabel="σ_d (train = eval, but for methods trained clean)",
+               ylabel="Monte Carlo accuracy (%)")
         ax.set_title(f"{model} / {dataset}\n{spread}", fontsize="medium")
     save_figure(fig, os.path.join(out, "accuracy_vs_sigma.png"))
 

@@ -44,7 +44,7 @@ from neft_jax.harness.sweep_table import (  # noqa: F401  (part of this module's
     shared_settings,
     write_combined,
 )
-from neft_jax.train import uses_feedback
+from neft_jax.train import method_spec, uses_feedback
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +123,18 @@ def grid_cells(models: Sequence[str], datasets: Sequence[str], methods: Sequence
             cells.append(Cell(model, dataset, method, float(sigma), None if same else alpha,
                               int(seed)))
     return cells
+
+
+def train_clean_once(cells: Sequence[Cell]) -> tuple[list[Cell], list[Cell], list[float]]:
+    """A grid's cells as ``(noisy, clean, sigmas)``: the cells of methods trained at noise,
+    as they are; for a method trained clean (vanilla), whose training is the same at every
+    σ, one cell at σ = 0 per model × dataset × seed in place of one per σ; and the grid's
+    σ, at which each clean cell is then scored (``extra_sigmas``)."""
+    noisy = [c for c in cells if method_spec(c.method).perturbs]
+    clean = list(dict.fromkeys(dataclasses.replace(c, sigma=0.0) for c in cells
+                               if not method_spec(c.method).perturbs))
+    sigmas = sorted({c.sigma for c in cells if not method_spec(c.method).perturbs})
+    return noisy, clean, sigmas
 
 
 def cell_config(base: ExperimentConfig, cell: Cell, path: str) -> ExperimentConfig:
@@ -205,10 +217,12 @@ def cell_done_as_given(path: str, cell: Cell, base: ExperimentConfig) -> bool:
 
 def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
               log: Callable[[str], None] = print, show_progress: bool = True,
-              budget: Budget | None = None, worker: Worker | None = None) -> list[dict]:
+              budget: Budget | None = None, worker: Worker | None = None,
+              tabled: Sequence[Cell] | None = None) -> list[dict]:
     """Run every unfinished cell (of ``worker``'s share; None: all); rewrite the combined
-    table (sweep.json, sweep.csv) after each, and its plots when the sweep ends or stops
-    (≈ 1 s of drawing, too much to repeat after every cell); return its rows.
+    table (sweep.json, sweep.csv) of ``tabled`` (default: ``cells``; a grid run in parts
+    with different settings tables all of them) after each, and its plots when the sweep
+    ends or stops (≈ 1 s of drawing, too much to repeat after every cell); return its rows.
 
     After each trained cell it logs the time left, estimated from this launch's cells.
     With ``budget``, a cell starts only if its method's measured time (finished cells of
@@ -273,11 +287,11 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             log(f"[{i + 1}/{len(cells)}] {cell.name}: {seconds:.0f} s"
                 + (f"; about {max(left / 60, 1):.0f} min left for {len(todo)} more"
                    f" cell{'s' if len(todo) > 1 else ''}{fit}" if todo else ""))
-            write_combined(cells, out, plots=False)
+            write_combined(tabled or cells, out, plots=False)
     except BaseException:
         if launched:  # the plots of what this launch finished, on any stop (best effort)
             with contextlib.suppress(Exception):
-                write_combined(cells, out)
+                write_combined(tabled or cells, out)
         raise
     check_cells(cells, base, out)  # what other workers made since, before it is tabled
     unfinished = [c.name for c in cells if not done(c)]
@@ -286,7 +300,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             f"{', '.join(unfinished[:3])}{', …' if len(unfinished) > 3 else ''} (held by "
             "another worker, or not this --worker's share): when those workers are done, "
             "run the same command again to finish any that were stopped")
-    return write_combined(cells, out)
+    return write_combined(tabled or cells, out)
 
 
 def measured_seconds(cells: Sequence[Cell], out: str) -> list[tuple[Cell, float]]:

@@ -156,10 +156,44 @@ def test_sweep_cli_config_file_and_bad_keys(tmp_path, capsys):
                                  *TINY_ARGS, "--max-train-steps", "2"])
     assert code == 0
     rows = json.loads((out / "sweep.json").read_text())["over_seeds"]
-    assert len(rows) == 1 and rows[0]["method"] == "vanilla"
+    # vanilla trains clean: one cell at σ = 0, scored clean and at the grid's σ
+    assert [(r["method"], r["sigma"], r["eval_sigma"]) for r in rows] == [
+        ("vanilla", 0.0, 0.0), ("vanilla", 0.0, 0.3)]
     bad = tmp_path / "bad.toml"
     bad.write_text('sigma_values = [0.3]\n')
     with pytest.raises(SystemExit) as info:
         sweep_cli.sweep_main(["--config", str(bad), "--out", str(tmp_path / "o2")])
     assert info.value.code == 2
     assert "sigma_values" in capsys.readouterr().err
+
+
+def test_a_sweep_trains_vanilla_once_per_seed_and_scores_it_at_every_sigma(tmp_path, capsys):
+    """Vanilla's training is the same at every σ: one cell per seed, scored at each of the
+    grid's σ; the same sweep with one σ more scores that cell again without training it."""
+    out = tmp_path / "out"
+
+    def sweep(sigmas: str) -> str:
+        argv = ["--methods", "vanilla,noise", "--sigmas", sigmas, "--out", str(out),
+                *TINY_ARGS, "--max-train-steps", "2"]
+        assert sweep_cli.sweep_main(argv) == 0
+        return capsys.readouterr().out
+
+    printed = sweep("0.2,0.3")
+    assert "sweep: 3 cells" in printed and "vanilla trained clean once per seed" in printed
+    vanilla = out / "cells" / "vgg8-mnist5k-vanilla-sigma0-alphanone-seed0"
+    assert sorted(p.name for p in (out / "cells").iterdir()) == sorted([
+        vanilla.name, "vgg8-mnist5k-noise-sigma0.2-alphanone-seed0",
+        "vgg8-mnist5k-noise-sigma0.3-alphanone-seed0"])
+    epochs = (vanilla / "metrics.jsonl").read_text()
+    rows = json.loads((out / "sweep.json").read_text())["over_seeds"]
+    assert {(r["method"], r["sigma"], r["eval_sigma"]) for r in rows} == {
+        ("noise", 0.2, 0.2), ("noise", 0.3, 0.3),
+        ("vanilla", 0.0, 0.0), ("vanilla", 0.0, 0.2), ("vanilla", 0.0, 0.3)}
+    printed = sweep("0.2,0.3,0.4")
+    assert printed.count("noise: training") == 1 and "noise-sigma0.4" in printed
+    # the cap is named where it stopped a training, not where a finished one was reopened
+    assert printed.count("--max-train-steps 2 reached: stopped after 2 steps, in epoch 1/2") == 1
+    assert (vanilla / "metrics.jsonl").read_text() == epochs  # scored again, not retrained
+    rows = json.loads((out / "sweep.json").read_text())["over_seeds"]
+    assert ("vanilla", 0.0, 0.4) in {(r["method"], r["sigma"], r["eval_sigma"]) for r in rows}
+    assert json.loads((out / "sweep.json").read_text())["settings"]["epochs"] == 2  # TINY
