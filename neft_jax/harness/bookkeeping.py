@@ -161,7 +161,19 @@ class RunProgress:
                 f"({'noisy' if spec.perturbs else 'clean'}), {validation}, "
                 + (f"feedback/logits {ratio:.3g}, " if ratio is not None else "")
                 + (f"best {self.best_val:.2f}% @ {self.best_epoch}, " if self.best_epoch
-                   else "") + f"{seconds:.1f} s")
+                   else "") + f"{seconds:.1f} s" + self._time_left(epoch))
+
+    def _time_left(self, epoch: int) -> str:
+        """``; ≈ 3 min left for noise``: the epochs left at this launch's mean epoch time
+        (its first epoch, which compiles, left out once there are others)."""
+        times = [line["seconds"] for line in self.history if line["epoch"] > self.start_epoch]
+        left = self.cfg.epochs - (epoch + 1)
+        if not left or not times:
+            return ""
+        from neft_jax.harness.budget import duration
+
+        mean = sum(times[1:]) / len(times[1:]) if len(times) > 1 else times[0]
+        return f"; ≈ {duration(mean * left)} left for {self.method}"
 
     def outcome(self, model, state, train_seconds: float,
                 log: Callable[[str], None] = print) -> TrainOutcome:

@@ -140,3 +140,11 @@ def cell_seconds_from_rate(loop_images_per_s: float, method: str, model: str, ep
         * MODEL_COST.get(model, 1.0) / MODEL_COST.get(rate_model, 1.0)
     return training + evaluation
 
+
+def duration(seconds: float) -> str:
+    """``40 s``, ``12 min``, ``3 h 05 min``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"

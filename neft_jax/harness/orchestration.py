@@ -113,11 +113,13 @@ def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None], show_prog
     test_set = make_test_set(dataset.test_images, dataset.test_labels, cfg.eval_batch_size)
     results = start_results(cfg, previous, num_train, num_val, len(dataset.test_labels))
     wrote = False
-    for method in cfg.methods:
+    launched: dict[str, list[float]] = {}  # this launch's methods' wall seconds: the ETA
+    for i, method in enumerate(cfg.methods):
         if method in results.methods and results.methods[method].done(cfg.eval_sigmas):
             log(f"{method}: already done in {cfg.out}, skipped")
             continue
         log(f"{method}: training")
+        method_started = time.perf_counter()
         search = None
         if cfg.alpha_search and train_lib.uses_feedback(method):
             outcome, alpha, search = search_alpha(cfg, dataset, method, log, show_progress)
@@ -135,9 +137,24 @@ def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None], show_prog
         write_results(cfg.out, results)  # after each method: a stop loses none of it
         prune_checkpoints(cfg.checkpoint_dir(method, alpha), cfg.keep_checkpoints)
         wrote = True
+        launched[method] = [time.perf_counter() - method_started]
+        log(progress_line(method, launched, cfg.methods[i + 1:]))
     if not wrote:  # every method was done before: its files are written again, as resumed
         write_results(cfg.out, results)
     return results
+
+
+def progress_line(method: str, launched: dict[str, list[float]], left) -> str:
+    """``noise: done in 41 s; 2 methods left, about 3 min (…)``: a whole run's ETA in the log,
+    from this launch's methods' times weighted by each method's relative cost."""
+    from neft_jax.harness.budget import duration, estimate_total
+
+    line = f"{method}: done in {launched[method][-1]:.0f} s"
+    if not left:
+        return line
+    seconds = estimate_total(launched, left)
+    return (f"{line}; {len(left)} method{'s' * (len(left) > 1)} left ({', '.join(left)}), "
+            f"about {duration(seconds)} by this run's times so far")
 
 
 def start_results(cfg: ExperimentConfig, previous: RunResults | None, num_train: int,
