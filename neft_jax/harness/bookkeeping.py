@@ -180,12 +180,16 @@ class RunProgress:
         """Close the checkpoints; the outcome holds the best state (``state`` if none).
 
         ``train_seconds``: this launch's; a resumed run adds its earlier epochs' seconds.
-        A corrupt best save falls back to the one before it (a warning says which)."""
+        The kept epoch's own save is restored, never an earlier one: a damaged one is
+        :class:`~neft_jax.harness.checkpoints.CheckpointCorrupt` (its epochs are then
+        trained again on resume)."""
         train_seconds += sum(line.get("seconds", 0.0) for line in self.history
                              if line.get("epoch", 0) <= self.start_epoch)
-        best = (self.checkpoints.restore(state, "best", log=log) if self.best_epoch is not None
-                else None)
-        self.checkpoints.close()
+        try:
+            best = (self.checkpoints.restore_kept(state, self.best_epoch)
+                    if self.best_epoch is not None else None)
+        finally:
+            self.checkpoints.close()
         if best is not None:
             state, meta = best
             self.best_epoch, self.best_val = meta["best_epoch"], meta["best_val_accuracy"]

@@ -190,6 +190,22 @@ class RunCheckpoints:
             f"{self.directory} to train this method again from the start, or rerun with "
             "--overwrite")
 
+    def restore_kept(self, target: Any, epoch: int) -> tuple[Any, dict]:
+        """Restore the "best" save of ``epoch``, the run's kept epoch. A bad one is never
+        replaced by an earlier best, which would be another epoch's state scored in its
+        place: the saves from ``epoch`` on are deleted (the run up to them is intact) and
+        :class:`CheckpointCorrupt` says to resume, which trains those epochs again."""
+        try:
+            return self.restore_epoch(target, "best", epoch)
+        except Exception as error:  # orbax/tensorstore raise many types for bad files
+            where = os.path.join(self.directory, "best", str(epoch))
+            self.discard_after(epoch - 1)
+            raise CheckpointCorrupt(
+                f"checkpoint {where}, the kept epoch's state, is corrupt or unreadable "
+                f"({_one_line(error)}); it and every save from epoch {epoch} on were deleted: "
+                f"run the same command again (run.py: with --resume) to train epoch {epoch} "
+                "on again, which gives the same numbers") from None
+
     def restore_epoch(self, target: Any, name: str, epoch: int) -> tuple[Any, dict]:
         """Restore the save of ``epoch`` and verify its checksum; raise if it is bad."""
         # Python scalars in ``target`` (a fresh TrainState's step is int 0) become the

@@ -177,7 +177,7 @@ def run_hint(out: str) -> str:
     done = finished_methods(out)
     saved = (f"finished methods saved in {out}: {', '.join(done)}" if done
              else f"no method finished yet in {out}")
-    return f"{saved}; rerun the same command with --resume to continue"
+    return f"{saved}; rerun the same command with --resume --out {out} to continue"
 
 
 def devices_line(batch_size: int) -> str:
@@ -214,6 +214,9 @@ def run_main(argv=None) -> int:
     from neft_jax.parallel import maybe_initialize_distributed
 
     maybe_initialize_distributed()
+    if args.resume and args.out is None:
+        parser.error("--resume needs --out: the folder of the run to continue (a run started "
+                     "without --out printed it in its 'output:' line)")
     try:
         cfg, profile_line = config_from_args(args, jax.default_backend(),
                                              cpu_profile=MAIN_COMMAND_CPU_PROFILE)

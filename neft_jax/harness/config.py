@@ -182,9 +182,10 @@ class ExperimentConfig:
                           "fp32 (tf32: TensorFloat-32 on NVIDIA GPUs, fp32 elsewhere)",
                           choices=tuple(COMPUTE))
     backward_micro_batch: int | None = _field(
-        None, "compute each conv's gradients N images at a time; same result, faster on CPU "
+        None, "compute each conv's gradients N images at a time; the same sums in another "
+        "order (equal up to float rounding, which training amplifies), faster on CPU "
         "(0 = whole batch; default: on CPU the size measured on first use per model × "
-        "width × batch and cached, whole batch elsewhere)")
+        "width × batch and cached, whole batch elsewhere; a resume keeps the run's size)")
     checkpoint_every: float = _field(
         30.0, "seconds between checkpoint saves: the state is saved at the end of the first "
         "epoch this long after the last save, and after the last epoch (0 = every epoch). "

@@ -82,12 +82,29 @@ def differences(stored: dict, current: dict) -> list[str]:
 
 
 def write_settings_file(folder: str, cfg: ExperimentConfig) -> None:
-    """``folder/settings.json``: the identity of ``cfg`` and its fingerprint."""
+    """``folder/settings.json``: the identity of ``cfg`` and its fingerprint, and what the
+    run computes with that is no setting of the experiment but changes its float rounding:
+    the conv backward micro-batch (``trained_with``; a resume reuses it,
+    :func:`recorded_micro_batch`)."""
     from neft_jax.harness.results import write_atomic
 
     settings = identity(cfg)
     write_atomic(os.path.join(folder, SETTINGS_FILE), json.dumps(
-        {"fingerprint": fingerprint(settings), "settings": settings}, indent=1))
+        {"fingerprint": fingerprint(settings), "settings": settings,
+         "trained_with": {"backward_micro_batch": cfg.effective_backward_micro_batch or 0}},
+        indent=1))
+
+
+def recorded_micro_batch(folder: str) -> int | None:
+    """The conv backward micro-batch the run in ``folder`` trained with (0: whole batch),
+    from its ``settings.json``; None where none is recorded (runs before 2026-12-07)."""
+    try:
+        with open(os.path.join(folder, SETTINGS_FILE)) as f:
+            value = json.load(f)["trained_with"]["backward_micro_batch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
 
 
 def stored_identity(folder: str) -> tuple[dict, str] | None:

@@ -9,6 +9,7 @@ finished methods and ``--resume`` continues the rest from their checkpoints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import time
@@ -32,6 +33,7 @@ from neft_jax.harness.identity import (
     folder_entries,
     identity,
     is_seed_folder,
+    recorded_micro_batch,
     write_settings_file,
 )
 from neft_jax.harness.locking import LOCK_NAME, FolderLock
@@ -58,9 +60,28 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
     check_resume(cfg)  # read-only; prepare_out_dir checks again under the folder's lock
     dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir)
     check_batch_size(cfg, dataset)  # before the tuner, which times convs of that batch
-    cfg = with_tuned_micro_batch(cfg, log)
+    cfg = with_tuned_micro_batch(with_recorded_micro_batch(cfg, log), log)
     with jax.default_matmul_precision(cfg.matmul_precision), contextlib.ExitStack() as locks:
         return _run_experiment(cfg, log, show_progress, locks, dataset)
+
+
+def with_recorded_micro_batch(cfg: ExperimentConfig,
+                              log: Callable[[str], None] = print) -> ExperimentConfig:
+    """A resumed run keeps the conv backward micro-batch it trained with (its settings.json),
+    whatever the tuner's cache says now: another size changes the float rounding, which
+    training amplifies, so a resume would match no uninterrupted run. A size given with
+    ``--backward-micro-batch`` is used, with a line saying so where it differs."""
+    recorded = recorded_micro_batch(cfg.out) if cfg.resume else None
+    if recorded is None:
+        return cfg
+    if cfg.backward_micro_batch is None:
+        return dataclasses.replace(cfg, backward_micro_batch=recorded)
+    if (cfg.effective_backward_micro_batch or 0) != recorded:
+        log(f"warning: --backward-micro-batch {cfg.backward_micro_batch} is not the "
+            f"{recorded or 'whole batch'} this run trained with so far: the epochs trained "
+            "from here on round differently, so the numbers will not be bit-identical to an "
+            "uninterrupted run (leave the flag out to keep the run's size)")
+    return cfg
 
 
 def check_resume(cfg: ExperimentConfig) -> None:
@@ -135,7 +156,8 @@ def _run_experiment(cfg: ExperimentConfig, log: Callable[[str], None], show_prog
             previous.wall_seconds if previous else 0.0),  # of earlier launches' epochs
             sum(m.train_seconds or 0.0 for m in results.methods.values()))
         write_results(cfg.out, results)  # after each method: a stop loses none of it
-        prune_checkpoints(cfg.checkpoint_dir(method, alpha), cfg.keep_checkpoints)
+        for tried in {alpha, *(float(a) for a in search or ())}:  # every α the search trained
+            prune_checkpoints(cfg.checkpoint_dir(method, tried), cfg.keep_checkpoints)
         wrote = True
         launched[method] = [time.perf_counter() - method_started]
         log(progress_line(method, launched, cfg.methods[i + 1:]))
@@ -190,6 +212,9 @@ def prepare_out_dir(cfg: ExperimentConfig,
     try:
         names = set(os.listdir(out)) - {LOCK_NAME}
         existing = bool(names)
+        if {"cells", "sweep.json"} & names:  # --overwrite would delete the sweep's plot
+            raise ValueError(f"out {out!r} holds a sweep (cells/, sweep.json), not a run: give "
+                             "the run a folder of its own")
         if existing and not (cfg.resume or cfg.overwrite):
             if not any(map(is_run_output, names)):
                 raise ValueError(f"out {out!r} is not empty and holds no run (it has "

@@ -46,6 +46,7 @@ from neft_jax.harness.orchestration import (
     prune_checkpoints,
     run_experiment,
     start_results,
+    with_recorded_micro_batch,
 )
 from neft_jax.harness.reporting import write_results
 from neft_jax.harness.results import Evaluation, MethodResult, RunResults
@@ -136,9 +137,10 @@ def run_seeds(cfg: ExperimentConfig, log: Callable[[str], None] = print,
         f"({why}), each in its own seed-<n>/ folder")
     # The data first: missing data stops the run before a folder is made or a conv is timed.
     check_batch_size(cfg, data_lib.load_dataset(cfg.dataset, cfg.data_dir))
+    # Tuned (or the resumed run's) before the folder's settings.json records it.
+    cfg = with_tuned_micro_batch(with_recorded_micro_batch(cfg, log), log)
     with contextlib.ExitStack() as locks:
         prepare_out_dir(cfg, locks)
-        cfg = with_tuned_micro_batch(cfg, log)
         started = time.perf_counter()
         seeds = seed_list(cfg)
         if mode == "vmap" and not cfg.alpha_search:

@@ -122,6 +122,13 @@ def grid_cells(models: Sequence[str], datasets: Sequence[str], methods: Sequence
             same = math.isclose(value, authors, rel_tol=1e-12)  # one name: one cell folder
             cells.append(Cell(model, dataset, method, float(sigma), None if same else alpha,
                               int(seed)))
+    named: dict[str, Cell] = {}
+    for cell in cells:  # a name is a folder: two cells must never share one
+        other = named.setdefault(cell.name, cell)
+        if other != cell:
+            raise ValueError(f"two cells of the grid would share the folder {cell.name} "
+                             f"(σ {other.sigma!r} and {cell.sigma!r}, α {other.alpha!r} and "
+                             f"{cell.alpha!r}): give values that differ in 6 significant digits")
     return cells
 
 

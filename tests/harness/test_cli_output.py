@@ -151,6 +151,33 @@ def test_a_sweep_config_file_that_is_no_table_of_grid_keys_is_one_line(content, 
     assert says in _error_line(capsys) and not (tmp_path / "s").exists()
 
 
+def test_sigmas_that_would_share_a_cell_folder_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.sweep_main(["--methods", "noise", "--sigmas", "0.4,0.4000001", "--out",
+                        str(tmp_path / "s")])
+    assert "would share the folder vgg8-mnist5k-noise-sigma0.4-alphanone-seed0" in \
+        _error_line(capsys)
+
+
+def test_resume_without_out_is_refused_and_a_stop_names_the_folder(tmp_path, capsys):
+    """A run started without --out gets a new folder; its stop hint must name it, and
+    --resume without --out (which would make yet another folder) is refused."""
+    with pytest.raises(SystemExit):
+        cli.run_main(["--resume"])
+    assert "--resume needs --out" in _error_line(capsys)
+    assert cli.run_hint(str(tmp_path / "r")).endswith(
+        f"rerun the same command with --resume --out {tmp_path / 'r'} to continue")
+
+
+def test_run_py_refuses_a_sweeps_folder_even_with_overwrite(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    (sweep / "cells").mkdir(parents=True)
+    (sweep / "accuracy_vs_sigma.png").write_bytes(b"png")
+    assert cli.run_main(["--overwrite", "--out", str(sweep)]) == 2
+    assert "holds a sweep (cells/, sweep.json), not a run" in capsys.readouterr().err
+    assert (sweep / "accuracy_vs_sigma.png").exists()
+
+
 def test_a_config_file_of_another_extension_is_read_as_json_or_toml(tmp_path):
     from neft_jax.harness.flags import read_grid_file
 

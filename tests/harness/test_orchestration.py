@@ -92,6 +92,52 @@ def test_resume_after_interruption_and_a_flipped_byte_matches_uninterrupted(tmp_
     assert resumed.wall_seconds >= b.train_seconds
 
 
+def test_a_damaged_save_of_the_kept_epoch_is_trained_again_never_replaced(tmp_path):
+    """A finished run whose kept epoch's save is damaged, resumed for one σ more: it used to
+    score an earlier best in its place (and rewrite the finished σ). Now the resume stops
+    in one line, with the saves from that epoch on deleted, and the next resume trains
+    them again: the kept epoch and the finished σ's numbers are the first run's."""
+    from neft_jax.harness.checkpoints import CheckpointCorrupt
+
+    cfg = _tiny_config(tmp_path / "run", checkpoint_every=0)
+    first = run_experiment(cfg, log=lambda m: None, show_progress=False).methods["noise"]
+    kept = tmp_path / "run" / "checkpoints" / "noise" / "best" / str(first.best_epoch)
+    damage_newest_save(kept, "flip")
+    wider = dataclasses.replace(cfg, resume=True, extra_sigmas=(0.1,))
+    with pytest.raises(CheckpointCorrupt, match=f"best/{first.best_epoch}, the kept epoch's "
+                       f"state, is corrupt .* every save from epoch {first.best_epoch} on"):
+        run_experiment(wider, log=lambda m: None, show_progress=False)
+    assert not kept.exists()
+    again = run_experiment(wider, log=lambda m: None, show_progress=False).methods["noise"]
+    assert again.best_epoch == first.best_epoch
+    assert [h["loss"] for h in again.history] == [h["loss"] for h in first.history]
+    assert again.at(0.3).accuracies == first.at(0.3).accuracies
+    assert again.at(0.1) is not None
+
+
+def test_a_resume_keeps_the_micro_batch_the_run_trained_with(tmp_path):
+    """The conv backward micro-batch changes float rounding: a resume reuses the size in the
+    run's settings.json (not the tuner's choice of today); a size given on the resume is
+    used, with a warning where it differs; a new run and an old folder are left alone."""
+    from neft_jax.harness.identity import recorded_micro_batch, write_settings_file
+    from neft_jax.harness.orchestration import with_recorded_micro_batch
+
+    os.makedirs(tmp_path / "run")
+    write_settings_file(str(tmp_path / "run"), _tiny_config(tmp_path / "run",
+                                                            backward_micro_batch=4))
+    assert recorded_micro_batch(str(tmp_path / "run")) == 4
+    resumed = _tiny_config(tmp_path / "run", resume=True, backward_micro_batch=None)
+    assert with_recorded_micro_batch(resumed, log=pytest.fail).backward_micro_batch == 4
+    warnings = []
+    given = dataclasses.replace(resumed, backward_micro_batch=0)
+    assert with_recorded_micro_batch(given, log=warnings.append) is given
+    assert len(warnings) == 1 and "not the 4 this run trained with" in warnings[0]
+    fresh = dataclasses.replace(resumed, resume=False)
+    assert with_recorded_micro_batch(fresh, log=pytest.fail) is fresh
+    old = _tiny_config(tmp_path / "old", resume=True)  # no settings.json: as before
+    assert with_recorded_micro_batch(old, log=pytest.fail) is old
+
+
 def test_a_resumed_run_counts_the_training_time_of_its_earlier_launch(tmp_path):
     from neft_jax.harness.bookkeeping import RunProgress
     from neft_jax.harness.checkpoints import RunCheckpoints
@@ -218,6 +264,10 @@ def test_alpha_search_picks_best_validation_score(tmp_path, monkeypatch):
     assert entry.alpha == max((score, float(alpha)) for alpha, score in search.items())[1]
     assert (tmp_path / "search" / "checkpoints" / "irs-alpha1" / "best").is_dir()
     assert (tmp_path / "search" / "checkpoints" / "irs-alpha0.001" / "latest").is_dir()
+    # --keep-checkpoints none: every α the search trained is pruned, not only the chosen one
+    none = dataclasses.replace(cfg, out=str(tmp_path / "none"), keep_checkpoints="none")
+    run_experiment(none, log=lambda m: None, show_progress=False)
+    assert not os.listdir(tmp_path / "none" / "checkpoints")
 
 
 def test_table_v_ablation_flags_build_fewer_exits_and_equal_coefficients(tmp_path, capsys):
