@@ -10,8 +10,10 @@
   hand-written.
 * Monte Carlo: pass ``mesh=`` to :func:`neft_jax.monte_carlo` to split the noise
   keys over devices.
-* :func:`maybe_initialize_distributed` — multi-host start through
-  ``jax.distributed.initialize`` when the usual environment variables are set.
+* :func:`maybe_initialize_distributed` — for a user's own multi-host program: start
+  ``jax.distributed.initialize`` when a multi-process launch is detected. The harness's
+  commands do not call it: each runs on one host's devices; many hosts share a sweep or a
+  reproduction as workers on one folder (docs/usage.md).
 """
 
 from __future__ import annotations
@@ -20,30 +22,53 @@ import os
 from collections.abc import Callable
 
 import jax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
-#: Environment variables that announce a multi-host job (JAX's own, SLURM, Open MPI).
-_DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_JOB_ID",
-                    "OMPI_COMM_WORLD_SIZE")
+#: A coordinator given outright (JAX's own variables).
+_COORDINATOR_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
+#: What a SLURM job step of several tasks sets (``srun``), all of which JAX's SLURM
+#: detection reads; a batch script alone has ``SLURM_JOB_ID`` but is one process.
+_SLURM_STEP_ENV = ("SLURM_STEP_NODELIST", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS")
+
+
+def _count(environ, name: str) -> int:
+    try:
+        return int(environ.get(name, "1"))
+    except ValueError:
+        return 1
+
+
+def multi_process_launch(environ=os.environ) -> bool:
+    """Whether this process is one of several of a launch that ``jax.distributed`` can join:
+    a coordinator address given, a SLURM step of several tasks (``srun``), or an Open MPI
+    world of several ranks."""
+    if any(name in environ for name in _COORDINATOR_ENV):
+        return True
+    if all(name in environ for name in _SLURM_STEP_ENV) and _count(environ, "SLURM_NTASKS") > 1:
+        return True
+    return _count(environ, "OMPI_COMM_WORLD_SIZE") > 1
 
 
 def maybe_initialize_distributed(environ=os.environ) -> bool:
-    """Call ``jax.distributed.initialize()`` when a multi-host environment is detected."""
-    if not any(name in environ for name in _DISTRIBUTED_ENV):
-        return False
-    if environ.get("SLURM_NTASKS", "2") == "1" or environ.get("OMPI_COMM_WORLD_SIZE") == "1":
+    """Call ``jax.distributed.initialize()`` when :func:`multi_process_launch`; a plain
+    ``sbatch`` script (``SLURM_JOB_ID`` without a step of several tasks) is one process and
+    is left alone."""
+    if not multi_process_launch(environ):
         return False
     jax.distributed.initialize()
     return True
 
 
 def data_mesh(devices=None) -> Mesh:
-    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all devices)."""
+    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all devices). Its axis is
+    ``Auto`` (JAX ≥ 0.7 makes ``Explicit`` ones by default, which refuse a state on one device
+    beside a batch from :func:`shard_batch`): XLA propagates the shardings."""
     devices = jax.devices() if devices is None else list(devices)
-    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices)
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,),
+                         devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

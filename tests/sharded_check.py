@@ -45,6 +45,10 @@ def main():
         step_diffs.append(max(float(np.max(np.abs(x - y))) for x, y in
                               zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params),
                                   strict=True)))
+    # A fresh state (not replicated) beside a batch from shard_batch: the mesh's Auto axis
+    # lets XLA place it (an Explicit axis, jax.make_mesh's default, refused the pair).
+    first = {"image": images[:64], "label": labels[:64]}
+    _, fresh = parallel(state0, shard_batch(first, mesh), jax.random.key(0))
     diff = max(float(np.max(np.abs(x - y))) for x, y in
                zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True))
     stats_diff = max(float(np.max(np.abs(x - y))) for x, y in
@@ -83,7 +87,8 @@ def main():
         "run_experiment_accuracies": run_accuracies,
         "run_experiment_meshes": [None if m is None else m.size for m in meshes],
         "run_experiment_sharded_steps": sharded_steps,
-        "losses": losses, "step_param_diffs": step_diffs, "param_max_abs_diff": diff,
+        "losses": losses, "fresh_state_loss": float(fresh["loss"]),
+        "step_param_diffs": step_diffs, "param_max_abs_diff": diff,
         "param_scale": scale, "first_update_scale": first_update_scale,
         "batch_stats_max_abs_diff": stats_diff,
         "sharded_batch_devices": len(metrics["loss"].sharding.device_set),

@@ -180,14 +180,19 @@ def run_hint(out: str) -> str:
     return f"{saved}; rerun the same command with --resume --out {out} to continue"
 
 
-def devices_line(batch_size: int) -> str:
+def devices_line(batch_size: int, vmapped_seeds: bool = False) -> str:
     """``devices: …``: how many local devices, and what is split over them (training only
-    when they divide the batch: :func:`~neft_jax.parallel.local_data_mesh`)."""
+    when they divide the batch: :func:`~neft_jax.parallel.local_data_mesh`, and never for
+    seeds vmapped into one program)."""
     import jax
 
     devices, backend = jax.local_device_count(), jax.default_backend()
     if devices == 1:
         return f"devices: 1 × {backend}"
+    if vmapped_seeds:
+        return (f"devices: {devices} × {backend} (Monte Carlo keys split over devices; "
+                "TRAINING ON ONE DEVICE: the vmapped seeds are one program on one device, "
+                "--seed-mode sequential splits each seed's batch over them)")
     if batch_size % devices:
         below = batch_size - batch_size % devices
         sizes = f"{below} or {below + devices}" if below else f"{devices}"
@@ -210,10 +215,7 @@ def run_main(argv=None) -> int:
         run_experiment,
     )
     from neft_jax.harness.reporting import format_table
-    from neft_jax.harness.seeds import run_seeds
-    from neft_jax.parallel import maybe_initialize_distributed
-
-    maybe_initialize_distributed()
+    from neft_jax.harness.seeds import choose_seed_mode, run_seeds
     if args.resume and args.out is None:
         parser.error("--resume needs --out: the folder of the run to continue (a run started "
                      "without --out printed it in its 'output:' line)")
@@ -224,7 +226,9 @@ def run_main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     print(profile_line, flush=True)
-    print(devices_line(cfg.batch_size), flush=True)
+    print(devices_line(cfg.batch_size, cfg.seeds > 1 and choose_seed_mode(
+        cfg.seed_mode, jax.default_backend(), jax.local_device_count(), cfg.width)[0] == "vmap"),
+        flush=True)
     print(f"output: {cfg.out}", flush=True)
     if cfg.resume and cfg.overwrite:
         return fail(parser.prog, ValueError(RESUME_AND_OVERWRITE.format(out=cfg.out)))

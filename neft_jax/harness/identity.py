@@ -86,21 +86,25 @@ def write_settings_file(folder: str, cfg: ExperimentConfig) -> None:
     run computes with that is no setting of the experiment but changes its float rounding:
     the conv backward micro-batch (``trained_with``; a resume reuses it,
     :func:`recorded_micro_batch`)."""
+    import jax
+
     from neft_jax.harness.results import write_atomic
 
     settings = identity(cfg)
     write_atomic(os.path.join(folder, SETTINGS_FILE), json.dumps(
         {"fingerprint": fingerprint(settings), "settings": settings,
-         "trained_with": {"backward_micro_batch": cfg.effective_backward_micro_batch or 0}},
+         "trained_with": {"backward_micro_batch": cfg.effective_backward_micro_batch or 0,
+                          "local_devices": jax.local_device_count()}},
         indent=1))
 
 
-def recorded_micro_batch(folder: str) -> int | None:
-    """The conv backward micro-batch the run in ``folder`` trained with (0: whole batch),
-    from its ``settings.json``; None where none is recorded (runs before 2026-12-07)."""
+def recorded_micro_batch(folder: str, key: str = "backward_micro_batch") -> int | None:
+    """What the run in ``folder`` trained with, from its ``settings.json``'s ``trained_with``:
+    the conv backward micro-batch (0: whole batch), or with ``key="local_devices"`` the
+    devices its batches were split over; None where none is recorded (before 2026-12-07)."""
     try:
         with open(os.path.join(folder, SETTINGS_FILE)) as f:
-            value = json.load(f)["trained_with"]["backward_micro_batch"]
+            value = json.load(f)["trained_with"][key]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \

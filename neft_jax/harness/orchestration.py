@@ -68,9 +68,16 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print,
 def with_recorded_micro_batch(cfg: ExperimentConfig,
                               log: Callable[[str], None] = print) -> ExperimentConfig:
     """A resumed run keeps the conv backward micro-batch it trained with (its settings.json),
+    and says so when it goes on with another number of devices; the micro-batch is kept
     whatever the tuner's cache says now: another size changes the float rounding, which
     training amplifies, so a resume would match no uninterrupted run. A size given with
     ``--backward-micro-batch`` is used, with a line saying so where it differs."""
+    devices = recorded_micro_batch(cfg.out, "local_devices") if cfg.resume else None
+    if devices is not None and devices != jax.local_device_count():
+        log(f"warning: this run trained on {devices} device{'s' * (devices != 1)} so far and "
+            f"goes on with {jax.local_device_count()}: the epochs from here on split each "
+            "batch otherwise, so the numbers will not be bit-identical to an uninterrupted "
+            "run (equal up to float rounding)")
     recorded = recorded_micro_batch(cfg.out) if cfg.resume else None
     if recorded is None:
         return cfg

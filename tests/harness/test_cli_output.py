@@ -451,6 +451,8 @@ def test_the_devices_line_says_when_the_batch_keeps_training_on_one_device(monke
     line = cli.devices_line(130)
     assert "data-parallel" not in line and "TRAINING ON ONE DEVICE: batch 130 is not a " \
         "multiple of 4, --batch-size 128 or 132 trains on all" in line
+    line = cli.devices_line(128, vmapped_seeds=True)  # one program on one device
+    assert "data-parallel" not in line and "TRAINING ON ONE DEVICE: the vmapped seeds" in line
     monkeypatch.setattr(jax, "local_device_count", lambda: 8)
     assert cli.devices_line(4).endswith("--batch-size 8 trains on all)")
     monkeypatch.setattr(jax, "local_device_count", lambda: 1)

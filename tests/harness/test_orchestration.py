@@ -136,6 +136,12 @@ def test_a_resume_keeps_the_micro_batch_the_run_trained_with(tmp_path):
     assert with_recorded_micro_batch(fresh, log=pytest.fail) is fresh
     old = _tiny_config(tmp_path / "old", resume=True)  # no settings.json: as before
     assert with_recorded_micro_batch(old, log=pytest.fail) is old
+    settings = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert settings["trained_with"]["local_devices"] == 1
+    settings["trained_with"]["local_devices"] = 4  # as if trained on 4 devices
+    (tmp_path / "run" / "settings.json").write_text(json.dumps(settings))
+    with_recorded_micro_batch(resumed, log=warnings.append)
+    assert "this run trained on 4 devices so far and goes on with 1" in warnings[-1]
 
 
 def test_a_resumed_run_counts_the_training_time_of_its_earlier_launch(tmp_path):
