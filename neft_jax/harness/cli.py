@@ -46,8 +46,7 @@ from neft_jax.methods import REGISTRY as METHOD_REGISTRY
 class CommandParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, ``PROG: error: MESSAGE (see --help)``,
     and exit status 2, without the usage block (which lists every flag: ``--help`` shows
-    it). Flags are taken only as spelt out (no prefixes: ``--alpha`` is not ``--alphas``).
-    """
+    it). Flags are taken only as spelt out (``--alpha`` is not ``--alphas``)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
@@ -182,17 +181,16 @@ def run_hint(out: str) -> str:
 
 def devices_line(batch_size: int, vmapped_seeds: bool = False) -> str:
     """``devices: …``: how many local devices, and what is split over them (training only
-    when they divide the batch: :func:`~neft_jax.parallel.local_data_mesh`, and never for
-    seeds vmapped into one program)."""
+    when they divide the batch and the seeds are not vmapped into one program)."""
     import jax
 
     devices, backend = jax.local_device_count(), jax.default_backend()
     if devices == 1:
         return f"devices: 1 × {backend}"
     if vmapped_seeds:
-        return (f"devices: {devices} × {backend} (Monte Carlo keys split over devices; "
-                "TRAINING ON ONE DEVICE: the vmapped seeds are one program on one device, "
-                "--seed-mode sequential splits each seed's batch over them)")
+        return (f"devices: {devices} × {backend} (Monte Carlo keys split over devices; TRAINING "
+                "ON ONE DEVICE: the vmapped seeds are one program; --seed-mode sequential "
+                "splits each seed's batch over them)")
     if batch_size % devices:
         below = batch_size - batch_size % devices
         sizes = f"{below} or {below + devices}" if below else f"{devices}"
@@ -390,8 +388,8 @@ def sweep_main(argv=None) -> int:
                               worker=args.worker, tabled=cells)
         if table:
             print(format_sweep_table(table))
-        plots = [name for name in ("accuracy_vs_sigma.png", "alpha_search.png")
-                 if os.path.exists(os.path.join(args.out, name))]
+        plots = [p for p in ("accuracy_vs_sigma.png", "alpha_search.png")
+                 if os.path.exists(os.path.join(args.out, p))]
         print(f"{len(table)} row{'s' * (len(table) != 1)}: "
               f"{os.path.join(args.out, 'sweep.csv')}, sweep.json (with the settings the "
               f"cells share){''.join(', ' + p for p in plots)}; each cell's own run in cells/")
