@@ -385,7 +385,8 @@ def sweep_main(argv=None) -> int:
         check_cell_groups([(part, settings, args.out) for part, settings in parts])
         for part, settings in parts:  # the clean cells, then those trained at noise
             table = run_sweep(part, settings, args.out, show_progress=show_progress(args),
-                              worker=args.worker, tabled=cells)
+                              worker=args.worker, tabled=cells,
+                              numbered_from=len(clean) if part is noisy else 0)
         if table:
             print(format_sweep_table(table))
         plots = [p for p in ("accuracy_vs_sigma.png", "alpha_search.png")

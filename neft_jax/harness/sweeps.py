@@ -225,11 +225,12 @@ def cell_done_as_given(path: str, cell: Cell, base: ExperimentConfig) -> bool:
 def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
               log: Callable[[str], None] = print, show_progress: bool = True,
               budget: Budget | None = None, worker: Worker | None = None,
-              tabled: Sequence[Cell] | None = None) -> list[dict]:
+              tabled: Sequence[Cell] | None = None, numbered_from: int = 0) -> list[dict]:
     """Run every unfinished cell (of ``worker``'s share; None: all); rewrite the combined
     table (sweep.json, sweep.csv) of ``tabled`` (default: ``cells``; a grid run in parts
-    with different settings tables all of them) after each, and its plots when the sweep
-    ends or stops (≈ 1 s of drawing, too much to repeat after every cell); return its rows.
+    with different settings tables all of them; its log numbers this part's cells from
+    ``numbered_from`` + 1 of them all) after each, and its plots when the sweep ends or
+    stops (≈ 1 s of drawing, too much to repeat after every cell); return its rows.
 
     After each trained cell it logs the time left, estimated from this launch's cells.
     With ``budget``, a cell starts only if its method's measured time (finished cells of
@@ -262,25 +263,26 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             f"time budget: {budget.remaining():.0f} s left; no cell measured yet")
     try:
         for i, cell in enumerate(cells):
+            where = f"[{numbered_from + i + 1}/{len(tabled or cells)}] {cell.name}"
             path = os.path.join(out, "cells", cell.name)
             if not worker.takes(i):
                 continue
             if cell not in todo:
-                log(f"[{i + 1}/{len(cells)}] {cell.name}: done before, skipped")
+                log(f"{where}: done before, skipped")
                 continue
             if done(cell):  # finished by another worker since this launch began
                 _check_other_workers_cell(path, base, cell)
-                log(f"[{i + 1}/{len(cells)}] {cell.name}: done by another worker, skipped")
+                log(f"{where}: done by another worker, skipped")
                 todo.remove(cell)
                 continue
             budget.check(cell.name, estimate_seconds(measured, key(cell)))
-            log(f"[{i + 1}/{len(cells)}] {cell.name}")
+            log(where)
             start = time.perf_counter()
             try:
                 run_experiment(cell_config(base, cell, path), log=log, show_progress=show_progress)
             except FolderBusy:  # another worker holds this cell: it trains it, we go on
                 _check_other_workers_cell(path, base, cell)
-                log(f"[{i + 1}/{len(cells)}] {cell.name}: held by another worker, skipped")
+                log(f"{where}: held by another worker, skipped")
                 todo.remove(cell)
                 continue
             seconds = time.perf_counter() - start
@@ -291,7 +293,7 @@ def run_sweep(cells: Sequence[Cell], base: ExperimentConfig, out: str,
             fit = (f"; {fits(measured, [key(c) for c in todo], budget.remaining())} of them fit "
                    f"in the {max(budget.remaining(), 0):.0f} s of budget left"
                    if budget.seconds is not None else "")
-            log(f"[{i + 1}/{len(cells)}] {cell.name}: {seconds:.0f} s"
+            log(f"{where}: {seconds:.0f} s"
                 + (f"; about {max(left / 60, 1):.0f} min left for {len(todo)} more"
                    f" cell{'s' if len(todo) > 1 else ''}{fit}" if todo else ""))
             write_combined(tabled or cells, out, plots=False)

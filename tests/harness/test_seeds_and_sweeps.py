@@ -180,6 +180,8 @@ def test_a_sweep_trains_vanilla_once_per_seed_and_scores_it_at_every_sigma(tmp_p
 
     printed = sweep("0.2,0.3")
     assert "sweep: 3 cells" in printed and "vanilla trained clean once per seed" in printed
+    assert "[1/3] vgg8-mnist5k-vanilla-sigma0" in printed  # numbered over the whole grid
+    assert "[3/3] vgg8-mnist5k-noise-sigma0.3" in printed
     vanilla = out / "cells" / "vgg8-mnist5k-vanilla-sigma0-alphanone-seed0"
     assert sorted(p.name for p in (out / "cells").iterdir()) == sorted([
         vanilla.name, "vgg8-mnist5k-noise-sigma0.2-alphanone-seed0",
