@@ -20,7 +20,13 @@ import jax.numpy as jnp
 from neft_jax import train as train_lib
 from neft_jax.harness.checkpoints import RunCheckpoints
 from neft_jax.harness.config import ExperimentConfig
-from neft_jax.harness.identity import check_same, checkpoint_settings, fingerprint, identity
+from neft_jax.harness.identity import (
+    check_same,
+    checkpoint_settings,
+    fingerprint,
+    identity,
+    started_methods,
+)
 from neft_jax.harness.results import append_metrics, drop_metrics
 
 
@@ -90,7 +96,7 @@ class RunProgress:
             check_same(found[0], self.cfg, f"--resume: the checkpoints in "
                        f"{self.checkpoints.directory!r}", "use a new --out, or --overwrite "
                        "to replace that run",  # as orchestration.RESUME_REMEDY
-                       methods_may_grow=True)
+                       methods_may_grow=True, started=started_methods(self.cfg.out))
         restored = self.checkpoints.restore(state, log=log)
         if restored is not None:
             state, meta = restored

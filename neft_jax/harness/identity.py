@@ -174,14 +174,33 @@ def folder_entries(folder: str) -> list[str]:
         return []
 
 
+def started_methods(folder: str) -> set[str]:
+    """Methods the run in ``folder`` (or its ``seed-<n>/`` folders) has begun: those with a
+    result in a ``results.json`` or a folder under ``checkpoints/``."""
+    from neft_jax.harness.results import RunResults
+
+    started: set[str] = set()
+    for run in [folder, *(os.path.join(folder, n) for n in folder_entries(folder)
+                          if is_seed_folder(n))]:
+        path = os.path.join(run, "results.json")
+        if os.path.exists(path):
+            started |= set(RunResults.load(path).methods)
+        started |= {n.split("-alpha")[0] for n in folder_entries(os.path.join(run, "checkpoints"))}
+    return started
+
+
 def check_same(stored: dict, cfg: ExperimentConfig, what: str, remedy: str,
-               methods_may_grow: bool = False) -> None:
+               methods_may_grow: bool = False, started: set[str] | None = None) -> None:
     """Raise :class:`SettingsChanged` (one line: ``what``, the differing settings old → new,
     ``remedy``) when ``stored`` differs from ``cfg``'s identity. ``methods_may_grow``: a
     resumed run may add methods to those it was made with (each method trains and is scored
-    on its own keys, so the finished ones stay valid), but not drop any."""
+    on its own keys, so the finished ones stay valid), and drop any not ``started`` (a
+    launch that added a method and stopped before it began), but not a started one."""
     current = identity(cfg)
-    if methods_may_grow and set(stored.get("methods", ())) <= set(current["methods"]):
+    listed = stored.get("methods", ())
+    if methods_may_grow and started is not None:
+        listed = [m for m in listed if m in started or m in current["methods"]]
+    if methods_may_grow and set(listed) <= set(current["methods"]):
         stored = {**stored, "methods": current["methods"]}
     changed = differences(stored, current)
     if changed:
@@ -194,13 +213,14 @@ def check_run_folder(cfg: ExperimentConfig, what: str, remedy: str) -> None:
     ``settings.json``, its ``results.json`` and the newest intact save of each method's
     checkpoints (a run killed inside its first method has only those)."""
     found = stored_identity(cfg.out)
+    started = started_methods(cfg.out)
     if found is not None:
-        check_same(found[0], cfg, what, remedy, methods_may_grow=True)
+        check_same(found[0], cfg, what, remedy, methods_may_grow=True, started=started)
     for name in sorted(folder_entries(os.path.join(cfg.out, "checkpoints"))):
         found = checkpoint_settings(os.path.join(cfg.out, "checkpoints", name))
         if found is not None:
             check_same(found[0], cfg, f"{what} (its checkpoints of {name})", remedy,
-                       methods_may_grow=True)
+                       methods_may_grow=True, started=started)
 
 
 def check_seed_count(cfg: ExperimentConfig, what: str) -> None:

@@ -138,6 +138,29 @@ def test_a_resume_after_a_kill_in_the_first_method_checks_the_checkpoints_settin
     assert "corrupt" not in line
 
 
+def test_a_method_added_by_a_stopped_resume_may_be_dropped_until_it_has_begun(tmp_path):
+    """A resume that added OVF and was stopped before OVF began left settings.json listing
+    it; the original command must still resume the folder. Once OVF has a checkpoint or a
+    result, dropping it is refused (its work would leave the run's settings)."""
+    from neft_jax.harness.identity import (
+        SettingsChanged,
+        check_run_folder,
+        started_methods,
+        write_settings_file,
+    )
+
+    out = tmp_path / "run"
+    (out / "checkpoints" / "noise").mkdir(parents=True)
+    write_settings_file(str(out), tiny_config(out, methods=("noise", "ovf")))
+    original = tiny_config(out, methods=("noise",), resume=True)
+    assert started_methods(str(out)) == {"noise"}
+    check_run_folder(original, "--resume", "remedy")  # accepted
+    (out / "checkpoints" / "ovf-alpha0.001").mkdir()
+    assert started_methods(str(out)) == {"noise", "ovf"}
+    with pytest.raises(SettingsChanged, match="methods"):
+        check_run_folder(original, "--resume", "remedy")
+
+
 def test_resume_and_overwrite_together_are_refused_and_nothing_is_deleted(tmp_path, capsys):
     out = tmp_path / "done"
     out.mkdir()
