@@ -201,6 +201,7 @@ def test_a_resume_may_add_methods_but_not_drop_any(tmp_path):
     cfg = ExperimentConfig(methods=("noise",), mc_runs=2, out=str(out))
     out.mkdir()
     RunResults(settings={**cfg.to_dict(), "eval_sigmas": [0.4]}).save(str(out / "results.json"))
+    (out / "checkpoints" / "noise").mkdir(parents=True)  # noise has begun: it may not be dropped
     grown = dataclasses.replace(cfg, methods=("noise", "irs"), resume=True)
     assert prepare_out_dir(grown) is not None  # noise's finished result stays, irs trains
     with pytest.raises(ValueError, match=r"methods=\['noise'\] → methods=\['irs'\]"):
