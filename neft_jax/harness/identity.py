@@ -85,7 +85,7 @@ def write_settings_file(folder: str, cfg: ExperimentConfig) -> None:
     """``folder/settings.json``: the identity of ``cfg`` and its fingerprint, and what the
     run computes with that is no setting of the experiment but changes its float rounding:
     the conv backward micro-batch (``trained_with``; a resume reuses it,
-    :func:`recorded_micro_batch`)."""
+    :func:`trained_with`)."""
     import jax
 
     from neft_jax.harness.results import write_atomic
@@ -98,17 +98,17 @@ def write_settings_file(folder: str, cfg: ExperimentConfig) -> None:
         indent=1))
 
 
-def recorded_micro_batch(folder: str, key: str = "backward_micro_batch") -> int | None:
+def trained_with(folder: str) -> dict[str, int]:
     """What the run in ``folder`` trained with, from its ``settings.json``'s ``trained_with``:
-    the conv backward micro-batch (0: whole batch), or with ``key="local_devices"`` the
-    devices its batches were split over; None where none is recorded (before 2026-12-07)."""
+    ``backward_micro_batch`` (0: whole batch) and ``local_devices``, each where recorded as
+    an integer >= 0 (none before 2026-12-07)."""
     try:
         with open(os.path.join(folder, SETTINGS_FILE)) as f:
-            value = json.load(f)["trained_with"][key]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
-        else None
+            recorded = json.load(f)["trained_with"]
+        return {k: v for k, v in recorded.items()
+                if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def stored_identity(folder: str) -> tuple[dict, str] | None:

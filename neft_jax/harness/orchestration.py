@@ -33,7 +33,7 @@ from neft_jax.harness.identity import (
     folder_entries,
     identity,
     is_seed_folder,
-    recorded_micro_batch,
+    trained_with,
     write_settings_file,
 )
 from neft_jax.harness.locking import LOCK_NAME, FolderLock
@@ -72,20 +72,21 @@ def with_recorded_micro_batch(cfg: ExperimentConfig,
     whatever the tuner's cache says now: another size changes the float rounding, which
     training amplifies, so a resume would match no uninterrupted run. A size given with
     ``--backward-micro-batch`` is used, with a line saying so where it differs."""
-    devices = recorded_micro_batch(cfg.out, "local_devices") if cfg.resume else None
+    recorded = trained_with(cfg.out) if cfg.resume else {}
+    devices = recorded.get("local_devices")
     if devices is not None and devices != jax.local_device_count():
         log(f"warning: this run trained on {devices} device{'s' * (devices != 1)} so far and "
             f"goes on with {jax.local_device_count()}: the epochs from here on split each "
             "batch otherwise, so the numbers will not be bit-identical to an uninterrupted "
             "run (equal up to float rounding)")
-    recorded = recorded_micro_batch(cfg.out) if cfg.resume else None
-    if recorded is None:
+    micro = recorded.get("backward_micro_batch")
+    if micro is None:
         return cfg
     if cfg.backward_micro_batch is None:
-        return dataclasses.replace(cfg, backward_micro_batch=recorded)
-    if (cfg.effective_backward_micro_batch or 0) != recorded:
+        return dataclasses.replace(cfg, backward_micro_batch=micro)
+    if (cfg.effective_backward_micro_batch or 0) != micro:
         log(f"warning: --backward-micro-batch {cfg.backward_micro_batch} is not the "
-            f"{recorded or 'whole batch'} this run trained with so far: the epochs trained "
+            f"{micro or 'whole batch'} this run trained with so far: the epochs trained "
             "from here on round differently, so the numbers will not be bit-identical to an "
             "uninterrupted run (leave the flag out to keep the run's size)")
     return cfg

@@ -20,16 +20,23 @@ from neft_jax.stats import summarize_over_seeds
 from neft_jax.train import uses_feedback
 
 
+def finished_results(cells: Sequence, out: str) -> list[tuple]:
+    """``(cell, its RunResults)`` for every cell with a ``results.json``, each read once."""
+    paths = [(cell, os.path.join(out, "cells", cell.name, "results.json")) for cell in cells]
+    return [(cell, RunResults.load(path)) for cell, path in paths if os.path.exists(path)]
+
+
 def collect_rows(cells: Sequence, out: str) -> list[dict]:
     """One row per finished cell × evaluated σ; ``settings`` is the fingerprint of the
     cell's settings but its seed (:mod:`neft_jax.harness.identity`), so that only cells
     made alike are averaged over seeds."""
+    return rows_of(finished_results(cells, out))
+
+
+def rows_of(finished: Sequence[tuple]) -> list[dict]:
+    """:func:`collect_rows` of cells already read (:func:`finished_results`)."""
     rows = []
-    for cell in cells:
-        path = os.path.join(out, "cells", cell.name, "results.json")
-        if not os.path.exists(path):
-            continue
-        results = RunResults.load(path)
+    for cell, results in finished:
         entry = results.methods.get(cell.method)
         if not entry:
             continue
@@ -49,16 +56,15 @@ def collect_rows(cells: Sequence, out: str) -> list[dict]:
     return rows
 
 
-def shared_settings(cells: Sequence, out: str) -> dict:
-    """The settings (``results.json``'s) every finished cell shares; those that differ
-    between cells (σ, method, seed, …) are left out: each row's cell folder has them."""
+def shared_settings(finished: Sequence[tuple]) -> dict:
+    """The settings (``results.json``'s) every cell of ``finished`` (:func:`finished_results`)
+    shares; those that differ between cells (σ, method, seed, …) are left out: each row's
+    cell folder has them."""
     shared = None
-    for cell in cells:
-        path = os.path.join(out, "cells", cell.name, "results.json")
-        if os.path.exists(path):
-            settings = RunResults.load(path).settings
-            shared = dict(settings) if shared is None else {
-                k: v for k, v in shared.items() if k in settings and settings[k] == v}
+    for _, results in finished:
+        settings = results.settings
+        shared = dict(settings) if shared is None else {
+            k: v for k, v in shared.items() if k in settings and settings[k] == v}
     return shared or {}
 
 
@@ -98,10 +104,11 @@ def write_combined(cells: Sequence, out: str, plots: bool = True) -> list[dict]:
     import csv
     import io
 
-    rows = collect_rows(cells, out)
+    finished = finished_results(cells, out)  # after every cell: each file read once
+    rows = rows_of(finished)
     table = aggregate_over_seeds(rows)
     write_atomic(os.path.join(out, "sweep.json"), json.dumps(
-        {"settings": shared_settings(cells, out), "cells": rows, "over_seeds": table}, indent=1))
+        {"settings": shared_settings(finished), "cells": rows, "over_seeds": table}, indent=1))
     buffer = io.StringIO()
     if table:
         writer = csv.DictWriter(buffer, fieldnames=list(table[0]))

@@ -41,7 +41,6 @@ from neft_jax.harness.results import RunResults
 from neft_jax.harness.sweep_table import (  # noqa: F401  (part of this module's API)
     aggregate_over_seeds,
     collect_rows,
-    shared_settings,
     write_combined,
 )
 from neft_jax.train import method_spec, uses_feedback

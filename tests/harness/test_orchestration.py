@@ -119,13 +119,14 @@ def test_a_resume_keeps_the_micro_batch_the_run_trained_with(tmp_path):
     """The conv backward micro-batch changes float rounding: a resume reuses the size in the
     run's settings.json (not the tuner's choice of today); a size given on the resume is
     used, with a warning where it differs; a new run and an old folder are left alone."""
-    from neft_jax.harness.identity import recorded_micro_batch, write_settings_file
+    from neft_jax.harness.identity import trained_with, write_settings_file
     from neft_jax.harness.orchestration import with_recorded_micro_batch
 
     os.makedirs(tmp_path / "run")
     write_settings_file(str(tmp_path / "run"), _tiny_config(tmp_path / "run",
                                                             backward_micro_batch=4))
-    assert recorded_micro_batch(str(tmp_path / "run")) == 4
+    assert trained_with(str(tmp_path / "run")) == {"backward_micro_batch": 4,
+                                                   "local_devices": 1}
     resumed = _tiny_config(tmp_path / "run", resume=True, backward_micro_batch=None)
     assert with_recorded_micro_batch(resumed, log=pytest.fail).backward_micro_batch == 4
     warnings = []
